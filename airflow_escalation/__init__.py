@@ -1,0 +1,1 @@
+"""airflow-escalation (public names are re-exported here)."""

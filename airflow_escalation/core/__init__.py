@@ -1,0 +1,1 @@
+"""Escalation core: no Airflow imports here."""

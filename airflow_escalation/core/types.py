@@ -1,0 +1,113 @@
+"""The spec's enums: target types, trigger conditions, states and state-machine events."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class TargetType(str, Enum):
+    """Escalation target types."""
+
+    USER = "user"
+    TEAM = "team"
+    CHANNEL = "channel"
+    SCHEDULE = "schedule"
+    WEBHOOK = "webhook"
+    EMAIL = "email"
+    PHONE = "phone"
+    CUSTOM = "custom"
+
+
+class EscalationTrigger(str, Enum):
+    """Conditions a policy escalates on (``EscalationPolicy.triggers``)."""
+
+    UNACKNOWLEDGED = "unacknowledged"
+    UNRESOLVED = "unresolved"
+    SEVERITY_UPGRADE = "severity_upgrade"
+    REPEATED_FAILURE = "repeated_failure"
+    THRESHOLD_BREACH = "threshold_breach"
+    MANUAL = "manual"
+    SCHEDULED = "scheduled"
+    CUSTOM = "custom"
+
+
+class EscalationState(str, Enum):
+    """States of an escalation record."""
+
+    PENDING = "pending"
+    ACTIVE = "active"
+    ESCALATING = "escalating"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+    @property
+    def is_active(self) -> bool:
+        """Still paging: waiting to start, notifying, or climbing."""
+        return self in (EscalationState.PENDING, EscalationState.ACTIVE, EscalationState.ESCALATING)
+
+    @property
+    def is_open(self) -> bool:
+        """Not terminal: the incident still has a live record (acknowledged counts)."""
+        return self not in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {
+        EscalationState.RESOLVED,
+        EscalationState.CANCELLED,
+        EscalationState.TIMED_OUT,
+        EscalationState.FAILED,
+    }
+)
+OPEN_STATE_VALUES = frozenset(s.value for s in EscalationState if s not in TERMINAL_STATES)
+ACTIVE_STATE_VALUES = frozenset(
+    s.value for s in (EscalationState.PENDING, EscalationState.ACTIVE, EscalationState.ESCALATING)
+)
+
+
+class EscalationEvent(str, Enum):
+    """Events that move a record between states."""
+
+    START = "start"
+    NOTIFY = "notify"
+    ESCALATE = "escalate"
+    ESCALATE_SUCCESS = "escalate_success"
+    ACKNOWLEDGE = "acknowledge"
+    RESOLVE = "resolve"
+    CANCEL = "cancel"
+    TIMEOUT = "timeout"
+    MAX_LEVEL_REACHED = "max_level_reached"
+    ERROR = "error"
+
+
+class DeliveryState(str, Enum):
+    """Outcome of one notification to one target (the outbox row's state)."""
+
+    PENDING = "pending"  # written with the transition, waiting for a sender
+    SENDING = "sending"  # claimed by a sender (leased)
+    SENT = "sent"
+    FAILED = "failed"  # gave up after the last attempt
+    CANCELLED = "cancelled"  # the record was acknowledged/closed before it went out
+    UNKNOWN = "unknown"  # the sender died mid-send: it may have gone out, so it is not re-sent
+
+
+class BusinessHoursMode(str, Enum):
+    """What happens to a notification that falls due outside business hours."""
+
+    WAIT = "wait"  # hold it until the window next opens (default)
+    SKIP = "skip"  # drop it; the escalation still advances
+    NOTIFY = "notify"  # send it anyway
+
+
+class DelayBasis(str, Enum):
+    """What level N+1's ``delay_minutes`` counts from."""
+
+    PREVIOUS_LEVEL = "previous_level"  # from when level N fired (default; seed: L2 +15, L3 +45)
+    TRIGGER = "trigger"  # from the trigger time

@@ -1,0 +1,161 @@
+"""The store contract every backend implements.
+
+The store is the truth: each open record carries its next due time, every change is a
+compare-and-swap on ``version``, and the notifications a change causes (the outbox) are written in
+the same atomic step. A scheduler only wakes the engine; the engine claims what is due here.
+
+Besides the spec's query methods, a backend provides:
+
+- ``create`` — insert a new record unless the incident already has an open record under that
+  policy (the open-incident key is unique), with its first deliveries;
+- ``update`` — write a record only if its stored version is ``expected_version``, appending its
+  new history events, inserting new deliveries, and (on acknowledge/close) cancelling the
+  record's deliveries still pending;
+- ``claim_due`` — lease the records due at ``now`` so other engines skip them while this one
+  works (a lease that expires is claimable again: a crashed engine's work is taken over);
+- outbox methods: ``claim_deliveries`` / ``start_delivery`` move pending → sending under a lease,
+  ``finish_delivery`` records the outcome, ``expire_deliveries`` marks sends whose sender died as
+  ``unknown`` (they may have gone out, so they are not re-sent).
+
+Backends that do I/O set ``blocking = True``; the engine then calls them from worker threads.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from datetime import datetime, timedelta
+from typing import Sequence
+
+from airflow_escalation.core.models import Delivery, EscalationRecord, EscalationStats
+
+
+class StoreError(RuntimeError):
+    """A backend failed (connection lost, schema missing...)."""
+
+
+class BaseEscalationStore(ABC):
+    """Abstract base of escalation stores; see the module docstring for the contract."""
+
+    blocking: bool = False
+
+    def __init__(self, name: str = "base") -> None:
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    # ------------------------------------------------------------------ spec query API
+    @abstractmethod
+    def get(self, record_id: str) -> EscalationRecord | None: ...
+
+    @abstractmethod
+    def get_by_incident(self, incident_id: str) -> list[EscalationRecord]: ...
+
+    @abstractmethod
+    def get_active(self, policy_name: str | None = None) -> list[EscalationRecord]:
+        """Records still paging (pending, active, escalating), oldest first."""
+
+    @abstractmethod
+    def get_pending_escalations(self, before: datetime) -> list[EscalationRecord]:
+        """Open records whose ``next_escalation_at`` is at or before ``before``."""
+
+    @abstractmethod
+    def save(self, record: EscalationRecord) -> EscalationRecord:
+        """Unconditional upsert (imports, admin repair). The engine itself never uses it."""
+
+    @abstractmethod
+    def delete(self, record_id: str) -> bool: ...
+
+    @abstractmethod
+    def cleanup_resolved(self, older_than: timedelta, now: datetime | None = None) -> int:
+        """Delete closed records (and their history and deliveries) closed before now - older_than."""
+
+    @abstractmethod
+    def get_stats(self) -> EscalationStats: ...
+
+    @abstractmethod
+    def clear(self) -> None: ...
+
+    # ------------------------------------------------------------------ engine contract
+    @abstractmethod
+    def create(self, record: EscalationRecord, deliveries: Sequence[Delivery] = ()) -> EscalationRecord | None:
+        """Insert ``record`` (version 1) with its history and deliveries.
+
+        Returns the stored record, or ``None`` when the incident already has an open record
+        under the same policy (then nothing is written).
+        """
+
+    @abstractmethod
+    def find_open(self, incident_id: str, policy_name: str) -> EscalationRecord | None: ...
+
+    @abstractmethod
+    def last_closed(self, incident_id: str, policy_name: str) -> EscalationRecord | None:
+        """The most recently closed record of the incident under the policy (for cooldowns)."""
+
+    @abstractmethod
+    def update(
+        self,
+        record: EscalationRecord,
+        expected_version: int,
+        new_events: Sequence[dict] = (),
+        deliveries: Sequence[Delivery] = (),
+        cancel_pending: bool = False,
+    ) -> bool:
+        """Compare-and-swap: store ``record`` as version ``expected_version + 1``.
+
+        Returns False (and writes nothing) if the stored version differs. Clears any claim lease.
+        ``record.history`` already holds ``new_events`` at its end.
+        """
+
+    @abstractmethod
+    def claim_due(self, now: datetime, limit: int, owner: str, lease: timedelta) -> list[EscalationRecord]:
+        """Lease up to ``limit`` open records due at ``now`` that no live lease holds."""
+
+    @abstractmethod
+    def release(self, record_id: str, owner: str) -> None:
+        """Drop ``owner``'s lease on a record it claimed but did not change."""
+
+    @abstractmethod
+    def next_due_at(self) -> datetime | None:
+        """Earliest ``next_escalation_at`` of any open record."""
+
+    # ------------------------------------------------------------------ outbox
+    @abstractmethod
+    def get_deliveries(self, record_id: str) -> list[Delivery]: ...
+
+    @abstractmethod
+    def claim_deliveries(self, now: datetime, limit: int, owner: str, lease: timedelta) -> list[Delivery]:
+        """Move up to ``limit`` pending deliveries due at ``now`` to sending, leased to ``owner``."""
+
+    @abstractmethod
+    def start_delivery(self, delivery_id: str, now: datetime, owner: str, lease: timedelta) -> Delivery | None:
+        """Move one pending delivery to sending; None if it is not pending (someone took it)."""
+
+    @abstractmethod
+    def finish_delivery(
+        self,
+        delivery_id: str,
+        now: datetime,
+        *,
+        sent: bool,
+        error: str | None = None,
+        retry_at: datetime | None = None,
+    ) -> Delivery | None:
+        """Record the outcome of one attempt.
+
+        ``sent`` → sent (and the record's ``notification_count`` grows by one); otherwise
+        ``retry_at`` → pending again at that time, or failed for good when it is None.
+        """
+
+    @abstractmethod
+    def expire_deliveries(self, now: datetime) -> int:
+        """Mark deliveries whose sending lease ran out as unknown; return how many."""
+
+    @abstractmethod
+    def next_delivery_at(self) -> datetime | None:
+        """Earliest ``next_attempt_at`` of any pending delivery."""
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Release connections. The store is unusable afterwards."""

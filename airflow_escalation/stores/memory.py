@@ -1,0 +1,292 @@
+"""In-memory store: single process, no persistence; the reference for the store contract."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta
+from typing import Sequence
+
+from airflow_escalation.core.models import Delivery, EscalationRecord, EscalationStats, StatsAccumulator
+from airflow_escalation.core.timeutil import UTC
+from airflow_escalation.core.types import DeliveryState
+from airflow_escalation.stores.base import BaseEscalationStore
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class InMemoryEscalationStore(BaseEscalationStore):
+    """Keeps records in dictionaries guarded by one short lock (safe across threads).
+
+    Stored objects are never handed out: reads return clones, writes store clones.
+    """
+
+    def __init__(self, name: str = "memory") -> None:
+        super().__init__(name)
+        self._lock = threading.RLock()
+        self._records: dict[str, EscalationRecord] = {}
+        self._open: dict[tuple[str, str], str] = {}  # (incident, policy) -> open record id
+        self._last_closed: dict[tuple[str, str], str] = {}
+        self._leases: dict[str, tuple[str, datetime]] = {}
+        self._deliveries: dict[str, Delivery] = {}
+        self._deliveries_by_record: dict[str, list[str]] = {}
+        self._delivery_leases: dict[str, datetime] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def _index(self, record: EscalationRecord) -> None:
+        key = (record.incident_id, record.policy_name)
+        if record.is_open:
+            self._open[key] = record.id
+        else:
+            if self._open.get(key) == record.id:
+                del self._open[key]
+            previous = self._records.get(self._last_closed.get(key, ""))
+            if previous is None or (record.closed_at or _EPOCH) >= (previous.closed_at or _EPOCH):
+                self._last_closed[key] = record.id
+
+    def _add_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            self._deliveries[delivery.id] = delivery
+            self._deliveries_by_record.setdefault(delivery.record_id, []).append(delivery.id)
+
+    # ------------------------------------------------------------------ spec query API
+    def get(self, record_id: str) -> EscalationRecord | None:
+        record = self._records.get(record_id)
+        return record.clone() if record is not None else None
+
+    def get_by_incident(self, incident_id: str) -> list[EscalationRecord]:
+        with self._lock:
+            found = [r.clone() for r in self._records.values() if r.incident_id == incident_id]
+        return sorted(found, key=lambda r: r.created_at)
+
+    def get_active(self, policy_name: str | None = None) -> list[EscalationRecord]:
+        with self._lock:
+            found = [
+                r.clone()
+                for r in self._records.values()
+                if r.is_active and (policy_name is None or r.policy_name == policy_name)
+            ]
+        return sorted(found, key=lambda r: r.created_at)
+
+    def get_pending_escalations(self, before: datetime) -> list[EscalationRecord]:
+        with self._lock:
+            found = [
+                r.clone()
+                for r in self._records.values()
+                if r.is_open and r.next_escalation_at is not None and r.next_escalation_at <= before
+            ]
+        return sorted(found, key=lambda r: r.next_escalation_at)
+
+    def save(self, record: EscalationRecord) -> EscalationRecord:
+        with self._lock:
+            stored = record.clone()
+            current = self._records.get(record.id)
+            stored.version = (current.version if current else 0) + 1
+            self._records[record.id] = stored
+            self._index(stored)
+        return stored.clone()
+
+    def delete(self, record_id: str) -> bool:
+        with self._lock:
+            record = self._records.pop(record_id, None)
+            if record is None:
+                return False
+            key = (record.incident_id, record.policy_name)
+            for index in (self._open, self._last_closed):
+                if index.get(key) == record_id:
+                    del index[key]
+            self._leases.pop(record_id, None)
+            for delivery_id in self._deliveries_by_record.pop(record_id, []):
+                self._deliveries.pop(delivery_id, None)
+                self._delivery_leases.pop(delivery_id, None)
+            return True
+
+    def cleanup_resolved(self, older_than: timedelta, now: datetime | None = None) -> int:
+        cutoff = (now or datetime.now(UTC)) - older_than
+        with self._lock:
+            old = [r.id for r in self._records.values() if r.closed_at is not None and r.closed_at < cutoff]
+            for record_id in old:
+                self.delete(record_id)
+        return len(old)
+
+    def get_stats(self) -> EscalationStats:
+        acc = StatsAccumulator()
+        with self._lock:
+            for record in self._records.values():
+                acc.add_record(record)
+            for delivery in self._deliveries.values():
+                acc.add_delivery(delivery.target.key, delivery.state)
+        return acc.result()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._records.clear()
+            self._open.clear()
+            self._last_closed.clear()
+            self._leases.clear()
+            self._deliveries.clear()
+            self._deliveries_by_record.clear()
+            self._delivery_leases.clear()
+
+    # ------------------------------------------------------------------ engine contract
+    def create(self, record: EscalationRecord, deliveries: Sequence[Delivery] = ()) -> EscalationRecord | None:
+        with self._lock:
+            if (record.incident_id, record.policy_name) in self._open or record.id in self._records:
+                return None
+            stored = record.clone()
+            stored.version = 1
+            self._records[stored.id] = stored
+            self._index(stored)
+            self._add_deliveries(deliveries)
+        return stored.clone()
+
+    def find_open(self, incident_id: str, policy_name: str) -> EscalationRecord | None:
+        record_id = self._open.get((incident_id, policy_name))
+        return self.get(record_id) if record_id else None
+
+    def last_closed(self, incident_id: str, policy_name: str) -> EscalationRecord | None:
+        record_id = self._last_closed.get((incident_id, policy_name))
+        return self.get(record_id) if record_id else None
+
+    def update(
+        self,
+        record: EscalationRecord,
+        expected_version: int,
+        new_events: Sequence[dict] = (),
+        deliveries: Sequence[Delivery] = (),
+        cancel_pending: bool = False,
+    ) -> bool:
+        with self._lock:
+            current = self._records.get(record.id)
+            if current is None or current.version != expected_version:
+                return False
+            stored = record.clone()
+            stored.version = expected_version + 1
+            stored.notification_count = current.notification_count  # counted by finish_delivery
+            self._records[stored.id] = stored
+            self._index(stored)
+            self._leases.pop(stored.id, None)
+            if cancel_pending:
+                for delivery_id in self._deliveries_by_record.get(stored.id, ()):
+                    delivery = self._deliveries[delivery_id]
+                    if delivery.state == DeliveryState.PENDING:
+                        delivery.state = DeliveryState.CANCELLED
+                        delivery.updated_at = stored.updated_at
+            self._add_deliveries(deliveries)
+        record.version = stored.version
+        return True
+
+    def claim_due(self, now: datetime, limit: int, owner: str, lease: timedelta) -> list[EscalationRecord]:
+        claimed: list[EscalationRecord] = []
+        with self._lock:
+            due = sorted(
+                (r for r in self._records.values()
+                 if r.is_open and r.next_escalation_at is not None and r.next_escalation_at <= now),
+                key=lambda r: r.next_escalation_at,
+            )
+            for record in due:
+                holder = self._leases.get(record.id)
+                if holder is not None and holder[1] > now and holder[0] != owner:
+                    continue
+                self._leases[record.id] = (owner, now + lease)
+                claimed.append(record.clone())
+                if len(claimed) >= limit:
+                    break
+        return claimed
+
+    def release(self, record_id: str, owner: str) -> None:
+        with self._lock:
+            holder = self._leases.get(record_id)
+            if holder is not None and holder[0] == owner:
+                del self._leases[record_id]
+
+    def next_due_at(self) -> datetime | None:
+        with self._lock:
+            times = [r.next_escalation_at for r in self._records.values()
+                     if r.is_open and r.next_escalation_at is not None]
+        return min(times) if times else None
+
+    # ------------------------------------------------------------------ outbox
+    def get_deliveries(self, record_id: str) -> list[Delivery]:
+        with self._lock:
+            return [_copy_delivery(self._deliveries[i]) for i in self._deliveries_by_record.get(record_id, ())]
+
+    def claim_deliveries(self, now: datetime, limit: int, owner: str, lease: timedelta) -> list[Delivery]:
+        claimed: list[Delivery] = []
+        with self._lock:
+            for delivery in self._deliveries.values():
+                if delivery.state == DeliveryState.PENDING and (
+                    delivery.next_attempt_at is None or delivery.next_attempt_at <= now
+                ):
+                    self._start(delivery, now, lease)
+                    claimed.append(_copy_delivery(delivery))
+                    if len(claimed) >= limit:
+                        break
+        return claimed
+
+    def _start(self, delivery: Delivery, now: datetime, lease: timedelta) -> None:
+        delivery.state = DeliveryState.SENDING
+        delivery.attempts += 1
+        delivery.updated_at = now
+        self._delivery_leases[delivery.id] = now + lease
+
+    def start_delivery(self, delivery_id: str, now: datetime, owner: str, lease: timedelta) -> Delivery | None:
+        with self._lock:
+            delivery = self._deliveries.get(delivery_id)
+            if delivery is None or delivery.state != DeliveryState.PENDING:
+                return None
+            self._start(delivery, now, lease)
+            return _copy_delivery(delivery)
+
+    def finish_delivery(
+        self,
+        delivery_id: str,
+        now: datetime,
+        *,
+        sent: bool,
+        error: str | None = None,
+        retry_at: datetime | None = None,
+    ) -> Delivery | None:
+        with self._lock:
+            delivery = self._deliveries.get(delivery_id)
+            if delivery is None or delivery.state != DeliveryState.SENDING:
+                return None
+            self._delivery_leases.pop(delivery_id, None)
+            delivery.updated_at = now
+            delivery.last_error = error
+            if sent:
+                delivery.state = DeliveryState.SENT
+                delivery.sent_at = now
+                record = self._records.get(delivery.record_id)
+                if record is not None:
+                    record.notification_count += 1
+            elif retry_at is not None:
+                delivery.state = DeliveryState.PENDING
+                delivery.next_attempt_at = retry_at
+            else:
+                delivery.state = DeliveryState.FAILED
+            return _copy_delivery(delivery)
+
+    def expire_deliveries(self, now: datetime) -> int:
+        expired = 0
+        with self._lock:
+            for delivery_id, until in list(self._delivery_leases.items()):
+                if until <= now:
+                    delivery = self._deliveries[delivery_id]
+                    delivery.state = DeliveryState.UNKNOWN
+                    delivery.last_error = "the sender stopped while sending: outcome unknown, not re-sent"
+                    delivery.updated_at = now
+                    del self._delivery_leases[delivery_id]
+                    expired += 1
+        return expired
+
+    def next_delivery_at(self) -> datetime | None:
+        with self._lock:
+            times = [d.next_attempt_at or d.created_at for d in self._deliveries.values()
+                     if d.state == DeliveryState.PENDING]
+        return min(times) if times else None
+
+
+def _copy_delivery(delivery: Delivery) -> Delivery:
+    twin = Delivery.__new__(Delivery)
+    twin.__dict__.update(delivery.__dict__)
+    return twin
