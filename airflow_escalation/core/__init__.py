@@ -1,1 +1,1 @@
-"""Escalation core: no Airflow imports here."""
+"""Escalation core: models, state machine, engine and manager. No Airflow imports here."""

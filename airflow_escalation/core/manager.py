@@ -1,0 +1,259 @@
+"""``EscalationPolicyManager``: many policies, one engine, configured from a dict or YAML."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from airflow_escalation.core.clock import Clock
+from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig, NotificationHandler
+from airflow_escalation.core.models import EscalationPolicy, EscalationResult, EscalationStats
+from airflow_escalation.core.types import EscalationTrigger
+from airflow_escalation.scheduling.base import SchedulerConfig
+
+_CONFIG_FIELDS = {
+    "default_policy", "policies", "global_enabled", "enabled", "store_type", "store_config", "store",
+    "scheduler_type", "scheduler_config", "max_concurrent_escalations", "cleanup_interval_minutes",
+    "metrics_enabled", "check_business_hours", "retention_days",
+}
+
+
+@dataclass
+class EscalationPolicyConfig:
+    """Settings of the policy system (the spec's fields).
+
+    ``max_concurrent_escalations`` caps the escalations paging at once: a trigger beyond it fails
+    with code ``capacity``. Closed escalations older than ``retention_days`` are removed every
+    ``cleanup_interval_minutes``.
+    """
+
+    default_policy: str = "default"
+    policies: dict[str, EscalationPolicy] = field(default_factory=dict)
+    global_enabled: bool = True
+    store_type: str = "memory"
+    store_config: dict[str, Any] = field(default_factory=dict)
+    scheduler_type: str = "asyncio"
+    scheduler_config: dict[str, Any] = field(default_factory=dict)
+    max_concurrent_escalations: int = 1000
+    cleanup_interval_minutes: float = 60
+    metrics_enabled: bool = True
+    check_business_hours: bool = True
+    retention_days: float = 30
+
+    def __post_init__(self) -> None:
+        if isinstance(self.policies, list):
+            self.policies = {p.name: p for p in map(EscalationPolicy.from_dict, self.policies)}
+        if self.max_concurrent_escalations < 1:
+            raise ValueError(f"max_concurrent_escalations: must be >= 1, got {self.max_concurrent_escalations!r}")
+        if self.cleanup_interval_minutes <= 0:
+            raise ValueError(f"cleanup_interval_minutes: must be > 0, got {self.cleanup_interval_minutes!r}")
+
+    def get_policy(self, name: str | None = None) -> EscalationPolicy | None:
+        return self.policies.get(name or self.default_policy)
+
+    def add_policy(self, policy: EscalationPolicy) -> None:
+        self.policies[policy.name] = policy
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "default_policy": self.default_policy,
+            "policies": [p.to_dict() for p in self.policies.values()],
+            "global_enabled": self.global_enabled,
+            "store_type": self.store_type,
+            "store_config": dict(self.store_config),
+            "scheduler_type": self.scheduler_type,
+            "scheduler_config": dict(self.scheduler_config),
+            "max_concurrent_escalations": self.max_concurrent_escalations,
+            "cleanup_interval_minutes": self.cleanup_interval_minutes,
+            "metrics_enabled": self.metrics_enabled,
+            "check_business_hours": self.check_business_hours,
+            "retention_days": self.retention_days,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EscalationPolicyConfig:
+        """Load the spec's dict form, or the YAML block's form (``escalation:`` with ``store:``)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"escalation config: expected a mapping, got {type(data).__name__}")
+        if set(data) == {"escalation"}:
+            data = data["escalation"] or {}
+        unknown = sorted(set(data) - _CONFIG_FIELDS)
+        if unknown:
+            raise ValueError(f"escalation config: unknown field(s) {', '.join(map(repr, unknown))}")
+        store = dict(data.get("store") or {})
+        store_type = data.get("store_type") or store.pop("type", "memory")
+        store_config = {**store, **(data.get("store_config") or {})}
+        policies = {}
+        for index, raw in enumerate(data.get("policies") or []):
+            try:
+                policy = EscalationPolicy.from_dict(raw)
+            except ValueError as exc:
+                raise ValueError(f"policies[{index}]: {exc}") from None
+            if policy.name in policies:
+                raise ValueError(f"policies[{index}]: duplicate policy name {policy.name!r}")
+            policies[policy.name] = policy
+        default = data.get("default_policy") or (next(iter(policies)) if policies else "default")
+        if policies and default not in policies:
+            raise ValueError(f"default_policy: {default!r} is not one of the policies {sorted(policies)}")
+        return cls(
+            default_policy=default,
+            policies=policies,
+            global_enabled=bool(data.get("global_enabled", data.get("enabled", True))),
+            store_type=store_type,
+            store_config=store_config,
+            scheduler_type=data.get("scheduler_type", "asyncio"),
+            scheduler_config=dict(data.get("scheduler_config") or {}),
+            max_concurrent_escalations=data.get("max_concurrent_escalations", 1000),
+            cleanup_interval_minutes=data.get("cleanup_interval_minutes", 60),
+            metrics_enabled=data.get("metrics_enabled", True),
+            check_business_hours=data.get("check_business_hours", True),
+            retention_days=data.get("retention_days", 30),
+        )
+
+    @classmethod
+    def from_yaml(cls, source: str | os.PathLike) -> EscalationPolicyConfig:
+        return cls.from_dict(load_yaml(source))
+
+
+def load_yaml(source: str | os.PathLike) -> dict[str, Any]:
+    """Parse YAML from a file path or from YAML text."""
+    import yaml
+
+    text = str(source)
+    path = Path(text) if isinstance(source, os.PathLike) or "\n" not in text else None
+    if path is not None and path.exists():
+        text = path.read_text()
+    elif isinstance(source, os.PathLike):
+        raise FileNotFoundError(f"escalation policies file not found: {source}")
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError("escalation config: the YAML must hold a mapping at its top")
+    return data
+
+
+class EscalationPolicyManager:
+    """Holds the policies, builds the engine from the config and forwards calls to it."""
+
+    def __init__(self, config: EscalationPolicyConfig | None = None, *, clock: Clock | None = None,
+                 engine_config: EscalationEngineConfig | None = None) -> None:
+        self._config = config or EscalationPolicyConfig()
+        self._clock = clock
+        self._engine_config = engine_config
+        self._engine: EscalationEngine | None = None
+        self._handler: NotificationHandler | None = None
+
+    @property
+    def config(self) -> EscalationPolicyConfig:
+        return self._config
+
+    @property
+    def engine(self) -> EscalationEngine | None:
+        return self._engine
+
+    @property
+    def is_running(self) -> bool:
+        return self._engine is not None and self._engine.is_running
+
+    def configure(self, config: EscalationPolicyConfig) -> None:
+        if self.is_running:
+            raise RuntimeError("stop the manager before reconfiguring it")
+        self._config = config
+        self._engine = None
+
+    def add_policy(self, policy: EscalationPolicy | dict) -> None:
+        policy = EscalationPolicy.from_dict(policy)
+        self._config.add_policy(policy)
+        if self._engine is not None:
+            self._engine.register_policy(policy)
+
+    def remove_policy(self, policy_name: str) -> bool:
+        removed = self._config.policies.pop(policy_name, None) is not None
+        if self._engine is not None:
+            self._engine.unregister_policy(policy_name)
+        return removed
+
+    def get_policy(self, policy_name: str) -> EscalationPolicy | None:
+        return self._config.policies.get(policy_name)
+
+    def list_policies(self) -> list[str]:
+        return list(self._config.policies)
+
+    def set_notification_handler(self, handler: NotificationHandler) -> None:
+        self._handler = handler
+        if self._engine is not None:
+            self._engine.set_notification_handler(handler)
+
+    def _build_engine(self) -> EscalationEngine:
+        cfg = self._config
+        engine_config = self._engine_config or EscalationEngineConfig(
+            store_type=cfg.store_type,
+            store_config=dict(cfg.store_config),
+            scheduler_config=SchedulerConfig(
+                scheduler_type="memory" if self._clock is not None and self._clock.is_fake else cfg.scheduler_type,
+                cleanup_interval_seconds=cfg.cleanup_interval_minutes * 60,
+                **cfg.scheduler_config,
+            ),
+            check_business_hours=cfg.check_business_hours,
+            metrics_enabled=cfg.metrics_enabled,
+            clock=self._clock,
+            cleanup_after_days=cfg.retention_days,
+        )
+        engine = EscalationEngine(engine_config)
+        for policy in cfg.policies.values():
+            engine.register_policy(policy)
+        if self._handler is not None:
+            engine.set_notification_handler(self._handler)
+        return engine
+
+    def get_engine(self) -> EscalationEngine:
+        """The engine, built on first use (so handlers can be set before ``start``)."""
+        if self._engine is None:
+            self._engine = self._build_engine()
+        return self._engine
+
+    async def start(self) -> None:
+        await self.get_engine().start()
+
+    async def stop(self) -> None:
+        if self._engine is not None:
+            await self._engine.stop()
+
+    async def trigger(self, incident_id: str, context: dict[str, Any] | None = None,
+                      policy_name: str | None = None,
+                      trigger_type: EscalationTrigger | str = EscalationTrigger.UNACKNOWLEDGED,
+                      **kwargs: Any) -> EscalationResult:
+        """Trigger under ``policy_name`` (default: the config's ``default_policy``)."""
+        if not self._config.global_enabled:
+            return EscalationResult.failure_result(None, "trigger", "escalation is disabled globally",
+                                                   code="filtered")
+        engine = self.get_engine()
+        name = policy_name or (self._config.default_policy if self._config.default_policy in self._config.policies else None)
+        if kwargs.get("policy") is None and len(engine.get_active_escalations()) >= self._config.max_concurrent_escalations:
+            if engine.store.find_open(incident_id, name or "") is None:
+                return EscalationResult.failure_result(
+                    None, "trigger", f"max_concurrent_escalations ({self._config.max_concurrent_escalations}) reached",
+                    code="capacity")
+        return await engine.trigger(incident_id, context, name, trigger_type, **kwargs)
+
+    async def acknowledge(self, record_id: str, acknowledged_by: str = "system", note: str | None = None) -> EscalationResult:
+        return await self.get_engine().acknowledge(record_id, acknowledged_by, note)
+
+    async def resolve(self, record_id: str, resolved_by: str = "system", note: str | None = None) -> EscalationResult:
+        return await self.get_engine().resolve(record_id, resolved_by, note)
+
+    async def cancel(self, record_id: str, cancelled_by: str = "system", reason: str = "") -> EscalationResult:
+        return await self.get_engine().cancel(record_id, cancelled_by, reason)
+
+    def get_stats(self) -> EscalationStats:
+        return self._engine.get_stats() if self._engine is not None else EscalationStats()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> EscalationPolicyManager:
+        return cls(EscalationPolicyConfig.from_dict(data), **kwargs)
+
+    @classmethod
+    def from_yaml(cls, source: str | os.PathLike, **kwargs: Any) -> EscalationPolicyManager:
+        """Load a YAML file path or YAML text (the spec's ``escalation:`` block as written)."""
+        return cls(EscalationPolicyConfig.from_yaml(source), **kwargs)

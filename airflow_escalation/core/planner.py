@@ -1,0 +1,98 @@
+"""What a record does next, and when: a pure function of the record, its policy and the time.
+
+Candidates while a record waits at level N (fired at ``f``, ``r`` repeats sent):
+
+- ``repeat``       at f + (r + 1) x repeat_interval, while r < repeat_count
+- ``escalate``     at base + delay(N + 1), base = f (default) or the trigger time
+- ``auto_resolve`` at f + auto_resolve_minutes of level N
+
+A record that has not started waits for ``start`` at trigger + delay(1). When several candidates
+are already overdue (a wake-up came late, or business hours held them), the most decisive wins
+(auto_resolve, then escalate, then repeat) and missed repeats are not sent in a burst. Business
+hours in ``wait`` mode move a notification's due time to the window's next opening.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from airflow_escalation.core.business_hours import next_business_time
+from airflow_escalation.core.models import EscalationPolicy, EscalationRecord
+from airflow_escalation.core.types import BusinessHoursMode, DelayBasis, EscalationState
+
+START = "start"
+REPEAT = "repeat"
+ESCALATE = "escalate"
+AUTO_RESOLVE = "auto_resolve"
+NOTIFYING_ACTIONS = frozenset({START, REPEAT, ESCALATE})
+_PRIORITY = {AUTO_RESOLVE: 0, ESCALATE: 1, START: 1, REPEAT: 2}
+
+
+@dataclass(frozen=True)
+class Step:
+    action: str
+    raw_due: datetime  # when the policy says it is due
+    due: datetime  # when it will run (business hours may hold it)
+
+
+def is_paging(record: EscalationRecord, policy: EscalationPolicy) -> bool:
+    state = record.state
+    return state == EscalationState.ACTIVE.value or (
+        state == EscalationState.ACKNOWLEDGED.value and policy.continues_after_ack
+    )
+
+
+def candidates(record: EscalationRecord, policy: EscalationPolicy) -> list[tuple[datetime, str]]:
+    state = record.state
+    if state == EscalationState.PENDING.value:
+        return [(record.created_at + policy.levels[0].delay, START)]
+    if state not in (EscalationState.ACTIVE.value, EscalationState.ACKNOWLEDGED.value):
+        return []
+    level = policy.get_level(record.current_level)
+    fired = record.level_fired_at
+    if level is None or fired is None:
+        return []
+    found: list[tuple[datetime, str]] = []
+    if level.auto_resolve_minutes > 0:
+        found.append((fired + level.auto_resolve_timeout, AUTO_RESOLVE))
+    if is_paging(record, policy):
+        nxt = policy.get_next_level(level.level)
+        if nxt is not None:
+            base = fired if policy.delay_basis is DelayBasis.PREVIOUS_LEVEL else record.created_at
+            found.append((base + nxt.delay, ESCALATE))
+        if record.repeats_sent < level.repeat_count:
+            found.append((fired + level.repeat_interval * (record.repeats_sent + 1), REPEAT))
+    return found
+
+
+def plan(record: EscalationRecord, policy: EscalationPolicy, now: datetime,
+         business_hours: bool = True) -> Step | None:
+    """The next step for ``record``: overdue ones first (most decisive wins), else the earliest."""
+    found = candidates(record, policy)
+    if not found:
+        return None
+    overdue = [c for c in found if c[0] <= now]
+    if overdue:
+        raw_due, action = min(overdue, key=lambda c: _PRIORITY[c[1]])
+    else:
+        raw_due, action = min(found, key=lambda c: (c[0], _PRIORITY[c[1]]))
+    due = raw_due
+    if (
+        business_hours
+        and action in NOTIFYING_ACTIONS
+        and policy.business_hours_only
+        and policy.business_hours_mode is BusinessHoursMode.WAIT
+    ):
+        due = next_business_time(policy, max(raw_due, now) if overdue else raw_due)
+    return Step(action, raw_due, due)
+
+
+def repeats_due(record: EscalationRecord, policy: EscalationPolicy, now: datetime) -> int:
+    """How many of the level's repeats are due by ``now`` (missed ones are counted, not re-sent)."""
+    level = policy.get_level(record.current_level)
+    fired = record.level_fired_at
+    if level is None or fired is None or level.repeat_count == 0:
+        return record.repeats_sent
+    elapsed = int((now - fired) / level.repeat_interval)
+    return max(record.repeats_sent + 1, min(elapsed, level.repeat_count))

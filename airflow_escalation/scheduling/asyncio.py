@@ -1,0 +1,57 @@
+"""A scheduler built on one asyncio task: sleep until the earliest wake-up or the check interval."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+from airflow_escalation.scheduling.base import BaseEscalationScheduler
+
+log = logging.getLogger(__name__)
+
+
+class AsyncioScheduler(BaseEscalationScheduler):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._task: asyncio.Task | None = None
+        self._next: datetime | None = None
+        self._changed: asyncio.Event | None = None
+
+    def start(self) -> None:
+        if self._running:
+            return
+        self._running = True
+        self._changed = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="escalation-scheduler")
+
+    def stop(self) -> None:
+        self._running = False
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def wake_at(self, when: datetime) -> None:
+        if self._next is None or when < self._next:
+            self._next = when
+            if self._changed is not None:
+                self._changed.set()
+
+    async def _loop(self) -> None:
+        interval = self._config.check_interval_seconds
+        while self._running:
+            now = self._clock.now()
+            delay = interval
+            if self._next is not None:
+                delay = min(delay, max(0.0, (self._next - now).total_seconds()))
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout=delay)
+                continue  # an earlier wake-up was requested: re-plan the sleep
+            except asyncio.TimeoutError:
+                pass
+            self._next = None
+            try:
+                await self._callback()
+            except Exception:  # the loop must survive a failed sweep; the next one retries
+                log.exception("escalation sweep failed; retrying in %ss", interval)
