@@ -329,7 +329,7 @@ class EscalationEngine:
             record = EscalationRecord(
                 id=EscalationRecord.generate_id(), incident_id=incident_id, policy_name=policy.name,
                 state=EscalationState.PENDING.value, created_at=now, updated_at=now, context=context,
-                trigger_type=trigger_type.value, policy_snapshot=policy.to_dict(),
+                trigger_type=trigger_type.value, policy_snapshot=policy.snapshot,
                 metadata={"policy_fingerprint": policy.fingerprint, "trigger_count": 1},
             )
             self._snapshots.setdefault(policy.fingerprint, policy)

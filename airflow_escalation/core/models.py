@@ -343,6 +343,7 @@ class EscalationPolicy:
         )
         self.delay_basis = _enum(DelayBasis, self.delay_basis, f"{where}: delay_basis")
         self._fingerprint: str | None = None
+        self._snapshot: dict[str, Any] | None = None
 
     # -- spec properties
     @property
@@ -377,9 +378,17 @@ class EscalationPolicy:
     def fingerprint(self) -> str:
         """Content hash of the policy; records snapshot the policy under this key."""
         if self._fingerprint is None:
-            canonical = json.dumps(self.to_dict(), sort_keys=True, default=str)
+            canonical = json.dumps(self.snapshot, sort_keys=True, default=str)
             self._fingerprint = hashlib.sha256(canonical.encode()).hexdigest()[:16]
         return self._fingerprint
+
+    @property
+    def snapshot(self) -> dict[str, Any]:
+        """``to_dict()`` computed once and shared by every record triggered with this policy
+        (treat it as read-only)."""
+        if self._snapshot is None:
+            self._snapshot = self.to_dict()
+        return self._snapshot
 
     def to_dict(self) -> dict[str, Any]:
         return {

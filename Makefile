@@ -1,0 +1,34 @@
+# Two commands on a fresh machine:  `make demo`  and  `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast bench services clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -e ".[test]"
+	touch $(STAMP)
+
+## the spec's complete example on the embedded SQLite store and a fast clock
+demo: $(STAMP)
+	$(PY) -m airflow_escalation.demo
+
+## the whole suite (starts PostgreSQL, MariaDB and Redis when they are down)
+test: $(STAMP) services
+	$(PY) -m pytest -q -p no:cacheprovider
+
+## the suite without tests that need servers
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not postgres and not mysql and not redis and not slow"
+
+## benchmarks against truthound 3.2.0 (installed into .bench-venv only)
+bench: $(STAMP) services
+	$(PY) bench/run.py
+
+services:
+	@scripts/services.sh
+
+clean:
+	rm -rf $(VENV) .bench-venv .pytest_cache build *.egg-info

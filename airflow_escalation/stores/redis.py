@@ -1,0 +1,848 @@
+"""Redis store: every transition is one Lua script, so it is atomic across processes and hosts.
+
+Layout under ``key_prefix`` (P):
+
+- ``P rec:{id}``      hash: ``data`` (the record's JSON without history/version/notification_count),
+  ``ver``, ``nc`` (notification_count, only ever bumped by ``finish_delivery`` and set by
+  create/save), the lease ``lo``/``lu``, and the few derived fields the scripts index and count by
+  (state, level, policy, incident, epoch times, ack/resolve durations in microseconds);
+- ``P hist:{id}``     list of history events (JSON);
+- ``P dlv:{id}``      delivery hash; ``P rec_dlv:{id}`` list of a record's delivery ids in order;
+- indexes: ``P due`` (zset, next_escalation_at of open records), ``P open`` / ``P last_closed``
+  (hashes ``incident\\x1fpolicy`` → id), ``P active`` and ``P active:{policy}`` (zsets by
+  created_at), ``P incident:{incident_id}`` (set), ``P closed`` (zset by closed_at),
+  ``P dlv_ready`` (pending deliveries without next_attempt_at, by created_at: due at once),
+  ``P dlv_pending`` (pending retries, by next_attempt_at), ``P dlv_sending`` (by lease end);
+- counters: ``P stats`` (totals, per state, ack/resolve sums, sent/failed), ``P stats:level``,
+  ``P stats:policy``, ``P stats:target``. Scripts keep them exact, so ``get_stats`` reads four
+  hashes whatever the number of records.
+
+Scripts touch keys they derive from ids, so they are not Redis Cluster safe unless every key
+shares one hash slot (give a prefix with a hash tag, e.g. ``"{escalation}:"``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any, Iterator, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from airflow_escalation.core.models import Delivery, EscalationRecord, EscalationStats
+from airflow_escalation.core.timeutil import UTC, ensure_aware
+from airflow_escalation.core.types import ACTIVE_STATE_VALUES, DeliveryState, EscalationState
+from airflow_escalation.stores.base import BaseEscalationStore, StoreError
+
+_SEP = "\x1f"  # between incident id and policy name in the open / last_closed hashes
+_UNKNOWN_ERROR = "the sender stopped while sending: outcome unknown, not re-sent"
+_BATCH = 500  # ids per read pipeline / cleanup script run
+
+# --------------------------------------------------------------------------- Lua
+
+# Shared helpers, prepended to every script. ARGV[1] is always the key prefix. Numbers handed to
+# redis.call are strings built in Python or by tostring(), never raw Lua floats.
+_LUA_LIB = r"""
+local P = ARGV[1]
+local SEP = string.char(31)
+local REC_FIELDS = {'data','st','lvl','pol','inc','cre','nea','cls','ack','res','open','act'}
+local DLV_FIELDS = {'id','rid','data','st','att','upd','nat','nep','cep','sent','err','tk'}
+
+local function neg(n)
+  if n == '0' then return '0' end
+  if string.sub(n, 1, 1) == '-' then return string.sub(n, 2) end
+  return '-' .. n
+end
+
+-- HINCRBY that drops a field when it reaches zero (so per-level/policy hashes stay tidy)
+local function bump(key, field, by)
+  if redis.call('HINCRBY', key, field, by) == 0 then redis.call('HDEL', key, field) end
+end
+
+local function args_to(fields, i)
+  local t = {}
+  for j, name in ipairs(fields) do t[name] = ARGV[i + j - 1] end
+  return t
+end
+
+local function load_record(id)
+  local v = redis.call('HMGET', P .. 'rec:' .. id, unpack(REC_FIELDS, 2))
+  if not v[1] then return nil end
+  local f = {}
+  for j = 2, #REC_FIELDS do f[REC_FIELDS[j]] = v[j - 1] or '' end
+  return f
+end
+
+-- what StatsAccumulator.add_record counts for one record, added (one='1') or taken back ('-1')
+local function count_record(f, one)
+  local S = P .. 'stats'
+  bump(S, 'total', one)
+  bump(S, 'st:' .. f.st, one)
+  bump(P .. 'stats:level', f.lvl, one)
+  bump(P .. 'stats:policy', f.pol, one)
+  if f.ack ~= '' then
+    bump(S, 'ack_n', one)
+    bump(S, 'ack_us', one == '1' and f.ack or neg(f.ack))
+  end
+  if f.res ~= '' then
+    bump(S, 'res_n', one)
+    bump(S, 'res_us', one == '1' and f.res or neg(f.res))
+  end
+end
+
+local function index_record(id, f)
+  local okey = f.inc .. SEP .. f.pol
+  if f.open == '1' then
+    redis.call('HSET', P .. 'open', okey, id)
+    if f.nea ~= '' then redis.call('ZADD', P .. 'due', f.nea, id) end
+  else
+    -- last_closed keeps the latest closed_at (a missing closed_at counts as the epoch)
+    local prev = redis.call('HGET', P .. 'last_closed', okey)
+    local take = (not prev) or prev == id
+    if not take then
+      local pv = redis.call('HMGET', P .. 'rec:' .. prev, 'st', 'cls')
+      take = (not pv[1]) or (tonumber(f.cls) or 0) >= (tonumber(pv[2]) or 0)
+    end
+    if take then redis.call('HSET', P .. 'last_closed', okey, id) end
+  end
+  if f.act == '1' then
+    redis.call('ZADD', P .. 'active', f.cre, id)
+    redis.call('ZADD', P .. 'active:' .. f.pol, f.cre, id)
+  end
+  redis.call('SADD', P .. 'incident:' .. f.inc, id)
+  if f.cls ~= '' then redis.call('ZADD', P .. 'closed', f.cls, id) end
+end
+
+local function unindex_record(id, f, deleting)
+  local okey = f.inc .. SEP .. f.pol
+  if redis.call('HGET', P .. 'open', okey) == id then redis.call('HDEL', P .. 'open', okey) end
+  if deleting and redis.call('HGET', P .. 'last_closed', okey) == id then
+    redis.call('HDEL', P .. 'last_closed', okey)
+  end
+  redis.call('ZREM', P .. 'due', id)
+  redis.call('ZREM', P .. 'active', id)
+  redis.call('ZREM', P .. 'active:' .. f.pol, id)
+  redis.call('SREM', P .. 'incident:' .. f.inc, id)
+  redis.call('ZREM', P .. 'closed', id)
+end
+
+-- replace the record's fields, moving its counters and index entries from old to new values
+local function write_record(id, f)
+  local old = load_record(id)
+  if old then
+    count_record(old, '-1')
+    unindex_record(id, old, false)
+  end
+  local kv = {}
+  for _, name in ipairs(REC_FIELDS) do
+    kv[#kv + 1] = name
+    kv[#kv + 1] = f[name]
+  end
+  redis.call('HSET', P .. 'rec:' .. id, unpack(kv))
+  count_record(f, '1')
+  index_record(id, f)
+end
+
+local function push_history(id, i)
+  local n = tonumber(ARGV[i])
+  for j = 1, n do redis.call('RPUSH', P .. 'hist:' .. id, ARGV[i + j]) end
+  return i + n + 1
+end
+
+local function index_delivery(id, st, nep, cep)
+  if st == 'pending' then
+    if nep == '' then
+      redis.call('ZADD', P .. 'dlv_ready', cep, id)
+    else
+      redis.call('ZADD', P .. 'dlv_pending', nep, id)
+    end
+  end
+end
+
+local function unindex_delivery(id)
+  redis.call('ZREM', P .. 'dlv_ready', id)
+  redis.call('ZREM', P .. 'dlv_pending', id)
+  redis.call('ZREM', P .. 'dlv_sending', id)
+end
+
+local function count_delivery(st, tk, one)
+  if st == 'sent' then
+    bump(P .. 'stats', 'sent', one)
+    bump(P .. 'stats:target', tk, one)
+  elseif st == 'failed' then
+    bump(P .. 'stats', 'failed', one)
+  end
+end
+
+local function add_delivery(d)
+  local k = P .. 'dlv:' .. d.id
+  local old = redis.call('HMGET', k, 'st', 'tk')
+  if old[1] then
+    count_delivery(old[1], old[2], '-1')
+    unindex_delivery(d.id)
+    redis.call('DEL', k)
+  else
+    redis.call('RPUSH', P .. 'rec_dlv:' .. d.rid, d.id)
+  end
+  local kv = {}
+  for _, name in ipairs(DLV_FIELDS) do
+    kv[#kv + 1] = name
+    kv[#kv + 1] = d[name]
+  end
+  redis.call('HSET', k, unpack(kv))
+  index_delivery(d.id, d.st, d.nep, d.cep)
+  count_delivery(d.st, d.tk, '1')
+end
+
+local function add_deliveries(i)
+  local n = tonumber(ARGV[i])
+  i = i + 1
+  for _ = 1, n do
+    add_delivery(args_to(DLV_FIELDS, i))
+    i = i + #DLV_FIELDS
+  end
+  return i
+end
+
+local function remove_delivery(id)
+  local k = P .. 'dlv:' .. id
+  local old = redis.call('HMGET', k, 'st', 'tk')
+  if old[1] then count_delivery(old[1], old[2], '-1') end
+  unindex_delivery(id)
+  redis.call('DEL', k)
+end
+
+local function remove_record(id)
+  local f = load_record(id)
+  if not f then return 0 end
+  count_record(f, '-1')
+  unindex_record(id, f, true)
+  redis.call('DEL', P .. 'rec:' .. id, P .. 'hist:' .. id)
+  for _, did in ipairs(redis.call('LRANGE', P .. 'rec_dlv:' .. id, 0, -1)) do remove_delivery(did) end
+  redis.call('DEL', P .. 'rec_dlv:' .. id)
+  return 1
+end
+
+local function record_reply(id)
+  return {redis.call('HGETALL', P .. 'rec:' .. id), redis.call('LRANGE', P .. 'hist:' .. id, 0, -1)}
+end
+
+local function start_delivery(id, now_iso, owner, lease_until)
+  local k = P .. 'dlv:' .. id
+  redis.call('HINCRBY', k, 'att', 1)
+  redis.call('HSET', k, 'st', 'sending', 'upd', now_iso, 'lo', owner, 'lu', lease_until)
+  unindex_delivery(id)
+  redis.call('ZADD', P .. 'dlv_sending', lease_until, id)
+  return redis.call('HGETALL', k)
+end
+"""
+
+# ARGV: P, id, record fields (12), notification_count, history (n, events...), deliveries (n, ...)
+_LUA_CREATE = r"""
+local id = ARGV[2]
+local f = args_to(REC_FIELDS, 3)
+local k = P .. 'rec:' .. id
+-- the open-incident key is unique: the check and the write are one atomic step
+if redis.call('EXISTS', k) == 1 or redis.call('HEXISTS', P .. 'open', f.inc .. SEP .. f.pol) == 1 then
+  return 0
+end
+write_record(id, f)
+redis.call('HSET', k, 'ver', '1', 'nc', ARGV[3 + #REC_FIELDS])
+redis.call('DEL', P .. 'hist:' .. id)
+local i = push_history(id, 4 + #REC_FIELDS)
+add_deliveries(i)
+return 1
+"""
+
+# ARGV: P, id, expected_version, cancel_pending (1/0), cancel time, record fields (12),
+#       new events (n, ...), deliveries (n, ...)
+_LUA_UPDATE = r"""
+local id = ARGV[2]
+local k = P .. 'rec:' .. id
+if redis.call('HGET', k, 'ver') ~= ARGV[3] then return 0 end
+-- nc is left alone: only finish_delivery counts notifications
+write_record(id, args_to(REC_FIELDS, 6))
+redis.call('HSET', k, 'ver', tostring(tonumber(ARGV[3]) + 1))
+redis.call('HDEL', k, 'lo', 'lu')
+local i = push_history(id, 6 + #REC_FIELDS)
+if ARGV[4] == '1' then
+  for _, did in ipairs(redis.call('LRANGE', P .. 'rec_dlv:' .. id, 0, -1)) do
+    local dk = P .. 'dlv:' .. did
+    if redis.call('HGET', dk, 'st') == 'pending' then
+      redis.call('HSET', dk, 'st', 'cancelled', 'upd', ARGV[5])
+      unindex_delivery(did)
+    end
+  end
+end
+add_deliveries(i)
+return 1
+"""
+
+# ARGV: P, id, record fields (12), notification_count, full history (n, ...). Returns the version.
+_LUA_SAVE = r"""
+local id = ARGV[2]
+local k = P .. 'rec:' .. id
+local ver = tonumber(redis.call('HGET', k, 'ver') or '0') + 1
+write_record(id, args_to(REC_FIELDS, 3))
+redis.call('HSET', k, 'ver', tostring(ver), 'nc', ARGV[3 + #REC_FIELDS])
+redis.call('DEL', P .. 'hist:' .. id)
+push_history(id, 4 + #REC_FIELDS)
+return ver
+"""
+
+# ARGV: P, id
+_LUA_DELETE = r"""
+return remove_record(ARGV[2])
+"""
+
+# ARGV: P, exclusive max closed_at ('(' .. epoch), batch size. Returns how many were deleted.
+_LUA_CLEANUP = r"""
+local ids = redis.call('ZRANGEBYSCORE', P .. 'closed', '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do remove_record(id) end
+return #ids
+"""
+
+# ARGV: P, now, limit, owner, lease_until. Returns {record hash, history} per claimed record.
+_LUA_CLAIM_DUE = r"""
+local now, limit, owner, lease_until = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local out = {}
+local offset = 0
+local batch = math.max(limit, 100)
+while #out < limit do
+  local ids = redis.call('ZRANGEBYSCORE', P .. 'due', '-inf', ARGV[2], 'LIMIT', offset, batch)
+  if #ids == 0 then break end
+  for _, id in ipairs(ids) do
+    local k = P .. 'rec:' .. id
+    local lease = redis.call('HMGET', k, 'lo', 'lu')
+    -- skip records another engine holds under a live lease
+    if not (lease[1] and lease[1] ~= owner and (tonumber(lease[2]) or 0) > now) then
+      redis.call('HSET', k, 'lo', owner, 'lu', lease_until)
+      out[#out + 1] = record_reply(id)
+      if #out >= limit then break end
+    end
+  end
+  offset = offset + #ids
+end
+return out
+"""
+
+# ARGV: P, id, owner
+_LUA_RELEASE = r"""
+local k = P .. 'rec:' .. ARGV[2]
+if redis.call('HGET', k, 'lo') == ARGV[3] then redis.call('HDEL', k, 'lo', 'lu') end
+return 1
+"""
+
+# ARGV: P, now, now_iso, limit, owner, lease_until. Returns the claimed delivery hashes.
+_LUA_CLAIM_DELIVERIES = r"""
+local limit = tonumber(ARGV[4])
+local out = {}
+local function take(ids)
+  for _, id in ipairs(ids) do
+    if #out >= limit then return end
+    if redis.call('HGET', P .. 'dlv:' .. id, 'st') == 'pending' then
+      out[#out + 1] = start_delivery(id, ARGV[3], ARGV[5], ARGV[6])
+    else
+      unindex_delivery(id)  -- stale entry: never claim a non-pending delivery
+    end
+  end
+end
+-- deliveries without next_attempt_at are due at once; then retries whose time has come
+take(redis.call('ZRANGE', P .. 'dlv_ready', 0, limit - 1))
+if #out < limit then
+  take(redis.call('ZRANGEBYSCORE', P .. 'dlv_pending', '-inf', ARGV[2], 'LIMIT', 0, limit - #out))
+end
+return out
+"""
+
+# ARGV: P, id, now_iso, owner, lease_until
+_LUA_START_DELIVERY = r"""
+if redis.call('HGET', P .. 'dlv:' .. ARGV[2], 'st') ~= 'pending' then return false end
+return start_delivery(ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+"""
+
+# ARGV: P, id, now_iso, sent (1/0), error (JSON), retry_at iso, retry_at epoch
+_LUA_FINISH_DELIVERY = r"""
+local id = ARGV[2]
+local k = P .. 'dlv:' .. id
+if redis.call('HGET', k, 'st') ~= 'sending' then return false end
+redis.call('ZREM', P .. 'dlv_sending', id)
+redis.call('HDEL', k, 'lo', 'lu')
+redis.call('HSET', k, 'upd', ARGV[3], 'err', ARGV[5])
+if ARGV[4] == '1' then
+  redis.call('HSET', k, 'st', 'sent', 'sent', ARGV[3])
+  local rk = P .. 'rec:' .. redis.call('HGET', k, 'rid')
+  if redis.call('EXISTS', rk) == 1 then redis.call('HINCRBY', rk, 'nc', 1) end
+  count_delivery('sent', redis.call('HGET', k, 'tk'), '1')
+elseif ARGV[6] ~= '' then
+  redis.call('HSET', k, 'st', 'pending', 'nat', ARGV[6], 'nep', ARGV[7])
+  redis.call('ZADD', P .. 'dlv_pending', ARGV[7], id)
+else
+  redis.call('HSET', k, 'st', 'failed')
+  count_delivery('failed', '', '1')
+end
+return redis.call('HGETALL', k)
+"""
+
+# ARGV: P, now, now_iso, error (JSON). Returns how many sends were marked unknown.
+_LUA_EXPIRE_DELIVERIES = r"""
+local ids = redis.call('ZRANGEBYSCORE', P .. 'dlv_sending', '-inf', ARGV[2])
+local n = 0
+for _, id in ipairs(ids) do
+  local k = P .. 'dlv:' .. id
+  if redis.call('HGET', k, 'st') == 'sending' then
+    redis.call('HSET', k, 'st', 'unknown', 'err', ARGV[4], 'upd', ARGV[3])
+    redis.call('HDEL', k, 'lo', 'lu')
+    n = n + 1
+  end
+  redis.call('ZREM', P .. 'dlv_sending', id)
+end
+return n
+"""
+
+# Key families of one prefix, for clear(): everything else under a longer prefix is left alone.
+_OWN_KEY = re.compile(
+    r"(rec:|hist:|dlv:|rec_dlv:|active:|incident:|stats:).*"
+    r"|due|open|last_closed|active|closed|dlv_ready|dlv_pending|dlv_sending|stats",
+    re.DOTALL,
+)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _ts(value: datetime | None) -> str:
+    """Epoch seconds as an exact float string ('' for None): zset scores and lease times."""
+    return repr(ensure_aware(value).timestamp()) if value is not None else ""
+
+
+def _iso(value: datetime | None) -> str:
+    return ensure_aware(value).isoformat() if value is not None else ""
+
+
+def _micros(delta: timedelta) -> str:
+    # integer microseconds: sums in HINCRBY never drift, unlike float increments
+    return str(delta // timedelta(microseconds=1))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=_json_default)
+
+
+def _state(record: EscalationRecord) -> str:
+    state = record.state
+    return state.value if isinstance(state, Enum) else str(state)
+
+
+def _record_args(record: EscalationRecord) -> list[str]:
+    """The record's fields in the order of REC_FIELDS in the Lua library."""
+    data = record.to_dict()
+    for key in ("history", "version", "notification_count"):
+        data.pop(key, None)
+    state = _state(record)
+    data["state"] = state
+    ack = _micros(record.acknowledged_at - record.created_at) if record.acknowledged_at else ""
+    resolved = state == EscalationState.RESOLVED.value and record.resolved_at is not None
+    res = _micros(record.resolved_at - record.created_at) if resolved else ""
+    return [
+        _dumps(data),
+        state,
+        str(int(record.current_level)),
+        record.policy_name,
+        record.incident_id,
+        _ts(record.created_at),
+        _ts(record.next_escalation_at),
+        _ts(record.closed_at),
+        ack,
+        res,
+        "1" if record.is_open else "0",
+        "1" if state in ACTIVE_STATE_VALUES else "0",
+    ]
+
+
+def _history_args(events: Sequence[dict]) -> list[str]:
+    return [str(len(events)), *(_dumps(e) for e in events)]
+
+
+def _delivery_args(deliveries: Sequence[Delivery]) -> list[str]:
+    """Count, then each delivery's fields in the order of DLV_FIELDS in the Lua library."""
+    args = [str(len(deliveries))]
+    for d in deliveries:
+        args += [
+            d.id,
+            d.record_id,
+            _dumps({"id": d.id, "record_id": d.record_id, "level": d.level, "round": d.round,
+                    "target": d.target.to_dict(), "created_at": _iso(d.created_at)}),
+            DeliveryState(d.state).value,
+            str(int(d.attempts)),
+            _iso(d.updated_at),
+            _iso(d.next_attempt_at),
+            _ts(d.next_attempt_at),
+            _ts(d.created_at),
+            _iso(d.sent_at),
+            _dumps(d.last_error),
+            d.target.key,
+        ]
+    return args
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2]))
+
+
+def _record_from(fields: dict[str, str], history: list[str]) -> EscalationRecord | None:
+    if not fields.get("data"):
+        return None
+    data = json.loads(fields["data"])
+    data["version"] = int(fields.get("ver") or 0)
+    data["notification_count"] = int(fields.get("nc") or 0)
+    data["history"] = [json.loads(e) for e in history]
+    return EscalationRecord.from_dict(data)
+
+
+def _delivery_from(fields: dict[str, str]) -> Delivery | None:
+    if not fields.get("data"):
+        return None
+    data = json.loads(fields["data"])
+    data.update(
+        state=fields["st"],
+        attempts=int(fields.get("att") or 0),
+        updated_at=fields.get("upd") or None,
+        next_attempt_at=fields.get("nat") or None,
+        sent_at=fields.get("sent") or None,
+        last_error=json.loads(fields.get("err") or "null"),
+    )
+    return Delivery.from_dict(data)
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for error messages."""
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            host = parts.hostname or ""
+            if parts.port:
+                host = f"{host}:{parts.port}"
+            user = f"{parts.username}:***@" if parts.username else ":***@"
+            return urlunsplit(parts._replace(netloc=user + host))
+    except ValueError:
+        pass
+    return url
+
+
+# --------------------------------------------------------------------------- store
+
+
+class RedisEscalationStore(BaseEscalationStore):
+    """Escalation store on Redis (sync client); safe across threads, processes and hosts.
+
+    ``client`` takes an existing ``redis.Redis`` (it must use ``decode_responses=True``); it is
+    then left open by ``close()``, since its owner may still use it. Other keyword arguments go to
+    ``redis.Redis.from_url``.
+    """
+
+    blocking = True
+
+    def __init__(
+        self,
+        redis_url: str = "redis://localhost:6379",
+        key_prefix: str = "escalation:",
+        *,
+        client: redis.Redis | None = None,
+        name: str = "redis",
+        **client_kwargs: Any,
+    ) -> None:
+        super().__init__(name)
+        self._prefix = key_prefix
+        self._url = _safe_url(redis_url)
+        if client is None:
+            client_kwargs["decode_responses"] = True
+            # fail fast instead of hanging when the server is down
+            client_kwargs.setdefault("socket_connect_timeout", 5)
+            client_kwargs.setdefault("socket_timeout", 30)
+            client = redis.Redis.from_url(redis_url, **client_kwargs)
+            self._owns_client = True
+        else:
+            if not client.connection_pool.connection_kwargs.get("decode_responses"):
+                raise ValueError("client: the Redis client must be created with decode_responses=True")
+            self._owns_client = False
+        self._client = client
+        # register_script keeps the SHA and re-sends the body on NOSCRIPT (after a restart/flush)
+        script = lambda body: client.register_script(_LUA_LIB + body)  # noqa: E731
+        self._create = script(_LUA_CREATE)
+        self._update = script(_LUA_UPDATE)
+        self._save = script(_LUA_SAVE)
+        self._delete = script(_LUA_DELETE)
+        self._cleanup = script(_LUA_CLEANUP)
+        self._claim_due = script(_LUA_CLAIM_DUE)
+        self._release = script(_LUA_RELEASE)
+        self._claim_deliveries = script(_LUA_CLAIM_DELIVERIES)
+        self._start_delivery = script(_LUA_START_DELIVERY)
+        self._finish_delivery = script(_LUA_FINISH_DELIVERY)
+        self._expire_deliveries = script(_LUA_EXPIRE_DELIVERIES)
+
+    @property
+    def key_prefix(self) -> str:
+        return self._prefix
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._client
+
+    # ------------------------------------------------------------------ helpers
+    def _key(self, *parts: str) -> str:
+        return self._prefix + "".join(parts)
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreError(f"redis store: {action}: Redis at {self._url} is unreachable: {exc}") from exc
+        except redis.RedisError as exc:
+            raise StoreError(f"redis store: {action} failed on {self._url}: {exc}") from exc
+
+    def _run(self, script: Any, action: str, *args: Any) -> Any:
+        with self._errors(action):
+            return script(keys=[], args=[self._prefix, *args])
+
+    def _load(self, ids: Sequence[str]) -> list[EscalationRecord]:
+        """Records by id in that order, skipping the missing ones (each read is atomic)."""
+        found: list[EscalationRecord] = []
+        with self._errors("read records"):
+            for start in range(0, len(ids), _BATCH):
+                chunk = ids[start:start + _BATCH]
+                pipe = self._client.pipeline(transaction=True)
+                for record_id in chunk:
+                    pipe.hgetall(self._key("rec:", record_id))
+                    pipe.lrange(self._key("hist:", record_id), 0, -1)
+                replies = pipe.execute()
+                for fields, history in zip(replies[::2], replies[1::2]):
+                    record = _record_from(fields, history)
+                    if record is not None:
+                        found.append(record)
+        return found
+
+    def _first_score(self, key: str) -> float | None:
+        first = self._client.zrange(key, 0, 0, withscores=True)
+        return first[0][1] if first else None
+
+    # ------------------------------------------------------------------ spec query API
+    def get(self, record_id: str) -> EscalationRecord | None:
+        found = self._load([record_id])
+        return found[0] if found else None
+
+    def get_by_incident(self, incident_id: str) -> list[EscalationRecord]:
+        with self._errors("get_by_incident"):
+            ids = sorted(self._client.smembers(self._key("incident:", incident_id)))
+        return sorted(self._load(ids), key=lambda r: r.created_at)
+
+    def get_active(self, policy_name: str | None = None) -> list[EscalationRecord]:
+        key = self._key("active") if policy_name is None else self._key("active:", policy_name)
+        with self._errors("get_active"):
+            ids = self._client.zrange(key, 0, -1)
+        # an index read and the record reads are separate steps: re-check what was read
+        return [
+            r for r in self._load(ids)
+            if r.is_active and (policy_name is None or r.policy_name == policy_name)
+        ]
+
+    def get_pending_escalations(self, before: datetime) -> list[EscalationRecord]:
+        with self._errors("get_pending_escalations"):
+            ids = self._client.zrangebyscore(self._key("due"), "-inf", _ts(before))
+        before = ensure_aware(before)
+        return [
+            r for r in self._load(ids)
+            if r.is_open and r.next_escalation_at is not None and r.next_escalation_at <= before
+        ]
+
+    def save(self, record: EscalationRecord) -> EscalationRecord:
+        version = self._run(
+            self._save, "save", record.id, *_record_args(record), str(int(record.notification_count)),
+            *_history_args(record.history),
+        )
+        stored = record.clone()
+        stored.version = int(version)
+        return stored
+
+    def delete(self, record_id: str) -> bool:
+        return bool(self._run(self._delete, "delete", record_id))
+
+    def cleanup_resolved(self, older_than: timedelta, now: datetime | None = None) -> int:
+        cutoff = (ensure_aware(now) if now is not None else datetime.now(UTC)) - older_than
+        removed = 0
+        while True:  # in batches, so no single script blocks Redis for long
+            n = int(self._run(self._cleanup, "cleanup_resolved", "(" + _ts(cutoff), str(_BATCH)))
+            removed += n
+            if n < _BATCH:
+                return removed
+
+    def get_stats(self) -> EscalationStats:
+        with self._errors("get_stats"):
+            pipe = self._client.pipeline(transaction=True)
+            for key in ("stats", "stats:level", "stats:policy", "stats:target"):
+                pipe.hgetall(self._key(key))
+            totals, by_level, by_policy, by_target = pipe.execute()
+        n = {k: int(v) for k, v in totals.items()}
+        active = sum(n.get(f"st:{s}", 0) for s in ACTIVE_STATE_VALUES)
+        ack_n, res_n = n.get("ack_n", 0), n.get("res_n", 0)
+        return EscalationStats(
+            total_escalations=n.get("total", 0),
+            active_escalations=active,
+            acknowledged_count=ack_n,
+            resolved_count=n.get(f"st:{EscalationState.RESOLVED.value}", 0),
+            timed_out_count=n.get(f"st:{EscalationState.TIMED_OUT.value}", 0),
+            cancelled_count=n.get(f"st:{EscalationState.CANCELLED.value}", 0),
+            failed_count=n.get(f"st:{EscalationState.FAILED.value}", 0),
+            avg_time_to_acknowledge_seconds=n.get("ack_us", 0) / 1e6 / ack_n if ack_n else 0.0,
+            avg_time_to_resolve_seconds=n.get("res_us", 0) / 1e6 / res_n if res_n else 0.0,
+            escalations_by_level={int(k): int(v) for k, v in by_level.items() if int(v)},
+            escalations_by_policy={k: int(v) for k, v in by_policy.items() if int(v)},
+            notifications_sent=n.get("sent", 0),
+            notifications_by_target={k: int(v) for k, v in by_target.items() if int(v)},
+            notifications_failed=n.get("failed", 0),
+        )
+
+    def clear(self) -> None:
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self._prefix) + "*"
+        size = len(self._prefix)
+        with self._errors("clear"):
+            batch: list[str] = []
+            for key in self._client.scan_iter(match=pattern, count=1000):
+                if _OWN_KEY.fullmatch(key[size:]):
+                    batch.append(key)
+                if len(batch) >= _BATCH:
+                    self._client.unlink(*batch)
+                    batch = []
+            if batch:
+                self._client.unlink(*batch)
+
+    # ------------------------------------------------------------------ engine contract
+    def create(self, record: EscalationRecord, deliveries: Sequence[Delivery] = ()) -> EscalationRecord | None:
+        created = self._run(
+            self._create, "create", record.id, *_record_args(record), str(int(record.notification_count)),
+            *_history_args(record.history), *_delivery_args(deliveries),
+        )
+        if not created:
+            return None
+        stored = record.clone()
+        stored.version = 1
+        return stored
+
+    def find_open(self, incident_id: str, policy_name: str) -> EscalationRecord | None:
+        with self._errors("find_open"):
+            record_id = self._client.hget(self._key("open"), incident_id + _SEP + policy_name)
+        return self.get(record_id) if record_id else None
+
+    def last_closed(self, incident_id: str, policy_name: str) -> EscalationRecord | None:
+        with self._errors("last_closed"):
+            record_id = self._client.hget(self._key("last_closed"), incident_id + _SEP + policy_name)
+        return self.get(record_id) if record_id else None
+
+    def update(
+        self,
+        record: EscalationRecord,
+        expected_version: int,
+        new_events: Sequence[dict] = (),
+        deliveries: Sequence[Delivery] = (),
+        cancel_pending: bool = False,
+    ) -> bool:
+        updated = self._run(
+            self._update, "update", record.id, str(int(expected_version)), "1" if cancel_pending else "0",
+            _iso(record.updated_at), *_record_args(record), *_history_args(list(new_events)),
+            *_delivery_args(deliveries),
+        )
+        if not updated:
+            return False
+        record.version = expected_version + 1
+        return True
+
+    def claim_due(self, now: datetime, limit: int, owner: str, lease: timedelta) -> list[EscalationRecord]:
+        if limit <= 0:
+            return []
+        now = ensure_aware(now)
+        replies = self._run(self._claim_due, "claim_due", _ts(now), str(int(limit)), owner, _ts(now + lease))
+        return [r for r in (_record_from(_pairs(f), h) for f, h in replies) if r is not None]
+
+    def release(self, record_id: str, owner: str) -> None:
+        self._run(self._release, "release", record_id, owner)
+
+    def next_due_at(self) -> datetime | None:
+        with self._errors("next_due_at"):
+            score = self._first_score(self._key("due"))
+        return datetime.fromtimestamp(score, UTC) if score is not None else None
+
+    # ------------------------------------------------------------------ outbox
+    def get_deliveries(self, record_id: str) -> list[Delivery]:
+        with self._errors("get_deliveries"):
+            ids = self._client.lrange(self._key("rec_dlv:", record_id), 0, -1)
+            pipe = self._client.pipeline(transaction=True)
+            for delivery_id in ids:
+                pipe.hgetall(self._key("dlv:", delivery_id))
+            replies = pipe.execute() if ids else []
+        return [d for d in map(_delivery_from, replies) if d is not None]
+
+    def claim_deliveries(self, now: datetime, limit: int, owner: str, lease: timedelta) -> list[Delivery]:
+        if limit <= 0:
+            return []
+        now = ensure_aware(now)
+        replies = self._run(
+            self._claim_deliveries, "claim_deliveries", _ts(now), _iso(now), str(int(limit)), owner,
+            _ts(now + lease),
+        )
+        return [d for d in (_delivery_from(_pairs(r)) for r in replies) if d is not None]
+
+    def start_delivery(self, delivery_id: str, now: datetime, owner: str, lease: timedelta) -> Delivery | None:
+        now = ensure_aware(now)
+        reply = self._run(self._start_delivery, "start_delivery", delivery_id, _iso(now), owner, _ts(now + lease))
+        return _delivery_from(_pairs(reply)) if reply else None
+
+    def finish_delivery(
+        self,
+        delivery_id: str,
+        now: datetime,
+        *,
+        sent: bool,
+        error: str | None = None,
+        retry_at: datetime | None = None,
+    ) -> Delivery | None:
+        reply = self._run(
+            self._finish_delivery, "finish_delivery", delivery_id, _iso(now), "1" if sent else "0",
+            _dumps(error), _iso(retry_at), _ts(retry_at),
+        )
+        return _delivery_from(_pairs(reply)) if reply else None
+
+    def expire_deliveries(self, now: datetime) -> int:
+        return int(self._run(
+            self._expire_deliveries, "expire_deliveries", _ts(now), _iso(now), _dumps(_UNKNOWN_ERROR)
+        ))
+
+    def next_delivery_at(self) -> datetime | None:
+        with self._errors("next_delivery_at"):
+            pipe = self._client.pipeline(transaction=True)
+            pipe.zrange(self._key("dlv_ready"), 0, 0, withscores=True)
+            pipe.zrange(self._key("dlv_pending"), 0, 0, withscores=True)
+            scores = [first[0][1] for first in pipe.execute() if first]
+        return datetime.fromtimestamp(min(scores), UTC) if scores else None
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        if not self._owns_client:
+            return
+        with self._errors("close"):
+            self._client.close()
+            self._client.connection_pool.disconnect()
