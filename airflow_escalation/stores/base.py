@@ -77,6 +77,22 @@ class BaseEscalationStore(ABC):
     @abstractmethod
     def clear(self) -> None: ...
 
+    def list_records(
+        self,
+        *,
+        states: Sequence[str] | None = None,
+        policy_name: str | None = None,
+        incident_id: str | None = None,
+        dag_id: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[EscalationRecord], int]:
+        """A page of records, newest first, and how many match in all.
+
+        ``dag_id`` matches ``record.context["dag_id"]``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not list records yet")
+
     # ------------------------------------------------------------------ engine contract
     @abstractmethod
     def create(self, record: EscalationRecord, deliveries: Sequence[Delivery] = ()) -> EscalationRecord | None:

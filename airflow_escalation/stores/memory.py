@@ -76,6 +76,28 @@ class InMemoryEscalationStore(BaseEscalationStore):
             ]
         return sorted(found, key=lambda r: r.next_escalation_at)
 
+    def list_records(
+        self,
+        *,
+        states: Sequence[str] | None = None,
+        policy_name: str | None = None,
+        incident_id: str | None = None,
+        dag_id: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[EscalationRecord], int]:
+        wanted = set(states) if states else None
+        with self._lock:
+            found = [
+                r for r in self._records.values()
+                if (wanted is None or r.state in wanted)
+                and (policy_name is None or r.policy_name == policy_name)
+                and (incident_id is None or r.incident_id == incident_id)
+                and (dag_id is None or r.context.get("dag_id") == dag_id)
+            ]
+        found.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+        return [r.clone() for r in found[offset:offset + limit]], len(found)
+
     def save(self, record: EscalationRecord) -> EscalationRecord:
         with self._lock:
             stored = record.clone()
