@@ -133,7 +133,7 @@ class EscalationEngine:
         return dict(self._policies)
 
     def register_policy(self, policy: EscalationPolicy | dict) -> None:
-        policy = EscalationPolicy.from_dict(policy)
+        policy = _private_copy(policy)
         self._policies[policy.name] = policy
         self._snapshots[policy.fingerprint] = policy
         log.info("registered escalation policy %r (%d levels)", policy.name, len(policy.levels))
@@ -257,7 +257,7 @@ class EscalationEngine:
         severity = context.get("severity")
         if inline is not None:
             try:
-                candidates = [EscalationPolicy.from_dict(inline)]
+                candidates = [_private_copy(inline)]
             except ValueError as exc:
                 return EscalationResult.failure_result(None, "trigger", str(exc), code="invalid")
         elif policy_name:
@@ -336,7 +336,12 @@ class EscalationEngine:
             record.add_history_event("triggered", now, triggered_by, trigger_type=trigger_type.value,
                                      severity=context.get("severity"))
             change = _Change()
-            self._run_steps(record, policy, now, change)
+            try:
+                self._run_steps(record, policy, now, change)
+            except Exception as exc:  # e.g. a level condition without an evaluator
+                log.exception("escalation of incident %r could not start", incident_id)
+                return EscalationResult.failure_result(
+                    None, "trigger", f"policy {policy.name!r} cannot start: {type(exc).__name__}: {exc}")
             stored = await self._io(self._store.create, record, change.deliveries)
             if stored is None:
                 continue  # another engine opened it first: join that one
@@ -445,6 +450,9 @@ class EscalationEngine:
                 change = decide(record, now)
             except InvalidTransition as exc:
                 return EscalationResult.failure_result(record, action, str(exc), code="conflict")
+            except Exception as exc:  # a decision that cannot be made changes nothing
+                log.exception("escalation %s: %s failed", record_id, action)
+                return EscalationResult.failure_result(record, action, f"{type(exc).__name__}: {exc}")
             if isinstance(change, EscalationResult):
                 return change
             record.updated_at = now
@@ -490,14 +498,14 @@ class EscalationEngine:
                 and not is_business_time(policy, now)):
             record.add_history_event("notification_skipped", now, reason="outside business hours",
                                      round=round_)
-            return
-        record.notify_rounds += 1
-        targets = sorted(level.targets, key=lambda t: t.priority)
-        for index, target in enumerate(targets):
-            change.deliveries.append(Delivery(
-                id=f"{record.id}-{record.notify_rounds}-{index}", record_id=record.id, level=level.level,
-                round=round_, target=target, created_at=now, updated_at=now))
-        record.add_history_event("notified", now, round=round_, targets=[t.key for t in targets])
+        else:
+            record.notify_rounds += 1
+            targets = sorted(level.targets, key=lambda t: t.priority)
+            for index, target in enumerate(targets):
+                change.deliveries.append(Delivery(
+                    id=f"{record.id}-{record.notify_rounds}-{index}", record_id=record.id,
+                    level=level.level, round=round_, target=target, created_at=now, updated_at=now))
+            record.add_history_event("notified", now, round=round_, targets=[t.key for t in targets])
         if not level.require_ack and round_ >= level.repeat_count:
             # notify-only level: nothing is left to wait for once its last round is out
             self._resolve(record, now, "system", reason="level requires no acknowledgement")
@@ -710,6 +718,11 @@ class EscalationEngine:
         await self._io(self._store.finish_delivery, delivery.id, now, sent=False, error=error, retry_at=retry_at)
         if retry_at is not None and self._running:
             self._scheduler.wake_at(retry_at)
+
+
+def _private_copy(policy: EscalationPolicy | dict) -> EscalationPolicy:
+    """A copy the caller cannot change afterwards: running escalations keep the policy as it was."""
+    return EscalationPolicy.from_dict(policy.to_dict() if isinstance(policy, EscalationPolicy) else policy)
 
 
 def _earliest(*times: datetime | None) -> datetime | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -36,9 +37,18 @@ def _enum(enum_cls: type, value: Any, field_name: str) -> Any:
         raise ValueError(f"{field_name}: unknown value {value!r} (allowed: {allowed})") from None
 
 
-def _number(value: Any, field_name: str, *, minimum: float = 0, integer: bool = False) -> Any:
+# Delays beyond a year are a typo, and would overflow datetime arithmetic long before they mattered.
+MAX_MINUTES = 366 * 24 * 60
+
+
+def _number(value: Any, field_name: str, *, minimum: float = 0, integer: bool = False,
+            maximum: float = math.inf) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{field_name}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{field_name}: must be a finite number, got {value!r}")
+    if value > maximum:
+        raise ValueError(f"{field_name}: must be <= {maximum}, got {value!r}")
     if integer and int(value) != value:
         raise ValueError(f"{field_name}: expected a whole number, got {value!r}")
     if value < minimum:
@@ -188,17 +198,19 @@ class EscalationLevel:
     def __post_init__(self) -> None:
         where = f"levels[level={self.level!r}]"
         self.level = _number(self.level, f"{where}.level", minimum=1, integer=True)
-        self.delay_minutes = _number(self.delay_minutes, f"{where}.delay_minutes")
+        self.delay_minutes = _number(self.delay_minutes, f"{where}.delay_minutes", maximum=MAX_MINUTES)
         self.repeat_count = _number(self.repeat_count, f"{where}.repeat_count", integer=True)
         self.repeat_interval_minutes = _number(
-            self.repeat_interval_minutes, f"{where}.repeat_interval_minutes"
+            self.repeat_interval_minutes, f"{where}.repeat_interval_minutes", maximum=MAX_MINUTES
         )
         if self.repeat_count and self.repeat_interval_minutes <= 0:
             raise ValueError(
                 f"{where}.repeat_interval_minutes: must be > 0 when repeat_count is set, "
                 f"got {self.repeat_interval_minutes!r}"
             )
-        self.auto_resolve_minutes = _number(self.auto_resolve_minutes, f"{where}.auto_resolve_minutes")
+        self.auto_resolve_minutes = _number(
+            self.auto_resolve_minutes, f"{where}.auto_resolve_minutes", maximum=MAX_MINUTES
+        )
         if not isinstance(self.require_ack, bool):
             raise ValueError(f"{where}.require_ack: expected true or false, got {self.require_ack!r}")
         if not isinstance(self.conditions, dict):
@@ -317,7 +329,10 @@ class EscalationPolicy:
             raise ValueError(f"{where}: severity_filter: expected a list, got {self.severity_filter!r}")
         self.severity_filter = [str(s).lower() for s in self.severity_filter]
         self.max_escalations = _number(self.max_escalations, f"{where}: max_escalations", integer=True)
-        self.cooldown_minutes = _number(self.cooldown_minutes, f"{where}: cooldown_minutes")
+        self.cooldown_minutes = _number(self.cooldown_minutes, f"{where}: cooldown_minutes", maximum=MAX_MINUTES)
+        for flag in ("enabled", "business_hours_only"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{where}: {flag}: expected true or false, got {getattr(self, flag)!r}")
         for hour_field in ("business_hours_start", "business_hours_end"):
             value = getattr(self, hour_field)
             _number(value, f"{where}: {hour_field}", integer=True)
