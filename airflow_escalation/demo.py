@@ -72,7 +72,7 @@ async def run(db_path: str, policies_file: Path) -> None:
               f"{record.notification_count} notifications")
         for event in record.history:
             details = event.get("details", {})
-            extra = ", ".join(f"{k}={v}" for k, v in details.items() if k != "from_state")
+            extra = ", ".join(f"{k}={v}" for k, v in details.items())
             print(f"    {event['at'][11:16]}  {event['event']:<18} by {event['actor']:<8} {extra}")
 
     stats = engine.get_stats()

@@ -9,10 +9,12 @@ record lock, each target's outcome recorded and failures retried with backoff.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import os
 import socket
+import sys
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -31,6 +33,7 @@ from airflow_escalation.core.models import (
     EscalationTarget,
 )
 from airflow_escalation.core.states import DEFAULT_STATE_MACHINE, InvalidTransition
+from airflow_escalation.core.worker_pool import WorkerPool
 from airflow_escalation.core.types import (
     BusinessHoursMode,
     EscalationEvent,
@@ -51,6 +54,8 @@ TargetSender = Callable[[EscalationRecord, EscalationLevel, EscalationTarget], A
 ChannelResolver = Callable[[EscalationTarget], TargetSender | None]
 
 _CAS_ATTEMPTS = 20
+_PENDING = EscalationState.PENDING.value
+_ACKNOWLEDGED = EscalationState.ACKNOWLEDGED.value
 _MAX_STEPS = 64  # bound on steps taken for one record in one wake-up (delay-0 ladders)
 
 
@@ -101,11 +106,11 @@ class EscalationEngine:
         self._evaluators = dict(config.condition_evaluators)
         self._owner = config.engine_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lease = timedelta(seconds=sched_config.lease_seconds)
-        self._slots: asyncio.Semaphore | None = None
-        self._inflight: set[asyncio.Task] = set()
+        self._inline = not self._store.blocking
+        # deliveries are run by up to max_concurrent_jobs workers (created in the running loop)
+        self._pool: WorkerPool | None = None
         self._running = False
         self._last_cleanup: datetime | None = None
-        self._sm = DEFAULT_STATE_MACHINE
 
     # ------------------------------------------------------------------ configuration
     @property
@@ -177,14 +182,17 @@ class EscalationEngine:
         try:
             await asyncio.wait_for(self.drain(), timeout)
         except asyncio.TimeoutError:
-            log.warning("stopping with %d deliveries still in flight; their leases will expire "
-                        "and another engine records them as unknown", len(self._inflight))
+            log.warning("stopping with %d deliveries still queued or in flight; their leases will "
+                        "expire and another engine records them as unknown", self._pool.unfinished)
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         log.info("escalation engine %s stopped", self._owner)
 
     async def drain(self) -> None:
-        """Wait until every delivery started by this engine has finished."""
-        while self._inflight:
-            await asyncio.gather(*list(self._inflight), return_exceptions=True)
+        """Wait until every delivery queued by this engine has been attempted."""
+        if self._pool is not None and self._pool.loop is asyncio.get_running_loop():
+            await self._pool.join()
 
     async def advance(self, delta: timedelta) -> None:
         """Move a fake clock forward through every due moment in order, running what falls due.
@@ -216,6 +224,10 @@ class EscalationEngine:
 
     # ------------------------------------------------------------------ store access
     async def _io(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        """Call a store method: in a worker thread when the store does I/O, else directly.
+
+        Hot paths test ``self._inline`` and call the store themselves, saving a coroutine.
+        """
         if self._store.blocking:
             return await asyncio.to_thread(fn, *args, **kwargs)
         return fn(*args, **kwargs)
@@ -315,7 +327,9 @@ class EscalationEngine:
         now = self._clock.now()
 
         for _ in range(_CAS_ATTEMPTS):
-            existing = await self._io(self._store.find_open, incident_id, policy.name)
+            store = self._store
+            existing = (store.find_open(incident_id, policy.name) if self._inline
+                        else await self._io(store.find_open, incident_id, policy.name))
             if existing is not None:
                 return await self._retrigger(existing, trigger_type, triggered_by)
             if policy.cooldown_minutes > 0:
@@ -328,7 +342,7 @@ class EscalationEngine:
                         f"(cooldown_minutes={policy.cooldown_minutes})", code="suppressed")
             record = EscalationRecord(
                 id=EscalationRecord.generate_id(), incident_id=incident_id, policy_name=policy.name,
-                state=EscalationState.PENDING.value, created_at=now, updated_at=now, context=context,
+                state=_PENDING, created_at=now, updated_at=now, context=context,
                 trigger_type=trigger_type.value, policy_snapshot=policy.snapshot,
                 metadata={"policy_fingerprint": policy.fingerprint, "trigger_count": 1},
             )
@@ -342,13 +356,15 @@ class EscalationEngine:
                 log.exception("escalation of incident %r could not start", incident_id)
                 return EscalationResult.failure_result(
                     None, "trigger", f"policy {policy.name!r} cannot start: {type(exc).__name__}: {exc}")
-            stored = await self._io(self._store.create, record, change.deliveries)
+            stored = (store.create(record, change.deliveries) if self._inline
+                      else await self._io(store.create, record, change.deliveries))
             if stored is None:
                 continue  # another engine opened it first: join that one
             record.version = stored.version
             self._after_write(record, change)
-            log.info("escalation %s triggered for incident %r under policy %r (%s)",
-                     record.id, incident_id, policy.name, _describe(record))
+            if log.isEnabledFor(logging.INFO):
+                log.info("escalation %s triggered for incident %r under policy %r (%s)",
+                         record.id, incident_id, policy.name, _describe(record))
             return EscalationResult.success_result(
                 record, "trigger", [d.target for d in change.deliveries],
                 f"escalation triggered at level {record.current_level}")
@@ -372,7 +388,7 @@ class EscalationEngine:
     async def acknowledge(self, record_id: str, acknowledged_by: str = "system",
                           note: str | None = None) -> EscalationResult:
         def ack(record: EscalationRecord, now: datetime) -> _Change | EscalationResult:
-            if record.state == EscalationState.ACKNOWLEDGED.value:
+            if record.state == _ACKNOWLEDGED:
                 return EscalationResult.failure_result(
                     record, "acknowledge", f"already acknowledged by {record.acknowledged_by}", code="conflict")
             self._transition(record, EscalationEvent.ACKNOWLEDGE, now, acknowledged_by, note=note)
@@ -413,9 +429,9 @@ class EscalationEngine:
         def climb(record: EscalationRecord, now: datetime) -> _Change | EscalationResult:
             policy = self._policy_for(record)
             change = _Change()
-            if record.state == EscalationState.PENDING.value:
+            if record.state == _PENDING:
                 self._start(record, policy, now, change, escalated_by)
-            elif record.state == EscalationState.ACKNOWLEDGED.value and not force:
+            elif record.state == _ACKNOWLEDGED and not force:
                 return EscalationResult.failure_result(
                     record, "escalate", "acknowledged escalations climb only with force=True", code="conflict")
             elif policy.get_next_level(record.current_level) is None and not force:
@@ -435,9 +451,12 @@ class EscalationEngine:
                       decide: Callable[[EscalationRecord, datetime], _Change | EscalationResult],
                       current: EscalationRecord | None = None) -> EscalationResult:
         """Read → decide → compare-and-swap, re-reading on a lost race."""
+        store = self._store
         for _ in range(_CAS_ATTEMPTS):
-            record = current if current is not None else await self._io(self._store.get, record_id)
-            current = None
+            if current is not None:
+                record, current = current, None
+            else:
+                record = store.get(record_id) if self._inline else await self._io(store.get, record_id)
             if record is None:
                 return EscalationResult.failure_result(None, action, f"escalation {record_id!r} not found",
                                                        code="not_found")
@@ -456,11 +475,12 @@ class EscalationEngine:
             if isinstance(change, EscalationResult):
                 return change
             record.updated_at = now
-            written = await self._io(self._store.update, record, expected, record.history[seen:],
-                                     change.deliveries, change.cancel_pending)
+            args = (record, expected, record.history[seen:], change.deliveries, change.cancel_pending)
+            written = store.update(*args) if self._inline else await self._io(store.update, *args)
             if written:
                 self._after_write(record, change)
-                log.info("escalation %s: %s (%s)", record.id, action, _describe(record))
+                if log.isEnabledFor(logging.INFO):
+                    log.info("escalation %s: %s (%s)", record.id, action, _describe(record))
                 return EscalationResult.success_result(record, action, [d.target for d in change.deliveries])
         return EscalationResult.failure_result(None, action, "too many concurrent writers; try again",
                                                code="conflict")
@@ -468,10 +488,14 @@ class EscalationEngine:
     # ------------------------------------------------------------------ transitions (pure)
     def _transition(self, record: EscalationRecord, event: EscalationEvent, now: datetime,
                     actor: str = "system", **details: Any) -> None:
-        step = self._sm.transition(record.state, event, actor, now)
-        record.state = step.to_state.value
-        record.add_history_event(event.value, now, actor, from_state=step.from_state.value,
-                                 **{k: v for k, v in details.items() if v is not None})
+        from_state = record.state
+        to_state = _NEXT_STATE.get((from_state, event))
+        if to_state is None:
+            raise InvalidTransition(EscalationState(from_state), event)
+        record.state = to_state
+        if details:
+            details = {k: v for k, v in details.items() if v is not None}
+        record.add_history_event(event.value, now, actor, from_state=from_state, **details)
 
     def _close(self, record: EscalationRecord, now: datetime) -> None:
         record.closed_at = now
@@ -598,7 +622,7 @@ class EscalationEngine:
         while True:
             deliveries = await self._io(self._store.claim_deliveries, now, batch, self._owner, self._lease)
             for delivery in deliveries:
-                self._spawn(self._deliver(delivery, None, claimed=True))
+                self._enqueue(delivery, None, True)
             if len(deliveries) < batch:
                 break
         return processed
@@ -622,7 +646,8 @@ class EscalationEngine:
             if await self._io(self._store.update, record, expected, record.history[seen:],
                               change.deliveries, change.cancel_pending):
                 self._after_write(record, change)
-                log.info("escalation %s: due step done (%s)", record.id, _describe(record))
+                if log.isEnabledFor(logging.INFO):
+                    log.info("escalation %s: due step done (%s)", record.id, _describe(record))
                 return
             record = await self._io(self._store.get, record.id)  # lost a race: decide again
             if record is None or not record.is_open:
@@ -653,42 +678,42 @@ class EscalationEngine:
 
     def _after_write(self, record: EscalationRecord, change: _Change) -> None:
         if change.deliveries:
-            snapshot = record.clone()
             for delivery in change.deliveries:
-                self._spawn(self._deliver(delivery, snapshot))
+                self._enqueue(delivery, record, False)
         if record.next_escalation_at is not None and self._running:
             self._scheduler.wake_at(record.next_escalation_at)
 
     # ------------------------------------------------------------------ delivery (outbox)
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+    def _enqueue(self, delivery: Delivery, record: EscalationRecord | None, claimed: bool) -> None:
+        pool = self._pool
+        if pool is None or pool.loop is not asyncio.get_running_loop():
+            pool = self._pool = WorkerPool(self._sched_config.max_concurrent_jobs, self._deliver)
+        pool.put(delivery, record, claimed)
 
-    async def _deliver(self, delivery: Delivery, record: EscalationRecord | None, claimed: bool = False) -> None:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self._sched_config.max_concurrent_jobs)
-        async with self._slots:
-            now = self._clock.now()
-            if not claimed:
-                delivery = await self._io(self._store.start_delivery, delivery.id, now, self._owner, self._lease)
-                if delivery is None:
-                    return  # cancelled by an acknowledgement, or another engine took it
-            error = None
-            try:
-                record = record or await self._io(self._store.get, delivery.record_id)
-                if record is None:
-                    raise LookupError(f"escalation {delivery.record_id} no longer exists")
-                level = self._policy_for(record).get_level(delivery.level)
-                outcome = await asyncio.wait_for(self._send(record, level, delivery.target),
-                                                 self._sched_config.job_timeout_seconds)
-                if outcome is False:
-                    error = "the notification handler returned False"
-            except asyncio.TimeoutError:
-                error = f"timed out after {self._sched_config.job_timeout_seconds}s"
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            await self._finish(delivery, error)
+    async def _deliver(self, delivery: Delivery, record: EscalationRecord | None, claimed: bool) -> None:
+        now = self._clock.now()
+        if not claimed:
+            args = (delivery.id, now, self._owner, self._lease)
+            store = self._store
+            delivery = store.start_delivery(*args) if self._inline else await self._io(store.start_delivery, *args)
+            if delivery is None:
+                return  # cancelled by an acknowledgement, or another engine took it
+        error = None
+        limit = self._sched_config.job_timeout_seconds
+        try:
+            record = record or await self._io(self._store.get, delivery.record_id)
+            if record is None:
+                raise LookupError(f"escalation {delivery.record_id} no longer exists")
+            level = self._policy_for(record).get_level(delivery.level)
+            async with _time_limit(limit):
+                outcome = await self._send(record, level, delivery.target)
+            if outcome is False:
+                error = "the notification handler returned False"
+        except asyncio.TimeoutError:
+            error = f"timed out after {limit}s"
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        await self._finish(delivery, error)
 
     async def _send(self, record: EscalationRecord, level: EscalationLevel, target: EscalationTarget) -> Any:
         for resolver in self._channel_resolvers:
@@ -705,7 +730,10 @@ class EscalationEngine:
     async def _finish(self, delivery: Delivery, error: str | None) -> None:
         now = self._clock.now()
         if error is None:
-            await self._io(self._store.finish_delivery, delivery.id, now, sent=True)
+            if self._inline:
+                self._store.finish_delivery(delivery.id, now, sent=True)
+            else:
+                await self._io(self._store.finish_delivery, delivery.id, now, sent=True)
             return
         cfg = self._sched_config
         retry_at = None
@@ -718,6 +746,25 @@ class EscalationEngine:
         await self._io(self._store.finish_delivery, delivery.id, now, sent=False, error=error, retry_at=retry_at)
         if retry_at is not None and self._running:
             self._scheduler.wake_at(retry_at)
+
+
+# the state machine's table keyed by plain strings: a transition is one dict lookup
+_NEXT_STATE = {(state.value, event): target.value
+               for (state, event), target in DEFAULT_STATE_MACHINE.TRANSITIONS.items()}
+
+if sys.version_info >= (3, 11):
+    _time_limit = asyncio.timeout
+else:  # pragma: no cover - Python 3.10
+    @contextlib.asynccontextmanager
+    async def _time_limit(seconds: float):
+        task = asyncio.current_task()
+        handle = asyncio.get_running_loop().call_later(seconds, task.cancel)
+        try:
+            yield
+        except asyncio.CancelledError:
+            raise asyncio.TimeoutError from None
+        finally:
+            handle.cancel()
 
 
 def _private_copy(policy: EscalationPolicy | dict) -> EscalationPolicy:

@@ -27,6 +27,10 @@ ESCALATE = "escalate"
 AUTO_RESOLVE = "auto_resolve"
 NOTIFYING_ACTIONS = frozenset({START, REPEAT, ESCALATE})
 _PRIORITY = {AUTO_RESOLVE: 0, ESCALATE: 1, START: 1, REPEAT: 2}
+# plain strings: enum attribute access is slow on this hot path
+_PENDING = EscalationState.PENDING.value
+_ACTIVE = EscalationState.ACTIVE.value
+_ACKNOWLEDGED = EscalationState.ACKNOWLEDGED.value
 
 
 @dataclass(frozen=True)
@@ -38,16 +42,16 @@ class Step:
 
 def is_paging(record: EscalationRecord, policy: EscalationPolicy) -> bool:
     state = record.state
-    return state == EscalationState.ACTIVE.value or (
-        state == EscalationState.ACKNOWLEDGED.value and policy.continues_after_ack
+    return state == _ACTIVE or (
+        state == _ACKNOWLEDGED and policy.continues_after_ack
     )
 
 
 def candidates(record: EscalationRecord, policy: EscalationPolicy) -> list[tuple[datetime, str]]:
     state = record.state
-    if state == EscalationState.PENDING.value:
+    if state == _PENDING:
         return [(record.created_at + policy.levels[0].delay, START)]
-    if state not in (EscalationState.ACTIVE.value, EscalationState.ACKNOWLEDGED.value):
+    if state not in (_ACTIVE, _ACKNOWLEDGED):
         return []
     level = policy.get_level(record.current_level)
     fired = record.level_fired_at

@@ -98,8 +98,8 @@ class BaseEscalationStore(ABC):
     def create(self, record: EscalationRecord, deliveries: Sequence[Delivery] = ()) -> EscalationRecord | None:
         """Insert ``record`` (version 1) with its history and deliveries.
 
-        Returns the stored record, or ``None`` when the incident already has an open record
-        under the same policy (then nothing is written).
+        Returns ``record`` with its stored version set, or ``None`` when the incident already
+        has an open record under the same policy (then nothing is written).
         """
 
     @abstractmethod

@@ -17,7 +17,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 class InMemoryEscalationStore(BaseEscalationStore):
     """Keeps records in dictionaries guarded by one short lock (safe across threads).
 
-    Stored objects are never handed out: reads return clones, writes store clones.
+    Reads return clones. ``create`` and ``update`` take ownership of the record they are given
+    (the engine hands over records it no longer changes), which saves a copy per write.
     """
 
     def __init__(self, name: str = "memory") -> None:
@@ -154,12 +155,11 @@ class InMemoryEscalationStore(BaseEscalationStore):
         with self._lock:
             if (record.incident_id, record.policy_name) in self._open or record.id in self._records:
                 return None
-            stored = record.clone()
-            stored.version = 1
-            self._records[stored.id] = stored
-            self._index(stored)
+            record.version = 1
+            self._records[record.id] = record
+            self._index(record)
             self._add_deliveries(deliveries)
-        return stored.clone()
+        return record
 
     def find_open(self, incident_id: str, policy_name: str) -> EscalationRecord | None:
         record_id = self._open.get((incident_id, policy_name))
@@ -181,20 +181,18 @@ class InMemoryEscalationStore(BaseEscalationStore):
             current = self._records.get(record.id)
             if current is None or current.version != expected_version:
                 return False
-            stored = record.clone()
-            stored.version = expected_version + 1
-            stored.notification_count = current.notification_count  # counted by finish_delivery
-            self._records[stored.id] = stored
-            self._index(stored)
-            self._leases.pop(stored.id, None)
+            record.version = expected_version + 1
+            record.notification_count = current.notification_count  # counted by finish_delivery
+            self._records[record.id] = record
+            self._index(record)
+            self._leases.pop(record.id, None)
             if cancel_pending:
-                for delivery_id in self._deliveries_by_record.get(stored.id, ()):
+                for delivery_id in self._deliveries_by_record.get(record.id, ()):
                     delivery = self._deliveries[delivery_id]
                     if delivery.state == DeliveryState.PENDING:
                         delivery.state = DeliveryState.CANCELLED
-                        delivery.updated_at = stored.updated_at
+                        delivery.updated_at = record.updated_at
             self._add_deliveries(deliveries)
-        record.version = stored.version
         return True
 
     def claim_due(self, now: datetime, limit: int, owner: str, lease: timedelta) -> list[EscalationRecord]:
