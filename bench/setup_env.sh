@@ -42,5 +42,10 @@ if [ "$want_redis" = 1 ]; then
 fi
 
 if [ "${#pkgs[@]}" -gt 0 ]; then
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${pkgs[@]}"
+  # quiet: pip's output is shown only when the install fails
+  if ! out="$("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${pkgs[@]}" 2>&1)"; then
+    echo "$out" >&2
+    echo "setup_env.sh: installing ${pkgs[*]} into $VENV failed" >&2
+    exit 1
+  fi
 fi

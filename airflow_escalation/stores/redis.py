@@ -13,6 +13,8 @@ Layout under ``key_prefix`` (P):
   created_at), ``P incident:{incident_id}`` (set), ``P closed`` (zset by closed_at),
   ``P dlv_ready`` (pending deliveries without next_attempt_at, by created_at: due at once),
   ``P dlv_pending`` (pending retries, by next_attempt_at), ``P dlv_sending`` (by lease end);
+- list_records indexes, zsets by created_at: ``P all``, ``P by_state:{state}``,
+  ``P by_policy:{policy}``, ``P by_dag:{context dag_id}``;
 - counters: ``P stats`` (totals, per state, ack/resolve sums, sent/failed), ``P stats:level``,
   ``P stats:policy``, ``P stats:target``. Scripts keep them exact, so ``get_stats`` reads four
   hashes whatever the number of records.
@@ -41,6 +43,7 @@ from airflow_escalation.stores.base import BaseEscalationStore, StoreError
 _SEP = "\x1f"  # between incident id and policy name in the open / last_closed hashes
 _UNKNOWN_ERROR = "the sender stopped while sending: outcome unknown, not re-sent"
 _BATCH = 500  # ids per read pipeline / cleanup script run
+_READ_FIELDS = ("data", "ver", "nc")
 
 # --------------------------------------------------------------------------- Lua
 
@@ -49,7 +52,7 @@ _BATCH = 500  # ids per read pipeline / cleanup script run
 _LUA_LIB = r"""
 local P = ARGV[1]
 local SEP = string.char(31)
-local REC_FIELDS = {'data','st','lvl','pol','inc','cre','nea','cls','ack','res','open','act'}
+local REC_FIELDS = {'data','st','lvl','pol','inc','cre','nea','cls','ack','res','open','act','dag'}
 local DLV_FIELDS = {'id','rid','data','st','att','upd','nat','nep','cep','sent','err','tk'}
 
 local function neg(n)
@@ -115,6 +118,11 @@ local function index_record(id, f)
   end
   redis.call('SADD', P .. 'incident:' .. f.inc, id)
   if f.cls ~= '' then redis.call('ZADD', P .. 'closed', f.cls, id) end
+  -- list_records indexes, all by created_at
+  redis.call('ZADD', P .. 'all', f.cre, id)
+  redis.call('ZADD', P .. 'by_state:' .. f.st, f.cre, id)
+  redis.call('ZADD', P .. 'by_policy:' .. f.pol, f.cre, id)
+  if f.dag ~= '' then redis.call('ZADD', P .. 'by_dag:' .. f.dag, f.cre, id) end
 end
 
 local function unindex_record(id, f, deleting)
@@ -128,6 +136,10 @@ local function unindex_record(id, f, deleting)
   redis.call('ZREM', P .. 'active:' .. f.pol, id)
   redis.call('SREM', P .. 'incident:' .. f.inc, id)
   redis.call('ZREM', P .. 'closed', id)
+  redis.call('ZREM', P .. 'all', id)
+  redis.call('ZREM', P .. 'by_state:' .. f.st, id)
+  redis.call('ZREM', P .. 'by_policy:' .. f.pol, id)
+  if f.dag ~= '' then redis.call('ZREM', P .. 'by_dag:' .. f.dag, id) end
 end
 
 -- replace the record's fields, moving its counters and index entries from old to new values
@@ -228,7 +240,8 @@ local function remove_record(id)
 end
 
 local function record_reply(id)
-  return {redis.call('HGETALL', P .. 'rec:' .. id), redis.call('LRANGE', P .. 'hist:' .. id, 0, -1)}
+  -- the fields of _READ_FIELDS in the Python module, then the history
+  return {redis.call('HMGET', P .. 'rec:' .. id, 'data', 'ver', 'nc'), redis.call('LRANGE', P .. 'hist:' .. id, 0, -1)}
 end
 
 local function start_delivery(id, now_iso, owner, lease_until)
@@ -241,7 +254,7 @@ local function start_delivery(id, now_iso, owner, lease_until)
 end
 """
 
-# ARGV: P, id, record fields (12), notification_count, history (n, events...), deliveries (n, ...)
+# ARGV: P, id, record fields (REC_FIELDS), notification_count, history (n, events...), deliveries (n, ...)
 _LUA_CREATE = r"""
 local id = ARGV[2]
 local f = args_to(REC_FIELDS, 3)
@@ -258,7 +271,7 @@ add_deliveries(i)
 return 1
 """
 
-# ARGV: P, id, expected_version, cancel_pending (1/0), cancel time, record fields (12),
+# ARGV: P, id, expected_version, cancel_pending (1/0), cancel time, record fields (REC_FIELDS),
 #       new events (n, ...), deliveries (n, ...)
 _LUA_UPDATE = r"""
 local id = ARGV[2]
@@ -282,7 +295,7 @@ add_deliveries(i)
 return 1
 """
 
-# ARGV: P, id, record fields (12), notification_count, full history (n, ...). Returns the version.
+# ARGV: P, id, record fields (REC_FIELDS), notification_count, full history (n, ...). Returns the version.
 _LUA_SAVE = r"""
 local id = ARGV[2]
 local k = P .. 'rec:' .. id
@@ -292,6 +305,45 @@ redis.call('HSET', k, 'ver', tostring(ver), 'nc', ARGV[3 + #REC_FIELDS])
 redis.call('DEL', P .. 'hist:' .. id)
 push_history(id, 4 + #REC_FIELDS)
 return ver
+"""
+
+# ARGV: P, offset, limit, n, state..., policy, incident, dag ('' = no filter).
+# Returns {total, {data/ver/nc, history}...}, newest first (ties: larger id first, as ZREVRANGE).
+_LUA_LIST = r"""
+local offset, limit, n = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local tmp_states, tmp = P .. 'tmp:list_states', P .. 'tmp:list'  -- private: scripts never interleave
+local base = P .. 'all'
+if n == 1 then
+  base = P .. 'by_state:' .. ARGV[5]
+elseif n > 1 then
+  local keys = {}
+  for j = 1, n do keys[j] = P .. 'by_state:' .. ARGV[4 + j] end
+  redis.call('ZUNIONSTORE', tmp_states, n, unpack(keys))
+  base = tmp_states
+end
+-- intersect with the other filters; only the base carries the created_at score (weight 1)
+local keys = {base}
+local filters = {{'by_policy:', ARGV[5 + n]}, {'incident:', ARGV[6 + n]}, {'by_dag:', ARGV[7 + n]}}
+for _, filter in ipairs(filters) do
+  if filter[2] ~= '' then keys[#keys + 1] = P .. filter[1] .. filter[2] end
+end
+local source = base
+if #keys > 1 then
+  local args = {tmp, #keys}
+  for _, key in ipairs(keys) do args[#args + 1] = key end
+  args[#args + 1] = 'WEIGHTS'
+  for j = 1, #keys do args[#args + 1] = (j == 1) and '1' or '0' end
+  redis.call('ZINTERSTORE', unpack(args))
+  source = tmp
+end
+local out = {redis.call('ZCARD', source)}
+if limit > 0 then
+  for _, id in ipairs(redis.call('ZREVRANGE', source, offset, offset + limit - 1)) do
+    out[#out + 1] = record_reply(id)
+  end
+end
+redis.call('DEL', tmp_states, tmp)
+return out
 """
 
 # ARGV: P, id
@@ -306,7 +358,7 @@ for _, id in ipairs(ids) do remove_record(id) end
 return #ids
 """
 
-# ARGV: P, now, limit, owner, lease_until. Returns {record hash, history} per claimed record.
+# ARGV: P, now, limit, owner, lease_until. Returns {data/ver/nc, history} per claimed record.
 _LUA_CLAIM_DUE = r"""
 local now, limit, owner, lease_until = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local out = {}
@@ -406,8 +458,8 @@ return n
 
 # Key families of one prefix, for clear(): everything else under a longer prefix is left alone.
 _OWN_KEY = re.compile(
-    r"(rec:|hist:|dlv:|rec_dlv:|active:|incident:|stats:).*"
-    r"|due|open|last_closed|active|closed|dlv_ready|dlv_pending|dlv_sending|stats",
+    r"(rec:|hist:|dlv:|rec_dlv:|active:|incident:|stats:|by_state:|by_policy:|by_dag:|tmp:).*"
+    r"|due|open|last_closed|active|closed|all|dlv_ready|dlv_pending|dlv_sending|stats",
     re.DOTALL,
 )
 
@@ -458,6 +510,7 @@ def _record_args(record: EscalationRecord) -> list[str]:
     ack = _micros(record.acknowledged_at - record.created_at) if record.acknowledged_at else ""
     resolved = state == EscalationState.RESOLVED.value and record.resolved_at is not None
     res = _micros(record.resolved_at - record.created_at) if resolved else ""
+    dag_id = (record.context or {}).get("dag_id")
     return [
         _dumps(data),
         state,
@@ -471,6 +524,7 @@ def _record_args(record: EscalationRecord) -> list[str]:
         res,
         "1" if record.is_open else "0",
         "1" if state in ACTIVE_STATE_VALUES else "0",
+        dag_id if isinstance(dag_id, str) else "",
     ]
 
 
@@ -582,11 +636,14 @@ class RedisEscalationStore(BaseEscalationStore):
             self._owns_client = False
         self._client = client
         # register_script keeps the SHA and re-sends the body on NOSCRIPT (after a restart/flush)
-        script = lambda body: client.register_script(_LUA_LIB + body)  # noqa: E731
+        def script(body: str) -> Any:
+            return client.register_script(_LUA_LIB + body)
+
         self._create = script(_LUA_CREATE)
         self._update = script(_LUA_UPDATE)
         self._save = script(_LUA_SAVE)
         self._delete = script(_LUA_DELETE)
+        self._list = script(_LUA_LIST)
         self._cleanup = script(_LUA_CLEANUP)
         self._claim_due = script(_LUA_CLAIM_DUE)
         self._release = script(_LUA_RELEASE)
@@ -628,11 +685,12 @@ class RedisEscalationStore(BaseEscalationStore):
                 chunk = ids[start:start + _BATCH]
                 pipe = self._client.pipeline(transaction=True)
                 for record_id in chunk:
-                    pipe.hgetall(self._key("rec:", record_id))
+                    # only the fields a record is built from: replies parse faster than HGETALL
+                    pipe.hmget(self._key("rec:", record_id), _READ_FIELDS)
                     pipe.lrange(self._key("hist:", record_id), 0, -1)
                 replies = pipe.execute()
-                for fields, history in zip(replies[::2], replies[1::2]):
-                    record = _record_from(fields, history)
+                for values, history in zip(replies[::2], replies[1::2]):
+                    record = _record_from(dict(zip(_READ_FIELDS, values)), history)
                     if record is not None:
                         found.append(record)
         return found
@@ -669,6 +727,26 @@ class RedisEscalationStore(BaseEscalationStore):
             r for r in self._load(ids)
             if r.is_open and r.next_escalation_at is not None and r.next_escalation_at <= before
         ]
+
+    def list_records(
+        self,
+        *,
+        states: Sequence[str] | None = None,
+        policy_name: str | None = None,
+        incident_id: str | None = None,
+        dag_id: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[EscalationRecord], int]:
+        # Redis intersects the index zsets and pages them in one script: the page and the total
+        # come from the same instant. A dag_id that is not a non-empty string is not indexed.
+        wanted = sorted({s.value if isinstance(s, Enum) else str(s) for s in states or ()})
+        reply = self._run(
+            self._list, "list_records", str(max(0, int(offset))), str(max(0, int(limit))),
+            str(len(wanted)), *wanted, policy_name or "", incident_id or "", dag_id or "",
+        )
+        records = (_record_from(dict(zip(_READ_FIELDS, values)), history) for values, history in reply[1:])
+        return [r for r in records if r is not None], int(reply[0])
 
     def save(self, record: EscalationRecord) -> EscalationRecord:
         version = self._run(
@@ -776,7 +854,8 @@ class RedisEscalationStore(BaseEscalationStore):
             return []
         now = ensure_aware(now)
         replies = self._run(self._claim_due, "claim_due", _ts(now), str(int(limit)), owner, _ts(now + lease))
-        return [r for r in (_record_from(_pairs(f), h) for f, h in replies) if r is not None]
+        records = (_record_from(dict(zip(_READ_FIELDS, values)), history) for values, history in replies)
+        return [r for r in records if r is not None]
 
     def release(self, record_id: str, owner: str) -> None:
         self._run(self._release, "release", record_id, owner)

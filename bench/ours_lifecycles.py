@@ -1,0 +1,209 @@
+"""airflow_escalation escalation lifecycles per second (run with .venv/bin/python).
+
+One lifecycle = ``trigger``; wait until the notification handler has delivered that record's
+level-1 notification (our engine writes it to the outbox with the trigger and delivers it
+asynchronously after ``trigger`` returns; the handler resolves a per-record future, the store is
+not polled); ``acknowledge``; ``resolve``. Lifecycles run in gathered batches of 100 (see
+``_shape.py``), unique incident ids; the timed region ends after ``engine.drain()`` so every
+delivery's outcome is written. Prints one JSON line.
+
+    .venv/bin/python bench/ours_lifecycles.py --handler instant
+    .venv/bin/python bench/ours_lifecycles.py --handler 50ms --store redis
+
+Durable stores (the bench databases must be dedicated to the bench: they are cleared before and
+after the run):
+    --store sqlite    a file in a temporary directory
+    --store redis     $ESCALATION_BENCH_REDIS_URL     (default redis://127.0.0.1:6379/14)
+    --store postgres  $ESCALATION_BENCH_POSTGRES_URL  (default postgresql+psycopg://postgres@127.0.0.1:5432/test)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+import traceback
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _shape  # noqa: E402
+
+# ~2-5 s each on a 2-core machine (durable stores: a few seconds to tens of seconds)
+DEFAULT_N = {"memory": {"instant": 20_000, "50ms": 5_000}, "durable": {"instant": 1_000, "50ms": 500},
+             "quick-memory": {"instant": 2_000, "50ms": 500}, "quick-durable": {"instant": 200, "50ms": 200}}
+
+
+class StoreUnavailable(RuntimeError):
+    pass
+
+
+def _store(store: str, tmpdir: str) -> tuple[str, dict]:
+    if store == "memory":
+        return "memory", {}
+    if store == "sqlite":
+        return "sqlite", {"db_path": os.path.join(tmpdir, "ours-bench.db")}
+    if store == "redis":
+        return "redis", {"redis_url": os.environ.get("ESCALATION_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")}
+    if store == "postgres":
+        return "sql", {"url": os.environ.get("ESCALATION_BENCH_POSTGRES_URL",
+                                             "postgresql+psycopg://postgres@127.0.0.1:5432/test")}
+    raise SystemExit(f"unknown store {store!r}")
+
+
+def _make_engine(args, tmpdir: str, cfg_kwargs: dict):
+    from airflow_escalation import EscalationEngine, EscalationEngineConfig
+
+    store_type, store_config = _store(args.store, tmpdir)
+    module = {"sqlite": "sql", "sql": "sql", "redis": "redis"}.get(store_type)
+    if module:
+        try:
+            __import__(f"airflow_escalation.stores.{module}")
+        except ImportError as exc:
+            raise StoreUnavailable(
+                f"store {args.store!r} is not available yet: airflow_escalation.stores.{module} "
+                f"does not import ({type(exc).__name__}: {exc})") from None
+    try:
+        return EscalationEngine(EscalationEngineConfig(store_type=store_type, store_config=store_config,
+                                                       **cfg_kwargs))
+    except ImportError as exc:
+        raise StoreUnavailable(f"store {args.store!r} is not available yet: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:
+        raise StoreUnavailable(f"store {args.store!r} could not be created with {store_config}: "
+                               f"{type(exc).__name__}: {exc}") from None
+
+
+async def main(args) -> dict:
+    from importlib.metadata import version
+
+    from airflow_escalation import EscalationLevel, EscalationPolicy, EscalationTarget, SchedulerConfig
+
+    delay = _shape.HANDLER_DELAYS[args.handler]
+    run_id = uuid.uuid4().hex[:8]
+    tmpdir = tempfile.mkdtemp(prefix="ours-bench-")
+    sched = SchedulerConfig(scheduler_type="asyncio")  # default max_concurrent_jobs, reported below
+    engine = _make_engine(args, tmpdir, {"scheduler_config": sched})
+    durable = args.store != "memory"
+    if durable:
+        engine.store.clear()
+    engine.register_policy(EscalationPolicy(
+        name=_shape.POLICY_NAME,
+        levels=[
+            EscalationLevel(level=1, delay_minutes=0, targets=[EscalationTarget.user(_shape.L1_USER)]),
+            EscalationLevel(level=2, delay_minutes=_shape.L2_DELAY_MINUTES,
+                            targets=[EscalationTarget.user(_shape.L2_USER)]),
+        ],
+        severity_filter=list(_shape.SEVERITY_FILTER),
+    ))
+
+    loop = asyncio.get_running_loop()
+    waiters: dict[str, asyncio.Future] = {}  # record id -> future resolved by the handler
+    delivered_early: set[str] = set()  # handler ran before the lifecycle registered its future
+    notified = {"level1": 0, "other": 0}
+
+    def delivered(record_id: str) -> None:
+        fut = waiters.pop(record_id, None)
+        if fut is None:
+            delivered_early.add(record_id)
+        elif not fut.done():
+            fut.set_result(None)
+
+    if delay:
+        async def handler(record, level, targets):
+            await asyncio.sleep(delay)
+            if level.level == 1:
+                notified["level1"] += 1
+                delivered(record.id)
+            else:
+                notified["other"] += 1
+            return True
+    else:
+        async def handler(record, level, targets):
+            if level.level == 1:
+                notified["level1"] += 1
+                delivered(record.id)
+            else:
+                notified["other"] += 1
+            return True
+
+    engine.set_notification_handler(handler)
+    failures: list[str] = []
+
+    async def lifecycle(i: int) -> None:
+        t = await engine.trigger(f"ours-{run_id}-{i}", context=dict(_shape.CONTEXT),
+                                 policy_name=_shape.POLICY_NAME)
+        if not t.success or t.record is None:
+            failures.append(f"trigger: {t.error or t.message}")
+            return
+        rid = t.record.id
+        if rid in delivered_early:
+            delivered_early.discard(rid)
+        else:
+            fut = loop.create_future()
+            waiters[rid] = fut
+            await fut
+        a = await engine.acknowledge(rid, acknowledged_by="bench")
+        if not a.success:
+            failures.append(f"acknowledge: {a.error or a.message}")
+            return
+        r = await engine.resolve(rid, resolved_by="bench")
+        if not r.success:
+            failures.append(f"resolve: {r.error or r.message}")
+        elif r.record is None or r.record.state != "resolved":
+            failures.append(f"resolve: state {getattr(r.record, 'state', None)!r}")
+
+    await engine.start()
+    scheduler = type(engine.scheduler).__name__
+    try:
+        await _shape.run_batches(lifecycle, 0, args.warmup)
+        await engine.drain()
+        with _shape.Timer() as timer:
+            await _shape.run_batches(lifecycle, args.warmup, args.n)
+            await engine.drain()  # every delivery's outcome is written before the clock stops
+    finally:
+        await engine.stop()
+
+    total = args.warmup + args.n
+    if not failures and notified["level1"] != total:
+        failures.append(f"level-1 handler ran {notified['level1']} times for {total} lifecycles")
+    if not failures:
+        stats = engine.get_stats()
+        resolved = getattr(stats, "resolved_count", None)
+        if resolved is not None and resolved != total:
+            failures.append(f"store counts {resolved} resolved escalations for {total} lifecycles")
+    if durable:
+        try:
+            engine.store.clear()
+        except Exception:
+            pass
+    result = {
+        "engine": "airflow_escalation",
+        "version": version("airflow-provider-escalation"),
+        "store": args.store,
+        "handler": args.handler,
+        "scheduler": scheduler,
+        "max_concurrent_jobs": sched.max_concurrent_jobs,
+        "warmup": args.warmup,
+        "failures": len(failures),
+        **_shape.figures(args.n, timer),
+    }
+    if failures:
+        result["error"] = f"{len(failures)} lifecycle(s) failed, first: {failures[0]}"
+    return result
+
+
+if __name__ == "__main__":
+    args = _shape.parse_args(__doc__.splitlines()[0], DEFAULT_N, ["memory", "sqlite", "redis", "postgres"])
+    try:
+        out = asyncio.run(main(args))
+    except StoreUnavailable as exc:
+        _shape.emit({"engine": "airflow_escalation", "store": args.store, "handler": args.handler,
+                     "error": str(exc)})
+        sys.exit(1)
+    except Exception as exc:  # report, don't crash the caller's table
+        traceback.print_exc()
+        _shape.emit({"engine": "airflow_escalation", "store": args.store, "handler": args.handler,
+                     "error": f"{type(exc).__name__}: {exc}"})
+        sys.exit(1)
+    _shape.emit(out)
+    sys.exit(1 if "error" in out else 0)
