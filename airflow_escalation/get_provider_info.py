@@ -1,0 +1,126 @@
+"""Provider metadata, read by Airflow's ProvidersManager through the
+``apache_airflow_provider`` entry point.
+
+Airflow validates this dict against ``airflow/provider_info.schema.json`` in every command that
+discovers providers: a bad key breaks them all. ``tests/airflow/test_provider_info.py`` validates
+it; keep this module free of imports beyond the package itself (no hook module, no Airflow
+import: ``hooks/connection_info.py`` is plain data).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from airflow_escalation import __version__
+
+PACKAGE_NAME = "airflow-provider-escalation"
+CONNECTION_TYPE = "escalation"
+HOOK_CLASS_NAME = "airflow_escalation.hooks.escalation.EscalationHook"
+PLUGIN_CLASS_NAME = "airflow_escalation.plugins.escalation_plugin.EscalationPlugin"
+DB_MANAGER_CLASS_NAME = "airflow_escalation.models.db.EscalationDBManager"
+
+
+def _option(description: str, type_: str, example: str | None, default: str | None,
+            *, sensitive: bool = False) -> dict[str, Any]:
+    option: dict[str, Any] = {
+        "description": description,
+        "version_added": "0.1.0",
+        "type": type_,
+        "example": example,
+        "default": default,
+    }
+    if sensitive:
+        option["sensitive"] = True
+    return option
+
+
+CONFIG: dict[str, Any] = {
+    "escalation": {
+        "description": (
+            "The escalation service: a FastAPI app the plugin mounts in the Airflow API server at "
+            "/escalation. It keeps escalation records in a SQL store (the metadata database by "
+            "default), runs the escalation clock, and serves the REST API at "
+            "/escalation/api/v1 (see docs/service.md)."
+        ),
+        "options": {
+            "enabled": _option(
+                "Run the escalation service in the API server. When False the app stays mounted but "
+                "starts no engine and answers 503 (GET /escalation/api/v1/health says why).",
+                "boolean", "False", "True",
+            ),
+            "policies_file": _option(
+                "Path of a YAML file with the escalation policies: the spec's `escalation:` block "
+                "(policies, default_policy, global_enabled, max_concurrent_escalations, "
+                "scheduler_config, retention_days ...). Its `store` section is ignored: the service "
+                "stores in `store_url`. Empty: no policies (triggers may still carry an inline "
+                "policy). Read when the API server starts.",
+                "string", "/opt/airflow/config/escalation_policies.yaml", "",
+            ),
+            "store_url": _option(
+                "SQLAlchemy URL of the database holding escalation records (SQLite, PostgreSQL or "
+                "MySQL). Empty: the Airflow metadata database ([database] sql_alchemy_conn); the "
+                "tables are named escalation_record, escalation_event and escalation_delivery.",
+                "string", "postgresql+psycopg2://airflow:***@db/escalation", "", sensitive=True,
+            ),
+            "scheduler": _option(
+                "What wakes the escalation engine at each due time: `apscheduler` (APScheduler 3 "
+                "AsyncIOScheduler) or `asyncio` (plain asyncio timers). Either runs inside each API "
+                "server worker; the store's claims make several of them safe.",
+                "string", "asyncio", "apscheduler",
+            ),
+            "check_interval_seconds": _option(
+                "Seconds between safety sweeps of the store. Due escalations are also woken at their "
+                "exact due time; the sweep catches work written by another replica or left by a "
+                "stopped one.",
+                "float", "5", "10",
+            ),
+            "max_concurrent_deliveries": _option(
+                "Notifications sent concurrently by one API-server worker.",
+                "integer", "20", "100",
+            ),
+            "base_url": _option(
+                "Public URL of the Airflow UI/API server used in links sent with notifications. "
+                "Empty: [api] base_url (or http://localhost:<[api] port>).",
+                "string", "https://airflow.example.com", "",
+            ),
+        },
+    },
+}
+
+# The connection form is declared by the hook's author in hooks/connection_info.py (no Airflow
+# import; the hook module itself is never imported here). Should that module ever fail to import,
+# a minimal declaration keeps provider discovery, and so every Airflow command, working.
+_FALLBACK_CONNECTION_TYPE: dict[str, Any] = {
+    "connection-type": CONNECTION_TYPE,
+    "hook-class-name": HOOK_CLASS_NAME,
+    "hook-name": "Escalation service",
+}
+
+
+def _connection_types() -> list[dict[str, Any]]:
+    try:
+        from airflow_escalation.hooks.connection_info import CONNECTION_TYPE as declared
+    except Exception:  # noqa: BLE001 - provider info must never raise
+        return [dict(_FALLBACK_CONNECTION_TYPE)]
+    return [copy.deepcopy(declared)]
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": PACKAGE_NAME,
+        "name": "Escalation",
+        "description": (
+            "Multi-level notification escalation for Apache Airflow: durable, replica-safe "
+            "escalation policies served from the Airflow API server."
+        ),
+        "versions": [__version__],
+        "connection-types": _connection_types(),
+        "config": CONFIG,
+        # `airflow db migrate` creates and upgrades the escalation tables (Airflow 3.2+; on 3.1
+        # list the class in [database] external_db_managers)
+        "db-managers": [DB_MANAGER_CLASS_NAME],
+        # The plugin is registered through the `airflow.plugins` entry point only: listing it
+        # here too makes Airflow load it twice when providers are discovered eagerly, which it
+        # reports as a plugin import error.
+    }

@@ -1,0 +1,1 @@
+"""The provider's tables in Airflow's metadata database."""

@@ -1,0 +1,325 @@
+"""The escalation service: a FastAPI app the plugin mounts in the Airflow API server.
+
+``create_app()`` only builds the FastAPI object and its routes (cheap: the plugin module is
+imported by every Airflow process that loads plugins). The work happens in the app's lifespan,
+which the API server enters for mounted plugin apps: it reads ``[escalation]``, opens the store
+(the metadata database unless ``store_url`` says otherwise), loads the policies file, builds the
+:class:`~airflow_escalation.core.engine.EscalationEngine` with an APScheduler (or asyncio) clock,
+and starts it; on shutdown it stops the engine and closes the store.
+
+A broken configuration never takes the API server down: the service then answers 503 with the
+reason (and ``GET /health`` lists it) while Airflow keeps serving. A policies file that fails to
+load leaves the engine running without policies, so escalations already stored (each keeps a
+snapshot of its policy) still escalate on time.
+
+The engine lives on ``app.state.engine`` (``app.state.service`` holds the settings and errors).
+Its default notification handler logs each notification at INFO and counts it delivered;
+replace it with ``app.state.engine.set_notification_handler(...)``, or for every engine the
+service builds with :func:`add_engine_setup`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from airflow_escalation import __version__
+from airflow_escalation.airflow_config import EscalationConfigError, EscalationSettings, load_settings
+from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
+from airflow_escalation.core.manager import EscalationPolicyConfig
+from airflow_escalation.scheduling.base import SchedulerConfig
+from airflow_escalation.service.deps import ServiceUnavailable
+from airflow_escalation.service.notify import make_log_handler
+from airflow_escalation.stores.base import BaseEscalationStore, StoreError
+
+log = logging.getLogger("airflow_escalation.service")
+
+API_PREFIX = "/api/v1"
+
+# scheduler settings the [escalation] section owns; the policies file may set the others
+_OWNED_SCHEDULER_KEYS = {"scheduler_type", "check_interval_seconds", "max_concurrent_jobs"}
+_STORE_OPEN_ATTEMPTS = 3
+_STORE_OPEN_RETRY_SECONDS = 1.0
+
+
+EngineSetup = Callable[[EscalationEngine], Any]
+_ENGINE_SETUP: list[EngineSetup] = []
+
+
+def add_engine_setup(setup: EngineSetup) -> EngineSetup:
+    """Run ``setup(engine)`` on every engine the service builds, before it starts.
+
+    The place to replace the logging notification handler
+    (``engine.set_notification_handler``), add channel resolvers or condition evaluators, from
+    any module the API server imports (a plugin, ``airflow_local_settings``). Usable as a
+    decorator. A setup that raises is logged and reported by ``/health``; the engine still starts.
+    """
+    if setup not in _ENGINE_SETUP:
+        _ENGINE_SETUP.append(setup)
+    return setup
+
+
+def remove_engine_setup(setup: EngineSetup) -> None:
+    if setup in _ENGINE_SETUP:
+        _ENGINE_SETUP.remove(setup)
+
+
+class EscalationService:
+    """What the lifespan builds: settings, policy config, store, engine, and any errors."""
+
+    def __init__(self, settings: Optional[EscalationSettings] = None,
+                 engine: Optional[EscalationEngine] = None,
+                 policy_config: Optional[EscalationPolicyConfig] = None) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.policy_config = policy_config or EscalationPolicyConfig()
+        self.store: Optional[BaseEscalationStore] = engine.store if engine is not None else None
+        self.errors: list[str] = []
+        self.disabled = False
+        self._owns_store = False
+
+    # ------------------------------------------------------------------ state
+    @property
+    def status(self) -> str:
+        if self.disabled:
+            return "disabled"
+        if self.engine is None or not self.engine.is_running:
+            return "unavailable"
+        return "degraded" if self.errors else "ok"
+
+    def require_engine(self) -> EscalationEngine:
+        if self.disabled or self.engine is None:
+            raise ServiceUnavailable(self.unavailable_reason())
+        return self.engine
+
+    def unavailable_reason(self) -> str:
+        if self.disabled:
+            return "the escalation service is disabled ([escalation] enabled = False)"
+        if self.errors:
+            return "the escalation service could not start: " + "; ".join(self.errors)
+        return "the escalation service is not running"
+
+    def _error(self, message: str) -> None:
+        log.error("escalation service: %s", message)
+        self.errors.append(message)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Build and start the engine from ``[escalation]``; record (never raise) failures."""
+        if self.engine is not None:  # injected (tests, embedding)
+            await self._start_engine()
+            return
+        try:
+            self.settings = self.settings or load_settings()
+        except EscalationConfigError as exc:
+            self._error(str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - never take the API server down
+            self._error(f"cannot read the [escalation] configuration: {type(exc).__name__}: {exc}")
+            return
+        settings = self.settings
+        if not settings.enabled:
+            self.disabled = True
+            log.info("escalation service disabled ([escalation] enabled = False)")
+            return
+        self.policy_config = self._load_policies(settings)
+        store = await self._open_store(settings)
+        if store is None:
+            return
+        self.store, self._owns_store = store, True
+        try:
+            self.engine = self._build_engine(settings, store)
+        except Exception as exc:  # noqa: BLE001
+            self._error(f"cannot build the escalation engine: {type(exc).__name__}: {exc}")
+            return
+        await self._start_engine()
+
+    async def _start_engine(self) -> None:
+        assert self.engine is not None
+        for setup in list(_ENGINE_SETUP):
+            try:
+                outcome = setup(self.engine)
+                if asyncio.iscoroutine(outcome):
+                    await outcome
+            except Exception as exc:  # noqa: BLE001
+                self._error(f"engine setup {getattr(setup, '__qualname__', setup)!r} failed: "
+                            f"{type(exc).__name__}: {exc}")
+        try:
+            await self.engine.start()
+        except Exception as exc:  # noqa: BLE001 - the clock is running; its sweeps retry
+            self._error(f"the first sweep of due escalations failed (the interval sweep retries): "
+                        f"{type(exc).__name__}: {exc}")
+        log.info("escalation service started: engine %s, store %s, %d policies",
+                 self.engine.engine_id, self.engine.store.name, len(self.engine.policies))
+
+    async def stop(self) -> None:
+        if self.engine is not None:
+            try:
+                await self.engine.stop()
+            except Exception:  # noqa: BLE001
+                log.exception("escalation engine did not stop cleanly")
+        if self._owns_store and self.store is not None:
+            try:
+                await asyncio.to_thread(self.store.close)
+            except Exception:  # noqa: BLE001
+                log.exception("escalation store did not close cleanly")
+
+    # ------------------------------------------------------------------ building
+    def _load_policies(self, settings: EscalationSettings) -> EscalationPolicyConfig:
+        if not settings.policies_file:
+            log.info("escalation service: no [escalation] policies_file; triggers need an inline policy")
+            return EscalationPolicyConfig()
+        path = Path(settings.policies_file).expanduser()
+        try:
+            config = EscalationPolicyConfig.from_yaml(path)
+        except FileNotFoundError:
+            self._error(f"[escalation] policies_file: file not found: {str(path)!r}")
+            return EscalationPolicyConfig()
+        except Exception as exc:  # noqa: BLE001 - YAML errors, ValueError naming the field
+            self._error(f"[escalation] policies_file {str(path)!r}: {exc}")
+            return EscalationPolicyConfig()
+        if config.store_type != "memory" or config.store_config:
+            log.info("escalation service: the policies file's store section (%s) is ignored; "
+                     "escalations are stored at [escalation] store_url (default: the metadata "
+                     "database)", config.store_type)
+        return config
+
+    async def _open_store(self, settings: EscalationSettings) -> Optional[BaseEscalationStore]:
+        url = settings.effective_store_url
+        if not url:
+            self._error("no store: [escalation] store_url and [database] sql_alchemy_conn are both empty")
+            return None
+        where = "the metadata database" if settings.uses_metadata_db else "[escalation] store_url"
+        try:
+            from airflow_escalation.stores.sql import SQLEscalationStore
+        except Exception as exc:  # noqa: BLE001
+            self._error(f"cannot load the SQL store: {type(exc).__name__}: {exc}")
+            return None
+        last: Exception | None = None
+        for attempt in range(1, _STORE_OPEN_ATTEMPTS + 1):
+            try:
+                if settings.uses_metadata_db:
+                    # `airflow db migrate` owns these tables (EscalationDBManager): never create
+                    # or alter them behind its back
+                    store = await asyncio.to_thread(SQLEscalationStore, url=url, create_tables=False)
+                    if not await asyncio.to_thread(_tables_migrated, store):
+                        store.close()
+                        self._error("the escalation tables in the metadata database are missing or "
+                                    "not migrated: run `airflow db migrate`")
+                        return None
+                    return store
+                # a separate database: the store creates its tables (workers may race on that,
+                # hence the retries)
+                return await asyncio.to_thread(SQLEscalationStore, url=url, create_tables=True)
+            except Exception as exc:  # noqa: BLE001
+                last = exc
+                if attempt < _STORE_OPEN_ATTEMPTS:
+                    log.warning("escalation service: opening the store on %s failed (attempt %d/%d): %s",
+                                where, attempt, _STORE_OPEN_ATTEMPTS, exc)
+                    await asyncio.sleep(_STORE_OPEN_RETRY_SECONDS * attempt)
+        self._error(f"cannot open the escalation store on {where}: {type(last).__name__}: {last}")
+        return None
+
+    def _build_engine(self, settings: EscalationSettings, store: BaseEscalationStore) -> EscalationEngine:
+        cfg = self.policy_config
+        extra = {k: v for k, v in (cfg.scheduler_config or {}).items() if k not in _OWNED_SCHEDULER_KEYS}
+        base = dict(
+            scheduler_type=settings.scheduler,
+            check_interval_seconds=settings.check_interval_seconds,
+            max_concurrent_jobs=settings.max_concurrent_deliveries,
+            cleanup_interval_seconds=cfg.cleanup_interval_minutes * 60,
+        )
+        try:
+            scheduler_config = SchedulerConfig(**{**base, **extra})
+        except (TypeError, ValueError) as exc:
+            self._error(f"[escalation] policies_file: scheduler_config: {exc}; using the defaults")
+            scheduler_config = SchedulerConfig(**base)
+        engine = EscalationEngine(EscalationEngineConfig(
+            store=store,
+            scheduler_config=scheduler_config,
+            default_notification_handler=make_log_handler(settings.base_url),
+            check_business_hours=cfg.check_business_hours,
+            metrics_enabled=cfg.metrics_enabled,
+            cleanup_after_days=cfg.retention_days,
+        ))
+        for policy in cfg.policies.values():
+            engine.register_policy(policy)
+        return engine
+
+
+def _lifespan_factory(service_factory: Callable[[], EscalationService]):
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = service_factory()
+        app.state.service = service
+        await service.start()
+        app.state.engine = service.engine
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    return lifespan
+
+
+async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
+    log.warning("escalation store error on %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(status_code=503, content={"detail": str(exc)})
+
+
+async def _unavailable(request: Request, exc: ServiceUnavailable) -> JSONResponse:
+    return JSONResponse(status_code=503, content={"detail": str(exc)})
+
+
+def _swagger_enabled() -> bool:
+    """Follow ``[api] enable_swagger_ui`` like Airflow's own API (the schema stays served)."""
+    try:
+        from airflow.configuration import conf
+
+        return conf.getboolean("api", "enable_swagger_ui", fallback=True)
+    except Exception:  # noqa: BLE001 - outside Airflow
+        return True
+
+
+def create_app(*, settings: Optional[EscalationSettings] = None,
+               engine: Optional[EscalationEngine] = None,
+               policy_config: Optional[EscalationPolicyConfig] = None) -> FastAPI:
+    """The escalation service app; mount it at ``/escalation``.
+
+    By default the lifespan builds everything from ``[escalation]``. ``settings`` replaces the
+    configuration; ``engine`` (with ``policy_config``) runs a ready engine instead (tests,
+    embedding): the lifespan then only starts and stops it.
+    """
+    from airflow_escalation.service.routes import escalations, policies, system
+
+    app = FastAPI(
+        title="Escalation service",
+        version=__version__,
+        description=(
+            "Multi-level notification escalation inside the Airflow API server. Authenticate as for "
+            "Airflow's own API (a bearer token from POST /auth/token, or the UI's session). "
+            "Reading needs the plugins view permission; triggering and acting on escalations needs "
+            "permission to change Dag runs. Contract: docs/api.md."
+        ),
+        lifespan=_lifespan_factory(lambda: EscalationService(settings, engine, policy_config)),
+        docs_url="/docs" if _swagger_enabled() else None,
+        redoc_url=None,
+    )
+    app.add_exception_handler(StoreError, _store_error)
+    app.add_exception_handler(ServiceUnavailable, _unavailable)
+    for module in (escalations, policies, system):
+        app.include_router(module.router, prefix=API_PREFIX)
+    return app
+
+
+def _tables_migrated(store) -> bool:
+    from airflow_escalation.models.db import current_revision_is_head
+
+    with store.engine.connect() as connection:
+        return current_revision_is_head(connection)

@@ -1,0 +1,34 @@
+"""Request dependencies shared by the routes: the running service and engine, store calls."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Callable
+
+from fastapi import Request
+
+if TYPE_CHECKING:
+    from airflow_escalation.core.engine import EscalationEngine
+    from airflow_escalation.service.app import EscalationService
+
+
+class ServiceUnavailable(Exception):
+    """The engine is not running (disabled, or it could not start); the message says why (503)."""
+
+
+def get_service(request: Request) -> "EscalationService":
+    service = getattr(request.app.state, "service", None)
+    if service is None:
+        raise ServiceUnavailable("the escalation service has not started (its lifespan did not run)")
+    return service
+
+
+def get_engine(request: Request) -> "EscalationEngine":
+    return get_service(request).require_engine()
+
+
+async def run_store(engine: "EscalationEngine", fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call a store method without blocking the event loop (blocking stores run in a thread)."""
+    if engine.store.blocking:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    return fn(*args, **kwargs)

@@ -1,0 +1,240 @@
+"""``/escalations``: trigger, list, read, and act on escalation records (docs/api.md)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from fastapi import APIRouter, Body, Depends, Path, Query, status
+from fastapi.responses import JSONResponse
+
+from airflow_escalation.core.engine import EscalationEngine
+from airflow_escalation.core.models import EscalationPolicy, EscalationResult
+from airflow_escalation.core.types import ACTIVE_STATE_VALUES, EscalationState
+from airflow_escalation.service.auth import actor_name, require_read, require_write
+from airflow_escalation.service.deps import get_engine, get_service, run_store
+from airflow_escalation.service.schemas import (
+    MAX_NAME,
+    MAX_RECORD_ID,
+    CancelRequest,
+    Detail,
+    ErrorResult,
+    EscalateRequest,
+    EscalationList,
+    NoteRequest,
+    Record,
+    RecordDetail,
+    Result,
+    TriggerRequest,
+)
+
+router = APIRouter(prefix="/escalations", tags=["escalations"], dependencies=[Depends(require_read)])
+
+_AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": Detail, "description": "not authenticated"},
+    403: {"model": Detail, "description": "invalid token, or not allowed"},
+    503: {"model": Detail, "description": "the escalation service is not running"},
+}
+_ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_AUTH_RESPONSES,
+    404: {"model": ErrorResult, "description": "no such escalation"},
+    409: {"model": ErrorResult, "description": "illegal transition (e.g. already resolved)"},
+}
+
+# result code -> HTTP status when the engine refused
+_FAILURE_STATUS = {"not_found": 404, "conflict": 409, "invalid": 422}
+# refusals by a policy gate are answers, not errors (docs/api.md)
+_GATE_CODES = {"filtered", "suppressed", "capacity"}
+
+RecordId = Path(..., description="the escalation record's id")
+
+
+def _answer(result: EscalationResult, success_status: int = 200) -> Any:
+    body = Result.from_core(result)
+    if result.success:
+        return JSONResponse(body.model_dump(mode="json"), status_code=success_status)
+    if result.code in _GATE_CODES:
+        return JSONResponse(body.model_dump(mode="json"), status_code=200)
+    code = _FAILURE_STATUS.get(result.code, 409)
+    content = ErrorResult(**body.model_dump(), detail=result.error or result.message).model_dump(mode="json")
+    return JSONResponse(content, status_code=code)
+
+
+def _not_found(record_id: str, action: str) -> EscalationResult:
+    return EscalationResult.failure_result(None, action, f"escalation {record_id!r} not found",
+                                           code="not_found")
+
+
+def _invalid(action: str, message: str) -> EscalationResult:
+    return EscalationResult.failure_result(None, action, message, code="invalid")
+
+
+# ---------------------------------------------------------------------------------- trigger
+
+
+async def _active_count(engine: EscalationEngine) -> int:
+    store = engine.store
+    try:
+        _, total = await run_store(engine, store.list_records, states=sorted(ACTIVE_STATE_VALUES), limit=1)
+        return total
+    except NotImplementedError:
+        return len(await run_store(engine, store.get_active))
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Result,
+    responses={
+        **_AUTH_RESPONSES,
+        200: {"model": Result, "description": "joined the incident's open escalation "
+              "(action trigger_existing), or refused by a policy gate (success false, code "
+              "filtered, suppressed or capacity)"},
+        404: {"model": ErrorResult, "description": "unknown policy_name (or no policy registered)"},
+        409: {"model": ErrorResult, "description": "too many concurrent writers; retry"},
+        422: {"description": "invalid body or inline policy"},
+    },
+    summary="Trigger an escalation (or join the incident's open one)",
+)
+async def trigger(
+    request_body: TriggerRequest,
+    user: Any = Depends(require_write),
+    engine: EscalationEngine = Depends(get_engine),
+    service: Any = Depends(get_service),
+) -> Any:
+    cfg = service.policy_config
+    if not cfg.global_enabled:
+        return _answer(EscalationResult.failure_result(
+            None, "trigger", "escalation is disabled globally (global_enabled: false in the policies file)",
+            code="filtered"))
+    inline = None
+    if request_body.policy is not None:
+        try:
+            inline = EscalationPolicy.from_dict(request_body.policy)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            message = str(exc)
+            return _answer(_invalid("trigger", message if message.startswith("policy") else f"policy: {message}"))
+        if len(inline.name) > MAX_NAME:
+            return _answer(_invalid("trigger", f"policy.name: at most {MAX_NAME} characters, "
+                                               f"got {len(inline.name)}"))
+    name = request_body.policy_name
+    if name is None and inline is None and cfg.default_policy in engine.policies:
+        name = cfg.default_policy
+    if inline is None and cfg.max_concurrent_escalations:
+        if await _active_count(engine) >= cfg.max_concurrent_escalations:
+            open_one = await run_store(engine, engine.store.find_open, request_body.incident_id, name or "")
+            if open_one is None:
+                return _answer(EscalationResult.failure_result(
+                    None, "trigger",
+                    f"max_concurrent_escalations ({cfg.max_concurrent_escalations}) reached",
+                    code="capacity"))
+    try:
+        result = await engine.trigger(
+            request_body.incident_id,
+            request_body.context,
+            name,
+            request_body.trigger_type,
+            policy=inline,
+            triggered_by=actor_name(user),
+        )
+    except LookupError as exc:  # e.g. a level condition no evaluator is registered for
+        return _answer(_invalid("trigger", str(exc)))
+    created = result.success and result.action == "trigger"
+    return _answer(result, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+# ---------------------------------------------------------------------------------- reads
+
+
+@router.get("", response_model=EscalationList,
+            responses={**_AUTH_RESPONSES, 501: {"model": Detail, "description": "the store cannot list"}},
+            summary="List escalations, newest first")
+async def list_escalations(
+    state: Optional[list[EscalationState]] = Query(None, description="repeatable"),
+    policy: Optional[str] = Query(None, description="policy name"),
+    incident: Optional[str] = Query(None, description="incident id"),
+    dag_id: Optional[str] = Query(None, description="matches context.dag_id"),
+    active: Optional[bool] = Query(None, description="true: pending, active or escalating; "
+                                                     "false: every other state"),
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0),
+    engine: EscalationEngine = Depends(get_engine),
+) -> Any:
+    states: Optional[set[str]] = {s.value for s in state} if state else None
+    if active is not None:
+        every = {s.value for s in EscalationState}
+        wanted = set(ACTIVE_STATE_VALUES) if active else every - set(ACTIVE_STATE_VALUES)
+        states = wanted if states is None else states & wanted
+    if states is not None and not states:
+        return EscalationList(escalations=[], total=0, limit=limit, offset=offset)
+    try:
+        records, total = await run_store(
+            engine, engine.store.list_records,
+            states=sorted(states) if states is not None else None,
+            policy_name=policy, incident_id=incident, dag_id=dag_id, limit=limit, offset=offset,
+        )
+    except NotImplementedError as exc:
+        return JSONResponse({"detail": f"the {engine.store.name} store cannot list records: {exc}"},
+                            status_code=501)
+    return EscalationList(escalations=[Record.from_core(r) for r in records], total=total,
+                          limit=limit, offset=offset)
+
+
+@router.get("/{record_id}", response_model=RecordDetail,
+            responses={**_AUTH_RESPONSES, 404: {"model": Detail, "description": "no such escalation"}},
+            summary="One escalation with its history and deliveries")
+async def get_escalation(record_id: str = RecordId,
+                         engine: EscalationEngine = Depends(get_engine)) -> Any:
+    record = None
+    if len(record_id) <= MAX_RECORD_ID:
+        record = await run_store(engine, engine.store.get, record_id)
+    if record is None:
+        return JSONResponse({"detail": f"escalation {record_id!r} not found"}, status_code=404)
+    deliveries = await run_store(engine, engine.store.get_deliveries, record_id)
+    return RecordDetail.from_core_with(record, deliveries)
+
+
+# ---------------------------------------------------------------------------------- actions
+
+
+@router.post("/{record_id}/acknowledge", response_model=Result, responses=_ACTION_RESPONSES,
+             summary="Acknowledge: stop the climb (unless the policy escalates until resolved)")
+async def acknowledge(record_id: str = RecordId, body: Optional[NoteRequest] = Body(None),
+                      user: Any = Depends(require_write),
+                      engine: EscalationEngine = Depends(get_engine)) -> Any:
+    if len(record_id) > MAX_RECORD_ID:
+        return _answer(_not_found(record_id, "acknowledge"))
+    note = body.note if body else None
+    return _answer(await engine.acknowledge(record_id, actor_name(user), note))
+
+
+@router.post("/{record_id}/resolve", response_model=Result, responses=_ACTION_RESPONSES,
+             summary="Resolve: close the escalation")
+async def resolve(record_id: str = RecordId, body: Optional[NoteRequest] = Body(None),
+                  user: Any = Depends(require_write),
+                  engine: EscalationEngine = Depends(get_engine)) -> Any:
+    if len(record_id) > MAX_RECORD_ID:
+        return _answer(_not_found(record_id, "resolve"))
+    note = body.note if body else None
+    return _answer(await engine.resolve(record_id, actor_name(user), note))
+
+
+@router.post("/{record_id}/cancel", response_model=Result, responses=_ACTION_RESPONSES,
+             summary="Cancel: close the escalation without resolving it")
+async def cancel(record_id: str = RecordId, body: Optional[CancelRequest] = Body(None),
+                 user: Any = Depends(require_write),
+                 engine: EscalationEngine = Depends(get_engine)) -> Any:
+    if len(record_id) > MAX_RECORD_ID:
+        return _answer(_not_found(record_id, "cancel"))
+    reason = (body.reason if body else None) or ""
+    return _answer(await engine.cancel(record_id, actor_name(user), reason))
+
+
+@router.post("/{record_id}/escalate", response_model=Result, responses=_ACTION_RESPONSES,
+             summary="Escalate now to the next level (force: also when acknowledged or at the top)")
+async def escalate(record_id: str = RecordId, body: Optional[EscalateRequest] = Body(None),
+                   user: Any = Depends(require_write),
+                   engine: EscalationEngine = Depends(get_engine)) -> Any:
+    if len(record_id) > MAX_RECORD_ID:
+        return _answer(_not_found(record_id, "escalate"))
+    force = body.force if body else False
+    return _answer(await engine.escalate(record_id, force=force, escalated_by=actor_name(user)))

@@ -1,0 +1,285 @@
+"""Request and response models of the REST API (docs/api.md), so the OpenAPI schema is exact.
+
+Responses are built from the core's ``to_dict()`` forms; timestamps are written exactly as the
+core writes them (``datetime.isoformat()``, UTC with ``+00:00``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
+
+from airflow_escalation.core.types import (
+    BusinessHoursMode,
+    DelayBasis,
+    DeliveryState,
+    EscalationState,
+    EscalationTrigger,
+    TargetType,
+)
+
+# Column sizes of the SQL store (stores/sql_schema.py): longer values are refused with a 422
+# here instead of failing in the database.
+MAX_NAME = 255
+MAX_RECORD_ID = 64
+MAX_NOTE = 4000
+
+RESULT_CODES = ("ok", "filtered", "suppressed", "not_found", "conflict", "invalid", "capacity")
+
+
+def _iso(value: Optional[datetime]) -> Optional[str]:
+    return value.isoformat() if value is not None else None
+
+
+# ---------------------------------------------------------------------------------- objects
+
+
+class Target(BaseModel):
+    type: TargetType
+    identifier: str
+    name: str = ""
+    priority: int = 0
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    conn_id: Optional[str] = Field(None, description="Airflow connection that delivers to this target")
+
+
+class Level(BaseModel):
+    level: int
+    delay_minutes: float
+    targets: list[Target]
+    repeat_count: int
+    repeat_interval_minutes: float
+    require_ack: bool
+    auto_resolve_minutes: float
+    conditions: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+class Policy(BaseModel):
+    """``EscalationPolicy.to_dict()``."""
+
+    name: str
+    description: str
+    levels: list[Level]
+    enabled: bool
+    triggers: list[EscalationTrigger]
+    severity_filter: list[str]
+    max_escalations: int
+    cooldown_minutes: float
+    business_hours_only: bool
+    business_hours_start: int
+    business_hours_end: int
+    business_days: list[int]
+    timezone: str
+    metadata: dict[str, Any]
+    business_hours_mode: BusinessHoursMode
+    delay_basis: DelayBasis
+
+
+class HistoryEvent(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    event: str
+    at: datetime
+    actor: str
+    state: str
+    level: int
+    details: Optional[dict[str, Any]] = None
+
+    @field_serializer("at")
+    def _at(self, value: datetime) -> str:
+        return value.isoformat()
+
+
+class Record(BaseModel):
+    """``EscalationRecord.to_dict()`` fields and its ``history``."""
+
+    id: str
+    incident_id: str
+    policy_name: str
+    current_level: int
+    state: EscalationState
+    created_at: datetime
+    updated_at: datetime
+    acknowledged_at: Optional[datetime] = None
+    acknowledged_by: Optional[str] = None
+    resolved_at: Optional[datetime] = None
+    resolved_by: Optional[str] = None
+    next_escalation_at: Optional[datetime] = None
+    next_action: Optional[str] = None
+    escalation_count: int
+    notification_count: int
+    context: dict[str, Any]
+    metadata: dict[str, Any]
+    version: int
+    trigger_type: str
+    closed_at: Optional[datetime] = None
+    history: list[HistoryEvent] = Field(default_factory=list)
+
+    @field_serializer("created_at", "updated_at", "acknowledged_at", "resolved_at",
+                      "next_escalation_at", "closed_at")
+    def _times(self, value: Optional[datetime]) -> Optional[str]:
+        return _iso(value)
+
+    @classmethod
+    def from_core(cls, record: Any) -> "Record":
+        return cls.model_validate(record.to_dict())
+
+
+class Delivery(BaseModel):
+    """``Delivery.to_dict()``: one notification of one target (the outbox row)."""
+
+    id: str
+    record_id: str
+    level: int
+    round: int = Field(description="0 = the level's first notification, k = its k-th repeat")
+    target: Target
+    state: DeliveryState
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    next_attempt_at: Optional[datetime] = None
+    sent_at: Optional[datetime] = None
+    last_error: Optional[str] = None
+
+    @field_serializer("created_at", "updated_at", "next_attempt_at", "sent_at")
+    def _times(self, value: Optional[datetime]) -> Optional[str]:
+        return _iso(value)
+
+
+class RecordDetail(Record):
+    """A record with its deliveries (``GET /escalations/{id}``)."""
+
+    deliveries: list[Delivery] = Field(default_factory=list)
+
+    @classmethod
+    def from_core_with(cls, record: Any, deliveries: list[Any]) -> "RecordDetail":
+        data = record.to_dict()
+        data["deliveries"] = [d.to_dict() for d in deliveries]
+        return cls.model_validate(data)
+
+
+class Result(BaseModel):
+    """Outcome of a trigger or an action on an escalation."""
+
+    success: bool
+    action: str
+    code: str = Field(description="ok, filtered, suppressed, not_found, conflict, invalid or capacity")
+    message: str
+    error: Optional[str] = None
+    record: Optional[Record] = None
+    targets_notified: list[Target] = Field(default_factory=list)
+
+    @classmethod
+    def from_core(cls, result: Any) -> "Result":
+        return cls(
+            success=result.success,
+            action=result.action,
+            code=result.code,
+            message=result.message,
+            error=result.error,
+            record=Record.from_core(result.record) if result.record is not None else None,
+            targets_notified=[Target.model_validate(t.to_dict()) for t in result.targets_notified],
+        )
+
+
+class ErrorResult(Result):
+    """A refused action: the ``Result`` plus FastAPI's usual ``detail`` (the error message)."""
+
+    detail: str
+
+
+class Detail(BaseModel):
+    detail: str
+
+
+class EscalationList(BaseModel):
+    escalations: list[Record]
+    total: int
+    limit: int
+    offset: int
+
+
+class Stats(BaseModel):
+    """``EscalationStats.to_dict()``; rates are fractions in [0, 1]."""
+
+    total_escalations: int
+    active_escalations: int
+    acknowledged_count: int
+    resolved_count: int
+    timed_out_count: int
+    cancelled_count: int
+    failed_count: int
+    acknowledgment_rate: float
+    resolution_rate: float
+    avg_time_to_acknowledge_seconds: float
+    avg_time_to_resolve_seconds: float
+    escalations_by_level: dict[int, int]
+    escalations_by_policy: dict[str, int]
+    notifications_sent: int
+    notifications_by_target: dict[str, int]
+    notifications_failed: int
+
+
+class PolicyList(BaseModel):
+    policies: list[Policy]
+
+
+class ValidationReport(BaseModel):
+    valid: bool
+    errors: list[str]
+    policies: list[str] = Field(description="names of the policies the input defines")
+
+
+class Health(BaseModel):
+    status: str = Field(description="ok; degraded (running, see errors); disabled; unavailable")
+    engine_id: Optional[str] = None
+    store: Optional[str] = None
+    running: bool
+    errors: list[str] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------- requests
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TriggerRequest(_Body):
+    incident_id: str = Field(min_length=1, max_length=MAX_NAME)
+    context: dict[str, Any] = Field(
+        default_factory=dict,
+        description="free-form; `severity` is matched by severity filters, `dag_id` scopes "
+                    "authorization and the dag_id filter of the listing",
+    )
+    policy_name: Optional[str] = Field(None, min_length=1, max_length=MAX_NAME)
+    trigger_type: EscalationTrigger = EscalationTrigger.UNACKNOWLEDGED
+    policy: Optional[dict[str, Any]] = Field(
+        None, description="an inline policy definition (EscalationPolicy.to_dict() form), "
+                          "snapshotted on the record")
+
+
+class NoteRequest(_Body):
+    note: Optional[str] = Field(None, max_length=MAX_NOTE)
+
+
+class CancelRequest(_Body):
+    reason: Optional[str] = Field(None, max_length=MAX_NOTE)
+
+
+class EscalateRequest(_Body):
+    force: bool = False
+
+
+class ValidateRequest(_Body):
+    policy: Optional[dict[str, Any]] = None
+    yaml: Optional[str] = Field(None, max_length=1_000_000)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "ValidateRequest":
+        if (self.policy is None) == (self.yaml is None):
+            raise ValueError("give exactly one of 'policy' (a mapping) or 'yaml' (YAML text)")
+        return self
