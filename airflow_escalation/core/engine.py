@@ -103,6 +103,8 @@ class EscalationEngine:
         self._snapshots: dict[str, EscalationPolicy] = {}
         self._handler = config.default_notification_handler
         self._channel_resolvers: list[ChannelResolver] = []
+        self._listeners: list[Callable[[EscalationRecord, str], Any]] = []
+        self._listener_tasks: set[asyncio.Task] = set()
         self._evaluators = dict(config.condition_evaluators)
         self._owner = config.engine_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lease = timedelta(seconds=sched_config.lease_seconds)
@@ -160,6 +162,26 @@ class EscalationEngine:
         """Let ``resolver(target)`` supply a sender for some targets (checked before the handler)."""
         self._channel_resolvers.append(resolver)
 
+    def add_listener(self, listener: Callable[[EscalationRecord, str], Any]) -> None:
+        """Call ``listener(record, action)`` after every committed change of a record.
+
+        ``action`` is ``trigger``, ``trigger_existing``, ``acknowledge``, ``resolve``, ``cancel``,
+        ``escalate`` or ``due`` (a scheduled step). Async listeners run in the background. Used to
+        close external incidents (PagerDuty resolve) or push updates; a listener's failure is
+        logged and changes nothing.
+        """
+        self._listeners.append(listener)
+
+    def _spawn_listener(self, awaitable: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(awaitable)
+        self._listener_tasks.add(task)
+        task.add_done_callback(self._listener_done)
+
+    def _listener_done(self, task: asyncio.Task) -> None:
+        self._listener_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("escalation listener failed", exc_info=task.exception())
+
     def register_condition_evaluator(self, name: str, evaluator: ConditionEvaluator) -> None:
         self._evaluators[name] = evaluator
 
@@ -193,6 +215,8 @@ class EscalationEngine:
         """Wait until every delivery queued by this engine has been attempted."""
         if self._pool is not None and self._pool.loop is asyncio.get_running_loop():
             await self._pool.join()
+        while self._listener_tasks:
+            await asyncio.gather(*list(self._listener_tasks), return_exceptions=True)
 
     async def advance(self, delta: timedelta) -> None:
         """Move a fake clock forward through every due moment in order, running what falls due.
@@ -361,7 +385,7 @@ class EscalationEngine:
             if stored is None:
                 continue  # another engine opened it first: join that one
             record.version = stored.version
-            self._after_write(record, change)
+            self._after_write(record, change, "trigger")
             if log.isEnabledFor(logging.INFO):
                 log.info("escalation %s triggered for incident %r under policy %r (%s)",
                          record.id, incident_id, policy.name, _describe(record))
@@ -478,7 +502,7 @@ class EscalationEngine:
             args = (record, expected, record.history[seen:], change.deliveries, change.cancel_pending)
             written = store.update(*args) if self._inline else await self._io(store.update, *args)
             if written:
-                self._after_write(record, change)
+                self._after_write(record, change, action)
                 if log.isEnabledFor(logging.INFO):
                     log.info("escalation %s: %s (%s)", record.id, action, _describe(record))
                 return EscalationResult.success_result(record, action, [d.target for d in change.deliveries])
@@ -645,7 +669,7 @@ class EscalationEngine:
             record.updated_at = now
             if await self._io(self._store.update, record, expected, record.history[seen:],
                               change.deliveries, change.cancel_pending):
-                self._after_write(record, change)
+                self._after_write(record, change, "due")
                 if log.isEnabledFor(logging.INFO):
                     log.info("escalation %s: due step done (%s)", record.id, _describe(record))
                 return
@@ -676,7 +700,14 @@ class EscalationEngine:
                 log.info("removed %d escalations closed more than %s days ago", removed,
                          self._config.cleanup_after_days)
 
-    def _after_write(self, record: EscalationRecord, change: _Change) -> None:
+    def _after_write(self, record: EscalationRecord, change: _Change, action: str) -> None:
+        for listener in self._listeners:
+            try:
+                outcome = listener(record, action)
+                if inspect.isawaitable(outcome):
+                    self._spawn_listener(outcome)
+            except Exception:  # a listener never undoes or blocks a committed change
+                log.exception("escalation listener %r failed on %s of %s", listener, action, record.id)
         if change.deliveries:
             for delivery in change.deliveries:
                 self._enqueue(delivery, record, False)

@@ -239,3 +239,30 @@ async def test_engine_calls_never_raise_when_a_level_cannot_be_processed(make_en
 def test_a_delay_beyond_a_year_is_rejected_when_the_policy_is_built():
     with pytest.raises(ValueError, match="delay_minutes"):
         ladder(delays=(0, 1e10))
+
+
+async def test_listeners_hear_every_committed_change_in_order(make_engine):
+    policy = ladder(delays=(0, 15))
+    engine = await make_engine(policy)
+    heard: list[tuple[str, str]] = []
+    async_heard: list[str] = []
+
+    async def slow_listener(record, action):
+        async_heard.append(action)
+
+    def failing_listener(record, action):
+        raise RuntimeError("listener bug")
+
+    engine.add_listener(lambda record, action: heard.append((action, record.state)))
+    engine.add_listener(failing_listener)
+    engine.add_listener(slow_listener)
+    result = await engine.trigger("inc", {}, policy.name)
+    await engine.trigger("inc", {}, policy.name)
+    await engine.advance(timedelta(minutes=15))
+    await engine.acknowledge(result.record.id, "alice")
+    await engine.resolve(result.record.id, "alice")
+    await engine.drain()
+    assert heard == [("trigger", "active"), ("trigger_existing", "active"), ("due", "active"),
+                     ("acknowledge", "acknowledged"), ("resolve", "resolved")]
+    assert async_heard == [action for action, _ in heard]
+    assert engine.get_record(result.record.id).state == "resolved"  # a failing listener changes nothing
