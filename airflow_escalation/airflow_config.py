@@ -16,6 +16,9 @@ option                      default        meaning
 ``max_concurrent_deliveries`` ``100``      notifications in flight at once per API-server worker
 ``base_url``                (empty)        public URL of the Airflow UI used in links;
                                            empty = ``[api] base_url``
+``spool_dir``               (empty)        where callbacks keep hand-offs the service could not
+                                           take (read by task processes, not by the API
+                                           server); empty = ``$AIRFLOW_HOME/escalation_spool``
 =========================== ============== ====================================================
 """
 
@@ -34,6 +37,7 @@ DEFAULTS: dict[str, str] = {
     "check_interval_seconds": "10",
     "max_concurrent_deliveries": "100",
     "base_url": "",
+    "spool_dir": "",
 }
 
 SCHEDULERS = ("apscheduler", "asyncio")

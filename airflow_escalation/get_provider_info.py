@@ -18,6 +18,8 @@ PACKAGE_NAME = "airflow-provider-escalation"
 CONNECTION_TYPE = "escalation"
 HOOK_CLASS_NAME = "airflow_escalation.hooks.escalation.EscalationHook"
 PLUGIN_CLASS_NAME = "airflow_escalation.plugins.escalation_plugin.EscalationPlugin"
+INTEGRATION_NAME = "Escalation"
+NOTIFIER_CLASS_NAME = "airflow_escalation.notifications.escalation.EscalationNotifier"
 DB_MANAGER_CLASS_NAME = "airflow_escalation.models.db.EscalationDBManager"
 
 
@@ -84,6 +86,14 @@ CONFIG: dict[str, Any] = {
                 "Empty: [api] base_url (or http://localhost:<[api] port>).",
                 "string", "https://airflow.example.com", "",
             ),
+            "spool_dir": _option(
+                "Local directory where EscalationNotifier keeps the triggers (and resolves) it could "
+                "not hand to the escalation service, one JSON file each, until the next escalation "
+                "callback, operator, sensor or triggerer poll on the same machine (or `python -m "
+                "airflow_escalation.spool drain`) sends them. Read by task processes, the "
+                "dag-processor and the triggerer. Empty: $AIRFLOW_HOME/escalation_spool.",
+                "string", "/var/lib/airflow/escalation_spool", "",
+            ),
         },
     },
 }
@@ -115,6 +125,22 @@ def get_provider_info() -> dict[str, Any]:
             "escalation policies served from the Airflow API server."
         ),
         "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": INTEGRATION_NAME,
+                "external-doc-url": "https://pypi.org/project/airflow-provider-escalation/",
+                "tags": ["alerting"],
+            }
+        ],
+        "hooks": [{"integration-name": INTEGRATION_NAME,
+                   "python-modules": ["airflow_escalation.hooks.escalation"]}],
+        "operators": [{"integration-name": INTEGRATION_NAME,
+                       "python-modules": ["airflow_escalation.operators.escalation"]}],
+        "sensors": [{"integration-name": INTEGRATION_NAME,
+                     "python-modules": ["airflow_escalation.sensors.escalation"]}],
+        "triggers": [{"integration-name": INTEGRATION_NAME,
+                      "python-modules": ["airflow_escalation.triggers.escalation"]}],
+        "notifications": [NOTIFIER_CLASS_NAME],
         "connection-types": _connection_types(),
         "config": CONFIG,
         # `airflow db migrate` creates and upgrades the escalation tables (Airflow 3.2+; on 3.1

@@ -8,6 +8,7 @@ interpreter. Prints a table; exits 1 when a target fails (or our side errors).
     .venv/bin/python bench/run.py                   # memory store, instant and 50 ms handlers
     .venv/bin/python bench/run.py --quick           # smoke run (a tenth of N)
     .venv/bin/python bench/run.py --store sqlite    # our sqlite store vs truthound's sqlite store
+    .venv/bin/python bench/run.py --store postgres --replicas 3   # three engine processes, one database
 """
 
 from __future__ import annotations
@@ -41,12 +42,12 @@ def ensure_bench_venv(store: str) -> None:
     subprocess.run(cmd, check=True)
 
 
-def run_one(python: str, script: str, handler: str, store: str, quick: bool) -> dict:
-    cmd = [python, os.path.join(HERE, script), "--handler", handler, "--store", store]
+def run_one(python: str, script: str, handler: str, store: str, quick: bool, extra: tuple[str, ...] = ()) -> dict:
+    cmd = [python, os.path.join(HERE, script), "--handler", handler, "--store", store, *extra]
     if quick:
         cmd.append("--quick")
     venv = os.path.basename(os.path.dirname(os.path.dirname(python)))
-    print(f"[bench] {venv}: {script} --handler {handler} --store {store}"
+    print(f"[bench] {venv}: {script} --handler {handler} --store {store}{''.join(' ' + a for a in extra)}"
           f"{' --quick' if quick else ''}", file=sys.stderr, flush=True)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT)
@@ -94,8 +95,14 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=1,
                    help="run each engine this many times (alternating) and keep its best run; "
                         "use 3 on a noisy machine")
+    p.add_argument("--replicas", type=int, default=1,
+                   help="run ours as this many engine processes sharing the durable store, each "
+                        "running its share of the lifecycles (truthound runs as one)")
     p.add_argument("--json", action="store_true", help="also print every raw result as JSON")
     args = p.parse_args()
+    if args.replicas > 1 and args.store == "memory":
+        p.error("--replicas needs a durable --store")
+    ours_extra = ("--replicas", str(args.replicas)) if args.replicas > 1 else ()
 
     t_store = TRUTHOUND_STORE[args.store]
     ensure_bench_venv(args.store)
@@ -108,7 +115,8 @@ def main() -> int:
         for _ in range(max(1, args.repeat)):
             if t_store is not None:
                 theirs_runs.append(run_one(BENCH_PY, "truthound_lifecycles.py", handler, t_store, args.quick))
-            ours_runs.append(run_one(sys.executable, "ours_lifecycles.py", handler, args.store, args.quick))
+            ours_runs.append(run_one(sys.executable, "ours_lifecycles.py", handler, args.store, args.quick,
+                                     ours_extra))
         theirs = best(theirs_runs) if t_store is not None else None
         ours = best(ours_runs)
         raw.append({"scenario": handler, "truthound": theirs, "ours": ours,
@@ -124,6 +132,8 @@ def main() -> int:
             status = "PASS" if ratio >= target else "FAIL"
             failed |= status == "FAIL"
         store_label = args.store if t_store == args.store else f"{args.store} vs {t_store or '-'}"
+        if args.replicas > 1:
+            store_label += f", ours x{args.replicas} replicas"
         rows.append([f"{label} ({store_label})",
                      fmt_rate(theirs, "n/a (no such truthound store)"),
                      fmt_rate(ours), ratio_s, f">= {target:g}x", status, cpu_ratio_s])
@@ -136,6 +146,8 @@ def main() -> int:
             res = r[who]
             if res and "error" not in res:
                 extra = f", max_concurrent_jobs={res['max_concurrent_jobs']}" if "max_concurrent_jobs" in res else ""
+                if res.get("replicas"):
+                    extra += f", {res['replicas']} engine processes"
                 print(f"  {r['scenario']:<8} {who:<10} n={res['n']} (+{res['warmup']} warm-up) in "
                       f"{res['seconds']:.2f} s, {res['cpu_us_per_lifecycle']:.0f} us CPU/lifecycle, "
                       f"scheduler={res['scheduler']}{extra}")

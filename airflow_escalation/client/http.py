@@ -200,13 +200,17 @@ def _list_call(
     active: bool | None,
     limit: int | None,
     offset: int | None,
+    ids: Sequence[str] | None = None,
 ) -> _Call:
     if isinstance(state, str):
         state = [state]
     elif state is not None:
         state = [getattr(s, "value", s) for s in state]
+    if isinstance(ids, str):
+        ids = [ids]
+    joined = ",".join(str(i) for i in ids) if ids else None
     params = _clean({"state": state, "policy": policy, "incident": incident, "dag_id": dag_id,
-                     "active": active, "limit": limit, "offset": offset})
+                     "active": active, "ids": joined, "limit": limit, "offset": offset})
     return _Call("GET", "/escalations", params=params)
 
 
@@ -551,9 +555,13 @@ class EscalationClient:
         active: bool | None = None,
         limit: int | None = None,
         offset: int | None = None,
+        ids: Sequence[str] | None = None,
     ) -> dict[str, Any]:
-        """``GET /escalations``: ``{"escalations": [Record], "total", "limit", "offset"}``, newest first."""
-        return self._run(_list_call(state, policy, incident, dag_id, active, limit, offset))
+        """``GET /escalations``: ``{"escalations": [Record], "total", "limit", "offset"}``, newest first.
+
+        ``ids`` restricts the listing to those records (at most 200 per request).
+        """
+        return self._run(_list_call(state, policy, incident, dag_id, active, limit, offset, ids))
 
     def iter_escalations(self, state: str | Sequence[str] | None = None, *, page_size: int = 100,
                          **filters: Any) -> Iterator[dict[str, Any]]:
@@ -632,8 +640,9 @@ class EscalationClient:
         active: bool | None = None,
         limit: int | None = None,
         offset: int | None = None,
+        ids: Sequence[str] | None = None,
     ) -> dict[str, Any]:
-        return await self._arun(_list_call(state, policy, incident, dag_id, active, limit, offset))
+        return await self._arun(_list_call(state, policy, incident, dag_id, active, limit, offset, ids))
 
     async def aiter_escalations(self, state: str | Sequence[str] | None = None, *, page_size: int = 100,
                                 **filters: Any) -> AsyncIterator[dict[str, Any]]:

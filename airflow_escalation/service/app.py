@@ -13,9 +13,12 @@ load leaves the engine running without policies, so escalations already stored (
 snapshot of its policy) still escalate on time.
 
 The engine lives on ``app.state.engine`` (``app.state.service`` holds the settings and errors).
-Its default notification handler logs each notification at INFO and counts it delivered;
-replace it with ``app.state.engine.set_notification_handler(...)``, or for every engine the
-service builds with :func:`add_engine_setup`.
+Targets that name an Airflow connection (``conn_id``) are delivered through that connection's
+channel (Slack, SMTP, HTTP, PagerDuty: :mod:`airflow_escalation.service.delivery`,
+docs/channels.md). The others go to the notification handler: by default it logs each
+notification at INFO and counts it delivered; replace it with
+``app.state.engine.set_notification_handler(...)``, or for every engine the service builds with
+:func:`add_engine_setup`.
 """
 
 from __future__ import annotations
@@ -83,6 +86,9 @@ class EscalationService:
         self.errors: list[str] = []
         self.disabled = False
         self._owns_store = False
+        # channels for targets with a conn_id (service/delivery.py); set when the service builds
+        # its engine, None for an injected engine
+        self.delivery: Optional[Any] = None
 
     # ------------------------------------------------------------------ state
     @property
@@ -250,6 +256,13 @@ class EscalationService:
         ))
         for policy in cfg.policies.values():
             engine.register_policy(policy)
+        try:
+            from airflow_escalation.service.delivery import install_delivery
+
+            # targets with a conn_id go through their connection's channel (docs/channels.md)
+            self.delivery = install_delivery(engine, base_url=settings.base_url)
+        except Exception as exc:  # noqa: BLE001 - the log handler still delivers every target
+            self._error(f"cannot set up delivery through connections: {type(exc).__name__}: {exc}")
         return engine
 
 
@@ -315,6 +328,9 @@ def create_app(*, settings: Optional[EscalationSettings] = None,
     app.add_exception_handler(ServiceUnavailable, _unavailable)
     for module in (escalations, policies, system):
         app.include_router(module.router, prefix=API_PREFIX)
+    from airflow_escalation.service import ui  # pages, one-click links, GET /me (docs/ui.md)
+
+    ui.install(app, API_PREFIX)
     return app
 
 

@@ -146,7 +146,11 @@ class BaseEscalationStore(ABC):
 
     @abstractmethod
     def start_delivery(self, delivery_id: str, now: datetime, owner: str, lease: timedelta) -> Delivery | None:
-        """Move one pending delivery to sending; None if it is not pending (someone took it)."""
+        """Move one pending delivery to sending.
+
+        None if it is not pending (someone took it, or it was cancelled) or if it is a retry whose
+        ``next_attempt_at`` is still ahead (its backoff is kept).
+        """
 
     @abstractmethod
     def finish_delivery(

@@ -254,6 +254,8 @@ class InMemoryEscalationStore(BaseEscalationStore):
             delivery = self._deliveries.get(delivery_id)
             if delivery is None or delivery.state != DeliveryState.PENDING:
                 return None
+            if delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
+                return None  # a retry booked by another sender waits for its time
             self._start(delivery, now, lease)
             return _copy_delivery(delivery)
 

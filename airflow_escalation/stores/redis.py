@@ -30,7 +30,7 @@ import re
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -97,11 +97,31 @@ local function count_record(f, one)
   end
 end
 
-local function index_record(id, f)
+-- the sorted-set indexes a record with fields f belongs to: key (after P) and score, or nil
+local ZSET_INDEXES = {
+  function(f) if f.open == '1' and f.nea ~= '' then return 'due', f.nea end end,
+  function(f) if f.act == '1' then return 'active', f.cre end end,
+  function(f) if f.act == '1' then return 'active:' .. f.pol, f.cre end end,
+  function(f) if f.cls ~= '' then return 'closed', f.cls end end,
+  -- list_records indexes, all by created_at
+  function(f) return 'all', f.cre end,
+  function(f) return 'by_state:' .. f.st, f.cre end,
+  function(f) return 'by_policy:' .. f.pol, f.cre end,
+  function(f) if f.dag ~= '' then return 'by_dag:' .. f.dag, f.cre end end,
+}
+
+-- move the record's index entries from its old fields (nil: a new record) to its new ones,
+-- touching only the entries that change
+local function reindex_record(id, old, f)
   local okey = f.inc .. SEP .. f.pol
+  if old and old.open == '1' then
+    local old_okey = old.inc .. SEP .. old.pol
+    if (f.open ~= '1' or old_okey ~= okey) and redis.call('HGET', P .. 'open', old_okey) == id then
+      redis.call('HDEL', P .. 'open', old_okey)
+    end
+  end
   if f.open == '1' then
     redis.call('HSET', P .. 'open', okey, id)
-    if f.nea ~= '' then redis.call('ZADD', P .. 'due', f.nea, id) end
   else
     -- last_closed keeps the latest closed_at (a missing closed_at counts as the epoch)
     local prev = redis.call('HGET', P .. 'last_closed', okey)
@@ -112,17 +132,46 @@ local function index_record(id, f)
     end
     if take then redis.call('HSET', P .. 'last_closed', okey, id) end
   end
-  if f.act == '1' then
-    redis.call('ZADD', P .. 'active', f.cre, id)
-    redis.call('ZADD', P .. 'active:' .. f.pol, f.cre, id)
+  if not old or old.inc ~= f.inc then
+    if old then redis.call('SREM', P .. 'incident:' .. old.inc, id) end
+    redis.call('SADD', P .. 'incident:' .. f.inc, id)
   end
-  redis.call('SADD', P .. 'incident:' .. f.inc, id)
-  if f.cls ~= '' then redis.call('ZADD', P .. 'closed', f.cls, id) end
-  -- list_records indexes, all by created_at
-  redis.call('ZADD', P .. 'all', f.cre, id)
-  redis.call('ZADD', P .. 'by_state:' .. f.st, f.cre, id)
-  redis.call('ZADD', P .. 'by_policy:' .. f.pol, f.cre, id)
-  if f.dag ~= '' then redis.call('ZADD', P .. 'by_dag:' .. f.dag, f.cre, id) end
+  for _, index in ipairs(ZSET_INDEXES) do
+    local old_key, old_score
+    if old then old_key, old_score = index(old) end
+    local key, score = index(f)
+    if key ~= old_key or score ~= old_score then
+      if old_key and old_key ~= key then redis.call('ZREM', P .. old_key, id) end
+      if key then redis.call('ZADD', P .. key, score, id) end
+    end
+  end
+end
+
+-- move the record's counters from its old fields to its new ones: only those that change
+local function recount_record(old, f)
+  if not old then return count_record(f, '1') end
+  local S = P .. 'stats'
+  local function move(key, old_field, field)
+    if old_field ~= field then
+      bump(key, old_field, '-1')
+      bump(key, field, '1')
+    end
+  end
+  move(S, 'st:' .. old.st, 'st:' .. f.st)
+  move(P .. 'stats:level', old.lvl, f.lvl)
+  move(P .. 'stats:policy', old.pol, f.pol)
+  for _, d in ipairs({'ack', 'res'}) do  -- durations: ack_n/ack_us, res_n/res_us
+    if old[d] ~= f[d] then
+      if old[d] ~= '' then
+        bump(S, d .. '_n', '-1')
+        bump(S, d .. '_us', neg(old[d]))
+      end
+      if f[d] ~= '' then
+        bump(S, d .. '_n', '1')
+        bump(S, d .. '_us', f[d])
+      end
+    end
+  end
 end
 
 local function unindex_record(id, f, deleting)
@@ -143,25 +192,25 @@ local function unindex_record(id, f, deleting)
 end
 
 -- replace the record's fields, moving its counters and index entries from old to new values
-local function write_record(id, f)
-  local old = load_record(id)
-  if old then
-    count_record(old, '-1')
-    unindex_record(id, old, false)
-  end
-  local kv = {}
+-- (old: its fields as load_record reads them, nil for a new record; extra: more hash fields to
+-- set with them, as field, value, ...)
+local function write_record(id, f, old, extra)
+  local kv = extra or {}
   for _, name in ipairs(REC_FIELDS) do
     kv[#kv + 1] = name
     kv[#kv + 1] = f[name]
   end
   redis.call('HSET', P .. 'rec:' .. id, unpack(kv))
-  count_record(f, '1')
-  index_record(id, f)
+  recount_record(old, f)
+  reindex_record(id, old, f)
 end
 
 local function push_history(id, i)
   local n = tonumber(ARGV[i])
-  for j = 1, n do redis.call('RPUSH', P .. 'hist:' .. id, ARGV[i + j]) end
+  -- one RPUSH per slice of up to 1000 events (unpack's stack is bounded)
+  for first = i + 1, i + n, 1000 do
+    redis.call('RPUSH', P .. 'hist:' .. id, unpack(ARGV, first, math.min(first + 999, i + n)))
+  end
   return i + n + 1
 end
 
@@ -240,18 +289,34 @@ local function remove_record(id)
 end
 
 local function record_reply(id)
-  -- the fields of _READ_FIELDS in the Python module, then the history
-  return {redis.call('HMGET', P .. 'rec:' .. id, 'data', 'ver', 'nc'), redis.call('LRANGE', P .. 'hist:' .. id, 0, -1)}
+  -- the fields of _READ_FIELDS in the Python module, then the history as one JSON array
+  local history = redis.call('LRANGE', P .. 'hist:' .. id, 0, -1)
+  return {redis.call('HMGET', P .. 'rec:' .. id, 'data', 'ver', 'nc'), '[' .. table.concat(history, ',') .. ']'}
 end
 
-local function start_delivery(id, now_iso, owner, lease_until)
+-- a pending delivery with ``attempts`` so far to sending under a lease; from_index: the due
+-- index it is in (after P), or nil to take it out of every delivery index
+local function start_delivery(id, now_iso, owner, lease_until, attempts, from_index)
   local k = P .. 'dlv:' .. id
-  redis.call('HINCRBY', k, 'att', 1)
-  redis.call('HSET', k, 'st', 'sending', 'upd', now_iso, 'lo', owner, 'lu', lease_until)
-  unindex_delivery(id)
+  redis.call('HSET', k, 'st', 'sending', 'att', tostring((tonumber(attempts) or 0) + 1),
+             'upd', now_iso, 'lo', owner, 'lu', lease_until)
+  if from_index then redis.call('ZREM', P .. from_index, id) else unindex_delivery(id) end
   redis.call('ZADD', P .. 'dlv_sending', lease_until, id)
   return redis.call('HGETALL', k)
 end
+"""
+
+# Reads of one record and its history in one atomic step and one round trip.
+# ARGV: P, id. Returns record_reply's {data/ver/nc (_READ_FIELDS), history}.
+_LUA_GET = r"""
+return record_reply(ARGV[2])
+"""
+
+# ARGV: P, incident \x1f policy. The open record as _LUA_GET returns it, or false.
+_LUA_FIND_OPEN = r"""
+local id = redis.call('HGET', P .. 'open', ARGV[2])
+if not id then return false end
+return record_reply(id)
 """
 
 # ARGV: P, id, record fields (REC_FIELDS), notification_count, history (n, events...), deliveries (n, ...)
@@ -263,8 +328,7 @@ local k = P .. 'rec:' .. id
 if redis.call('EXISTS', k) == 1 or redis.call('HEXISTS', P .. 'open', f.inc .. SEP .. f.pol) == 1 then
   return 0
 end
-write_record(id, f)
-redis.call('HSET', k, 'ver', '1', 'nc', ARGV[3 + #REC_FIELDS])
+write_record(id, f, nil, {'ver', '1', 'nc', ARGV[3 + #REC_FIELDS]})
 redis.call('DEL', P .. 'hist:' .. id)
 local i = push_history(id, 4 + #REC_FIELDS)
 add_deliveries(i)
@@ -276,10 +340,13 @@ return 1
 _LUA_UPDATE = r"""
 local id = ARGV[2]
 local k = P .. 'rec:' .. id
-if redis.call('HGET', k, 'ver') ~= ARGV[3] then return 0 end
+-- the version and the fields load_record reads, in one call
+local v = redis.call('HMGET', k, 'ver', unpack(REC_FIELDS, 2))
+if v[1] ~= ARGV[3] then return 0 end
+local old = {}
+for j = 2, #REC_FIELDS do old[REC_FIELDS[j]] = v[j] or '' end
 -- nc is left alone: only finish_delivery counts notifications
-write_record(id, args_to(REC_FIELDS, 6))
-redis.call('HSET', k, 'ver', tostring(tonumber(ARGV[3]) + 1))
+write_record(id, args_to(REC_FIELDS, 6), old, {'ver', tostring(tonumber(ARGV[3]) + 1)})
 redis.call('HDEL', k, 'lo', 'lu')
 local i = push_history(id, 6 + #REC_FIELDS)
 if ARGV[4] == '1' then
@@ -300,8 +367,7 @@ _LUA_SAVE = r"""
 local id = ARGV[2]
 local k = P .. 'rec:' .. id
 local ver = tonumber(redis.call('HGET', k, 'ver') or '0') + 1
-write_record(id, args_to(REC_FIELDS, 3))
-redis.call('HSET', k, 'ver', tostring(ver), 'nc', ARGV[3 + #REC_FIELDS])
+write_record(id, args_to(REC_FIELDS, 3), load_record(id), {'ver', tostring(ver), 'nc', ARGV[3 + #REC_FIELDS]})
 redis.call('DEL', P .. 'hist:' .. id)
 push_history(id, 4 + #REC_FIELDS)
 return ver
@@ -396,8 +462,9 @@ local out = {}
 local function take(ids)
   for _, id in ipairs(ids) do
     if #out >= limit then return end
-    if redis.call('HGET', P .. 'dlv:' .. id, 'st') == 'pending' then
-      out[#out + 1] = start_delivery(id, ARGV[3], ARGV[5], ARGV[6])
+    local d = redis.call('HMGET', P .. 'dlv:' .. id, 'st', 'att')
+    if d[1] == 'pending' then
+      out[#out + 1] = start_delivery(id, ARGV[3], ARGV[5], ARGV[6], d[2], nil)
     else
       unindex_delivery(id)  -- stale entry: never claim a non-pending delivery
     end
@@ -411,30 +478,35 @@ end
 return out
 """
 
-# ARGV: P, id, now_iso, owner, lease_until
+# ARGV: P, id, now_iso, owner, lease_until, now (epoch)
 _LUA_START_DELIVERY = r"""
-if redis.call('HGET', P .. 'dlv:' .. ARGV[2], 'st') ~= 'pending' then return false end
-return start_delivery(ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+local d = redis.call('HMGET', P .. 'dlv:' .. ARGV[2], 'st', 'nep', 'att')
+if d[1] ~= 'pending' then return false end
+local retry = d[2] and d[2] ~= ''
+-- a retry keeps its backoff: not before its next_attempt_at
+if retry and tonumber(d[2]) > tonumber(ARGV[6]) then return false end
+-- a pending delivery is in one due index (index_delivery): dlv_pending if it is a retry
+return start_delivery(ARGV[2], ARGV[3], ARGV[4], ARGV[5], d[3], retry and 'dlv_pending' or 'dlv_ready')
 """
 
 # ARGV: P, id, now_iso, sent (1/0), error (JSON), retry_at iso, retry_at epoch
 _LUA_FINISH_DELIVERY = r"""
 local id = ARGV[2]
 local k = P .. 'dlv:' .. id
-if redis.call('HGET', k, 'st') ~= 'sending' then return false end
+local d = redis.call('HMGET', k, 'st', 'rid', 'tk')
+if d[1] ~= 'sending' then return false end
 redis.call('ZREM', P .. 'dlv_sending', id)
 redis.call('HDEL', k, 'lo', 'lu')
-redis.call('HSET', k, 'upd', ARGV[3], 'err', ARGV[5])
 if ARGV[4] == '1' then
-  redis.call('HSET', k, 'st', 'sent', 'sent', ARGV[3])
-  local rk = P .. 'rec:' .. redis.call('HGET', k, 'rid')
+  redis.call('HSET', k, 'upd', ARGV[3], 'err', ARGV[5], 'st', 'sent', 'sent', ARGV[3])
+  local rk = P .. 'rec:' .. d[2]
   if redis.call('EXISTS', rk) == 1 then redis.call('HINCRBY', rk, 'nc', 1) end
-  count_delivery('sent', redis.call('HGET', k, 'tk'), '1')
+  count_delivery('sent', d[3], '1')
 elseif ARGV[6] ~= '' then
-  redis.call('HSET', k, 'st', 'pending', 'nat', ARGV[6], 'nep', ARGV[7])
+  redis.call('HSET', k, 'upd', ARGV[3], 'err', ARGV[5], 'st', 'pending', 'nat', ARGV[6], 'nep', ARGV[7])
   redis.call('ZADD', P .. 'dlv_pending', ARGV[7], id)
 else
-  redis.call('HSET', k, 'st', 'failed')
+  redis.call('HSET', k, 'upd', ARGV[3], 'err', ARGV[5], 'st', 'failed')
   count_delivery('failed', '', '1')
 end
 return redis.call('HGETALL', k)
@@ -558,13 +630,14 @@ def _pairs(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2]))
 
 
-def _record_from(fields: dict[str, str], history: list[str]) -> EscalationRecord | None:
+def _record_from(fields: dict[str, str], history: list[str] | str) -> EscalationRecord | None:
+    """A record from its hash fields and its history: the list's JSON events, or one JSON array."""
     if not fields.get("data"):
         return None
     data = json.loads(fields["data"])
     data["version"] = int(fields.get("ver") or 0)
     data["notification_count"] = int(fields.get("nc") or 0)
-    data["history"] = [json.loads(e) for e in history]
+    data["history"] = json.loads(history) if isinstance(history, str) else [json.loads(e) for e in history]
     return EscalationRecord.from_dict(data)
 
 
@@ -596,6 +669,27 @@ def _safe_url(url: str) -> str:
     except ValueError:
         pass
     return url
+
+
+class _Call(NamedTuple):
+    """A store call as one script run and the reading of its reply (what ``run_batch`` pipelines)."""
+
+    script: Any  # redis.commands.core.Script
+    action: str  # for error messages
+    args: list[str]  # ARGV after the prefix
+    parse: Callable[[Any], Any]
+
+
+def _record_reply(reply: Any) -> EscalationRecord | None:
+    """A record from ``{data/ver/nc, history}`` (see record_reply in the Lua library)."""
+    if not reply:
+        return None
+    values, history = reply
+    return _record_from(dict(zip(_READ_FIELDS, values)), history)
+
+
+def _delivery_reply(reply: Any) -> Delivery | None:
+    return _delivery_from(_pairs(reply)) if reply else None
 
 
 # --------------------------------------------------------------------------- store
@@ -639,6 +733,8 @@ class RedisEscalationStore(BaseEscalationStore):
         def script(body: str) -> Any:
             return client.register_script(_LUA_LIB + body)
 
+        self._get = script(_LUA_GET)
+        self._find_open = script(_LUA_FIND_OPEN)
         self._create = script(_LUA_CREATE)
         self._update = script(_LUA_UPDATE)
         self._save = script(_LUA_SAVE)
@@ -673,9 +769,88 @@ class RedisEscalationStore(BaseEscalationStore):
         except redis.RedisError as exc:
             raise StoreError(f"redis store: {action} failed on {self._url}: {exc}") from exc
 
-    def _run(self, script: Any, action: str, *args: Any) -> Any:
+    def _run(self, script: Any, action: str, *args: str) -> Any:
         with self._errors(action):
             return script(keys=[], args=[self._prefix, *args])
+
+    def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one write and read their replies (an error reply in its place).
+
+        What ``Pipeline.execute(raise_on_error=False)`` does, without its bookkeeping per
+        command (a good share of the client's time per store call); no retry either: a script
+        must not run twice because a reply was lost.
+        """
+        pool = self._client.connection_pool
+        try:
+            conn = pool.get_connection()
+        except TypeError:  # redis-py before 5.3 wants a command name (later ones warn about it)
+            conn = pool.get_connection("EVALSHA")
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except redis.ResponseError as error:
+                    replies.append(error)
+            return replies
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: the connection cannot be reused
+            raise
+        finally:
+            pool.release(conn)
+
+    def _call(self, call: _Call) -> Any:
+        return call.parse(self._run(call.script, call.action, *call.args))
+
+    # the engine queues calls for a store that prefers batches; run_batch pipelines them, on two
+    # threads: one batch is in Redis while the other's replies are read and the next one is built
+    prefers_batches = True
+    batch_threads = 2
+
+    def run_batch(self, calls: Sequence[tuple[Callable[..., Any], tuple, dict]]) -> list[tuple[Any, Exception | None]]:
+        """Run ``calls`` (this store's bound methods, args, kwargs); their outcomes in order,
+        ``(result, None)`` or ``(None, error)``.
+
+        The engine's hot calls (``find_open``, ``create``, ``get``, ``update``, ``start_delivery``,
+        ``finish_delivery``) go out together in one pipeline: one round trip and one read of the
+        replies for all of them. Each is still its own atomic script, as when called alone; the
+        other calls run one after another first.
+        """
+        outcomes: list[tuple[Any, Exception | None]] = [(None, None)] * len(calls)
+        piped: list[tuple[int, _Call]] = []
+        for i, (fn, args, kwargs) in enumerate(calls):
+            prepare = _PIPELINED.get(getattr(fn, "__func__", None)) if getattr(fn, "__self__", None) is self else None
+            try:
+                if prepare is None:
+                    outcomes[i] = (fn(*args, **kwargs), None)
+                else:
+                    piped.append((i, prepare(self, *args, **kwargs)))
+            except Exception as exc:  # noqa: BLE001 - that call's outcome
+                outcomes[i] = (None, exc)
+        if not piped:
+            return outcomes
+        try:
+            with self._errors("run a batch of calls"):
+                replies = self._pipeline([("EVALSHA", call.script.sha, 0, self._prefix, *call.args)
+                                          for _, call in piped])
+        except StoreError as exc:  # the connection failed: none of the piped calls has an outcome
+            for i, _ in piped:
+                outcomes[i] = (None, exc)
+            return outcomes
+        for (i, call), reply in zip(piped, replies):
+            try:
+                if isinstance(reply, redis.exceptions.NoScriptError):
+                    # Redis restarted or its scripts were flushed: this call did not run; run it
+                    # alone (register_script loads the script again)
+                    reply = self._run(call.script, call.action, *call.args)
+                elif isinstance(reply, Exception):
+                    with self._errors(call.action):
+                        raise reply
+                outcomes[i] = (call.parse(reply), None)
+            except Exception as exc:  # noqa: BLE001 - that call's outcome
+                outcomes[i] = (None, exc)
+        return outcomes
 
     def _load(self, ids: Sequence[str]) -> list[EscalationRecord]:
         """Records by id in that order, skipping the missing ones (each read is atomic)."""
@@ -701,8 +876,10 @@ class RedisEscalationStore(BaseEscalationStore):
 
     # ------------------------------------------------------------------ spec query API
     def get(self, record_id: str) -> EscalationRecord | None:
-        found = self._load([record_id])
-        return found[0] if found else None
+        return self._call(self._get_call(record_id))
+
+    def _get_call(self, record_id: str) -> _Call:
+        return _Call(self._get, "get", [record_id], _record_reply)
 
     def get_by_incident(self, incident_id: str) -> list[EscalationRecord]:
         with self._errors("get_by_incident"):
@@ -811,20 +988,27 @@ class RedisEscalationStore(BaseEscalationStore):
 
     # ------------------------------------------------------------------ engine contract
     def create(self, record: EscalationRecord, deliveries: Sequence[Delivery] = ()) -> EscalationRecord | None:
-        created = self._run(
-            self._create, "create", record.id, *_record_args(record), str(int(record.notification_count)),
+        return self._call(self._create_call(record, deliveries))
+
+    def _create_call(self, record: EscalationRecord, deliveries: Sequence[Delivery] = ()) -> _Call:
+        def parse(created: Any) -> EscalationRecord | None:
+            if not created:
+                return None
+            stored = record.clone()
+            stored.version = 1
+            return stored
+
+        args = [
+            record.id, *_record_args(record), str(int(record.notification_count)),
             *_history_args(record.history), *_delivery_args(deliveries),
-        )
-        if not created:
-            return None
-        stored = record.clone()
-        stored.version = 1
-        return stored
+        ]
+        return _Call(self._create, "create", args, parse)
 
     def find_open(self, incident_id: str, policy_name: str) -> EscalationRecord | None:
-        with self._errors("find_open"):
-            record_id = self._client.hget(self._key("open"), incident_id + _SEP + policy_name)
-        return self.get(record_id) if record_id else None
+        return self._call(self._find_open_call(incident_id, policy_name))
+
+    def _find_open_call(self, incident_id: str, policy_name: str) -> _Call:
+        return _Call(self._find_open, "find_open", [incident_id + _SEP + policy_name], _record_reply)
 
     def last_closed(self, incident_id: str, policy_name: str) -> EscalationRecord | None:
         with self._errors("last_closed"):
@@ -839,15 +1023,27 @@ class RedisEscalationStore(BaseEscalationStore):
         deliveries: Sequence[Delivery] = (),
         cancel_pending: bool = False,
     ) -> bool:
-        updated = self._run(
-            self._update, "update", record.id, str(int(expected_version)), "1" if cancel_pending else "0",
-            _iso(record.updated_at), *_record_args(record), *_history_args(list(new_events)),
-            *_delivery_args(deliveries),
-        )
-        if not updated:
-            return False
-        record.version = expected_version + 1
-        return True
+        return self._call(self._update_call(record, expected_version, new_events, deliveries, cancel_pending))
+
+    def _update_call(
+        self,
+        record: EscalationRecord,
+        expected_version: int,
+        new_events: Sequence[dict] = (),
+        deliveries: Sequence[Delivery] = (),
+        cancel_pending: bool = False,
+    ) -> _Call:
+        def parse(updated: Any) -> bool:
+            if not updated:
+                return False
+            record.version = expected_version + 1
+            return True
+
+        args = [
+            record.id, str(int(expected_version)), "1" if cancel_pending else "0", _iso(record.updated_at),
+            *_record_args(record), *_history_args(list(new_events)), *_delivery_args(deliveries),
+        ]
+        return _Call(self._update, "update", args, parse)
 
     def claim_due(self, now: datetime, limit: int, owner: str, lease: timedelta) -> list[EscalationRecord]:
         if limit <= 0:
@@ -886,9 +1082,12 @@ class RedisEscalationStore(BaseEscalationStore):
         return [d for d in (_delivery_from(_pairs(r)) for r in replies) if d is not None]
 
     def start_delivery(self, delivery_id: str, now: datetime, owner: str, lease: timedelta) -> Delivery | None:
+        return self._call(self._start_delivery_call(delivery_id, now, owner, lease))
+
+    def _start_delivery_call(self, delivery_id: str, now: datetime, owner: str, lease: timedelta) -> _Call:
         now = ensure_aware(now)
-        reply = self._run(self._start_delivery, "start_delivery", delivery_id, _iso(now), owner, _ts(now + lease))
-        return _delivery_from(_pairs(reply)) if reply else None
+        args = [delivery_id, _iso(now), owner, _ts(now + lease), _ts(now)]
+        return _Call(self._start_delivery, "start_delivery", args, _delivery_reply)
 
     def finish_delivery(
         self,
@@ -899,11 +1098,19 @@ class RedisEscalationStore(BaseEscalationStore):
         error: str | None = None,
         retry_at: datetime | None = None,
     ) -> Delivery | None:
-        reply = self._run(
-            self._finish_delivery, "finish_delivery", delivery_id, _iso(now), "1" if sent else "0",
-            _dumps(error), _iso(retry_at), _ts(retry_at),
-        )
-        return _delivery_from(_pairs(reply)) if reply else None
+        return self._call(self._finish_delivery_call(delivery_id, now, sent=sent, error=error, retry_at=retry_at))
+
+    def _finish_delivery_call(
+        self,
+        delivery_id: str,
+        now: datetime,
+        *,
+        sent: bool,
+        error: str | None = None,
+        retry_at: datetime | None = None,
+    ) -> _Call:
+        args = [delivery_id, _iso(now), "1" if sent else "0", _dumps(error), _iso(retry_at), _ts(retry_at)]
+        return _Call(self._finish_delivery, "finish_delivery", args, _delivery_reply)
 
     def expire_deliveries(self, now: datetime) -> int:
         return int(self._run(
@@ -925,3 +1132,14 @@ class RedisEscalationStore(BaseEscalationStore):
         with self._errors("close"):
             self._client.close()
             self._client.connection_pool.disconnect()
+
+
+# the calls run_batch pipelines: a method of the store, and how it is made a _Call
+_PIPELINED: dict[Callable[..., Any], Callable[..., _Call]] = {
+    RedisEscalationStore.find_open: RedisEscalationStore._find_open_call,
+    RedisEscalationStore.create: RedisEscalationStore._create_call,
+    RedisEscalationStore.get: RedisEscalationStore._get_call,
+    RedisEscalationStore.update: RedisEscalationStore._update_call,
+    RedisEscalationStore.start_delivery: RedisEscalationStore._start_delivery_call,
+    RedisEscalationStore.finish_delivery: RedisEscalationStore._finish_delivery_call,
+}

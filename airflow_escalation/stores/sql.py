@@ -12,22 +12,32 @@ threads and processes:
   writes run in ``BEGIN IMMEDIATE`` transactions, which hold the database's single write lock
   from their first statement.
 
+The engine's hot calls (``create``, ``find_open``, ``get``, ``update``, ``start_delivery``,
+``finish_delivery``) take a direct path: Core statements compiled once per store
+(``_Statements``), run on a pooled DBAPI connection, with the schema's type conversions done here
+(``_Codec``). For such small statements SQLAlchemy's per-execution work (cache lookup, parameter
+and result processing, result objects) cost several times what the database spends on them. On
+SQLite, writers of one store also queue on an in-process lock rather than in SQLite's busy
+handler, which polls with sleeps of up to 100 ms. The other methods run through SQLAlchemy.
+
 Tables: ``sql_schema``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
-from contextlib import AbstractContextManager, nullcontext
+import time
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.engine import Connection, Dialect, Engine, Row
 from sqlalchemy.pool import StaticPool
 
 from airflow_escalation.core.models import (
@@ -46,13 +56,18 @@ from airflow_escalation.stores.sql_schema import (
     MYSQL_DIALECTS,
     NAME,
     TARGET_KEY,
+    JSONDocument,
     Tables,
+    UTCDateTime,
+    _json_default,
     build_tables,
 )
 
 T = TypeVar("T")
+_NO_LOCK = nullcontext()
 
 _RECORD_FIELDS = tuple(name for name in EscalationRecord.__dataclass_fields__ if name != "history")
+_DELIVERY_FIELDS = tuple(Delivery.__dataclass_fields__)
 _UNKNOWN_ERROR = "the sender stopped while sending: outcome unknown, not re-sent"
 _SUPPORTED = frozenset({"sqlite", "postgresql"}) | MYSQL_DIALECTS
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")  # index names stay within 63 characters
@@ -118,7 +133,8 @@ def _create_engine(url: str | sa.URL, engine_kwargs: dict[str, Any]) -> Engine:
             kwargs.setdefault("poolclass", StaticPool)
     else:
         connect_args.setdefault("connect_timeout", _CONNECT_TIMEOUT)  # libpq would wait forever
-        kwargs.setdefault("pool_pre_ping", True)  # survive server restarts and idle disconnects
+        # no pool_pre_ping (a SELECT 1 round trip per transaction): a transaction that fails on a
+        # connection the server dropped (restart, idle timeout) is run again on a new one instead
         if backend in MYSQL_DIALECTS:
             # no gap locks: a claim sweep does not hold up concurrent inserts
             kwargs.setdefault("isolation_level", "READ COMMITTED")
@@ -133,18 +149,36 @@ def _cause(error: Exception) -> str:
     return str(orig if orig is not None else error).strip()
 
 
-def _is_deadlock(error: sa_exc.DBAPIError) -> bool:
+def _driver_error(error: Exception) -> Exception:
+    """The DBAPI driver's exception (SQLAlchemy wraps it as ``orig``)."""
+    orig = getattr(error, "orig", None)
+    return orig if isinstance(orig, Exception) else error
+
+
+def _sqlstate(error: Exception) -> str | None:
+    # psycopg 3 calls it sqlstate, psycopg2 pgcode
+    return getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+
+
+def _is_deadlock(error: Exception) -> bool:
     """The database rolled the whole transaction back to break a deadlock: a rerun is safe."""
-    orig = error.orig
-    if getattr(orig, "sqlstate", None) in ("40P01", "40001"):  # PostgreSQL
+    orig = _driver_error(error)
+    if _sqlstate(orig) in ("40P01", "40001"):  # PostgreSQL
         return True
     args = getattr(orig, "args", ())
     return bool(args) and args[0] == 1213  # MySQL ER_LOCK_DEADLOCK
 
 
-def _is_unique_violation(error: sa_exc.IntegrityError) -> bool:
-    orig = error.orig
-    if getattr(orig, "sqlstate", None) == "23505":  # PostgreSQL
+def _may_rerun(error: Exception, connection_lost: bool, committing: bool) -> bool:
+    """Whether a failed transaction can be run again: the database rolled it back to break a
+    deadlock, or the connection was lost before COMMIT was sent (a server rolls back the open
+    transaction of a connection it lost; a lost COMMIT may or may not have taken effect)."""
+    return _is_deadlock(error) or (connection_lost and not committing)
+
+
+def _is_unique_violation(error: Exception) -> bool:
+    orig = _driver_error(error)
+    if _sqlstate(orig) == "23505":  # PostgreSQL
         return True
     if str(orig).startswith("UNIQUE constraint failed"):  # SQLite, primary keys included
         return True
@@ -171,29 +205,6 @@ def _record_values(record: EscalationRecord) -> dict[str, Any]:
     return values
 
 
-def _record_from_row(row: Row[Any], history: list[dict[str, Any]]) -> EscalationRecord:
-    fields = row._mapping
-    return EscalationRecord(**{name: fields[name] for name in _RECORD_FIELDS}, history=history)
-
-
-def _delivery_from_row(row: Row[Any]) -> Delivery:
-    fields = row._mapping
-    return Delivery(
-        id=fields["id"],
-        record_id=fields["record_id"],
-        level=fields["level"],
-        round=fields["round"],
-        target=EscalationTarget.from_dict(fields["target"]),
-        state=DeliveryState(fields["state"]),
-        attempts=fields["attempts"],
-        created_at=fields["created_at"],
-        updated_at=fields["updated_at"],
-        next_attempt_at=fields["next_attempt_at"],
-        sent_at=fields["sent_at"],
-        last_error=fields["last_error"],
-    )
-
-
 def _event_time(event: Any, fallback: datetime) -> datetime:
     """The event's own ``at`` when it has a readable one, else ``fallback``."""
     try:
@@ -212,6 +223,303 @@ def _check_deliveries(record: EscalationRecord, deliveries: Sequence[Delivery]) 
     strays = sorted({d.record_id for d in deliveries if d.record_id != record.id})
     if strays:
         raise ValueError(f"deliveries: record_id must be {record.id!r}, got {strays}")
+
+
+# --------------------------------------------------------------------------- the direct path
+
+
+def _sqlite_time(value: datetime) -> str:
+    # SQLITE_DATETIME_FORMAT, as UTCDateTime writes it: isoformat pads the year to 4 digits and,
+    # with timespec="microseconds", always writes 6 digits of microseconds
+    return ensure_aware(value).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _sqlite_load_time(value: str) -> datetime:
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _naive_utc(value: datetime) -> datetime:
+    return ensure_aware(value).replace(tzinfo=None)
+
+
+def _dump_json(value: Any) -> str | None:
+    # the conversions of JSONDocument (datetimes, enums, sets, other objects)
+    return None if value is None else json.dumps(value, separators=(",", ":"), default=_json_default)
+
+
+class _Codec:
+    """Values between the models and the driver, for the direct path and the listings.
+
+    Does what UTCDateTime and JSONDocument do on the SQLAlchemy path, without its per-value
+    processing: SQLite keeps datetimes as fixed-width UTC text; PostgreSQL takes aware datetimes
+    and returns them aware; MySQL takes and returns naive UTC. JSON is written and read as text
+    (PostgreSQL's is selected as text: psycopg would otherwise parse a record's documents again in
+    each of its history rows). Record and delivery rows are selected in model field order
+    (``record_reads``, ``delivery_reads``) and made models by ``record`` and ``delivery``.
+    """
+
+    def __init__(self, tables: Tables, backend: str) -> None:
+        record, event, delivery = tables
+        self.backend = backend
+        self.dump_json = _dump_json
+        self.load_json: Callable[[Any], Any] = json.loads
+        if backend == "sqlite":
+            self.dump_time: Callable[[datetime], Any] = _sqlite_time
+            self.load_time: Callable[[Any], datetime] = _sqlite_load_time
+        elif backend == "postgresql":
+            self.dump_time, self.load_time = ensure_aware, ensure_aware
+        else:
+            self.dump_time, self.load_time = _naive_utc, ensure_aware
+        self.record_columns = [record.c[name] for name in _RECORD_FIELDS]
+        self.record_reads = [self.read(column) for column in self.record_columns]
+        self._record_loaders = [self.loader(column) for column in self.record_columns]
+        self.delivery_columns = [delivery.c[name] for name in _DELIVERY_FIELDS]
+        self.delivery_reads = [self.read(column) for column in self.delivery_columns]
+        self._delivery_loaders = [self.loader(column) for column in self.delivery_columns]
+        self.event_read = self.read(event.c.event)
+
+    def read(self, column: sa.Column[Any]) -> sa.ColumnElement[Any]:
+        """``column`` as selected: as the driver returns it (JSON as text), converted by ``loader``."""
+        if self.backend == "postgresql" and isinstance(column.type, JSONDocument):
+            return sa.cast(column, sa.Text).label(column.name)
+        if isinstance(column.type, (JSONDocument, UTCDateTime)):
+            return sa.type_coerce(column, sa.types.NullType()).label(column.name)  # no processing
+        return column
+
+    def time(self, value: datetime | None) -> Any:
+        return None if value is None else self.dump_time(value)
+
+    def loader(self, column: sa.Column[Any]) -> Callable[[Any], Any] | None:
+        """How to read ``column``'s values from the driver (None: as they come)."""
+        if isinstance(column.type, UTCDateTime):
+            return self.load_time
+        if isinstance(column.type, JSONDocument):
+            return self.load_json
+        return None
+
+    def dumper(self, column: sa.Column[Any]) -> Callable[[Any], Any] | None:
+        """How to hand ``column``'s values to the driver (None: as they are)."""
+        if isinstance(column.type, UTCDateTime):
+            return self.dump_time
+        if isinstance(column.type, JSONDocument):
+            return self.dump_json
+        return None
+
+    def record(self, row: Sequence[Any], history: list[dict[str, Any]]) -> EscalationRecord:
+        """A record from a row that starts with the ``record_reads`` columns."""
+        values = {
+            column.name: value if load is None or value is None else load(value)
+            for column, load, value in zip(self.record_columns, self._record_loaders, row)
+        }
+        return EscalationRecord(**values, history=history)
+
+    def delivery(self, row: Sequence[Any]) -> Delivery:
+        """A delivery from a row of the ``delivery_reads`` columns."""
+        values = {
+            column.name: value if load is None or value is None else load(value)
+            for column, load, value in zip(self.delivery_columns, self._delivery_loaders, row)
+        }
+        values["target"] = EscalationTarget.from_dict(values["target"])
+        values["state"] = DeliveryState(values["state"])
+        return Delivery(**values)
+
+
+class _Statement:
+    """A Core statement compiled once for the store's database, run straight on a DBAPI cursor.
+
+    Compiling from Core keeps the SQL portable (quoting, placeholders, casts, RETURNING, FOR
+    UPDATE); parameters are passed by name and arranged for the driver's paramstyle here.
+    """
+
+    __slots__ = ("sql", "_fixed", "_order")
+
+    def __init__(self, statement: sa.Executable, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = compiled.string
+        # the statement's own literals (states, increments) are bound parameters too
+        self._fixed = {name: bind.effective_value for bind, name in compiled.bind_names.items() if not bind.required}
+        self._order = tuple(compiled.positiontup or ()) if dialect.positional else None
+
+    def params(self, values: dict[str, Any]) -> dict[str, Any] | tuple[Any, ...]:
+        if self._fixed:
+            values = {**self._fixed, **values}
+        return values if self._order is None else tuple(values[name] for name in self._order)
+
+    def run(self, cursor: Any, values: dict[str, Any]) -> int:
+        """Execute; the number of rows changed."""
+        cursor.execute(self.sql, self.params(values))
+        return cursor.rowcount
+
+    def rows(self, cursor: Any, values: dict[str, Any]) -> list[tuple[Any, ...]]:
+        cursor.execute(self.sql, self.params(values))
+        return cursor.fetchall()
+
+    def many(self, cursor: Any, rows: Sequence[dict[str, Any]]) -> None:
+        cursor.executemany(self.sql, [self.params(values) for values in rows])
+
+
+_W = "w_"  # prefix of WHERE parameters (SQLAlchemy reserves column names for the SET values)
+
+
+class _Statements:
+    """The direct path's statements for one store's tables and database, and its row mapping."""
+
+    def __init__(self, tables: Tables, dialect: Dialect, codec: _Codec) -> None:
+        record, event, delivery = tables
+        self.codec = codec
+        self.returning = bool(dialect.update_returning)
+        bind = sa.bindparam
+
+        def compiled(statement: sa.Executable) -> _Statement:
+            return _Statement(statement, dialect)
+
+        # ---- records: a record and its history in one SELECT (one row per event, in seq order;
+        # events past history_len belong to a later version than the row read)
+        with_history = record.outerjoin(
+            event, sa.and_(event.c.record_id == record.c.id, event.c.seq < record.c.history_len)
+        )
+        one = sa.select(*codec.record_reads, event.c.seq, codec.event_read).select_from(with_history)
+        self.get = compiled(one.where(record.c.id == bind(_W + "id")).order_by(event.c.seq))
+        self.find_open = compiled(
+            one.where(
+                record.c.open_key == bind(_W + "open_key"),
+                record.c.incident_id == bind(_W + "incident_id"),
+                record.c.policy_name == bind(_W + "policy_name"),
+            ).order_by(event.c.seq)
+        )
+        self.open_id = compiled(sa.select(record.c.id).where(record.c.open_key == bind(_W + "open_key")))
+        self.record_dumpers = {column.name: codec.dumper(column) for column in record.c}
+        self.insert_record = compiled(sa.insert(record).values({c.name: bind(c.name) for c in record.c}))
+        # compare-and-swap; history_len in the WHERE too, so the new events' place is known
+        # without reading it back (update() falls back to reading it when that guess is wrong)
+        self.update_columns = [c.name for c in record.c if c.name not in ("id", "notification_count")]
+        self.cas = compiled(
+            sa.update(record)
+            .where(
+                record.c.id == bind(_W + "id"),
+                record.c.version == bind(_W + "version"),
+                record.c.history_len == bind(_W + "history_len"),
+            )
+            .values({name: bind(name) for name in self.update_columns})
+        )
+        self.version_of = compiled(
+            sa.select(record.c.version, record.c.history_len)
+            .where(record.c.id == bind(_W + "id"))
+            .with_for_update()
+        )
+        self.count_sent = compiled(
+            sa.update(record)
+            .where(record.c.id == bind(_W + "id"))
+            .values(notification_count=record.c.notification_count + 1)
+        )
+        self.insert_event = compiled(
+            sa.insert(event).values({c.name: bind(c.name) for c in event.c})
+        )
+
+        # ---- deliveries
+        self.insert_delivery = compiled(
+            sa.insert(delivery).values(
+                {c.name: bind(c.name) for c in delivery.c if c.name not in ("lease_owner", "lease_until")}
+            )
+        )
+        self.last_seq = compiled(
+            sa.select(sa.func.max(delivery.c.seq)).where(delivery.c.record_id == bind(_W + "record_id"))
+        )
+        self.cancel_pending = compiled(
+            sa.update(delivery)
+            .where(delivery.c.record_id == bind(_W + "record_id"), delivery.c.state == DeliveryState.PENDING.value)
+            .values(state=DeliveryState.CANCELLED.value, updated_at=bind("updated_at"))
+        )
+        self.delivery_by_id = compiled(
+            sa.select(*codec.delivery_reads).where(delivery.c.id == bind(_W + "id"))
+        )
+
+        def move(from_state: DeliveryState, *criteria: Any, **values: Any) -> _Statement:
+            """One delivery from ``from_state`` to the given values; its new row where RETURNING is."""
+            statement = (
+                sa.update(delivery)
+                .where(delivery.c.id == bind(_W + "id"), delivery.c.state == from_state.value, *criteria)
+                .values(updated_at=bind("updated_at"), **values)
+            )
+            return compiled(statement.returning(*codec.delivery_reads) if self.returning else statement)
+
+        self.start_delivery = move(
+            DeliveryState.PENDING,
+            # a retry keeps its backoff: not before its next_attempt_at
+            sa.or_(delivery.c.next_attempt_at.is_(None), delivery.c.next_attempt_at <= bind(_W + "now")),
+            state=DeliveryState.SENDING.value,
+            attempts=delivery.c.attempts + 1,
+            lease_owner=bind("lease_owner"),
+            lease_until=bind("lease_until"),
+        )
+        released = {"last_error": bind("last_error"), "lease_owner": None, "lease_until": None}
+        self.finish_sent = move(
+            DeliveryState.SENDING, state=DeliveryState.SENT.value, sent_at=bind("sent_at"), **released
+        )
+        self.finish_retry = move(
+            DeliveryState.SENDING,
+            state=DeliveryState.PENDING.value,
+            next_attempt_at=bind("next_attempt_at"),
+            **released,
+        )
+        self.finish_failed = move(DeliveryState.SENDING, state=DeliveryState.FAILED.value, **released)
+
+    # ------------------------------------------------------------------ values in and out
+    def record_params(self, record: EscalationRecord) -> dict[str, Any]:
+        values = _record_values(record)
+        for name, dump in self.record_dumpers.items():
+            if dump is not None and values.get(name) is not None:
+                values[name] = dump(values[name])
+        return values
+
+    def event_params(
+        self, record_id: str, events: Sequence[dict[str, Any]], start: int, fallback: datetime
+    ) -> list[dict[str, Any]]:
+        time, dump = self.codec.time, self.codec.dump_json
+        return [
+            {"record_id": record_id, "seq": start + i, "at": time(_event_time(e, fallback)), "event": dump(e)}
+            for i, e in enumerate(events)
+        ]
+
+    def delivery_params(self, deliveries: Sequence[Delivery], start: int) -> list[dict[str, Any]]:
+        time = self.codec.time
+        return [
+            {
+                "id": d.id,
+                "record_id": d.record_id,
+                "seq": start + i,
+                "level": d.level,
+                "round": d.round,
+                "target": self.codec.dump_json(d.target.to_dict()),
+                "target_key": d.target.key[:TARGET_KEY],
+                "state": DeliveryState(d.state).value,
+                "attempts": d.attempts,
+                "created_at": time(d.created_at),
+                "updated_at": time(d.updated_at),
+                "next_attempt_at": time(d.next_attempt_at),
+                "sent_at": time(d.sent_at),
+                "last_error": d.last_error,
+            }
+            for i, d in enumerate(deliveries)
+        ]
+
+    def record(self, rows: Sequence[tuple[Any, ...]]) -> EscalationRecord | None:
+        """The record of a ``get``/``find_open`` result: its columns, then (seq, event) per row."""
+        if not rows:
+            return None
+        n = len(self.codec.record_reads)
+        load_json = self.codec.load_json
+        return self.codec.record(rows[0], [load_json(row[n + 1]) for row in rows if row[n] is not None])
+
+    def moved(self, cursor: Any, statement: _Statement, values: dict[str, Any]) -> Delivery | None:
+        """Run a ``move`` statement; the delivery as it now is, or None if it was not in the state."""
+        if self.returning:
+            rows = statement.rows(cursor, values)  # fetch all: SQLite finishes the statement
+        elif statement.run(cursor, values) == 1:
+            rows = self.delivery_by_id.rows(cursor, {_W + "id": values[_W + "id"]})
+        else:
+            rows = []
+        return self.codec.delivery(rows[0]) if rows else None
 
 
 # --------------------------------------------------------------------------- stores
@@ -259,17 +567,29 @@ class SQLEscalationStore(BaseEscalationStore):
                 f"{name} store: unsupported database {self._dialect!r} "
                 f"(supported: {', '.join(sorted(_SUPPORTED))})"
             )
-        if self._dialect == "sqlite":
+        self._sqlite = self._dialect == "sqlite"
+        if self._sqlite:
             _install_sqlite_hooks(self._engine)
         # a StaticPool hands its one connection to every thread: take turns with it
-        self._serial: AbstractContextManager[Any] = (
-            threading.Lock() if isinstance(self._engine.pool, StaticPool) else nullcontext()
+        shared = isinstance(self._engine.pool, StaticPool)
+        self._serial: AbstractContextManager[Any] = threading.Lock() if shared else nullcontext()
+        # SQLite has one writer at a time; the store's own writers wait here, woken as soon as the
+        # lock is free, rather than in SQLite's busy handler (other processes still wait there)
+        self._writer: AbstractContextManager[Any] = (
+            threading.Lock() if self._sqlite and not shared else nullcontext()
         )
+        self._dbapi = self._engine.dialect.loaded_dbapi
+        self._statements: _Statements | None = None  # compiled at first use, once the dialect knows the server
+        self._local = threading.local()  # .batch: the Connection of the thread's open batch()
+        # SQLite commits one writer at a time: batching calls costs no concurrency there, while
+        # a server serves concurrent transactions better than one long one
+        self.prefers_batches = self._sqlite
         if table_prefix == DEFAULT_PREFIX:
             self._metadata, self._tables = sql_schema.metadata, sql_schema.tables
         else:
             self._metadata = sa.MetaData()
             self._tables = build_tables(self._metadata, table_prefix)
+        self._codec = _Codec(self._tables, self._dialect)
         if create_tables:
             self.create_tables()
 
@@ -282,8 +602,20 @@ class SQLEscalationStore(BaseEscalationStore):
         return self._tables
 
     def create_tables(self) -> None:
-        """Create the store's tables and indexes that do not exist yet."""
-        self._run(lambda conn: self._metadata.create_all(conn, tables=list(self._tables)), write=True)
+        """Create the store's tables and indexes that do not exist yet.
+
+        Replicas starting together on a fresh database race here: the loser's CREATE fails with
+        "already exists" (PostgreSQL reports it as a duplicate in pg_type). That is the outcome
+        it wanted, so look again and carry on.
+        """
+        for attempt in range(1, 4):
+            try:
+                self._run(lambda conn: self._metadata.create_all(conn, tables=list(self._tables)), write=True)
+                return
+            except StoreError as error:
+                if attempt == 3 or not _already_exists(error):
+                    raise
+                time.sleep(0.05 * attempt)
 
     # ------------------------------------------------------------------ helpers
     def _connect(self) -> Connection:
@@ -295,44 +627,186 @@ class SQLEscalationStore(BaseEscalationStore):
 
     def _run(self, work: Callable[[Connection], T], *, write: bool = False) -> T:
         """Run ``work`` in one transaction; ``write`` transactions take SQLite's write lock at BEGIN."""
+        batch = getattr(self._local, "batch", None)
+        if batch is not None:
+            try:
+                with batch.begin_nested():
+                    return work(batch)
+            except sa_exc.DBAPIError as error:
+                raise StoreError(f"{self.name} store: database error at {self._url}: {_cause(error)}") from error
         attempt = 1
         while True:
-            with self._serial, self._connect() as conn:
+            with self._serial, self._writer if write else _NO_LOCK, self._connect() as conn:
                 if write:
                     conn.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
+                committing = False
                 try:
                     with conn.begin():
-                        return work(conn)
+                        result = work(conn)
+                        committing = True  # what fails from here on is the commit
+                    return result
                 except sa_exc.DBAPIError as error:
-                    if attempt < _ATTEMPTS and _is_deadlock(error):
+                    if attempt < _ATTEMPTS and _may_rerun(error, error.connection_invalidated, committing):
                         attempt += 1
                         continue
                     message = f"{self.name} store: database error at {self._url}: {_cause(error)}"
                     raise StoreError(message) from error
 
+    def _direct(self, work: Callable[[Any, _Statements], T], *, write: bool = True) -> T:
+        """Run ``work(cursor, statements)`` in one transaction on a pooled DBAPI connection.
+
+        ``write=False`` is for a single SELECT, which on SQLite runs without BEGIN (one statement
+        reads one snapshot). Errors are handled as in ``_run``.
+        """
+        batch = getattr(self._local, "batch", None)
+        if batch is not None:
+            return self._in_batch(batch, work)
+        # PostgreSQL: a lone SELECT in autocommit is one round trip instead of BEGIN, it, COMMIT
+        # (psycopg switches autocommit without a round trip; MySQL drivers would spend one)
+        autocommit = not write and self._dialect == "postgresql"
+        attempt = 1
+        while True:
+            with self._serial, self._writer if write else _NO_LOCK:
+                try:
+                    connection = self._engine.raw_connection()
+                except (sa_exc.DBAPIError, sa_exc.TimeoutError, self._dbapi.Error) as error:
+                    message = f"{self.name} store: cannot reach the database at {self._url}: {_cause(error)}"
+                    raise StoreError(message) from error
+                cursor = connection.cursor()
+                committing = False
+                try:
+                    if self._statements is None:
+                        self._statements = _Statements(self._tables, self._engine.dialect, self._codec)
+                    if autocommit:
+                        connection.dbapi_connection.autocommit = True
+                    if write and self._sqlite:
+                        cursor.execute("BEGIN IMMEDIATE")  # as _sqlite_begin does for _run's writes
+                    result = work(cursor, self._statements)
+                    committing = True  # what fails from here on is the commit
+                    connection.commit()
+                    return result
+                except self._dbapi.Error as error:
+                    dropped = self._abandon(connection, cursor, error)
+                    if attempt < _ATTEMPTS and _may_rerun(error, dropped, committing):
+                        attempt += 1
+                        continue
+                    message = f"{self.name} store: database error at {self._url}: {_cause(error)}"
+                    raise StoreError(message) from error
+                except BaseException:
+                    self._abandon(connection, cursor, None)
+                    raise
+                finally:
+                    cursor.close()
+                    if autocommit and connection.is_valid:
+                        try:  # the pool's other users expect transactions
+                            connection.dbapi_connection.autocommit = False
+                        except self._dbapi.Error as error:
+                            connection.invalidate(error)
+                    connection.close()  # back to the pool (unless invalidated)
+
+    def _in_batch(self, batch: Connection, work: Callable[[Any, _Statements], T]) -> T:
+        """``work`` in a savepoint of the thread's batch transaction: undone alone if it fails."""
+        if self._statements is None:
+            self._statements = _Statements(self._tables, self._engine.dialect, self._codec)
+        cursor = batch.connection.dbapi_connection.cursor()
+        try:
+            cursor.execute("SAVEPOINT escalation_call")
+            try:
+                result = work(cursor, self._statements)
+            except BaseException:
+                cursor.execute("ROLLBACK TO SAVEPOINT escalation_call")
+                cursor.execute("RELEASE SAVEPOINT escalation_call")
+                raise
+            cursor.execute("RELEASE SAVEPOINT escalation_call")
+            return result
+        except self._dbapi.Error as error:
+            raise StoreError(f"{self.name} store: database error at {self._url}: {_cause(error)}") from error
+        finally:
+            cursor.close()
+
+    def run_batch(self, calls: Sequence[tuple[Callable[..., Any], tuple, dict]]) -> list[tuple[Any, Exception | None]]:
+        """Run ``calls`` (this store's bound methods, args, kwargs) as one transaction; their
+        outcomes in order, ``(result, None)`` or ``(None, error)``.
+
+        Each call runs in a savepoint: one that fails is undone alone. Raises ``StoreError`` if
+        the transaction does not commit: then none of the calls took effect. The engine runs the
+        calls that queue up for a store that ``prefers_batches`` (SQLite) this way: one commit
+        instead of one per call, and the calls' changes to the same pages (index leaves, table
+        ends) reach the WAL once.
+        """
+        outcomes: list[tuple[Any, Exception | None]] = []
+        with self._batch():
+            for fn, args, kwargs in calls:
+                try:
+                    outcomes.append((fn(*args, **kwargs), None))
+                except Exception as exc:  # noqa: BLE001 - that call's outcome
+                    outcomes.append((None, exc))
+        return outcomes
+
+    @contextmanager
+    def _batch(self) -> Iterator[None]:
+        """The store calls this thread makes inside the block run as one transaction (see run_batch).
+
+        Other threads' writes wait for the block (reads do not, on SQLite's WAL).
+        """
+        if getattr(self._local, "batch", None) is not None:
+            yield  # nested: the outer block commits
+            return
+        with self._serial, self._writer:
+            conn = self._connect()
+            try:
+                conn.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
+                try:
+                    with conn.begin():
+                        self._local.batch = conn
+                        try:
+                            yield
+                        finally:
+                            self._local.batch = None
+                except sa_exc.DBAPIError as error:
+                    message = f"{self.name} store: database error at {self._url}: {_cause(error)}"
+                    raise StoreError(message) from error
+            finally:
+                conn.close()
+
+    def _abandon(self, connection: Any, cursor: Any, error: Exception | None) -> bool:
+        """Roll back; a connection the error shows is dead is dropped from the pool (True)."""
+        try:
+            connection.rollback()
+        except self._dbapi.Error:
+            pass
+        if error is not None and self._engine.dialect.is_disconnect(error, connection.dbapi_connection, cursor):
+            connection.invalidate(error)
+            return True
+        return False
+
     def _is_open(self) -> sa.ColumnElement[bool]:
         return self._tables.record.c.open_key.isnot(None)
 
+    def _record_query(self) -> sa.Select[Any]:
+        """Records as ``_with_history`` reads them: the codec's record columns, then history_len."""
+        return sa.select(*self._codec.record_reads, self._tables.record.c.history_len)
+
     def _with_history(self, conn: Connection, rows: Sequence[Row[Any]]) -> list[EscalationRecord]:
-        """Records from their rows, each with its history read in seq order."""
-        event = self._tables.event
-        lengths = {row.id: row.history_len for row in rows}
-        histories: dict[str, list[dict[str, Any]]] = {row.id: [] for row in rows}
-        for chunk in _chunks([row.id for row in rows if row.history_len]):
+        """Records from ``_record_query`` rows, each with its history read in seq order."""
+        event, codec = self._tables.event, self._codec
+        lengths = {row[0]: row[-1] for row in rows}  # id, history_len
+        histories: dict[str, list[dict[str, Any]]] = {row[0]: [] for row in rows}
+        for chunk in _chunks([row[0] for row in rows if row[-1]]):
             query = (
-                sa.select(event.c.record_id, event.c.seq, event.c.event)
+                sa.select(event.c.record_id, event.c.seq, codec.event_read)
                 .where(event.c.record_id.in_(chunk))
                 .order_by(event.c.record_id, event.c.seq)
             )
             for record_id, seq, entry in conn.execute(query):
                 if seq < lengths[record_id]:  # a later version's events: not this row's history
-                    histories[record_id].append(entry)
-        return [_record_from_row(row, histories[row.id]) for row in rows]
+                    histories[record_id].append(codec.load_json(entry))
+        return [codec.record(row, histories[row[0]]) for row in rows]
 
     def _records(
         self, *criteria: Any, order_by: Sequence[Any], limit: int | None = None
     ) -> list[EscalationRecord]:
-        query = sa.select(self._tables.record).where(*criteria).order_by(*order_by).limit(limit)
+        query = self._record_query().where(*criteria).order_by(*order_by).limit(limit)
         return self._run(lambda conn: self._with_history(conn, conn.execute(query).all()))
 
     def _first(self, *criteria: Any, order_by: Sequence[Any] = ()) -> EscalationRecord | None:
@@ -405,7 +879,7 @@ class SQLEscalationStore(BaseEscalationStore):
     ) -> list[Delivery]:
         """Move pending deliveries (selected FOR UPDATE) to sending under ``owner``'s lease."""
         delivery = self._tables.delivery
-        started = [_delivery_from_row(row) for row in rows]
+        started = [self._codec.delivery(row) for row in rows]
         if started:
             conn.execute(
                 sa.update(delivery)
@@ -426,7 +900,9 @@ class SQLEscalationStore(BaseEscalationStore):
 
     # ------------------------------------------------------------------ spec query API
     def get(self, record_id: str) -> EscalationRecord | None:
-        return self._first(self._tables.record.c.id == record_id)
+        return self._direct(
+            lambda cursor, sql: sql.record(sql.get.rows(cursor, {_W + "id": record_id})), write=False
+        )
 
     def get_by_incident(self, incident_id: str) -> list[EscalationRecord]:
         record = self._tables.record
@@ -465,13 +941,13 @@ class SQLEscalationStore(BaseEscalationStore):
                                (record.c.dag_id, dag_id)):
             if wanted is not None:
                 criteria.append(column == wanted)
-        page = (
-            sa.select(record)
-            .where(*criteria)
-            .order_by(record.c.created_at.desc(), record.c.id.desc())
-            .limit(max(0, limit))
-            .offset(max(0, offset))
-        )
+        newest_first = (record.c.created_at.desc(), record.c.id.desc())
+        # the page's ids first, then their rows: sorting every match's whole row (JSON documents
+        # included) to keep a page of them costs far more (a derived table, not IN: MySQL allows
+        # no LIMIT in an IN subquery)
+        ids = sa.select(record.c.id).where(*criteria).order_by(*newest_first)
+        ids = ids.limit(max(0, limit)).offset(max(0, offset)).subquery("page")
+        page = self._record_query().join_from(record, ids, ids.c.id == record.c.id).order_by(*newest_first)
         total = sa.select(sa.func.count()).select_from(record).where(*criteria)
         return self._run(lambda conn: (self._with_history(conn, conn.execute(page).all()),
                                        conn.execute(total).scalar_one()))
@@ -568,39 +1044,39 @@ class SQLEscalationStore(BaseEscalationStore):
     # ------------------------------------------------------------------ engine contract
     def create(self, record: EscalationRecord, deliveries: Sequence[Delivery] = ()) -> EscalationRecord | None:
         _check_deliveries(record, deliveries)
-        values = _record_values(record)
-        values.update(version=1, history_len=len(record.history))
-        table = self._tables.record
-        # a closed record has no open_key to collide on: look for the open one (as memory does)
-        key = open_key(record.incident_id, record.policy_name)
-        open_one = sa.select(table.c.id).where(table.c.open_key == key)
 
-        def work(conn: Connection) -> None:
-            if not record.is_open and conn.execute(open_one).first() is not None:
+        def work(cursor: Any, sql: _Statements) -> None:
+            # a closed record has no open_key to collide on: look for the open one (as memory does)
+            key = open_key(record.incident_id, record.policy_name)
+            if not record.is_open and sql.open_id.rows(cursor, {_W + "open_key": key}):
                 raise _AlreadyStored
+            values = sql.record_params(record)
+            values.update(version=1, history_len=len(record.history), lease_owner=None, lease_until=None)
             try:
-                conn.execute(sa.insert(table).values(values))
-            except sa_exc.IntegrityError as error:
+                sql.insert_record.run(cursor, values)
+            except self._dbapi.IntegrityError as error:
                 if _is_unique_violation(error):
                     raise _AlreadyStored from error
                 raise
-            self._insert_events(conn, record.id, record.history, 0, record.created_at)
-            self._insert_deliveries(conn, deliveries, 0)
+            if record.history:
+                sql.insert_event.many(cursor, sql.event_params(record.id, record.history, 0, record.created_at))
+            if deliveries:
+                sql.insert_delivery.many(cursor, sql.delivery_params(deliveries, 0))
 
         try:
-            self._run(work, write=True)
+            self._direct(work)
         except _AlreadyStored:
             return None
         record.version = 1
         return record
 
     def find_open(self, incident_id: str, policy_name: str) -> EscalationRecord | None:
-        record = self._tables.record
-        return self._first(
-            record.c.open_key == open_key(incident_id, policy_name),
-            record.c.incident_id == incident_id,
-            record.c.policy_name == policy_name,
-        )
+        where = {
+            _W + "open_key": open_key(incident_id, policy_name),
+            _W + "incident_id": incident_id,
+            _W + "policy_name": policy_name,
+        }
+        return self._direct(lambda cursor, sql: sql.record(sql.find_open.rows(cursor, where)), write=False)
 
     def last_closed(self, incident_id: str, policy_name: str) -> EscalationRecord | None:
         record = self._tables.record
@@ -621,37 +1097,45 @@ class SQLEscalationStore(BaseEscalationStore):
         cancel_pending: bool = False,
     ) -> bool:
         _check_deliveries(record, deliveries)
-        table, delivery = self._tables.record, self._tables.delivery
-        values = _record_values(record)
-        del values["id"], values["notification_count"]  # counted by finish_delivery alone
-        values.update(
-            version=expected_version + 1,
-            lease_owner=None,
-            lease_until=None,
-            history_len=table.c.history_len + len(new_events),
-        )
-        cas = sa.update(table).where(table.c.id == record.id, table.c.version == expected_version).values(values)
-        # where the new events and deliveries go: read under the row lock the CAS just took
-        ends = sa.select(
-            table.c.history_len,
-            sa.select(sa.func.max(delivery.c.seq)).where(delivery.c.record_id == record.id).scalar_subquery(),
-        ).where(table.c.id == record.id)
+        new_events = list(new_events)
 
-        def work(conn: Connection) -> bool:
-            if conn.execute(cas).rowcount != 1:
-                return False
-            history_len, last_seq = conn.execute(ends).one() if new_events or deliveries else (0, None)
-            self._insert_events(conn, record.id, new_events, history_len - len(new_events), record.updated_at)
+        def work(cursor: Any, sql: _Statements) -> bool:
+            values = sql.record_params(record)
+            values.update(
+                {_W + "id": record.id, _W + "version": expected_version},
+                version=expected_version + 1,
+                lease_owner=None,
+                lease_until=None,
+            )
+            del values["id"], values["notification_count"]  # counted by finish_delivery alone
+
+            def swap(stored_len: int) -> bool:
+                values.update({_W + "history_len": stored_len}, history_len=stored_len + len(new_events))
+                return sql.cas.run(cursor, values) == 1
+
+            # the stored history is record.history without new_events, unless the caller's record
+            # says otherwise: then read where it ends (the row lock keeps it there)
+            start = len(record.history) - len(new_events)
+            if not swap(start):
+                found = sql.version_of.rows(cursor, {_W + "id": record.id})
+                if not found or found[0][0] != expected_version:
+                    return False
+                start = found[0][1]
+                if not swap(start):
+                    return False
+            if new_events:
+                sql.insert_event.many(cursor, sql.event_params(record.id, new_events, start, record.updated_at))
             if cancel_pending:
-                conn.execute(
-                    sa.update(delivery)
-                    .where(delivery.c.record_id == record.id, delivery.c.state == DeliveryState.PENDING.value)
-                    .values(state=DeliveryState.CANCELLED.value, updated_at=record.updated_at)
+                sql.cancel_pending.run(
+                    cursor, {_W + "record_id": record.id, "updated_at": self._codec.time(record.updated_at)}
                 )
-            self._insert_deliveries(conn, deliveries, 0 if last_seq is None else last_seq + 1)
+            if deliveries:
+                # numbered after the record's last delivery, read under the row lock the swap took
+                last = sql.last_seq.rows(cursor, {_W + "record_id": record.id})[0][0]
+                sql.insert_delivery.many(cursor, sql.delivery_params(deliveries, 0 if last is None else last + 1))
             return True
 
-        if not self._run(work, write=True):
+        if not self._direct(work):
             return False
         record.version = expected_version + 1
         return True
@@ -662,7 +1146,7 @@ class SQLEscalationStore(BaseEscalationStore):
         record = self._tables.record
         free = sa.or_(record.c.lease_until.is_(None), record.c.lease_until <= now, record.c.lease_owner == owner)
         due = (
-            sa.select(record)
+            self._record_query()
             .where(self._is_open(), record.c.next_escalation_at <= now, free)
             .order_by(record.c.next_escalation_at)  # index order (a tie-breaker would force a sort)
             .limit(limit)
@@ -674,7 +1158,7 @@ class SQLEscalationStore(BaseEscalationStore):
             if rows:
                 conn.execute(
                     sa.update(record)
-                    .where(record.c.id.in_([row.id for row in rows]))
+                    .where(record.c.id.in_([row[0] for row in rows]))
                     .values(lease_owner=owner, lease_until=now + lease)
                 )
             return self._with_history(conn, rows)
@@ -688,20 +1172,27 @@ class SQLEscalationStore(BaseEscalationStore):
 
     def next_due_at(self) -> datetime | None:
         record = self._tables.record
-        first = sa.select(sa.func.min(record.c.next_escalation_at)).where(self._is_open())
+        # the first entry of the due index, rather than MIN(): MySQL, whose due index is not
+        # partial, would compute MIN over every open record instead of stopping at the first
+        first = (
+            sa.select(record.c.next_escalation_at)
+            .where(self._is_open(), record.c.next_escalation_at.isnot(None))
+            .order_by(record.c.next_escalation_at)
+            .limit(1)
+        )
         return self._run(lambda conn: conn.execute(first).scalar())
 
     # ------------------------------------------------------------------ outbox
     def get_deliveries(self, record_id: str) -> list[Delivery]:
         delivery = self._tables.delivery
-        query = sa.select(delivery).where(delivery.c.record_id == record_id).order_by(delivery.c.seq)
-        return self._run(lambda conn: [_delivery_from_row(row) for row in conn.execute(query)])
+        query = sa.select(*self._codec.delivery_reads).where(delivery.c.record_id == record_id).order_by(delivery.c.seq)
+        return self._run(lambda conn: [self._codec.delivery(row) for row in conn.execute(query)])
 
     def claim_deliveries(self, now: datetime, limit: int, owner: str, lease: timedelta) -> list[Delivery]:
         if limit <= 0:
             return []
         delivery = self._tables.delivery
-        pending = sa.select(delivery).where(delivery.c.state == DeliveryState.PENDING.value)
+        pending = sa.select(*self._codec.delivery_reads).where(delivery.c.state == DeliveryState.PENDING.value)
         # first the new ones (no next_attempt_at: due at once), then the retries whose time has
         # come; two queries, so each walks the (state, next_attempt_at, created_at) index in order
         fresh = pending.where(delivery.c.next_attempt_at.is_(None)).order_by(delivery.c.created_at)
@@ -717,16 +1208,15 @@ class SQLEscalationStore(BaseEscalationStore):
         return self._run(work, write=True)
 
     def start_delivery(self, delivery_id: str, now: datetime, owner: str, lease: timedelta) -> Delivery | None:
-        delivery = self._tables.delivery
-        pending = (
-            sa.select(delivery)
-            .where(delivery.c.id == delivery_id, delivery.c.state == DeliveryState.PENDING.value)
-            .with_for_update()
-        )
-        started = self._run(
-            lambda conn: self._start_deliveries(conn, conn.execute(pending).all(), now, owner, lease), write=True
-        )
-        return started[0] if started else None
+        time = self._codec.time
+        values = {
+            _W + "id": delivery_id,
+            _W + "now": time(now),
+            "updated_at": time(now),
+            "lease_owner": owner,
+            "lease_until": time(now + lease),
+        }
+        return self._direct(lambda cursor, sql: sql.moved(cursor, sql.start_delivery, values))
 
     def finish_delivery(
         self,
@@ -737,47 +1227,24 @@ class SQLEscalationStore(BaseEscalationStore):
         error: str | None = None,
         retry_at: datetime | None = None,
     ) -> Delivery | None:
-        record, delivery = self._tables.record, self._tables.delivery
-        sending = (
-            sa.select(delivery)
-            .where(delivery.c.id == delivery_id, delivery.c.state == DeliveryState.SENDING.value)
-            .with_for_update()
-        )
+        time = self._codec.time
+        values = {_W + "id": delivery_id, "updated_at": time(now), "last_error": error}
 
-        def work(conn: Connection) -> Delivery | None:
-            row = conn.execute(sending).first()
-            if row is None:
-                return None
-            done = _delivery_from_row(row)
-            done.updated_at, done.last_error = now, error
+        def work(cursor: Any, sql: _Statements) -> Delivery | None:
             if sent:
-                done.state, done.sent_at = DeliveryState.SENT, now
+                statement = sql.finish_sent
+                values["sent_at"] = time(now)
             elif retry_at is not None:
-                done.state, done.next_attempt_at = DeliveryState.PENDING, retry_at
+                statement = sql.finish_retry
+                values["next_attempt_at"] = time(retry_at)
             else:
-                done.state = DeliveryState.FAILED
-            conn.execute(
-                sa.update(delivery)
-                .where(delivery.c.id == delivery_id)
-                .values(
-                    state=done.state.value,
-                    updated_at=now,
-                    last_error=error,
-                    sent_at=done.sent_at,
-                    next_attempt_at=done.next_attempt_at,
-                    lease_owner=None,
-                    lease_until=None,
-                )
-            )
-            if sent:
-                conn.execute(
-                    sa.update(record)
-                    .where(record.c.id == done.record_id)
-                    .values(notification_count=record.c.notification_count + 1)
-                )
+                statement = sql.finish_failed
+            done = sql.moved(cursor, statement, values)
+            if done is not None and sent:
+                sql.count_sent.run(cursor, {_W + "id": done.record_id})
             return done
 
-        return self._run(work, write=True)
+        return self._direct(work)
 
     def expire_deliveries(self, now: datetime) -> int:
         delivery = self._tables.delivery
@@ -831,3 +1298,8 @@ class SQLiteEscalationStore(SQLEscalationStore):
         connect_args.setdefault("timeout", busy_timeout)
         url = sa.URL.create("sqlite", database=None if db_path in ("", ":memory:") else db_path)
         super().__init__(url, name=name, connect_args=connect_args, **kwargs)
+
+
+def _already_exists(error: BaseException) -> bool:
+    text = str(error.__cause__ or error).lower()
+    return "already exists" in text or "pg_type_typname_nsp_index" in text or "1050" in text

@@ -1,0 +1,275 @@
+"""Hand a trigger (or a resolve) to the escalation service within a short budget.
+
+Shared by :class:`~airflow_escalation.notifications.escalation.EscalationNotifier`, the spool
+drainers and ``python -m airflow_escalation.spool drain``. Each call is one attempt with a short
+timeout and no inline retries: a failure callback cannot wait, the spool is the retry.
+
+Outcomes (``airflow_escalation.spool``): ``SENT`` when the service answered (a policy gate that
+refused the trigger, ``filtered``/``suppressed``/``capacity``, is an answer too), ``RETRY`` when
+a later attempt may succeed (unreachable, timeout, 5xx, 429, 409 write contention, auth refused,
+connection missing or misconfigured), ``DEAD`` when it will not (unknown policy, invalid request).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from airflow_escalation.spool import DEAD, KIND_RESOLVE, KIND_TRIGGER, RETRY, SENT, SpoolEntry
+
+log = logging.getLogger("airflow_escalation.notifications")
+
+DEFAULT_CONN_ID = "escalation_default"
+DEFAULT_HANDOFF_TIMEOUT = 2.0
+# open = not terminal: an acknowledged escalation is still the incident's open one
+OPEN_STATES = ("pending", "active", "escalating", "acknowledged")
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """``(RETRY | DEAD, message)`` for an exception raised while handing off."""
+    from airflow_escalation.client.errors import (
+        EscalationAPIError,
+        EscalationAuthError,
+        EscalationConflict,
+        EscalationNotFound,
+        EscalationServiceUnavailable,
+    )
+
+    message = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, EscalationServiceUnavailable):
+        return RETRY, message
+    if isinstance(exc, EscalationAuthError):
+        # a configuration problem (JWT secret, role, password) someone can fix: keep it
+        return RETRY, message + " (check the escalation connection and [api_auth] jwt_secret)"
+    if isinstance(exc, EscalationConflict):
+        return RETRY, message  # the service's "too many concurrent writers; retry"
+    if isinstance(exc, EscalationNotFound):
+        return DEAD, message
+    if isinstance(exc, EscalationAPIError):
+        if exc.status_code in (408, 425):
+            return RETRY, message
+        return DEAD, message
+    if isinstance(exc, (ValueError, TypeError)) and type(exc).__name__ != "EscalationConnectionError":
+        return DEAD, message
+    # connection not found, EscalationConnectionError, anything unexpected: keep it
+    return RETRY, message
+
+
+# Sync clients by resolved connection, reused by later callbacks of the same process (a
+# dag-processor runs many DAG callbacks; dag.test() many task callbacks): building an httpx client
+# loads the CA bundle (about 20 ms). The key is the connection's content, so an edited
+# connection gets a new client at once.
+_CLIENTS: dict[tuple, Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+_MAX_CLIENTS = 8
+
+
+def _client_for(conn_id: str, timeout: float) -> Any:
+    from airflow_escalation.client.http import EscalationClient
+    from airflow_escalation.hooks.escalation import EscalationHook, client_kwargs_from_connection
+
+    conn = EscalationHook.get_connection(conn_id)
+    key = (os.getpid(), conn_id, conn.conn_type, conn.host, conn.schema, conn.port, conn.login,
+           conn.password, conn.extra, timeout, _signing_key())
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(key)
+        if client is None:
+            kwargs = client_kwargs_from_connection(conn)
+            kwargs.update(timeout=timeout, retries=0)
+            client = EscalationClient(**kwargs)
+            while len(_CLIENTS) >= _MAX_CLIENTS:
+                _CLIENTS.pop(next(iter(_CLIENTS))).close()
+            _CLIENTS[key] = client
+        return client
+
+
+def _signing_key() -> str:
+    """What component JWTs are signed with (a client signs with what it saw when built)."""
+    try:
+        from airflow.configuration import conf
+
+        return (conf.get("api_auth", "jwt_secret", fallback="") or "") + "|" + (
+            conf.get("api_auth", "jwt_private_key_path", fallback="") or "")
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+class HandoffSender:
+    """Sends spooled or fresh requests with one short-timeout attempt each.
+
+    Sync calls use a client per resolved connection, shared by the process (see
+    ``_client_for``); async calls a hook per connection id, closed with :meth:`aclose`.
+    """
+
+    def __init__(self, *, timeout: float = DEFAULT_HANDOFF_TIMEOUT, hooks: dict[str, Any] | None = None) -> None:
+        self.timeout = float(timeout)
+        self._hooks: dict[str, Any] = dict(hooks or {})
+        self._clients: dict[str, Any] = {}
+
+    def __enter__(self) -> HandoffSender:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the async hooks' sync side; the shared sync clients stay open for reuse."""
+        self._clients.clear()
+
+    async def aclose(self) -> None:
+        for hook in self._hooks.values():
+            try:
+                await hook.aclose()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def hook(self, conn_id: str) -> Any:
+        conn_id = conn_id or DEFAULT_CONN_ID
+        hook = self._hooks.get(conn_id)
+        if hook is None:
+            from airflow_escalation.hooks.escalation import EscalationHook
+
+            hook = EscalationHook(conn_id, timeout=self.timeout, retries=0)
+            self._hooks[conn_id] = hook
+        return hook
+
+    def client(self, conn_id: str) -> Any:
+        conn_id = conn_id or DEFAULT_CONN_ID
+        client = self._clients.get(conn_id)
+        if client is None:
+            client = self._clients[conn_id] = _client_for(conn_id, self.timeout)
+        return client
+
+    # ------------------------------------------------------------------ sync
+
+    def send(self, kind: str, conn_id: str, request: dict[str, Any]) -> tuple[str, str, Any]:
+        """``(outcome, message, answer)``; never raises."""
+        try:
+            hook = self.client(conn_id)
+            if kind == KIND_TRIGGER:
+                answer = hook.trigger(
+                    request["incident_id"], request.get("context") or {},
+                    policy_name=request.get("policy_name"), trigger_type=request.get("trigger_type"),
+                    policy=request.get("policy"),
+                )
+                return SENT, describe_trigger(answer), answer
+            if kind == KIND_RESOLVE:
+                resolved = []
+                for record in self._open_records(hook.list_escalations, request):
+                    if self._resolve_one(hook.resolve, record["id"], request.get("note")):
+                        resolved.append(record["id"])
+                return SENT, describe_resolve(request, resolved), resolved
+            return DEAD, f"unknown kind {kind!r}", None
+        except Exception as exc:  # noqa: BLE001 - a hand-off never raises
+            outcome, message = classify(exc)
+            return outcome, message, None
+
+    def send_entry(self, entry: SpoolEntry) -> tuple[str, str]:
+        outcome, message, _ = self.send(entry.kind, entry.conn_id, entry.request)
+        if outcome == SENT:
+            log.info("escalation spool: sent %s %s (%d earlier attempts): %s",
+                     entry.kind, entry.path.name, entry.attempts, message)
+        return outcome, message
+
+    @staticmethod
+    def _open_records(list_fn: Any, request: dict[str, Any]) -> list[dict[str, Any]]:
+        page = list_fn(list(OPEN_STATES), incident=request["incident_id"],
+                       policy=request.get("policy_name"), limit=100)
+        return list(page.get("escalations") or [])
+
+    @staticmethod
+    def _resolve_one(resolve_fn: Any, record_id: str, note: str | None) -> bool:
+        from airflow_escalation.client.errors import EscalationConflict, EscalationNotFound
+
+        try:
+            resolve_fn(record_id, note)
+            return True
+        except (EscalationConflict, EscalationNotFound):
+            return False  # closed meanwhile: nothing left to resolve
+
+    # ------------------------------------------------------------------ async
+
+    async def asend(self, kind: str, conn_id: str, request: dict[str, Any]) -> tuple[str, str, Any]:
+        try:
+            hook = self.hook(conn_id)
+            if kind == KIND_TRIGGER:
+                answer = await hook.atrigger(
+                    request["incident_id"], request.get("context") or {},
+                    policy_name=request.get("policy_name"), trigger_type=request.get("trigger_type"),
+                    policy=request.get("policy"),
+                )
+                return SENT, describe_trigger(answer), answer
+            if kind == KIND_RESOLVE:
+                from airflow_escalation.client.errors import EscalationConflict, EscalationNotFound
+
+                page = await hook.alist_escalations(list(OPEN_STATES), incident=request["incident_id"],
+                                                    policy=request.get("policy_name"), limit=100)
+                resolved = []
+                for record in page.get("escalations") or []:
+                    try:
+                        await hook.aresolve(record["id"], request.get("note"))
+                        resolved.append(record["id"])
+                    except (EscalationConflict, EscalationNotFound):
+                        continue
+                return SENT, describe_resolve(request, resolved), resolved
+            return DEAD, f"unknown kind {kind!r}", None
+        except Exception as exc:  # noqa: BLE001
+            outcome, message = classify(exc)
+            return outcome, message, None
+
+    async def asend_entry(self, entry: SpoolEntry) -> tuple[str, str]:
+        outcome, message, _ = await self.asend(entry.kind, entry.conn_id, entry.request)
+        if outcome == SENT:
+            log.info("escalation spool: sent %s %s (%d earlier attempts): %s",
+                     entry.kind, entry.path.name, entry.attempts, message)
+        return outcome, message
+
+
+def describe_trigger(answer: Any) -> str:
+    if not isinstance(answer, dict):
+        return "sent"
+    record = answer.get("record") or {}
+    if answer.get("success"):
+        verb = "joined the open escalation" if answer.get("action") == "trigger_existing" else "escalation"
+        return (f"{verb} {record.get('id')} (incident {record.get('incident_id')!r}, policy "
+                f"{record.get('policy_name')!r}, level {record.get('current_level')}, {record.get('state')})")
+    return f"refused by the service ({answer.get('code')}): {answer.get('error') or answer.get('message')}"
+
+
+def describe_resolve(request: dict[str, Any], resolved: list[str]) -> str:
+    if not resolved:
+        return f"no open escalation of incident {request.get('incident_id')!r} to resolve"
+    return f"resolved {', '.join(resolved)} (incident {request.get('incident_id')!r})"
+
+
+
+
+
+def drain_local_spool(*, budget_seconds: float = 1.0, timeout: float = DEFAULT_HANDOFF_TIMEOUT,
+                      spool_dir: str | None = None, logger: Any = None) -> Any:
+    """Send what this machine's spool holds, for at most ``budget_seconds``; never raises.
+
+    Returns the :class:`~airflow_escalation.spool.DrainReport`, or ``None`` when the spool is
+    empty (one directory listing) or draining failed.
+    """
+    from airflow_escalation.spool import EscalationSpool
+
+    logger = logger or log
+    try:
+        spool = EscalationSpool(spool_dir)
+        if not spool.pending():
+            return None
+        with HandoffSender(timeout=timeout) as sender:
+            report = spool.drain(sender.send_entry, budget_seconds=budget_seconds)
+        if report.sent or report.dead or report.left:
+            logger.info("escalation spool %s: sent %d earlier request(s), %d dead, %d left%s",
+                        spool.directory, report.sent, report.dead, report.left,
+                        f" ({report.stopped}: {report.last_error})" if report.stopped == "unavailable" else "")
+        return report
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("escalation spool: drain failed: %s: %s", type(exc).__name__, exc)
+        return None
+
+__all__ = ["DEFAULT_HANDOFF_TIMEOUT", "HandoffSender", "OPEN_STATES", "classify", "drain_local_spool"]
