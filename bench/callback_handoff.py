@@ -1,7 +1,7 @@
 """Failure-callback hand-off time, and the service requests made by 1,000 waiting sensors.
 
-    .venv/bin/python bench/callback_handoff.py            # ~1.5 min
-    .venv/bin/python bench/callback_handoff.py --quick    # ~30 s
+    .venv/bin/python bench/callback_handoff.py            # ~4 min
+    .venv/bin/python bench/callback_handoff.py --quick    # ~1.5 min
 
 The escalation service (the real app, memory store, JWT-checked) runs in a child process on
 127.0.0.1 and counts the requests it receives. This process plays the Airflow components:

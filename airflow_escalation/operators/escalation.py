@@ -19,8 +19,12 @@ its worker slot, and
 
 - succeeds (returning the record id) when the escalation is acknowledged (``"acknowledged"``
   also accepts ``resolved``: someone handled it) or resolved (``"resolved"``);
-- fails when the escalation ends otherwise (cancelled, timed out at the top of its ladder,
-  failed, or resolved-only waits seeing ...) or when ``timeout`` passes first.
+- fails when the escalation ends otherwise (cancelled, timed out at the top of its ladder, or
+  failed) or when ``timeout`` passes first.
+
+With ``end_from_trigger=True`` (default) the record id is pushed as XCom before deferring, and a
+success seen within 30 s of the deferral ends the task from the triggerer (an Airflow 3.3.2 race,
+see :mod:`airflow_escalation.triggers.escalation`).
 
 A trigger a policy gate refuses (``filtered``, ``suppressed`` by cooldown, ``capacity``) is
 logged and the task succeeds with ``None`` unless ``fail_on_refused=True``. Retrying the task is
@@ -35,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence
 from airflow.sdk import BaseOperator
 
 from airflow_escalation.notifications.incident import incident_fields, render_incident_key
-from airflow_escalation.triggers.escalation import EscalationStateTrigger, slim_record
+from airflow_escalation.triggers.escalation import EscalationStateTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -223,4 +227,4 @@ class EscalationOperator(BaseOperator):
         raise AirflowException(event.get("message") or f"escalation {record_id}: unexpected event {event!r}")
 
 
-__all__ = ["EscalationOperator", "slim_record"]
+__all__ = ["EscalationOperator"]

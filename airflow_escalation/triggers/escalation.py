@@ -37,6 +37,7 @@ real-stack test; resuming, about 3 s). The other events always resume the task, 
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timezone
 from typing import Any
@@ -182,15 +183,13 @@ class EscalationStateTrigger(BaseTrigger):
             return True  # the task pushed it before deferring
         value = slim_record(record) if self.success_xcom == "record" else self.record_id
         try:
-            import time
-
             from airflow.sdk.execution_time.xcom import XCom
 
             started = time.monotonic()
             await XCom.aset("return_value", value, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id,
                             map_index=ti.map_index if ti.map_index is not None else -1)
             self.log.info("pushed the XCom of %s.%s in %.0f ms", ti.dag_id, ti.task_id,
-                           (time.monotonic() - started) * 1000)
+                          (time.monotonic() - started) * 1000)
         except Exception as exc:  # noqa: BLE001 - resume the task instead; it pushes the XCom itself
             self.log.warning("cannot push the XCom of %s.%s from the triggerer (%s: %s); resuming the task",
                              ti.dag_id, ti.task_id, type(exc).__name__, exc)

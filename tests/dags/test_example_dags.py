@@ -69,7 +69,7 @@ def test_on_failure_example_escalates_joins_then_resolves(service, clean_spool):
     assert ctx["exception"] == "orders feed is empty: 0 rows for the last hour" and ctx["severity"] == "critical"
     assert ctx["run_id"] == failed.run_id and ctx["try_number"] == 1 and ctx["map_index"] == -1
     assert ctx["message"] == f"load_orders failed in {failed.run_id} (try 1)"
-    assert f"/dags/escalation_on_failure/runs/" in ctx["log_url"]
+    assert "/dags/escalation_on_failure/runs/" in ctx["log_url"]
 
     dag.test()  # fails again: joins the open escalation, no second page
     assert [r["id"] for r in records(service, incident="escalation_on_failure.load_orders")] == [record["id"]]
