@@ -397,35 +397,49 @@ class EscalationClient:
             return {}
         return {"Authorization": f"Bearer {token}"} if token else {}
 
+    def _next_step(self, method: str, url: str, attempt: int, refreshed: bool, auth: bool,
+                   response: httpx.Response | None, error: httpx.TransportError | None) -> str | float:
+        """What the retry loops of ``_send``/``_asend`` do after one try.
+
+        Returns ``"done"`` (``response`` is the answer), ``"refresh"`` (drop the token and try
+        again, once) or the seconds to wait before the next attempt; raises when out of tries or
+        on a client error.
+        """
+        if error is not None:
+            if attempt >= self.retries:
+                raise EscalationServiceUnavailable(url, attempts=attempt + 1, cause=error) from error
+            return self._delay(attempt, None)
+        status = response.status_code
+        if status == 401 and auth and self._refreshable and not refreshed:
+            self._invalidate()
+            return "refresh"
+        if _is_retryable_status(status):
+            if attempt >= self.retries:
+                raise EscalationServiceUnavailable(url, attempts=attempt + 1, status_code=status,
+                                                   detail=_detail(response)[0])
+            return self._delay(attempt, _retry_after(response))
+        if status >= 400:
+            self._raise_for(response, method, url, retried=attempt > 0)
+        return "done"
+
     def _send(self, method: str, url: str, *, params: Any = None, json: Any = None,
               auth: bool = True) -> httpx.Response:
-        attempt = 0
-        refreshed = False
+        attempt, refreshed = 0, False
         while True:
             headers = self._auth_header() if auth else {}
+            response = error = None
             try:
                 response = self._http().request(method, url, params=params, json=json, headers=headers)
             except httpx.TransportError as exc:
-                if attempt >= self.retries:
-                    raise EscalationServiceUnavailable(url, attempts=attempt + 1, cause=exc) from exc
-                time.sleep(self._delay(attempt, None))
-                attempt += 1
-                continue
-            status = response.status_code
-            if status == 401 and auth and self._refreshable and not refreshed:
+                error = exc
+            step = self._next_step(method, url, attempt, refreshed, auth, response, error)
+            if step == "done":
+                return response
+            if step == "refresh":
                 refreshed = True
-                self._invalidate()
                 continue
-            if _is_retryable_status(status):
-                if attempt >= self.retries:
-                    raise EscalationServiceUnavailable(url, attempts=attempt + 1, status_code=status,
-                                                       detail=_detail(response)[0])
-                time.sleep(self._delay(attempt, _retry_after(response)))
-                attempt += 1
-                continue
-            if status >= 400:
-                self._raise_for(response, method, url, retried=attempt > 0)
-            return response
+            time.sleep(step)
+            attempt += 1
 
     def _login(self) -> str:
         with self._login_lock:
@@ -477,33 +491,22 @@ class EscalationClient:
 
     async def _asend(self, method: str, url: str, *, params: Any = None, json: Any = None,
                      auth: bool = True) -> httpx.Response:
-        attempt = 0
-        refreshed = False
+        attempt, refreshed = 0, False
         while True:
             headers = await self._aauth_header() if auth else {}
+            response = error = None
             try:
                 response = await self._ahttp().request(method, url, params=params, json=json, headers=headers)
             except httpx.TransportError as exc:
-                if attempt >= self.retries:
-                    raise EscalationServiceUnavailable(url, attempts=attempt + 1, cause=exc) from exc
-                await asyncio.sleep(self._delay(attempt, None))
-                attempt += 1
-                continue
-            status = response.status_code
-            if status == 401 and auth and self._refreshable and not refreshed:
+                error = exc
+            step = self._next_step(method, url, attempt, refreshed, auth, response, error)
+            if step == "done":
+                return response
+            if step == "refresh":
                 refreshed = True
-                self._invalidate()
                 continue
-            if _is_retryable_status(status):
-                if attempt >= self.retries:
-                    raise EscalationServiceUnavailable(url, attempts=attempt + 1, status_code=status,
-                                                       detail=_detail(response)[0])
-                await asyncio.sleep(self._delay(attempt, _retry_after(response)))
-                attempt += 1
-                continue
-            if status >= 400:
-                self._raise_for(response, method, url, retried=attempt > 0)
-            return response
+            await asyncio.sleep(step)
+            attempt += 1
 
     async def _alogin(self) -> str:
         self._ahttp()  # makes sure the lock belongs to this loop

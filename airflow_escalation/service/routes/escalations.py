@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from fastapi import APIRouter, Body, Depends, Path, Query, status
 from fastapi.responses import JSONResponse
@@ -226,15 +226,20 @@ async def get_escalation(record_id: str = RecordId,
 # ---------------------------------------------------------------------------------- actions
 
 
+async def _act(record_id: str, action: str, call: Callable[[], Awaitable[EscalationResult]]) -> Any:
+    """Run one action route's engine call; an id longer than any stored one is simply not found."""
+    if len(record_id) > MAX_RECORD_ID:
+        return _answer(_not_found(record_id, action))
+    return _answer(await call())
+
+
 @router.post("/{record_id}/acknowledge", response_model=Result, responses=_ACTION_RESPONSES,
              summary="Acknowledge: stop the climb (unless the policy escalates until resolved)")
 async def acknowledge(record_id: str = RecordId, body: Optional[NoteRequest] = Body(None),
                       user: Any = Depends(require_write),
                       engine: EscalationEngine = Depends(get_engine)) -> Any:
-    if len(record_id) > MAX_RECORD_ID:
-        return _answer(_not_found(record_id, "acknowledge"))
     note = body.note if body else None
-    return _answer(await engine.acknowledge(record_id, actor_name(user), note))
+    return await _act(record_id, "acknowledge", lambda: engine.acknowledge(record_id, actor_name(user), note))
 
 
 @router.post("/{record_id}/resolve", response_model=Result, responses=_ACTION_RESPONSES,
@@ -242,10 +247,8 @@ async def acknowledge(record_id: str = RecordId, body: Optional[NoteRequest] = B
 async def resolve(record_id: str = RecordId, body: Optional[NoteRequest] = Body(None),
                   user: Any = Depends(require_write),
                   engine: EscalationEngine = Depends(get_engine)) -> Any:
-    if len(record_id) > MAX_RECORD_ID:
-        return _answer(_not_found(record_id, "resolve"))
     note = body.note if body else None
-    return _answer(await engine.resolve(record_id, actor_name(user), note))
+    return await _act(record_id, "resolve", lambda: engine.resolve(record_id, actor_name(user), note))
 
 
 @router.post("/{record_id}/cancel", response_model=Result, responses=_ACTION_RESPONSES,
@@ -253,10 +256,8 @@ async def resolve(record_id: str = RecordId, body: Optional[NoteRequest] = Body(
 async def cancel(record_id: str = RecordId, body: Optional[CancelRequest] = Body(None),
                  user: Any = Depends(require_write),
                  engine: EscalationEngine = Depends(get_engine)) -> Any:
-    if len(record_id) > MAX_RECORD_ID:
-        return _answer(_not_found(record_id, "cancel"))
     reason = (body.reason if body else None) or ""
-    return _answer(await engine.cancel(record_id, actor_name(user), reason))
+    return await _act(record_id, "cancel", lambda: engine.cancel(record_id, actor_name(user), reason))
 
 
 @router.post("/{record_id}/escalate", response_model=Result, responses=_ACTION_RESPONSES,
@@ -264,7 +265,5 @@ async def cancel(record_id: str = RecordId, body: Optional[CancelRequest] = Body
 async def escalate(record_id: str = RecordId, body: Optional[EscalateRequest] = Body(None),
                    user: Any = Depends(require_write),
                    engine: EscalationEngine = Depends(get_engine)) -> Any:
-    if len(record_id) > MAX_RECORD_ID:
-        return _answer(_not_found(record_id, "escalate"))
     force = body.force if body else False
-    return _answer(await engine.escalate(record_id, force=force, escalated_by=actor_name(user)))
+    return await _act(record_id, "escalate", lambda: engine.escalate(record_id, force=force, escalated_by=actor_name(user)))
