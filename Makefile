@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench services clean
+.PHONY: demo demo-clock test test-fast bench services clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -11,9 +11,13 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/uv pip install --quiet --python $(PY) -e ".[test]"
 	touch $(STAMP)
 
-## the spec's complete example on the embedded SQLite store and a fast clock
+## a real local Airflow (SQLite) with the example DAGs: a task fails, its escalation climbs
 demo: $(STAMP)
 	$(PY) -m airflow_escalation.demo
+
+## the spec's complete example on a fake clock, without starting Airflow
+demo-clock: $(STAMP)
+	$(PY) -m airflow_escalation.demo.fake_clock
 
 ## the whole suite (starts PostgreSQL, MariaDB and Redis when they are down)
 test: $(STAMP) services
@@ -31,4 +35,4 @@ services:
 	@scripts/services.sh
 
 clean:
-	rm -rf $(VENV) .bench-venv .pytest_cache build *.egg-info
+	rm -rf $(VENV) .bench-venv .demo .pytest_cache build *.egg-info

@@ -1,7 +1,8 @@
 """HTTP webhooks (``http`` connections): POST the message's JSON body.
 
 The URL is the connection's base URL (schema, host, port, as ``HttpAsyncHook`` builds it) joined
-with the target's identifier as a path (``/hooks/escalation``), or the identifier itself when it
+with the target's identifier as a path (``/hooks/escalation``; ``#``, spaces and other
+characters that are not allowed in a path are percent-encoded), or the identifier itself when it
 is an absolute URL. An absolute URL must lie on the connection's host (same scheme, host and
 port): the connection's credentials and headers are never sent anywhere else. A connection
 without a host accepts absolute URLs on any host (it then only carries headers/credentials you
@@ -16,7 +17,7 @@ the start of the body in the error (the engine retries it with backoff).
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from airflow_escalation.channels.base import Channel, ChannelError, ConnectionInfo, PermanentChannelError
 
@@ -59,9 +60,9 @@ def webhook_url(base_url: str, identifier: str, has_host: bool) -> str:
         raise PermanentChannelError(
             f"the connection has no host, so the target identifier {ident!r} must be an absolute "
             f"http(s) URL (or give the connection a host and keep the identifier a path)")
-    if base_url.endswith("/") or ident.startswith("/"):
-        return base_url.rstrip("/") + "/" + ident.lstrip("/")
-    return f"{base_url}/{ident}"
+    # a path, never a fragment: "#alerts" is sent as /%23alerts (spaces and the like encoded too)
+    path = quote(ident.lstrip("/"), safe="/:@!$&'()*+,;=-._~%?")
+    return base_url.rstrip("/") + "/" + path
 
 
 class HttpChannel(Channel):

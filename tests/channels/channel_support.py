@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 from datetime import datetime, timezone
 from typing import Any
+
+from airflow_escalation.demo.local_airflow import free_port  # noqa: F401  (re-exported)
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
 BASE_URL = "http://airflow.example.com:8080"
@@ -26,9 +27,3 @@ FAILURE_CONTEXT = {
     "severity": "critical",
     "exception": "ValueError: bad row <script>alert('x')</script> & more",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

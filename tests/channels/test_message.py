@@ -241,6 +241,8 @@ def test_recipients():
 def test_webhook_url_joining_and_host_rule():
     assert webhook_url("http://h:1", "hooks/a", True) == "http://h:1/hooks/a"
     assert webhook_url("http://h:1/", "/hooks/a", True) == "http://h:1/hooks/a"
+    assert webhook_url("http://h:1", "#alerts", True) == "http://h:1/%23alerts"  # a path, not a fragment
+    assert webhook_url("http://h:1", "on call/a b?x=1", True) == "http://h:1/on%20call/a%20b?x=1"
     assert webhook_url("https://h", "https://H:443/x", True) == "https://H:443/x"
     with pytest.raises(PermanentChannelError, match="not on the connection's host"):
         webhook_url("https://h", "https://other/x", True)

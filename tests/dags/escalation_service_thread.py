@@ -12,7 +12,6 @@ shared-poller tests' measure), and ``fail_next(n)`` makes the next ``n`` request
 from __future__ import annotations
 
 import collections
-import socket
 import threading
 import time
 from typing import Any
@@ -22,6 +21,7 @@ from fastapi import Depends, HTTPException, Request
 
 from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
 from airflow_escalation.core.manager import EscalationPolicyConfig
+from airflow_escalation.demo.local_airflow import free_port
 from airflow_escalation.scheduling.base import SchedulerConfig
 from airflow_escalation.service import auth
 from airflow_escalation.service.app import create_app
@@ -47,12 +47,6 @@ FAST_POLICIES: dict[str, Any] = {
         ],
     }
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class TokenUser:

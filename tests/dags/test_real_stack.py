@@ -24,18 +24,14 @@ import json
 import os
 import shutil
 import sys
-import threading
 import time
 from datetime import datetime
-from email import message_from_bytes, policy as email_policy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from airflow_escalation.demo.sinks import HttpSink, SmtpSink
 from dag_helpers import EXAMPLES
-from escalation_service_thread import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from airflow_stack import AirflowStack  # noqa: E402
@@ -104,60 +100,6 @@ def _require(condition: bool, why: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(why)
     pytest.skip(why)
-
-
-class HttpSink:
-    """Records every POST on 127.0.0.1 and answers 200."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, dict]] = []
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                try:
-                    payload = json.loads(body)
-                except ValueError:
-                    payload = {"raw": body.decode(errors="replace")}
-                sink.requests.append((self.path, payload))
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class SmtpSink:
-    def __init__(self) -> None:
-        from aiosmtpd.controller import Controller
-
-        self.messages: list[tuple[list[str], Any]] = []
-        self.port = free_port()
-        sink = self
-
-        class Handler:
-            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-                sink.messages.append((list(envelope.rcpt_tos),
-                                      message_from_bytes(envelope.content, policy=email_policy.default)))
-                return "250 OK"
-
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
-        self.controller.start()
-
-    def stop(self) -> None:
-        self.controller.stop()
 
 
 def _wait(fetch, done, timeout: float, what: str, stack: AirflowStack, interval: float = 0.25):
@@ -325,7 +267,7 @@ def test_failure_escalates_and_a_waiting_sensor_resumes_on_acknowledge(real_stac
     assert len([h for h in final["history"] if h["event"] == "escalate"]) == 1  # 1 -> 2, never 2 -> 3
     phases["ack -> sensor success"] = resumed_in
     # the callback's own measure of its hand-off, from the failed task's log
-    handoff_ms = _handoff_ms(stack.home / "logs", "escalation_sensor", "load_orders")
+    handoff_ms = stack.handoff_ms("escalation_sensor", "load_orders", run_id)
     assert handoff_ms is not None, "no hand-off line in load_orders' log"
     assert handoff_ms < 1000, f"the failure callback took {handoff_ms} ms to hand off"
     phases["callback hand-off (task log)"] = handoff_ms / 1000
@@ -371,17 +313,6 @@ def test_operator_waits_in_the_triggerer_until_acknowledged(real_stack):
     xcom = stack.get(f"/api/v2/dags/escalation_operator/dagRuns/{run_id}/taskInstances/publish/xcomEntries/"
                      "return_value").json()
     assert f"published after escalation {record['id']} was acknowledged" in json.dumps(xcom), xcom
-
-
-def _handoff_ms(logs: Path, dag_id: str, task_id: str) -> int | None:
-    import re
-
-    for path in logs.rglob("*.log"):
-        if f"dag_id={dag_id}" in str(path) and f"task_id={task_id}" in str(path):
-            found = re.findall(r"escalation trigger of incident .*?\((\d+) ms\)", path.read_text(errors="replace"))
-            if found:
-                return int(found[-1])
-    return None
 
 
 def _channels_installed() -> bool:

@@ -1,4 +1,4 @@
-"""`make demo`: the spec's complete example on the embedded SQLite store and a fast clock.
+"""`make demo-clock`: the spec's complete example on the embedded SQLite store and a fast clock.
 
 Three incidents are triggered at 09:00 under ``production_critical``; one is never acknowledged,
 one is acknowledged at 09:12, one is resolved at 09:20; a low-severity one is filtered out and
@@ -17,9 +17,13 @@ from pathlib import Path
 from airflow_escalation.core.clock import FakeClock
 from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
 from airflow_escalation.core.manager import EscalationPolicyConfig
-from airflow_escalation.core.models import EscalationLevel, EscalationRecord, EscalationTarget
+from airflow_escalation.core.models import (
+    EscalationLevel,
+    EscalationRecord,
+    EscalationTarget,
+)
+from airflow_escalation.demo import POLICY_FILE
 
-POLICIES = Path(__file__).resolve().parent.parent / "dags_examples" / "policies" / "production_critical.yaml"
 START = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
 
 
@@ -86,7 +90,7 @@ async def run(db_path: str, policies_file: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", help="SQLite file (default: a fresh temporary file)")
-    parser.add_argument("--policies", type=Path, default=POLICIES)
+    parser.add_argument("--policies", type=Path, default=POLICY_FILE)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(run(args.db or str(Path(tmp) / "escalations.db"), args.policies))

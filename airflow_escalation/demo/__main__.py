@@ -1,0 +1,5 @@
+import sys
+
+from airflow_escalation.demo.run import main
+
+sys.exit(main())

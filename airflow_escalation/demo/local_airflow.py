@@ -1,0 +1,243 @@
+"""A local Airflow on 127.0.0.1: a fresh AIRFLOW_HOME, its CLI, an ``airflow api-server`` and,
+optionally, a scheduler, a dag-processor and a triggerer, each its own process group.
+
+Used by ``make demo`` (:mod:`airflow_escalation.demo.run`) and by the test suite's real-stack
+fixtures. The metadata database is SQLite in the home; SimpleAuthManager users ``admin``
+(ADMIN) and ``viewer`` (VIEWER) log in with the passwords given, or with the ones Airflow
+generates (:meth:`LocalAirflow.password`). Nothing here is meant for production.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+STARTUP_TIMEOUT = 150
+
+# each optional component on 127.0.0.1, without its log server
+COMPONENT_COMMANDS = {
+    "scheduler": ("scheduler", "--skip-serve-logs"),
+    "dag-processor": ("dag-processor",),
+    "triggerer": ("triggerer", "--skip-serve-logs"),
+}
+
+
+class LocalAirflowError(RuntimeError):
+    """A process of the local Airflow did not start or exited; the message ends with its log."""
+
+
+def free_port(preferred: int | None = None) -> int:
+    """``preferred`` when it is free on 127.0.0.1, else any free port."""
+    for port in ((preferred,) if preferred else ()) + (0,):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise LocalAirflowError("no free port on 127.0.0.1")
+
+
+class LocalAirflow:
+    """A temporary Airflow home with an API server and optional components.
+
+    ``policies_file`` becomes ``[escalation] policies_file``; ``dags_folder`` defaults to an empty
+    ``<home>/dags``; ``passwords`` (user → password) fixes the login instead of generated
+    passwords; ``extra_env`` adds or overrides environment variables of every process.
+    """
+
+    def __init__(self, home: Path, *, port: int | None = None, dags_folder: Path | None = None,
+                 policies_file: Path | None = None, workers: int = 1, jwt_secret: str | None = None,
+                 passwords: dict[str, str] | None = None, extra_env: dict[str, str] | None = None) -> None:
+        self.home = home
+        self.port = port or free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.db_path = home / "airflow.db"
+        self.log_path = home / "api-server.log"
+        (home / "dags").mkdir(parents=True, exist_ok=True)
+        self.dags_folder = dags_folder or home / "dags"
+        if passwords:
+            # SimpleAuthManager only generates passwords for users missing from this file
+            (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(passwords) + "\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+        env.update({
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db_path}",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__WORKERS": str(workers),
+            "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret or secrets.token_hex(32),
+            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+            "AIRFLOW__ESCALATION__CHECK_INTERVAL_SECONDS": "1",
+            # links in notifications point at this server (the browser's cookie is for this host)
+            "AIRFLOW__ESCALATION__BASE_URL": self.base,
+            # where task processes (LocalExecutor) and the triggerer reach the Execution API
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base}/execution/",
+        })
+        if policies_file is not None:
+            env["AIRFLOW__ESCALATION__POLICIES_FILE"] = str(policies_file)
+        env.update(extra_env or {})
+        self.env = env
+        self.server: subprocess.Popen | None = None
+        self.started_at: datetime | None = None
+        self.components: dict[str, tuple[subprocess.Popen, Path]] = {}
+        self.tokens: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ CLI
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([AIRFLOW, *args], env=self.env, capture_output=True, text=True,
+                              timeout=timeout, cwd=self.home)
+
+    def migrate(self) -> None:
+        """``airflow db migrate`` (Airflow's tables and, through the provider's DB manager, ours)."""
+        done = self.cli("db", "migrate")
+        if done.returncode != 0:
+            raise LocalAirflowError(f"airflow db migrate failed ({done.returncode}):\n"
+                                    f"{done.stdout[-3000:]}{done.stderr[-3000:]}")
+
+    # ------------------------------------------------------------------ API server
+    def start(self) -> None:
+        """Start the API server and wait until it answers its health check."""
+        assert self.server is None, "api-server already started"
+        with self.log_path.open("a") as log:
+            log.write(f"\n===== api-server start {datetime.now().isoformat()} =====\n")
+            log.flush()
+            self.started_at = datetime.now().astimezone()
+            self.server = subprocess.Popen(
+                [AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.home,
+                start_new_session=True,  # its own process group: stop() ends its workers too
+            )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.server.poll() is not None:
+                raise LocalAirflowError(f"api-server exited with {self.server.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.base}/api/v2/monitor/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise LocalAirflowError(f"api-server not healthy after {STARTUP_TIMEOUT}s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        proc, self.server = self.server, None
+        if proc is not None and proc.poll() is None:
+            kill_group(proc, signal.SIGTERM, wait=45)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_tail(self, chars: int = 6000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else "(no log)"
+
+    def engines_started(self) -> set[str]:
+        """Engine ids started by the current server (one per API-server worker)."""
+        text = self.log_path.read_text().rsplit("===== api-server start", 1)[-1]
+        return set(re.findall(r"escalation engine (\S+) started on sql store", text))
+
+    def handoff_ms(self, dag_id: str, task_id: str, run_id: str = "") -> int | None:
+        """How long the task's failure callback took to hand its trigger over, from the task's log
+        (the notifier's ``escalation trigger of incident … (N ms)`` line)."""
+        for path in (self.home / "logs").rglob("*.log"):
+            name = str(path)
+            if f"dag_id={dag_id}" in name and f"task_id={task_id}" in name and run_id in name:
+                found = re.findall(r"escalation trigger of incident .*?\((\d+) ms\)", path.read_text(errors="replace"))
+                if found:
+                    return int(found[-1])
+        return None
+
+    # ------------------------------------------------------------------ components
+    def start_components(self, *names: str) -> None:
+        """Start ``scheduler``, ``dag-processor`` and/or ``triggerer``, each logging to
+        ``<home>/<name>.log``."""
+        for name in names:
+            assert name not in self.components, f"{name} already started"
+            log_path = self.home / f"{name}.log"
+            with log_path.open("a") as log:
+                proc = subprocess.Popen([AIRFLOW, *COMPONENT_COMMANDS[name]], env=self.env, stdout=log,
+                                        stderr=subprocess.STDOUT, cwd=self.home, start_new_session=True)
+            self.components[name] = (proc, log_path)
+
+    def component_log(self, name: str, chars: int = 6000) -> str:
+        path = self.components[name][1] if name in self.components else self.home / f"{name}.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
+
+    def check_components(self) -> None:
+        """Raise with the component's log if one of them exited."""
+        for name, (proc, _) in self.components.items():
+            if proc.poll() is not None:
+                raise LocalAirflowError(f"{name} exited with {proc.returncode}:\n{self.component_log(name)}")
+
+    def stop_components(self) -> None:
+        for name, (proc, _) in list(self.components.items()):
+            if proc.poll() is None:
+                kill_group(proc, signal.SIGTERM, wait=30)
+            del self.components[name]
+
+    def stop_all(self) -> None:
+        """Components first (they talk to the API server), then the API server."""
+        self.stop_components()
+        self.stop()
+
+    # ------------------------------------------------------------------ HTTP
+    def password(self, user: str) -> str:
+        """SimpleAuthManager's password of ``user`` (given, or generated at the first start)."""
+        passwords_file = self.home / "simple_auth_manager_passwords.json.generated"
+        return json.loads(passwords_file.read_text())[user]
+
+    def token(self, user: str) -> str:
+        if user not in self.tokens:
+            r = httpx.post(f"{self.base}/auth/token", json={"username": user, "password": self.password(user)},
+                           timeout=30)
+            if r.status_code not in (200, 201):
+                raise LocalAirflowError(f"login of {user} failed: HTTP {r.status_code} {r.text[:300]}")
+            self.tokens[user] = r.json()["access_token"]
+        return self.tokens[user]
+
+    def request(self, method: str, path: str, user: str | None = "admin", **kwargs: Any) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", {}) or {})
+        if user is not None:
+            headers["Authorization"] = f"Bearer {self.token(user)}"
+        return httpx.request(method, f"{self.base}{path}", headers=headers, timeout=30, **kwargs)
+
+    def get(self, path: str, user: str | None = "admin", **kw: Any) -> httpx.Response:
+        return self.request("GET", path, user, **kw)
+
+    def post(self, path: str, user: str | None = "admin", **kw: Any) -> httpx.Response:
+        return self.request("POST", path, user, **kw)
+
+
+def kill_group(proc: subprocess.Popen, sig: int, wait: float) -> None:
+    """Signal ``proc``'s process group; SIGKILL it when it has not exited after ``wait`` s."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)

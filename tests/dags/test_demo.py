@@ -1,0 +1,75 @@
+"""``make demo`` end to end: ``python -m airflow_escalation.demo --exit`` starts the real stack
+(api-server, scheduler, dag-processor, triggerer on 127.0.0.1, SQLite, the example DAGs), fails
+``escalation_on_failure``'s task, and must print the whole climb of the spec's policy (on a 120x
+clock), the UI address and login, then acknowledge, resolve and exit 0 with every process gone.
+
+The fake-clock variant (``python -m airflow_escalation.demo.fake_clock``) is checked too.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from airflow_escalation.demo.local_airflow import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_demo_runs_the_real_stack_and_shows_the_climb(tmp_path):
+    port = free_port()
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow_escalation.demo", "--exit", "--speed", "120", "--port", str(port),
+         "--home", str(tmp_path / "demo")],
+        cwd=REPO, capture_output=True, text=True, timeout=360, stdin=subprocess.DEVNULL)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-6000:]
+
+    base = f"http://127.0.0.1:{port}"
+    assert f"Airflow UI    {base}/    login admin / admin" in out
+    assert f"Escalations   {base}/plugin/escalations" in out
+    assert re.search(rf"This one +{base}/escalation/ui/records/[0-9a-f]{{32}}", out)
+    assert re.search(rf"One-click +{base}/escalation/act/\S+", out)
+    assert "load_orders failed; its on_failure_callback (EscalationNotifier) handed the incident" in out
+
+    # the ladder in order: level 1 and its two reminders, level 2, level 3, then the acknowledgement
+    steps = ["escalation opened at level 1", "level 1: notify user:team-lead, channel:#alerts",
+             "level 1: reminder 1 to", "level 1: reminder 2 to", "escalated to level 2",
+             "level 2: notify user:eng-manager, schedule:oncall-primary", "escalated to level 3",
+             "level 3: notify user:director, email:leadership@company.com",
+             "acknowledged by admin", "resolved by admin"]
+    positions = [out.find(step) for step in steps]
+    assert -1 not in positions and positions == sorted(positions), list(zip(steps, positions))
+    # what the local receivers got, through the policy's targets' connections
+    assert len(re.findall(r"webhook  POST /team-lead ", out)) == 3
+    assert len(re.findall(r"webhook  POST /#alerts ", out)) == 3
+    assert "webhook  POST /eng-manager" in out and "webhook  POST /oncall-primary" in out
+    assert "webhook  POST /director" in out
+    assert re.search(r"e-mail   to leadership@company\.com +\[ESCALATION L3\]", out)
+    assert ("10 notifications sent (level 1: 6, level 2: 2, level 3: 2); the webhook receiver got 9, "
+            "the SMTP server 1; state resolved.") in out
+
+    # level 2 on time: 15 policy minutes at 120x is 7.5 s after the escalation opened
+    climbed = re.search(r"\+ *([\d.]+)s \( *[\d.]+ policy min\)  nobody acknowledged: escalated to level 2", out)
+    assert climbed and 7.4 <= float(climbed.group(1)) < 11, climbed and climbed.group(0)
+
+    # every process of the stack has stopped
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{base}/api/v2/monitor/health", timeout=2)
+
+
+def test_fake_clock_demo_prints_the_spec_example(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "airflow_escalation.demo.fake_clock",
+                           "--db", str(tmp_path / "esc.db")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "alice acknowledged customers-freshness" in out and "bob resolved payments-nulls" in out
+    assert "Stats: 3 escalations" in out
