@@ -36,6 +36,9 @@ COMPONENT_COMMANDS = {
 }
 
 
+PIDS_FILE = "pids"  # every process started, so a later run can stop what a killed one left
+
+
 class LocalAirflowError(RuntimeError):
     """A process of the local Airflow did not start or exited; the message ends with its log."""
 
@@ -126,6 +129,7 @@ class LocalAirflow:
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.home,
                 start_new_session=True,  # its own process group: stop() ends its workers too
             )
+        self._remember(self.server)
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             if self.server.poll() is not None:
@@ -137,6 +141,10 @@ class LocalAirflow:
                 pass
             time.sleep(0.3)
         raise LocalAirflowError(f"api-server not healthy after {STARTUP_TIMEOUT}s:\n{self.log_tail()}")
+
+    def _remember(self, proc: subprocess.Popen) -> None:
+        with (self.home / PIDS_FILE).open("a") as pids:
+            pids.write(f"{proc.pid}\n")
 
     def stop(self) -> None:
         proc, self.server = self.server, None
@@ -176,6 +184,7 @@ class LocalAirflow:
             with log_path.open("a") as log:
                 proc = subprocess.Popen([AIRFLOW, *COMPONENT_COMMANDS[name]], env=self.env, stdout=log,
                                         stderr=subprocess.STDOUT, cwd=self.home, start_new_session=True)
+            self._remember(proc)
             self.components[name] = (proc, log_path)
 
     def component_log(self, name: str, chars: int = 6000) -> str:
@@ -225,6 +234,40 @@ class LocalAirflow:
 
     def post(self, path: str, user: str | None = "admin", **kw: Any) -> httpx.Response:
         return self.request("POST", path, user, **kw)
+
+
+def stop_leftovers(home: Path, wait: float = 20) -> list[int]:
+    """Stop the Airflow processes a :class:`LocalAirflow` in ``home`` started and left running
+    (its owner was killed); return their pids."""
+    import psutil
+
+    pids_file = home / PIDS_FILE
+    if not pids_file.exists():
+        return []
+    alive = []
+    for pid in {int(line) for line in pids_file.read_text().split() if line.isdigit()}:
+        try:
+            if "airflow" in " ".join(psutil.Process(pid).cmdline()):  # not a recycled pid
+                os.killpg(pid, signal.SIGTERM)
+                alive.append(pid)
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            continue
+
+    def running(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and any(running(pid) for pid in alive):
+        time.sleep(0.2)
+    for pid in alive:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return sorted(alive)
 
 
 def kill_group(proc: subprocess.Popen, sig: int, wait: float) -> None:

@@ -28,11 +28,7 @@ from typing import Any, Callable
 import yaml
 
 from airflow_escalation.demo import EXAMPLES, POLICY_FILE
-from airflow_escalation.demo.local_airflow import (
-    LocalAirflow,
-    LocalAirflowError,
-    free_port,
-)
+from airflow_escalation.demo.local_airflow import LocalAirflow, LocalAirflowError, free_port, stop_leftovers
 from airflow_escalation.demo.policies import demo_policies
 from airflow_escalation.demo.sinks import HttpSink, SmtpSink
 from airflow_escalation.demo.timeline import Timeline, say
@@ -230,6 +226,8 @@ def prepare_home(home: Path) -> Path:
     if home.exists():
         if not (home / MARKER).exists():
             raise SystemExit(f"{home} exists and is not a demo home; choose another --home")
+        if stopped := stop_leftovers(home):
+            say(f"stopped the Airflow processes a previous demo left running (pids {stopped})")
         shutil.rmtree(home)  # each run starts fresh
     home.mkdir(parents=True)
     (home / MARKER).write_text("made by `python -m airflow_escalation.demo`; removed by its next run\n")
@@ -237,7 +235,7 @@ def prepare_home(home: Path) -> Path:
 
 
 def _stop_on_sigterm(*_: Any) -> None:
-    raise KeyboardInterrupt  # SIGTERM stops Airflow as Ctrl-C does
+    raise KeyboardInterrupt  # SIGTERM and SIGHUP stop Airflow as Ctrl-C does
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     if not EXAMPLES.is_dir():
         raise SystemExit(f"the example DAGs are not at {EXAMPLES}: run the demo from a checkout of the repository")
     interactive = sys.stdin.isatty() and not args.exit
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # a closed terminal stops Airflow too
+        signal.signal(sig, _stop_on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even when started in the background
     demo = Demo(prepare_home(args.home), free_port(args.port), args.speed, interactive)
     try:

@@ -49,20 +49,19 @@ class Timeline:
             return len(self.receipts)
 
     def print_new(self, record: dict[str, Any], received: int) -> None:
-        """New history events, then the receipts among the first ``received``: take that count
-        before reading the record, so every receipt printed follows the event that sent it."""
+        """New history events and the receipts among the first ``received``, in time order. Take
+        ``received`` before reading the record: every receipt printed then follows its event."""
         history = record["history"]
         if self.start is None and history:
             self.start = _at(history[0]["at"])
-        for event in history[self.seen_events:]:
-            if event["event"] not in self.QUIET_EVENTS:
-                say(f"  {self._when(_at(event['at']))}  {self._event_text(event)}")
+        lines = [(_at(event["at"]), 0, self._event_text(event)) for event in history[self.seen_events:]
+                 if event["event"] not in self.QUIET_EVENTS]
         self.seen_events = len(history)
         with self._lock:
             receipts, self.seen_receipts = self.receipts[self.seen_receipts:received], received
-        for at, text, about in receipts:
-            if record["id"] in about:
-                say(f"  {self._when(at)}      {text}")
+        lines += [(at, 1, f"    {text}") for at, text, about in receipts if record["id"] in about]
+        for at, _, text in sorted(lines, key=lambda line: line[:2]):
+            say(f"  {self._when(at)}  {text}")
 
     def _when(self, at: datetime) -> str:
         seconds = (at - self.start).total_seconds() if self.start else 0.0

@@ -73,3 +73,36 @@ def test_fake_clock_demo_prints_the_spec_example(tmp_path):
     out = done.stdout
     assert "alice acknowledged customers-freshness" in out and "bob resolved payments-nulls" in out
     assert "Stats: 3 escalations" in out
+
+
+def test_demo_policies_speed_up_the_clock_and_wire_every_target():
+    from airflow_escalation.demo import POLICY_FILE
+    from airflow_escalation.demo.policies import demo_policies
+
+    block = demo_policies(POLICY_FILE, speed=60, webhook_conn_id="hook", smtp_conn_id="mail")["escalation"]
+    assert "store" not in block  # the service keeps escalations in the metadata database
+    policy = block["policies"][0]
+    assert policy["cooldown_minutes"] == 1
+    assert [(lv["delay_minutes"], lv.get("repeat_interval_minutes")) for lv in policy["levels"]] == [
+        (0, 5 / 60), (15 / 60, None), (30 / 60, None)]
+    wiring = [(t["identifier"], t["conn_id"]) for lv in policy["levels"] for t in lv["targets"]]
+    assert wiring == [("team-lead", "hook"), ("#alerts", "hook"), ("eng-manager", "hook"),
+                      ("oncall-primary", "hook"), ("director", "hook"), ("leadership@company.com", "mail")]
+
+
+def test_leftover_processes_of_a_killed_demo_are_stopped(tmp_path):
+    from airflow_escalation.demo.local_airflow import PIDS_FILE, stop_leftovers
+
+    sleeper = "import time; time.sleep(120)"
+    # an orphan of a killed demo ("airflow" on its command line), and an unrelated process
+    orphan = subprocess.Popen([sys.executable, "-c", sleeper, "airflow", "scheduler"], start_new_session=True)
+    other = subprocess.Popen([sys.executable, "-c", sleeper], start_new_session=True)
+    try:
+        (tmp_path / PIDS_FILE).write_text(f"{orphan.pid}\n{other.pid}\n999999999\n")
+        assert stop_leftovers(tmp_path, wait=10) == [orphan.pid]
+        assert orphan.wait(timeout=10) is not None
+        assert other.poll() is None  # a recycled pid is left alone
+    finally:
+        for proc in (orphan, other):
+            proc.kill()
+            proc.wait()
