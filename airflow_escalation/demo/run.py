@@ -3,10 +3,10 @@
 Starts Airflow (api-server with the escalation service, scheduler, dag-processor, triggerer; each
 its own process on 127.0.0.1; SQLite metadata database; LocalExecutor) in a fresh home, with the
 example DAGs and the spec's ``production_critical`` policy on a clock ``--speed`` times faster
-(60: one policy minute is one second). Level 1 goes to a local webhook receiver and e-mail to a
-local SMTP server, through ordinary Airflow connections. Then it triggers
-``escalation_on_failure``, whose task fails; its ``on_failure_callback`` starts the escalation,
-and every notification and state change is printed as it happens.
+(60: one policy minute is one second). Targets are delivered through ordinary Airflow
+connections: e-mail to a local SMTP server, every other target to a local webhook receiver.
+Then it triggers ``escalation_on_failure``, whose task fails; its ``on_failure_callback`` starts
+the escalation, and every notification and state change is printed as it happens.
 
 Interactive (a terminal on stdin): after the climb it keeps Airflow running and prints what you
 do in the UI (acknowledge, resolve) until Ctrl-C. Otherwise, or with ``--exit``, it acknowledges
