@@ -78,7 +78,9 @@ class Timeline:
         if name == "notified":
             round_ = details.get("round", 0)
             return f"level {level}: " + (f"notify {targets}" if not round_ else f"reminder {round_} to {targets}")
-        if name == "escalate_success":
+        if name == "escalate_success":  # the system climbs on time; a person with the Escalate button
+            if actor != "system":
+                return f"escalated to level {level} by {actor}"
             return f"nobody acknowledged: escalated to level {level}"
         if name == "retriggered":
             return f"the task failed again and joined this escalation (by {actor})"

@@ -106,3 +106,45 @@ def test_leftover_processes_of_a_killed_demo_are_stopped(tmp_path):
         for proc in (orphan, other):
             proc.kill()
             proc.wait()
+
+
+def test_timeline_prints_each_step_once_in_time_order(capsys):
+    from datetime import datetime, timedelta, timezone
+
+    from airflow_escalation.demo.timeline import Timeline
+
+    t0 = datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)
+
+    def event(seconds, name, actor="system", level=1, state="active", **details):
+        entry = {"event": name, "at": (t0 + timedelta(seconds=seconds)).isoformat(), "actor": actor,
+                 "level": level, "state": state}
+        return {**entry, "details": details} if details else entry
+
+    timeline = Timeline(speed=60)
+    record = {"id": "r1", "history": [event(0, "triggered", "airflow-escalation"), event(0, "start"),
+                                      event(0, "notified", round=0, targets=["user:lead"])]}
+    # a receipt of level 1 that came in before the record was read, one of another record, and
+    # one that came in after (it waits for the next read)
+    timeline.receipts += [(t0 + timedelta(seconds=0.2), "webhook  POST /lead", "r1"),
+                          (t0 + timedelta(seconds=0.3), "webhook  POST /other", "r2")]
+    received = timeline.received()
+    timeline.receipts.append((t0 + timedelta(seconds=15.1), "webhook  POST /manager", "r1"))
+    timeline.print_new(record, received)
+    record["history"] += [event(15, "escalate"), event(15, "escalate_success", level=2),
+                          event(15, "notified", level=2, round=0, targets=["user:manager"]),
+                          event(20, "escalate", "alice", 2), event(20, "escalate_success", "alice", 3),
+                          event(21, "acknowledge", "bob", 3, "acknowledged", note="on it")]
+    timeline.print_new(record, timeline.received())
+    timeline.print_new(record, timeline.received())  # nothing new: nothing printed
+
+    lines = [line.split(")", 1)[1].strip() for line in capsys.readouterr().out.splitlines()]
+    assert lines == [
+        "escalation opened at level 1 (by airflow-escalation)",
+        "level 1: notify user:lead",
+        "webhook  POST /lead",
+        "nobody acknowledged: escalated to level 2",
+        "level 2: notify user:manager",
+        "webhook  POST /manager",
+        "escalated to level 3 by alice",
+        "acknowledged by bob (on it): the paging stops",
+    ]
