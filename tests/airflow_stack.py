@@ -14,6 +14,7 @@ workers (two engines on one store, as with several replicas) and the policies be
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 from datetime import datetime
@@ -85,6 +86,11 @@ class AirflowStack(LocalAirflow):
         text = out.read_text()
         assert rc == 0, f"airflow {name} failed ({rc}):\n{text[-3000:]}"
         return text
+
+    def engines_started(self) -> set[str]:
+        """Engine ids started by the current server (one per API-server worker)."""
+        text = self.log_path.read_text().rsplit("===== api-server start", 1)[-1]
+        return set(re.findall(r"escalation engine (\S+) started on sql store", text))
 
     def db_row(self, record_id: str) -> dict | None:
         engine = sa.create_engine(f"sqlite:///{self.db_path}")

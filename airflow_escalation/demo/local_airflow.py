@@ -158,11 +158,6 @@ class LocalAirflow:
     def log_tail(self, chars: int = 6000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else "(no log)"
 
-    def engines_started(self) -> set[str]:
-        """Engine ids started by the current server (one per API-server worker)."""
-        text = self.log_path.read_text().rsplit("===== api-server start", 1)[-1]
-        return set(re.findall(r"escalation engine (\S+) started on sql store", text))
-
     def handoff_ms(self, dag_id: str, task_id: str, run_id: str = "") -> int | None:
         """How long the task's failure callback took to hand its trigger over, from the task's log
         (the notifier's ``escalation trigger of incident … (N ms)`` line)."""

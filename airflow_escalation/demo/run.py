@@ -74,7 +74,6 @@ class Demo:
 
     def _env(self, port: int) -> dict[str, str]:
         base = f"http://127.0.0.1:{port}"
-        connection = json.dumps
         return {
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "4",
@@ -84,10 +83,10 @@ class Demo:
             "AIRFLOW__API__BASE_URL": base,
             "AIRFLOW__ESCALATION__SPOOL_DIR": str(self.home / "spool"),
             # callbacks, operators and sensors reach the service through this connection
-            "AIRFLOW_CONN_ESCALATION_DEFAULT": connection({"conn_type": "escalation", "host": base}),
-            f"AIRFLOW_CONN_{WEBHOOK_CONN.upper()}": connection(
+            "AIRFLOW_CONN_ESCALATION_DEFAULT": json.dumps({"conn_type": "escalation", "host": base}),
+            f"AIRFLOW_CONN_{WEBHOOK_CONN.upper()}": json.dumps(
                 {"conn_type": "http", "host": "127.0.0.1", "port": self.webhook.port, "schema": "http"}),
-            f"AIRFLOW_CONN_{SMTP_CONN.upper()}": connection({
+            f"AIRFLOW_CONN_{SMTP_CONN.upper()}": json.dumps({
                 "conn_type": "smtp", "host": "127.0.0.1", "port": self.smtp.port,
                 "extra": {"from_email": "airflow@example.com", "disable_ssl": True, "disable_tls": True,
                           "timeout": 5, "retry_limit": 0}}),
