@@ -46,6 +46,7 @@ def per_dag_stack(tmp_path_factory) -> Iterator[AirflowStack]:
         "AIRFLOW__CORE__AUTH_MANAGER": AUTH_MANAGER,
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": USERS_SETTING,
         "PYTHONPATH": python_path,
+        "AIRFLOW__API__WORKERS": "1",  # one engine is enough here: a faster start
     })
     try:
         stack.migrate()
