@@ -175,9 +175,11 @@ async def _record_of_request(request: Request, record_id: str) -> Any:
 async def require_write(request: Request, user: "BaseUser" = Depends(require_read)) -> "BaseUser":
     """The user, if allowed to act on the escalation this request concerns.
 
-    On a record (``{record_id}`` in the path): 404 (:class:`RecordHidden`) unless it exists and
-    the user may read its Dag, then 403 unless the user may change its Dag's runs. A trigger's
-    Dag (``context.dag_id``) is checked by the trigger route, which has the parsed body.
+    A browser's write must pass :func:`check_cookie_write` (403). On a record (``{record_id}`` in
+    the path): 404 (:class:`RecordHidden`) unless it exists and the user may read its Dag, then
+    403 unless the user may change its Dag's runs. A trigger: 403 unless the user may change runs
+    of ``context.dag_id`` (of every Dag without one), and may edit connections when its inline
+    policy names any.
     """
     check_cookie_write(request)
     record_id = request.path_params.get("record_id")
