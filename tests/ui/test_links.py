@@ -301,6 +301,7 @@ def test_link_pages_headers(svc):
     assert "script-src 'self'" in csp and "frame-ancestors 'self'" in csp and "unsafe-inline" not in csp
     # the token is in the URL: it never leaves this origin (and the form's POST keeps its Origin)
     assert page.headers["referrer-policy"] == "same-origin"
+    assert '<meta name="referrer" content="same-origin">' in page.text
     assert page.headers["cache-control"] == "no-store"
     assert page.headers["x-content-type-options"] == "nosniff"
 
