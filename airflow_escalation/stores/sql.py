@@ -54,7 +54,6 @@ from airflow_escalation.stores.base import BaseEscalationStore, DagIds, StoreErr
 from airflow_escalation.stores.sql_schema import (
     DEFAULT_PREFIX,
     MYSQL_DIALECTS,
-    NAME,
     TARGET_KEY,
     JSONDocument,
     Tables,

@@ -6,7 +6,6 @@ test_authz_api_server.py."""
 
 from __future__ import annotations
 
-import os
 from typing import Any, Iterator
 
 import httpx
