@@ -113,6 +113,16 @@ def _default_base_url(conf: Any) -> str:
     return f"http://localhost:{port}"
 
 
+def public_base_url(conf: Any = None) -> str:
+    """Airflow's public URL as the service knows it: ``[escalation] base_url``, else ``[api]
+    base_url`` (what ``EscalationSettings.base_url`` holds)."""
+    if conf is None:
+        from airflow.configuration import conf as airflow_conf
+
+        conf = airflow_conf
+    return (_option(conf, "base_url") or _default_base_url(conf)).rstrip("/")
+
+
 def load_settings(conf: Any = None) -> EscalationSettings:
     """Read and validate ``[escalation]``; raise :class:`EscalationConfigError` naming the option.
 
@@ -137,7 +147,7 @@ def load_settings(conf: Any = None) -> EscalationSettings:
             "check_interval_seconds", _option(conf, "check_interval_seconds"), float, 0, strict=True),
         max_concurrent_deliveries=_number(
             "max_concurrent_deliveries", _option(conf, "max_concurrent_deliveries"), int, 1, strict=False),
-        base_url=(_option(conf, "base_url") or _default_base_url(conf)).rstrip("/"),
+        base_url=public_base_url(conf),
         metadata_db_url=str(conf.get("database", "sql_alchemy_conn", fallback="") or ""),
     )
 

@@ -33,6 +33,7 @@ from airflow_escalation.core.models import (
     EscalationResult,
     EscalationStats,
     EscalationTarget,
+    dag_id_of,
 )
 from airflow_escalation.core.states import DEFAULT_STATE_MACHINE, InvalidTransition
 from airflow_escalation.core.worker_pool import WorkerPool
@@ -359,14 +360,17 @@ class EscalationEngine:
         policy = chosen
         now = self._clock.now()
 
+        # an incident's open record belongs to its DAG: a trigger of another DAG never joins it
+        # nor is suppressed by its cooldown, whatever the incident id says
+        dag_id = dag_id_of(context)
         for _ in range(_CAS_ATTEMPTS):
             store = self._store
-            existing = (store.find_open(incident_id, policy.name) if self._inline
-                        else await self._io(store.find_open, incident_id, policy.name))
+            existing = (store.find_open(incident_id, policy.name, dag_id) if self._inline
+                        else await self._io(store.find_open, incident_id, policy.name, dag_id))
             if existing is not None:
                 return await self._retrigger(existing, trigger_type, triggered_by)
             if policy.cooldown_minutes > 0:
-                last = await self._io(self._store.last_closed, incident_id, policy.name)
+                last = await self._io(self._store.last_closed, incident_id, policy.name, dag_id)
                 if last is not None and last.closed_at is not None and now - last.closed_at < policy.cooldown:
                     until = last.closed_at + policy.cooldown
                     return EscalationResult.failure_result(

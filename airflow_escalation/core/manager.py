@@ -9,7 +9,7 @@ from typing import Any
 
 from airflow_escalation.core.clock import Clock
 from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig, NotificationHandler
-from airflow_escalation.core.models import EscalationPolicy, EscalationResult, EscalationStats
+from airflow_escalation.core.models import EscalationPolicy, EscalationResult, EscalationStats, dag_id_of
 from airflow_escalation.core.types import EscalationTrigger
 from airflow_escalation.scheduling.base import SchedulerConfig
 
@@ -231,7 +231,7 @@ class EscalationPolicyManager:
         engine = self.get_engine()
         name = policy_name or (self._config.default_policy if self._config.default_policy in self._config.policies else None)
         if kwargs.get("policy") is None and len(engine.get_active_escalations()) >= self._config.max_concurrent_escalations:
-            if engine.store.find_open(incident_id, name or "") is None:
+            if engine.store.find_open(incident_id, name or "", dag_id_of(context)) is None:
                 return EscalationResult.failure_result(
                     None, "trigger", f"max_concurrent_escalations ({self._config.max_concurrent_escalations}) reached",
                     code="capacity")

@@ -453,6 +453,21 @@ class EscalationPolicy:
 _last_iso: tuple[datetime | None, str] = (None, "")
 
 
+#: longest DAG id a record belongs to (Airflow's own limit is 250; the SQL column holds 255)
+MAX_DAG_ID = 255
+
+
+def dag_id_of(context: Any) -> str | None:
+    """The DAG a record with this ``context`` belongs to: ``context["dag_id"]`` when it is a
+    non-empty string of at most :data:`MAX_DAG_ID` characters, else None (a record of no DAG).
+
+    The one rule for "which DAG": the engine's one-open-record key, the stores' DAG filters and
+    the service's authorization all ask it.
+    """
+    dag_id = context.get("dag_id") if isinstance(context, dict) else None
+    return dag_id if isinstance(dag_id, str) and 0 < len(dag_id) <= MAX_DAG_ID else None
+
+
 def _iso(at: datetime) -> str:
     """``at.isoformat()``, remembering the last one: one step writes several events at one time."""
     global _last_iso
@@ -532,6 +547,11 @@ class EscalationRecord:
     def duration(self) -> timedelta:
         end = self.closed_at or self.updated_at
         return end - self.created_at
+
+    @property
+    def dag_id(self) -> str | None:
+        """The DAG this record belongs to (:func:`dag_id_of` its context), None for no DAG."""
+        return dag_id_of(self.context)
 
     @property
     def severity(self) -> str | None:

@@ -17,8 +17,9 @@ triggerer share one poll of the service. ``deferrable=False`` pokes from the wor
 (``mode="poke"`` or ``"reschedule"``).
 
 ``incident_id`` (Jinja, then ``str.format`` over ``{dag_id}``, ``{task_id}``, ``{run_id}`` ...)
-is resolved when the sensor starts: the incident's newest open escalation, else its newest
-escalation. The sensor fails when the record reaches one of ``failed_states`` (default: the
+is resolved when the sensor starts: the incident's newest open escalation of the sensor's own
+Dag, else its newest escalation of that Dag (an incident id never joins records of two Dags: to
+watch another Dag's escalation, pass its ``record_id``). The sensor fails when the record reaches one of ``failed_states`` (default: the
 terminal states not in ``target_states``) or when ``timeout`` passes (``soft_fail`` skips
 instead). It returns the record (id, state, acknowledged_by ...) as its XCom.
 """
@@ -118,11 +119,14 @@ class EscalationSensor(BaseSensorOperator):
             if not self._resolved_id or self._resolved_id == "None":
                 raise AirflowException(f"record_id rendered to {self.record_id!r}: no escalation to wait for")
             return self._resolved_id
-        incident = render_incident_key(str(self.incident_id), incident_fields(context))
-        page = hook.list_escalations(list(OPEN_STATES), incident=incident, limit=1)
+        fields = incident_fields(context)
+        incident = render_incident_key(str(self.incident_id), fields)
+        # the incident of this Dag: another Dag's record of the same incident id is not this one
+        dag_id = fields.get("dag_id")
+        page = hook.list_escalations(list(OPEN_STATES), incident=incident, dag_id=dag_id, limit=1)
         records = page.get("escalations") or []
         if not records:
-            page = hook.list_escalations(incident=incident, limit=1)
+            page = hook.list_escalations(incident=incident, dag_id=dag_id, limit=1)
             records = page.get("escalations") or []
         if not records:
             raise AirflowException(f"no escalation of incident {incident!r} to wait for")

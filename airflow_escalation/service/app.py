@@ -37,6 +37,7 @@ from airflow_escalation.airflow_config import EscalationConfigError, EscalationS
 from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
 from airflow_escalation.core.manager import EscalationPolicyConfig
 from airflow_escalation.scheduling.base import SchedulerConfig
+from airflow_escalation.service.auth import RecordHidden
 from airflow_escalation.service.deps import ServiceUnavailable
 from airflow_escalation.service.notify import make_log_handler
 from airflow_escalation.stores.base import BaseEscalationStore, StoreError
@@ -290,6 +291,17 @@ async def _unavailable(request: Request, exc: ServiceUnavailable) -> JSONRespons
     return JSONResponse(status_code=503, content={"detail": str(exc)})
 
 
+async def _record_hidden(request: Request, exc: Exception) -> JSONResponse:
+    """An action on a record that is missing or outside the caller's Dags: the route's own 404."""
+    from airflow_escalation.core.models import EscalationResult
+    from airflow_escalation.service.routes.escalations import _answer
+
+    assert isinstance(exc, RecordHidden)
+    action = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+    return _answer(EscalationResult.failure_result(None, action, f"escalation {exc.record_id!r} not found",
+                                                   code="not_found"))
+
+
 def _swagger_enabled() -> bool:
     """Follow ``[api] enable_swagger_ui`` like Airflow's own API (the schema stays served)."""
     try:
@@ -317,8 +329,9 @@ def create_app(*, settings: Optional[EscalationSettings] = None,
         description=(
             "Multi-level notification escalation inside the Airflow API server. Authenticate as for "
             "Airflow's own API (a bearer token from POST /auth/token, or the UI's session). "
-            "Reading needs the plugins view permission; triggering and acting on escalations needs "
-            "permission to change Dag runs. Contract: docs/api.md."
+            "The service needs the plugins view permission; each escalation belongs to its Dag "
+            "(context.dag_id): reading it needs read permission on that Dag, triggering and acting "
+            "on it permission to change that Dag's runs (docs/security.md). Contract: docs/api.md."
         ),
         lifespan=_lifespan_factory(lambda: EscalationService(settings, engine, policy_config)),
         docs_url="/docs" if _swagger_enabled() else None,
@@ -326,6 +339,7 @@ def create_app(*, settings: Optional[EscalationSettings] = None,
     )
     app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(ServiceUnavailable, _unavailable)
+    app.add_exception_handler(RecordHidden, _record_hidden)
     for module in (escalations, policies, system):
         app.include_router(module.router, prefix=API_PREFIX)
     from airflow_escalation.service import ui  # pages, one-click links, GET /me (docs/ui.md)

@@ -9,7 +9,7 @@ from typing import Sequence
 from airflow_escalation.core.models import Delivery, EscalationRecord, EscalationStats, StatsAccumulator
 from airflow_escalation.core.timeutil import UTC
 from airflow_escalation.core.types import DeliveryState
-from airflow_escalation.stores.base import BaseEscalationStore
+from airflow_escalation.stores.base import BaseEscalationStore, DagIds
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -25,8 +25,9 @@ class InMemoryEscalationStore(BaseEscalationStore):
         super().__init__(name)
         self._lock = threading.RLock()
         self._records: dict[str, EscalationRecord] = {}
-        self._open: dict[tuple[str, str], str] = {}  # (incident, policy) -> open record id
-        self._last_closed: dict[tuple[str, str], str] = {}
+        # (incident, policy, dag) -> open record id / latest closed record id
+        self._open: dict[tuple[str, str, str | None], str] = {}
+        self._last_closed: dict[tuple[str, str, str | None], str] = {}
         self._leases: dict[str, tuple[str, datetime]] = {}
         self._deliveries: dict[str, Delivery] = {}
         self._deliveries_by_record: dict[str, list[str]] = {}
@@ -34,7 +35,7 @@ class InMemoryEscalationStore(BaseEscalationStore):
 
     # ------------------------------------------------------------------ helpers
     def _index(self, record: EscalationRecord) -> None:
-        key = (record.incident_id, record.policy_name)
+        key = _incident_key(record)
         if record.is_open:
             self._open[key] = record.id
         else:
@@ -84,17 +85,20 @@ class InMemoryEscalationStore(BaseEscalationStore):
         policy_name: str | None = None,
         incident_id: str | None = None,
         dag_id: str | None = None,
+        dag_ids: DagIds | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[EscalationRecord], int]:
         wanted = set(states) if states else None
+        dags = set(dag_ids) if dag_ids is not None else None
         with self._lock:
             found = [
                 r for r in self._records.values()
                 if (wanted is None or r.state in wanted)
                 and (policy_name is None or r.policy_name == policy_name)
                 and (incident_id is None or r.incident_id == incident_id)
-                and (dag_id is None or r.context.get("dag_id") == dag_id)
+                and (dag_id is None or r.dag_id == dag_id)
+                and (dags is None or r.dag_id in dags)
             ]
         found.sort(key=lambda r: (r.created_at, r.id), reverse=True)
         return [r.clone() for r in found[offset:offset + limit]], len(found)
@@ -113,7 +117,7 @@ class InMemoryEscalationStore(BaseEscalationStore):
             record = self._records.pop(record_id, None)
             if record is None:
                 return False
-            key = (record.incident_id, record.policy_name)
+            key = _incident_key(record)
             for index in (self._open, self._last_closed):
                 if index.get(key) == record_id:
                     del index[key]
@@ -131,13 +135,22 @@ class InMemoryEscalationStore(BaseEscalationStore):
                 self.delete(record_id)
         return len(old)
 
-    def get_stats(self) -> EscalationStats:
+    def get_stats(self, dag_ids: DagIds | None = None) -> EscalationStats:
         acc = StatsAccumulator()
+        dags = set(dag_ids) if dag_ids is not None else None
         with self._lock:
-            for record in self._records.values():
-                acc.add_record(record)
-            for delivery in self._deliveries.values():
-                acc.add_delivery(delivery.target.key, delivery.state)
+            if dags is None:
+                for record in self._records.values():
+                    acc.add_record(record)
+                for delivery in self._deliveries.values():
+                    acc.add_delivery(delivery.target.key, delivery.state)
+            else:
+                for record in self._records.values():
+                    if record.dag_id in dags:
+                        acc.add_record(record)
+                        for delivery_id in self._deliveries_by_record.get(record.id, ()):
+                            delivery = self._deliveries[delivery_id]
+                            acc.add_delivery(delivery.target.key, delivery.state)
         return acc.result()
 
     def clear(self) -> None:
@@ -153,7 +166,7 @@ class InMemoryEscalationStore(BaseEscalationStore):
     # ------------------------------------------------------------------ engine contract
     def create(self, record: EscalationRecord, deliveries: Sequence[Delivery] = ()) -> EscalationRecord | None:
         with self._lock:
-            if (record.incident_id, record.policy_name) in self._open or record.id in self._records:
+            if _incident_key(record) in self._open or record.id in self._records:
                 return None
             record.version = 1
             self._records[record.id] = record
@@ -161,12 +174,12 @@ class InMemoryEscalationStore(BaseEscalationStore):
             self._add_deliveries(deliveries)
         return record
 
-    def find_open(self, incident_id: str, policy_name: str) -> EscalationRecord | None:
-        record_id = self._open.get((incident_id, policy_name))
+    def find_open(self, incident_id: str, policy_name: str, dag_id: str | None = None) -> EscalationRecord | None:
+        record_id = self._open.get((incident_id, policy_name, dag_id))
         return self.get(record_id) if record_id else None
 
-    def last_closed(self, incident_id: str, policy_name: str) -> EscalationRecord | None:
-        record_id = self._last_closed.get((incident_id, policy_name))
+    def last_closed(self, incident_id: str, policy_name: str, dag_id: str | None = None) -> EscalationRecord | None:
+        record_id = self._last_closed.get((incident_id, policy_name, dag_id))
         return self.get(record_id) if record_id else None
 
     def update(
@@ -306,6 +319,11 @@ class InMemoryEscalationStore(BaseEscalationStore):
             times = [d.next_attempt_at or d.created_at for d in self._deliveries.values()
                      if d.state == DeliveryState.PENDING]
         return min(times) if times else None
+
+
+def _incident_key(record: EscalationRecord) -> tuple[str, str, str | None]:
+    """One open record per incident, policy and DAG."""
+    return record.incident_id, record.policy_name, record.dag_id
 
 
 def _copy_delivery(delivery: Delivery) -> Delivery:

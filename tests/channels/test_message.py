@@ -63,10 +63,10 @@ def test_context_from_the_provider_notifier():
     """The keys EscalationNotifier puts in the context (notifications/incident.py)."""
     task = build(make_record({"source": "task", "dag_id": "etl", "run_id": "r", "task_id": "load",
                               "map_index": -1, "try_number": 1, "exception": "bad row",
-                              "exception_type": "ValueError", "log_url": "http://af/log"}))
+                              "exception_type": "ValueError", "log_url": f"{BASE_URL}/log"}))
     assert task.title == "[ESCALATION L2] etl.load failed"
     assert task.exception == "ValueError: bad row" and task.map_index is None
-    assert task.links["log"] == "http://af/log"
+    assert task.links["log"] == f"{BASE_URL}/log"
     deadline = build(make_record({"source": "deadline", "dag_id": "etl", "run_id": "r",
                                   "deadline_id": "d1", "deadline_time": "2026-03-02T11:00:00+00:00"}))
     assert deadline.title == "[ESCALATION L2] etl missed its deadline"
@@ -93,10 +93,14 @@ def test_ui_links_follow_the_airflow_3_routes():
     assert airflow_ui_links("http://af", "d") == {"dag": "http://af/dags/d"}
 
 
-def test_links_in_order_and_only_web_urls_from_the_context():
-    message = build(make_record({**FAILURE_CONTEXT, "log_url": "javascript:alert(1)"}))
-    assert "log" not in message.links
-    message = build(make_record({**FAILURE_CONTEXT, "log_url": "https://logs.example.com/x"}))
+def test_links_in_order_and_only_airflow_urls_from_the_context():
+    # the context is whatever the triggering caller wrote: only Airflow's own URLs become links
+    for foreign in ("javascript:alert(1)", "https://logs.example.com/x", "https://evil.example/phish",
+                    f"{BASE_URL}.evil.example/x", "//evil.example/x", f"{BASE_URL}@evil.example/x"):
+        assert "log" not in build(make_record({**FAILURE_CONTEXT, "log_url": foreign})).links, foreign
+    log = f"{BASE_URL}/dags/etl/runs/r/tasks/load?try_number=2"
+    message = build(make_record({**FAILURE_CONTEXT, "log_url": log}))
+    assert message.links["log"] == log
     assert list(message.links) == ["task", "run", "dag", "log", "escalation"]  # no secret: no actions
     assert message.links["escalation"] == \
         f"{BASE_URL}/plugin/escalations/escalation/ui/records/esc-abc123"

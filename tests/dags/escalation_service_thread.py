@@ -100,6 +100,7 @@ class ServiceThread:
         self.app = create_app(engine=self.engine, policy_config=self.policy_config)
         self.app.dependency_overrides[auth.require_read] = jwt_user
         self.app.dependency_overrides[auth.require_write] = jwt_writer
+        self.app.dependency_overrides[auth.read_scope] = auth.DagScope.everything
         self.requests: collections.Counter[str] = collections.Counter()
         self._fail_next = 0
         self._lock = threading.Lock()

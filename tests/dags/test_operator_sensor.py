@@ -125,7 +125,7 @@ def test_operator_fails_on_timeout_and_on_a_dead_end(service):
 def test_operator_already_handled_returns_without_deferring(service):
     op = EscalationOperator(task_id="done", wait_for="acknowledged")
     with service.client() as client:
-        rid = client.trigger("opdone_etl.done", {"severity": "high"})["record"]["id"]
+        rid = client.trigger("opdone_etl.done", {"severity": "high", "dag_id": "opdone_etl"})["record"]["id"]
         client.acknowledge(rid)
     assert op.execute(ctx("opdone_etl", "done")) == rid  # joins the acknowledged escalation
 
@@ -149,9 +149,11 @@ def test_operator_rejects_bad_arguments():
 # ---------------------------------------------------------------------------------- sensor
 
 
-def make_record(service, incident: str) -> str:
+def make_record(service, incident: str, dag_id: str | None = None) -> str:
+    """A record of ``incident``, of the Dag its id starts with (``sensor_etl.load``: ``sensor_etl``)."""
     with service.client() as client:
-        return client.trigger(incident, {"severity": "high"})["record"]["id"]
+        context = {"severity": "high", "dag_id": dag_id or incident.split(".")[0]}
+        return client.trigger(incident, context)["record"]["id"]
 
 
 def test_sensor_defers_on_the_incident_and_returns_the_record(service):
@@ -166,6 +168,15 @@ def test_sensor_defers_on_the_incident_and_returns_the_record(service):
     assert record == event["record"]
     assert EscalationSensor(task_id="wait", incident_id="{dag_id}.load").execute_complete(
         context, event="success")["id"] == rid
+
+
+def test_sensor_waits_on_its_own_dags_incident_never_another_dags(service):
+    # another Dag's record of the same incident id, newer and open: not the one to wait for
+    own = make_record(service, "sensor_mine.load")
+    decoy = make_record(service, "sensor_mine.load", dag_id="someone_else")
+    assert decoy != own
+    sensor = EscalationSensor(task_id="wait", incident_id="{dag_id}.load", poke_interval=0.2, timeout=60)
+    assert deferred(sensor, ctx("sensor_mine", "wait")).trigger.record_id == own
 
 
 def test_sensor_already_there_and_not_found(service):
