@@ -792,6 +792,8 @@ class EscalationEngine:
 
     async def _finish(self, delivery: Delivery, error: str | None) -> None:
         now = self._clock.now()
+        if error is not None:
+            error = bounds.truncate(error)  # last_error is shown to every viewer: keep it short
         if error is None:
             if self._inline:
                 self._store.finish_delivery(delivery.id, now, sent=True)
