@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Optional
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse
 
 from airflow_escalation import __version__
@@ -299,6 +301,32 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
     return JSONResponse(status_code=422, content={"detail": bounds.scrub(errors)})
 
 
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Any:
+    """Starlette's answers, made to match the schema: a body that is not JSON at all (not even
+    UTF-8) is a 422 like any other invalid body, not a 400; a 405 lists every method of the path
+    (Starlette names only those of the first route that matched it)."""
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        return JSONResponse(status_code=422, content={"detail": [
+            {"type": "json_invalid", "loc": ["body"], "msg": "the body is not valid JSON"}]})
+    if exc.status_code == 405:
+        from starlette.routing import Match
+
+        # routes of this path; a literal path (/policies/validate) wins over a template that
+        # also matches it (/policies/{name}), as the schema documents them
+        literal: set[str] = set()
+        templated: set[str] = set()
+        for route in request.app.router.routes:
+            match, child = route.matches({**request.scope, "method": "GET", "path_params": {}})
+            methods = getattr(route, "methods", None)
+            if match is not Match.NONE and methods:
+                (templated if child.get("path_params") else literal).update(methods)
+        allowed = literal or templated
+        if allowed:
+            return JSONResponse(status_code=405, content={"detail": exc.detail},
+                                headers={"Allow": ", ".join(sorted(allowed))})
+    return await http_exception_handler(request, exc)
+
+
 async def _unavailable(request: Request, exc: ServiceUnavailable) -> JSONResponse:
     return JSONResponse(status_code=503, content={"detail": str(exc)})
 
@@ -339,6 +367,7 @@ def create_app(*, settings: Optional[EscalationSettings] = None,
     )
     app.add_middleware(BodyLimit)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(ServiceUnavailable, _unavailable)
     for module in (escalations, policies, system):

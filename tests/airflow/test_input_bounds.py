@@ -240,3 +240,20 @@ def test_stored_bad_values_never_break_a_read(make_store):
         assert c.get(f"{API}/stats").status_code == 200
         # and the store keeps working for everyone else
         assert c.post(f"{API}/escalations", json={"incident_id": "fresh"}).status_code == 201
+
+
+# ------------------------------------------------------------------ found by the schema fuzzer
+
+
+def test_a_body_that_is_not_utf8_is_422(client):
+    response = post_raw(client, f"{API}/escalations", b'{"incident_id": "\xff\xfe"}')
+    assert_422_naming(response, "body")
+    assert total(client) == 0
+
+
+@pytest.mark.parametrize("path, allow", [
+    ("/policies/validate", "POST"), ("/escalations", "GET, POST"), ("/policies/ops", "GET"),
+])
+def test_405_lists_the_paths_methods(client, path, allow):
+    response = client.request("OPTIONS", f"{API}{path}")
+    assert response.status_code == 405 and response.headers["allow"] == allow
