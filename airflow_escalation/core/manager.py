@@ -149,7 +149,7 @@ def load_yaml(source: str | os.PathLike) -> dict[str, Any]:
     """Parse YAML from a file path or from YAML text (bounded: see :func:`parse_yaml`)."""
     text = str(source)
     path = Path(text) if isinstance(source, os.PathLike) or "\n" not in text else None
-    if path is not None and path.exists():
+    if path is not None and path.is_file():
         size = path.stat().st_size
         if size > bounds.MAX_YAML_BYTES:
             raise ValueError(f"yaml: at most {bounds.MAX_YAML_BYTES} bytes, the file {str(path)!r} has {size}")
@@ -172,15 +172,17 @@ def parse_yaml(text: str) -> Any:
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > bounds.MAX_YAML_BYTES:
         raise ValueError(f"yaml: at most {bounds.MAX_YAML_BYTES} bytes, got {size}")
-    loader = _bounded_yaml_loader()(text)
+    loader = None
     try:
+        loader = _bounded_yaml_loader()(text)  # the reader already refuses unprintable text
         return loader.get_single_data()
     except yaml.YAMLError as exc:
         raise ValueError(bounds.truncate(f"yaml: {exc}")) from None
     except RecursionError:
         raise ValueError(f"yaml: nested too deep (more than {bounds.MAX_YAML_DEPTH} levels)") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 @functools.cache

@@ -474,8 +474,8 @@ class EscalationPolicy:
         if not isinstance(data, dict):
             raise ValueError(f"policy: expected a mapping, got {_short(data)}")
         _known_keys(data, _POLICY_FIELDS, f"policy {_short(data.get('name'))}")
-        if "name" not in data:
-            raise ValueError(f"policy.name: missing in policy with fields {sorted(data)}")
+        if data.get("name") is None:
+            raise ValueError(bounds.truncate(f"policy.name: missing in policy with fields {sorted(map(str, data))}", 300))
         kwargs = {k: v for k, v in data.items() if v is not None}
         kwargs["levels"] = [EscalationLevel.from_dict(lv) for lv in data.get("levels") or []]
         return cls(**kwargs)
