@@ -14,7 +14,7 @@ from test_service_inprocess import API, make_client
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
-FUZZ = settings(max_examples=80, deadline=None, derandomize=True, database=None,
+FUZZ = settings(max_examples=50, deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))
 BODY_FIELDS = ("incident_id", "context", "policy_name", "trigger_type", "policy", "note", "reason", "force", "body")
 

@@ -37,7 +37,7 @@ from airflow_escalation.stores.memory import InMemoryEscalationStore  # noqa: E4
 
 from test_service_inprocess import POLICIES  # noqa: E402
 
-FUZZ_EXAMPLES = int(os.environ.get("ESCALATION_FUZZ_EXAMPLES", "12"))
+FUZZ_EXAMPLES = int(os.environ.get("ESCALATION_FUZZ_EXAMPLES", "8"))
 
 
 def build_app():

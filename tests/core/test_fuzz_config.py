@@ -19,7 +19,7 @@ NAMES = (_POLICY_FIELDS | _LEVEL_FIELDS | TARGET_FIELDS | _CONFIG_FIELDS
          | {"policy", "levels", "target", "escalation", "yaml", "policies", "config"})
 MAX_MESSAGE = 2 * bounds.MAX_ERROR_CHARS
 
-FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 text = st.one_of(st.text(max_size=20), st.sampled_from(["", "\ud800", "critical", "UTC", "Europe/Paris",
