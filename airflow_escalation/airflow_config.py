@@ -19,6 +19,8 @@ option                      default        meaning
 ``spool_dir``               (empty)        where callbacks keep hand-offs the service could not
                                            take (read by task processes, not by the API
                                            server); empty = ``$AIRFLOW_HOME/escalation_spool``
+``component_jwt_max_role``  ``OP``         highest role of a JWT that DAG code signs itself
+                                           (connection extra ``auth_type: jwt``; opt-in)
 =========================== ============== ====================================================
 """
 
@@ -38,6 +40,7 @@ DEFAULTS: dict[str, str] = {
     "max_concurrent_deliveries": "100",
     "base_url": "",
     "spool_dir": "",
+    "component_jwt_max_role": "OP",
 }
 
 SCHEDULERS = ("apscheduler", "asyncio")

@@ -215,8 +215,10 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     try:
         config = EscalationPolicyConfig.from_yaml(Path(path))
     except (ValueError, TypeError) as exc:
+        if str(exc).startswith("yaml:"):  # not loadable YAML (syntax, aliases, size, depth)
+            raise Failure(f"{path}: cannot load: {' '.join(str(exc).split())}") from None
         raise Failure(f"{path}: invalid: {exc}") from None
-    except Exception as exc:  # YAML syntax errors and the like
+    except Exception as exc:  # an unreadable file and the like
         message = " ".join(str(exc).split())
         raise Failure(f"{path}: cannot load: {type(exc).__name__}: {message}") from None
     if args.json:

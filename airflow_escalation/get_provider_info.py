@@ -94,6 +94,14 @@ CONFIG: dict[str, Any] = {
                 "dag-processor and the triggerer. Empty: $AIRFLOW_HOME/escalation_spool.",
                 "string", "/var/lib/airflow/escalation_spool", "",
             ),
+            "component_jwt_max_role": _option(
+                "Highest role a JWT signed by DAG code may claim (an `escalation` connection with "
+                "extra auth_type jwt, which signs with [api_auth] jwt_secret in task processes, the "
+                "triggerer and the dag-processor): VIEWER, USER or OP; ADMIN only when set here. "
+                "Read where the token is signed. The default authentication is a login on the "
+                "connection, which this option does not concern.",
+                "string", "USER", "OP",
+            ),
         },
     },
 }

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow_escalation.channels.base import Channel, ChannelError, ConnectionInfo, PermanentChannelError
+from airflow_escalation.channels.base import Channel, ChannelError, ConnectionInfo, PermanentChannelError, failure_reason
 
 if TYPE_CHECKING:
     from airflow_escalation.channels.message import EscalationMessage
@@ -137,4 +137,4 @@ class PagerDutyEventsChannel(Channel):
             return await hook.send_event(**fields)
         except Exception as exc:
             raise ChannelError(f"PagerDuty {fields['action']} event for {fields['dedup_key']}: "
-                               f"{type(exc).__name__}: {exc}") from None
+                               f"{failure_reason(exc)}") from None

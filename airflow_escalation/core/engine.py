@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable, Iterable
 
-from airflow_escalation.core import planner
+from airflow_escalation.core import bounds, planner
 from airflow_escalation.core.business_hours import is_business_time
 from airflow_escalation.core.clock import SYSTEM_CLOCK, Clock
 from airflow_escalation.core.models import (
@@ -351,8 +351,13 @@ class EscalationEngine:
             trigger_type = EscalationTrigger(trigger_type)
         except ValueError:
             return EscalationResult.failure_result(None, "trigger", f"unknown trigger type {trigger_type!r}")
-        if not isinstance(incident_id, str) or not incident_id:
-            return EscalationResult.failure_result(None, "trigger", f"incident_id must be a non-empty string, got {incident_id!r}")
+        refused = _refuse("trigger", lambda: (
+            bounds.check_text(incident_id, "incident_id", allow_empty=False),
+            bounds.check_mapping(context or {}, "context"),
+            bounds.check_text(triggered_by, "triggered_by"),
+            policy_name is None or bounds.check_text(policy_name, "policy_name")))
+        if refused is not None:
+            return refused
         context = dict(context or {})
         chosen = self._select_policy(policy_name, context, trigger_type, policy)
         if isinstance(chosen, EscalationResult):
@@ -411,9 +416,15 @@ class EscalationEngine:
     async def _retrigger(self, existing: EscalationRecord, trigger_type: EscalationTrigger,
                          actor: str) -> EscalationResult:
         def join(record: EscalationRecord, now: datetime) -> _Change:
-            record.metadata["trigger_count"] = int(record.metadata.get("trigger_count", 1)) + 1
-            record.add_history_event("retriggered", now, actor, trigger_type=trigger_type.value,
-                                     trigger_count=record.metadata["trigger_count"])
+            count = record.metadata["trigger_count"] = int(record.metadata.get("trigger_count", 1)) + 1
+            # the history keeps the first joins; later ones are only counted, so a failure that
+            # re-triggers every minute for a week does not grow the record without bound
+            if count <= bounds.MAX_RETRIGGER_EVENTS + 1:
+                record.add_history_event("retriggered", now, actor, trigger_type=trigger_type.value,
+                                         trigger_count=count)
+            else:
+                record.metadata["last_triggered_at"] = now.isoformat()
+                record.metadata["last_triggered_by"] = actor
             return _Change()
 
         result = await self._mutate(existing.id, "trigger_existing", join, current=existing)
@@ -424,6 +435,9 @@ class EscalationEngine:
     # ------------------------------------------------------------------ human actions
     async def acknowledge(self, record_id: str, acknowledged_by: str = "system",
                           note: str | None = None) -> EscalationResult:
+        if (refused := _refuse_action("acknowledge", acknowledged_by, note)) is not None:
+            return refused
+
         def ack(record: EscalationRecord, now: datetime) -> _Change | EscalationResult:
             if record.state == _ACKNOWLEDGED:
                 return EscalationResult.failure_result(
@@ -440,6 +454,9 @@ class EscalationEngine:
 
     async def resolve(self, record_id: str, resolved_by: str = "system",
                       note: str | None = None) -> EscalationResult:
+        if (refused := _refuse_action("resolve", resolved_by, note)) is not None:
+            return refused
+
         def close(record: EscalationRecord, now: datetime) -> _Change:
             self._resolve(record, now, resolved_by, note=note)
             return _Change(cancel_pending=True)
@@ -447,6 +464,9 @@ class EscalationEngine:
         return await self._mutate(record_id, "resolve", close)
 
     async def cancel(self, record_id: str, cancelled_by: str = "system", reason: str = "") -> EscalationResult:
+        if (refused := _refuse_action("cancel", cancelled_by, reason, "reason")) is not None:
+            return refused
+
         def close(record: EscalationRecord, now: datetime) -> _Change:
             self._transition(record, EscalationEvent.CANCEL, now, cancelled_by, reason=reason)
             record.metadata["cancelled_by"] = cancelled_by
@@ -463,6 +483,9 @@ class EscalationEngine:
         ``force`` also escalates an acknowledged record (back to active at the next level) and,
         at the top level, pages the top level again. ``max_escalations`` still applies.
         """
+        if (refused := _refuse_action("escalate", escalated_by, None)) is not None:
+            return refused
+
         def climb(record: EscalationRecord, now: datetime) -> _Change | EscalationResult:
             policy = self._policy_for(record)
             change = _Change()
@@ -773,6 +796,8 @@ class EscalationEngine:
 
     async def _finish(self, delivery: Delivery, error: str | None) -> None:
         now = self._clock.now()
+        if error is not None:
+            error = bounds.truncate(error)  # last_error is shown to every viewer: keep it short
         if error is None:
             if self._inline:
                 self._store.finish_delivery(delivery.id, now, sent=True)
@@ -913,6 +938,21 @@ else:  # pragma: no cover - Python 3.10
 def _private_copy(policy: EscalationPolicy | dict) -> EscalationPolicy:
     """A copy the caller cannot change afterwards: running escalations keep the policy as it was."""
     return EscalationPolicy.from_dict(policy.to_dict() if isinstance(policy, EscalationPolicy) else policy)
+
+
+def _refuse(action: str, check: Callable[[], Any]) -> EscalationResult | None:
+    """The ``invalid`` result when ``check()`` finds an input out of bounds (core/bounds.py)."""
+    try:
+        check()
+    except ValueError as exc:
+        return EscalationResult.failure_result(None, action, str(exc), code="invalid")
+    return None
+
+
+def _refuse_action(action: str, actor: Any, text: Any, text_field: str = "note") -> EscalationResult | None:
+    return _refuse(action, lambda: (
+        bounds.check_text(actor, "actor"),
+        text is None or bounds.check_text(text, text_field, bounds.MAX_NOTE)))
 
 
 def _earliest(*times: datetime | None) -> datetime | None:

@@ -82,8 +82,7 @@ class Demo:
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             "AIRFLOW__API__BASE_URL": base,
             "AIRFLOW__ESCALATION__SPOOL_DIR": str(self.home / "spool"),
-            # callbacks, operators and sensors reach the service through this connection
-            "AIRFLOW_CONN_ESCALATION_DEFAULT": json.dumps({"conn_type": "escalation", "host": base}),
+            # escalation_default (the service account's login) comes from LocalAirflow
             f"AIRFLOW_CONN_{WEBHOOK_CONN.upper()}": json.dumps(
                 {"conn_type": "http", "host": "127.0.0.1", "port": self.webhook.port, "schema": "http"}),
             f"AIRFLOW_CONN_{SMTP_CONN.upper()}": json.dumps({

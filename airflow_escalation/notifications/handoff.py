@@ -42,7 +42,8 @@ def classify(exc: BaseException) -> tuple[str, str]:
         return RETRY, message
     if isinstance(exc, EscalationAuthError):
         # a configuration problem (JWT secret, role, password) someone can fix: keep it
-        return RETRY, message + " (check the escalation connection and [api_auth] jwt_secret)"
+        return RETRY, message + (" (check the escalation connection's login and password, or "
+                                 "[api_auth] jwt_secret with auth_type jwt)")
     if isinstance(exc, EscalationConflict):
         return RETRY, message  # the service's "too many concurrent writers; retry"
     if isinstance(exc, EscalationNotFound):

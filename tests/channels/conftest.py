@@ -96,6 +96,8 @@ def sink():
             payload = text.encode()
             self.send_response(status)
             self.send_header("Content-Type", content_type)
+            if 300 <= status < 400:  # fail_next(302, "http://elsewhere/x"): the body is the Location
+                self.send_header("Location", text)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)

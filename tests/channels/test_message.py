@@ -242,19 +242,21 @@ def test_recipients():
 # ---------------------------------------------------------------------------- HTTP / PagerDuty helpers
 
 
-def test_webhook_url_joining_and_host_rule():
+def test_webhook_url_joining_and_containment():
     assert webhook_url("http://h:1", "hooks/a", True) == "http://h:1/hooks/a"
     assert webhook_url("http://h:1/", "/hooks/a", True) == "http://h:1/hooks/a"
+    assert webhook_url("http://h:1/base/", "/hooks/a", True) == "http://h:1/base/hooks/a"
     assert webhook_url("http://h:1", "#alerts", True) == "http://h:1/%23alerts"  # a path, not a fragment
     assert webhook_url("http://h:1", "on call/a b?x=1", True) == "http://h:1/on%20call/a%20b?x=1"
-    assert webhook_url("https://h", "https://H:443/x", True) == "https://H:443/x"
-    with pytest.raises(PermanentChannelError, match="not on the connection's host"):
-        webhook_url("https://h", "https://other/x", True)
-    with pytest.raises(PermanentChannelError, match="not on the connection's host"):
-        webhook_url("https://h", "http://h/x", True)  # a downgrade to http is another origin
-    assert webhook_url("http://", "https://any.example.com/x", False) == "https://any.example.com/x"
-    with pytest.raises(PermanentChannelError, match="only http and https"):
-        webhook_url("http://", "ftp://x/y", False)
+    assert webhook_url("http://h:1", "a..b/c.d?next=../x", True) == "http://h:1/a..b/c.d?next=../x"
+    for absolute in ("https://h/x", "https://other/x", "//other/x", "ftp://x/y", " //other"):
+        with pytest.raises(PermanentChannelError, match="not an absolute"):
+            webhook_url("https://h", absolute, True)
+    for dots in ("..", "a/../b", "a/%2e%2e/b", "%2E%2e", "a/%252E%252E/b", "./a", "a/.", "a/%2e/b"):
+        with pytest.raises(PermanentChannelError, match="'..'"):
+            webhook_url("https://h/base", dots, True)
+    with pytest.raises(PermanentChannelError, match="has no host"):
+        webhook_url("http://", "https://any.example.com/x", False)
     assert redact("https://user:pw@h.example.com/services/T/B/secret?token=1") == "https://h.example.com/…"
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from airflow_escalation.notifications.escalation import EscalationNotifier
 from airflow_escalation.spool import EscalationSpool
+from escalation_service_thread import SERVICE_ACCOUNT, SERVICE_PASSWORD
 
 
 class FakeTI:
@@ -75,7 +76,8 @@ def conn_to(monkeypatch):
     """Point ``escalation_default`` at another URL for one test."""
 
     def point(url: str, **extra):
-        conn = {"conn_type": "escalation", "host": url, "extra": {"api_path": "/api/v1", **extra}}
+        conn = {"conn_type": "escalation", "host": url, "login": SERVICE_ACCOUNT, "password": SERVICE_PASSWORD,
+                "extra": {"api_path": "/api/v1", **extra}}
         monkeypatch.setenv("AIRFLOW_CONN_ESCALATION_DEFAULT", json.dumps(conn))
 
     return point
@@ -304,10 +306,11 @@ def test_the_resolve_waits_behind_a_spooled_trigger_of_the_same_incident(service
 
 def test_bad_credentials_and_a_missing_connection_spool_with_a_clear_message(clean_spool, service, conn_to,
                                                                                 monkeypatch):
-    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "another-secret-" + "x" * 64)
+    monkeypatch.setenv("AIRFLOW_CONN_ESCALATION_DEFAULT", json.dumps({**service.connection(), "password": "wrong"}))
     notifier = EscalationNotifier()
     notifier(task_context("auth_etl", "load"))
-    assert notifier.last_handoff.outcome == "spooled" and "jwt_secret" in notifier.last_handoff.message
+    assert notifier.last_handoff.outcome == "spooled"
+    assert "login and password" in notifier.last_handoff.message
     missing = EscalationNotifier(escalation_conn_id="no_such_connection")
     missing(task_context("auth_etl", "other"))  # another incident, another connection: not held back
     assert missing.last_handoff.outcome == "spooled" and "no_such_connection" in missing.last_handoff.message

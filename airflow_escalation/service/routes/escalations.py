@@ -7,6 +7,7 @@ from typing import Any, Awaitable, Callable, Optional
 from fastapi import APIRouter, Body, Depends, Path, Query, status
 from fastapi.responses import JSONResponse
 
+from airflow_escalation.core import bounds
 from airflow_escalation.core.engine import EscalationEngine
 from airflow_escalation.core.models import EscalationPolicy, EscalationResult, dag_id_of
 from airflow_escalation.core.types import ACTIVE_STATE_VALUES, EscalationState
@@ -55,12 +56,15 @@ MAX_IDS = 200
 
 def _answer(result: EscalationResult, success_status: int = 200) -> Any:
     body = Result.from_core(result)
+    # engine messages may quote what the caller sent: answer with a bounded excerpt
+    body.message = bounds.truncate(body.message)
+    body.error = bounds.truncate(body.error) if body.error is not None else None
     if result.success:
         return JSONResponse(body.model_dump(mode="json"), status_code=success_status)
     if result.code in _GATE_CODES:
         return JSONResponse(body.model_dump(mode="json"), status_code=200)
     code = _FAILURE_STATUS.get(result.code, 409)
-    content = ErrorResult(**body.model_dump(), detail=result.error or result.message).model_dump(mode="json")
+    content = ErrorResult(**body.model_dump(), detail=body.error or body.message).model_dump(mode="json")
     return JSONResponse(content, status_code=code)
 
 
@@ -118,9 +122,6 @@ async def trigger(
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             message = str(exc)
             return _answer(_invalid("trigger", message if message.startswith("policy") else f"policy: {message}"))
-        if len(inline.name) > MAX_NAME:
-            return _answer(_invalid("trigger", f"policy.name: at most {MAX_NAME} characters, "
-                                               f"got {len(inline.name)}"))
     name = request_body.policy_name
     if name is None and inline is None and cfg.default_policy in engine.policies:
         name = cfg.default_policy
@@ -156,17 +157,17 @@ async def trigger(
             summary="List escalations, newest first")
 async def list_escalations(
     state: Optional[list[EscalationState]] = Query(None, description="repeatable"),
-    policy: Optional[str] = Query(None, description="policy name"),
-    incident: Optional[str] = Query(None, description="incident id"),
-    dag_id: Optional[str] = Query(None, description="matches context.dag_id (only Dags the caller "
-                                                    "may read are ever listed)"),
+    policy: Optional[str] = Query(None, max_length=MAX_NAME, description="policy name"),
+    incident: Optional[str] = Query(None, max_length=MAX_NAME, description="incident id"),
+    dag_id: Optional[str] = Query(None, max_length=MAX_NAME, description="matches context.dag_id "
+                                  "(only Dags the caller may read are ever listed)"),
     active: Optional[bool] = Query(None, description="true: pending, active or escalating; "
                                                      "false: every other state"),
     ids: Optional[list[str]] = Query(None, description="record ids, comma-separated and/or repeated "
                                      f"(at most {MAX_IDS}): only these records, combined with the other "
                                      "filters; unknown ids are left out"),
-    limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    limit: int = Query(50, ge=1, le=bounds.MAX_LIST_LIMIT),
+    offset: int = Query(0, ge=0, le=bounds.MAX_LIST_OFFSET),
     engine: EscalationEngine = Depends(get_engine),
     scope: DagScope = Depends(read_scope),
 ) -> Any:
