@@ -7,6 +7,8 @@ catches a wake-up lost to a restart or to another replica's write.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +18,8 @@ from typing import Any, Awaitable, Callable
 from airflow_escalation.core.clock import SYSTEM_CLOCK, Clock
 
 WakeCallback = Callable[[], Awaitable[Any]]
+
+log = logging.getLogger(__name__)
 
 
 class SchedulerType(str, Enum):
@@ -60,7 +64,13 @@ class SchedulerConfig:
 
 
 class BaseEscalationScheduler(ABC):
-    """Wakes ``callback`` at the earliest time it was told, and every check interval."""
+    """Wakes ``callback`` at the earliest time it was told, and every check interval.
+
+    A subclass arms its timer in ``_book`` and runs ``_sweep`` when it goes off. ``_sweep`` holds
+    the rule that no wake-up is lost: one sweep runs at a time; a wake-up asked for while it runs
+    is kept and booked when it ends, and one already due (or a timer going off meanwhile) makes
+    the sweep run again at once, because the running sweep looked at the store before that time.
+    """
 
     def __init__(self, config: SchedulerConfig | None = None, callback: WakeCallback | None = None,
                  clock: Clock | None = None) -> None:
@@ -68,6 +78,8 @@ class BaseEscalationScheduler(ABC):
         self._callback = callback
         self._clock = clock or SYSTEM_CLOCK
         self._running = False
+        self._sweeping = False
+        self._wanted: datetime | None = None  # the earliest wake-up asked for during this sweep
 
     @property
     def config(self) -> SchedulerConfig:
@@ -87,6 +99,39 @@ class BaseEscalationScheduler(ABC):
     @abstractmethod
     def stop(self) -> None: ...
 
-    @abstractmethod
     def wake_at(self, when: datetime) -> None:
         """Make sure the callback runs at ``when`` (or now, if it has passed)."""
+        if self._sweeping:
+            if self._wanted is None or when < self._wanted:
+                self._wanted = when
+            return
+        self._book(when)
+
+    @abstractmethod
+    def _book(self, when: datetime) -> None:
+        """Arm the timer to run ``_sweep`` at ``when`` unless it goes off earlier already."""
+
+    async def _sweep(self) -> None:
+        """Run the callback, again at once while work it could not see is due, then book the
+        earliest wake-up asked for meanwhile."""
+        if self._sweeping:  # a timer went off during the sweep: run once more after it
+            self._wanted = self._clock.now()
+            return
+        self._sweeping = True
+        try:
+            while True:
+                self._wanted = None
+                try:
+                    await self._callback()
+                except Exception:  # the scheduler must outlive a failed sweep; the next one retries
+                    log.exception("escalation sweep failed; retrying in %ss", self._config.check_interval_seconds)
+                wanted = self._wanted
+                if wanted is None or not self._running:
+                    return
+                if wanted > self._clock.now():
+                    self._sweeping = False
+                    self._book(wanted)
+                    return
+                await asyncio.sleep(0)  # let deliveries and requests run between sweeps
+        finally:
+            self._sweeping = False
