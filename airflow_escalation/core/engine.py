@@ -640,25 +640,40 @@ class EscalationEngine:
 
     # ------------------------------------------------------------------ due processing
     async def process_due(self) -> int:
-        """Claim and process every record due now, then send the outbox's due deliveries."""
+        """Claim and process every record due now, and send the outbox's due deliveries."""
         now = self._clock.now()
+        if self._inline:
+            processed = await self._process_due_records(now)
+            await self._send_due_deliveries(now)
+            return processed
+        # a store doing I/O: both at once, so that their calls share its batches and round trips
+        processed, _ = await asyncio.gather(self._process_due_records(now), self._send_due_deliveries(now))
+        return processed
+
+    async def _process_due_records(self, now: datetime) -> int:
         processed = 0
         batch = self._sched_config.batch_size
         while True:
             claimed = await self._io(self._store.claim_due, now, batch, self._owner, self._lease)
-            for record in claimed:
-                await self._process_claimed(record, now)
+            if self._inline:
+                for record in claimed:
+                    await self._process_claimed(record, now)
+            else:  # together: their writes share a batch (SQLite: one commit, Redis: one round trip)
+                await asyncio.gather(*(self._process_claimed(record, now) for record in claimed))
             processed += len(claimed)
             if len(claimed) < batch:
-                break
+                return processed
+
+    async def _send_due_deliveries(self, now: datetime) -> None:
+        """Queue the outbox's deliveries due by ``now`` (new, or retries whose time has come)."""
+        batch = self._sched_config.batch_size
         await self._io(self._store.expire_deliveries, now)
         while True:
             deliveries = await self._io(self._store.claim_deliveries, now, batch, self._owner, self._lease)
             for delivery in deliveries:
                 self._enqueue(delivery, None, True)
             if len(deliveries) < batch:
-                break
-        return processed
+                return
 
     async def _process_claimed(self, record: EscalationRecord, now: datetime) -> None:
         for _ in range(_CAS_ATTEMPTS):
@@ -691,8 +706,11 @@ class EscalationEngine:
         await self.process_due()
         await self._maybe_cleanup()
         if self._running:
-            nxt = _earliest(await self._io(self._store.next_due_at),
-                            await self._io(self._store.next_delivery_at))
+            if self._inline:
+                nxt = _earliest(self._store.next_due_at(), self._store.next_delivery_at())
+            else:
+                nxt = _earliest(*await asyncio.gather(self._io(self._store.next_due_at),
+                                                      self._io(self._store.next_delivery_at)))
             if nxt is not None:
                 self._scheduler.wake_at(nxt)
 
