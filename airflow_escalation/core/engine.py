@@ -643,9 +643,9 @@ class EscalationEngine:
         """Claim and process every record due now, and send the outbox's due deliveries."""
         now = self._clock.now()
         if self._inline:
-            processed = await self._process_due_records(now)
+            # the outbox first: the deliveries the due steps write are queued by those steps
             await self._send_due_deliveries(now)
-            return processed
+            return await self._process_due_records(now)
         # a store doing I/O: both at once, so that their calls share its batches and round trips
         processed, _ = await asyncio.gather(self._process_due_records(now), self._send_due_deliveries(now))
         return processed
