@@ -59,6 +59,11 @@ _CAS_ATTEMPTS = 20
 _PENDING = EscalationState.PENDING.value
 _ACKNOWLEDGED = EscalationState.ACKNOWLEDGED.value
 _MAX_STEPS = 64  # bound on steps taken for one record in one wake-up (delay-0 ladders)
+_GONE = object()
+# While this engine's workers are sending deliveries it wrote, a pending delivery is most likely
+# one of those: the sweep that takes over others' (a stopped engine's, a retry) waits this long
+# rather than sweeping again at once.
+_OWN_DELIVERIES_GRACE = timedelta(seconds=1)
 
 
 @dataclass
@@ -118,6 +123,9 @@ class EscalationEngine:
         )
         # deliveries are run by up to max_concurrent_jobs workers (created in the running loop)
         self._pool: WorkerPool | None = None
+        # deliveries this engine wrote and queued, not started yet (id -> record): a sweep that
+        # claims one sends it with the record at hand, and the queued item stands down
+        self._queued: dict[str, EscalationRecord | None] = {}
         self._running = False
         self._last_cleanup: datetime | None = None
 
@@ -216,6 +224,7 @@ class EscalationEngine:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+        self._queued.clear()
         log.info("escalation engine %s stopped", self._owner)
 
     async def drain(self) -> None:
@@ -671,7 +680,7 @@ class EscalationEngine:
         while True:
             deliveries = await self._io(self._store.claim_deliveries, now, batch, self._owner, self._lease)
             for delivery in deliveries:
-                self._enqueue(delivery, None, True)
+                self._enqueue(delivery, self._queued.pop(delivery.id, None), True)
             if len(deliveries) < batch:
                 return
 
@@ -707,10 +716,13 @@ class EscalationEngine:
         await self._maybe_cleanup()
         if self._running:
             if self._inline:
-                nxt = _earliest(self._store.next_due_at(), self._store.next_delivery_at())
+                due, delivery = self._store.next_due_at(), self._store.next_delivery_at()
             else:
-                nxt = _earliest(*await asyncio.gather(self._io(self._store.next_due_at),
-                                                      self._io(self._store.next_delivery_at)))
+                due, delivery = await asyncio.gather(self._io(self._store.next_due_at),
+                                                     self._io(self._store.next_delivery_at))
+            if delivery is not None and self._queued:
+                delivery = max(delivery, self._clock.now() + _OWN_DELIVERIES_GRACE)
+            nxt = _earliest(due, delivery)
             if nxt is not None:
                 self._scheduler.wake_at(nxt)
 
@@ -746,11 +758,15 @@ class EscalationEngine:
         pool = self._pool
         if pool is None or pool.loop is not asyncio.get_running_loop():
             pool = self._pool = WorkerPool(self._sched_config.max_concurrent_jobs, self._deliver)
+        if not claimed:
+            self._queued[delivery.id] = record
         pool.put(delivery, record, claimed)
 
     async def _deliver(self, delivery: Delivery, record: EscalationRecord | None, claimed: bool) -> None:
         now = self._clock.now()
         if not claimed:
+            if self._queued.pop(delivery.id, _GONE) is _GONE:
+                return  # a sweep claimed it meanwhile and queued it to be sent
             args = (delivery.id, now, self._owner, self._lease)
             store = self._store
             delivery = store.start_delivery(*args) if self._inline else await self._io(store.start_delivery, *args)
