@@ -56,7 +56,7 @@ async def measure(store: str, scheduler: str, n: int, spread: float, delay: floa
         SchedulerConfig,
     )
 
-    tmpdir = tempfile.mkdtemp(prefix="timers-bench-")
+    tmpdir = tempfile.mkdtemp(prefix="timers-bench-", dir=os.environ.get("TIMERS_BENCH_DIR"))
     store_config = {"db_path": os.path.join(tmpdir, "timers.db")} if store == "sqlite" else {}
     engine = EscalationEngine(EscalationEngineConfig(
         store_type=store, store_config=store_config,
