@@ -59,7 +59,6 @@ _CAS_ATTEMPTS = 20
 _PENDING = EscalationState.PENDING.value
 _ACKNOWLEDGED = EscalationState.ACKNOWLEDGED.value
 _MAX_STEPS = 64  # bound on steps taken for one record in one wake-up (delay-0 ladders)
-_GONE = object()
 # While this engine's workers are sending deliveries it wrote, a pending delivery is most likely
 # one of those: the sweep that takes over others' (a stopped engine's, a retry) waits this long
 # rather than sweeping again at once.
@@ -765,11 +764,12 @@ class EscalationEngine:
     async def _deliver(self, delivery: Delivery, record: EscalationRecord | None, claimed: bool) -> None:
         now = self._clock.now()
         if not claimed:
-            if self._queued.pop(delivery.id, _GONE) is _GONE:
+            if delivery.id not in self._queued:
                 return  # a sweep claimed it meanwhile and queued it to be sent
             args = (delivery.id, now, self._owner, self._lease)
             store = self._store
             delivery = store.start_delivery(*args) if self._inline else await self._io(store.start_delivery, *args)
+            self._queued.pop(args[0], None)  # only now: a sweep that claims it first finds it here
             if delivery is None:
                 return  # cancelled by an acknowledgement, or another engine took it
         error = None
