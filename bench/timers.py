@@ -35,6 +35,7 @@ STORES = ("memory", "sqlite")
 SCHEDULERS = ("asyncio", "apscheduler")
 TARGET_P99_MS = {"memory": 100.0, "sqlite": 250.0}
 TARGET_MAX_MS = 1000.0
+WAIT_AFTER_DUE = 150.0  # seconds after the last level 2 falls due before the run stops waiting
 POLICY = "timers-bench"
 
 
@@ -98,14 +99,18 @@ async def measure(store: str, scheduler: str, n: int, spread: float, delay: floa
             await asyncio.sleep(pause)
     cpu_triggered = time.process_time()
     try:
-        await asyncio.wait_for(all_late, timeout=delay + spread + 60)
-    finally:
-        cpu1 = time.process_time()
-        await engine.stop()
+        await asyncio.wait_for(asyncio.shield(all_late), timeout=delay + WAIT_AFTER_DUE)
+    except asyncio.TimeoutError:  # reported: those still missing are later than the wait
+        pass
+    cpu1 = time.process_time()
+    await engine.stop(timeout=5)
     ms = [x * 1000 for x in lateness]
+    missing = n - len(ms)
+    if missing:  # each missing one is at least this late: count it so in the percentiles
+        ms += [WAIT_AFTER_DUE * 1000] * missing
     return {
         "store": store, "scheduler": scheduler, "n": n, "spread_s": spread, "delay_s": delay,
-        "level1_delivered": level1, "level2_delivered": len(ms),
+        "level1_delivered": level1, "level2_delivered": n - missing,
         "p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99), "max_ms": max(ms), "min_ms": min(ms),
         "cpu_s": round(cpu1 - cpu0, 2), "cpu_s_level2": round(cpu1 - cpu_triggered, 2),
         "load_avg_1m": [round(load0, 1), round(os.getloadavg()[0], 1)],
@@ -229,10 +234,13 @@ def main() -> int:
             rows.append([r["store"], r["scheduler"], "error", r["error"], "", "", "", "", "FAIL"])
             continue
         ok = r["p99_ms"] < TARGET_P99_MS[r["store"]] and r["max_ms"] < TARGET_MAX_MS
+        missing = r["n"] - r["level2_delivered"]
+        at_least = ">= " if missing else ""
         verdict = ("PASS" if ok else "FAIL") if judged else "(not judged)"
         failed |= judged and not ok
         rows.append([r["store"], r["scheduler"], f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
-                     f"{r['max_ms']:.1f}", f"{r['cpu_s']:.1f}",
+                     f"{at_least}{r['max_ms']:.1f}" + (f" ({missing} not run)" if missing else ""),
+                     f"{r['cpu_s']:.1f}",
                      "{:.1f} -> {:.1f}".format(*r["load_avg_1m"]),
                      f"< {TARGET_P99_MS[r['store']]:g} / < {TARGET_MAX_MS:g}", verdict])
     header = ["store", "scheduler", "p50 ms", "p99 ms", "max ms", "CPU s", "load avg", "target p99 / max ms",
