@@ -99,6 +99,26 @@ async def test_a_wake_booked_during_a_sweep_for_after_it_is_honoured(kind):
 
 
 @pytest.mark.parametrize("kind", SCHEDULERS)
+async def test_wakes_booked_just_ahead_of_a_sweep_are_each_honoured(kind):
+    """A wake-up a few milliseconds after a sweep is waited for by the sweep itself; one asked
+    for while it waits (here: at once, then again just ahead) is honoured too."""
+    async def book_just_ahead(call: int) -> None:
+        if call == 1:
+            scheduler.wake_at(SYSTEM_CLOCK.now() + timedelta(milliseconds=30))
+
+    sweeps = Sweeps(book_just_ahead)
+    scheduler = started(kind, sweeps)
+    try:
+        scheduler.wake_at(SYSTEM_CLOCK.now())
+        await sweeps.wait_for_calls(2)
+        scheduler.wake_at(SYSTEM_CLOCK.now() + timedelta(milliseconds=20))
+        await sweeps.wait_for_calls(3)
+        assert sweeps.most_at_once == 1
+    finally:
+        scheduler.stop()
+
+
+@pytest.mark.parametrize("kind", SCHEDULERS)
 async def test_a_wake_booked_before_a_sweep_and_due_during_it_runs_another_sweep(kind):
     async def slow_first_sweep(call: int) -> None:
         if call == 1:
