@@ -120,8 +120,8 @@ class BaseEscalationScheduler(ABC):
         """Arm the timer to run ``_sweep`` at ``when`` unless it goes off earlier already."""
 
     async def _sweep(self) -> None:
-        """Run the callback, again at once while work it could not see is due, then book the
-        earliest wake-up asked for meanwhile."""
+        """Run the callback, again at once while work it could not see is due (or within
+        ``_NAP_SECONDS``, after waiting for it), then book the earliest wake-up asked for meanwhile."""
         if self._sweeping:  # a timer went off during the sweep: run once more after it
             self.wake_at(self._clock.now())
             return
