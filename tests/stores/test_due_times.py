@@ -3,11 +3,20 @@
 
 from __future__ import annotations
 
+from test_store_contract import (
+    LEASE,
+    T0,
+    change,
+    create,
+    ids,
+    make_delivery,
+    make_record,
+    minutes,
+)
+
 from airflow_escalation.core.models import EscalationRecord
 from airflow_escalation.core.types import DeliveryState
 from airflow_escalation.stores.base import BaseEscalationStore
-
-from test_store_contract import LEASE, T0, change, create, ids, make_delivery, make_record, minutes
 
 
 def test_a_due_time_moved_later_earlier_or_cleared_is_claimed_only_at_its_new_time(store: BaseEscalationStore) -> None:
