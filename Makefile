@@ -30,6 +30,7 @@ test-fast: $(STAMP)
 ## benchmarks against truthound 3.2.0 (installed into .bench-venv only)
 bench: $(STAMP) services
 	$(PY) bench/run.py
+	$(PY) bench/timers.py
 
 services:
 	@scripts/services.sh

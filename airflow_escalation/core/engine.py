@@ -60,6 +60,10 @@ _CAS_ATTEMPTS = 20
 _PENDING = EscalationState.PENDING.value
 _ACKNOWLEDGED = EscalationState.ACKNOWLEDGED.value
 _MAX_STEPS = 64  # bound on steps taken for one record in one wake-up (delay-0 ladders)
+# While this engine's workers are sending deliveries it wrote, a pending delivery is most likely
+# one of those: the sweep that takes over others' (a stopped engine's, a retry) waits this long
+# rather than sweeping again at once.
+_OWN_DELIVERIES_GRACE = timedelta(seconds=1)
 
 
 @dataclass
@@ -119,6 +123,9 @@ class EscalationEngine:
         )
         # deliveries are run by up to max_concurrent_jobs workers (created in the running loop)
         self._pool: WorkerPool | None = None
+        # deliveries this engine wrote and queued, not started yet (id -> record): a sweep that
+        # claims one sends it with the record at hand, and the queued item stands down
+        self._queued: dict[str, EscalationRecord | None] = {}
         self._running = False
         self._last_cleanup: datetime | None = None
 
@@ -217,6 +224,7 @@ class EscalationEngine:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+        self._queued.clear()
         log.info("escalation engine %s stopped", self._owner)
 
     async def drain(self) -> None:
@@ -667,25 +675,40 @@ class EscalationEngine:
 
     # ------------------------------------------------------------------ due processing
     async def process_due(self) -> int:
-        """Claim and process every record due now, then send the outbox's due deliveries."""
+        """Claim and process every record due now, and send the outbox's due deliveries."""
         now = self._clock.now()
+        if self._inline:
+            # the outbox first: the deliveries the due steps write are queued by those steps
+            await self._send_due_deliveries(now)
+            return await self._process_due_records(now)
+        # a store doing I/O: both at once, so that their calls share its batches and round trips
+        processed, _ = await asyncio.gather(self._process_due_records(now), self._send_due_deliveries(now))
+        return processed
+
+    async def _process_due_records(self, now: datetime) -> int:
         processed = 0
         batch = self._sched_config.batch_size
         while True:
             claimed = await self._io(self._store.claim_due, now, batch, self._owner, self._lease)
-            for record in claimed:
-                await self._process_claimed(record, now)
+            if self._inline:
+                for record in claimed:
+                    await self._process_claimed(record, now)
+            else:  # together: their writes share a batch (SQLite: one commit, Redis: one round trip)
+                await asyncio.gather(*(self._process_claimed(record, now) for record in claimed))
             processed += len(claimed)
             if len(claimed) < batch:
-                break
+                return processed
+
+    async def _send_due_deliveries(self, now: datetime) -> None:
+        """Queue the outbox's deliveries due by ``now`` (new, or retries whose time has come)."""
+        batch = self._sched_config.batch_size
         await self._io(self._store.expire_deliveries, now)
         while True:
             deliveries = await self._io(self._store.claim_deliveries, now, batch, self._owner, self._lease)
             for delivery in deliveries:
-                self._enqueue(delivery, None, True)
+                self._enqueue(delivery, self._queued.pop(delivery.id, None), True)
             if len(deliveries) < batch:
-                break
-        return processed
+                return
 
     async def _process_claimed(self, record: EscalationRecord, now: datetime) -> None:
         for _ in range(_CAS_ATTEMPTS):
@@ -718,8 +741,14 @@ class EscalationEngine:
         await self.process_due()
         await self._maybe_cleanup()
         if self._running:
-            nxt = _earliest(await self._io(self._store.next_due_at),
-                            await self._io(self._store.next_delivery_at))
+            if self._inline:
+                due, delivery = self._store.next_due_at(), self._store.next_delivery_at()
+            else:
+                due, delivery = await asyncio.gather(self._io(self._store.next_due_at),
+                                                     self._io(self._store.next_delivery_at))
+            if delivery is not None and self._queued:
+                delivery = max(delivery, self._clock.now() + _OWN_DELIVERIES_GRACE)
+            nxt = _earliest(due, delivery)
             if nxt is not None:
                 self._scheduler.wake_at(nxt)
 
@@ -755,14 +784,19 @@ class EscalationEngine:
         pool = self._pool
         if pool is None or pool.loop is not asyncio.get_running_loop():
             pool = self._pool = WorkerPool(self._sched_config.max_concurrent_jobs, self._deliver)
+        if not claimed:
+            self._queued[delivery.id] = record
         pool.put(delivery, record, claimed)
 
     async def _deliver(self, delivery: Delivery, record: EscalationRecord | None, claimed: bool) -> None:
         now = self._clock.now()
         if not claimed:
+            if delivery.id not in self._queued:
+                return  # a sweep claimed it meanwhile and queued it to be sent
             args = (delivery.id, now, self._owner, self._lease)
             store = self._store
             delivery = store.start_delivery(*args) if self._inline else await self._io(store.start_delivery, *args)
+            self._queued.pop(args[0], None)  # only now: a sweep that claims it first finds it here
             if delivery is None:
                 return  # cancelled by an acknowledgement, or another engine took it
         error = None
