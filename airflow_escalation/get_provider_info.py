@@ -154,8 +154,7 @@ def get_provider_info() -> dict[str, Any]:
         "notifications": [NOTIFIER_CLASS_NAME],
         "connection-types": _connection_types(),
         "config": CONFIG,
-        # `airflow db migrate` creates and upgrades the escalation tables (Airflow 3.2+; on 3.1
-        # list the class in [database] external_db_managers)
+        # `airflow db migrate` creates and upgrades the escalation tables
         "db-managers": [DB_MANAGER_CLASS_NAME],
         # `airflow escalation ...`: Airflow imports this function only to build its CLI parser
         "cli": [CLI_FUNCTION_NAME],

@@ -8,6 +8,8 @@ here runs a command: each command's function is called with the parsed arguments
 
 from __future__ import annotations
 
+import airflow_escalation.version_compat  # noqa: F401  - refuses an Airflow older than the floor
+
 import argparse
 import os
 import sys

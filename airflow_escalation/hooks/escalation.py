@@ -23,6 +23,8 @@ code load when first needed.
 
 from __future__ import annotations
 
+import airflow_escalation.version_compat  # noqa: F401  - refuses an Airflow older than the floor
+
 import asyncio
 import copy
 import json

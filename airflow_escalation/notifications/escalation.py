@@ -53,6 +53,8 @@ siblings may still be failing) unless the key contains ``{map_index}``.
 
 from __future__ import annotations
 
+import airflow_escalation.version_compat  # noqa: F401  - refuses an Airflow older than the floor
+
 import copy
 import json
 import time

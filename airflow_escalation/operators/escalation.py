@@ -36,6 +36,8 @@ safe: the trigger joins the open escalation of the incident.
 
 from __future__ import annotations
 
+import airflow_escalation.version_compat  # noqa: F401  - refuses an Airflow older than the floor
+
 import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal, Sequence

@@ -26,6 +26,8 @@ instead). It returns the record (id, state, acknowledged_by ...) as its XCom.
 
 from __future__ import annotations
 
+import airflow_escalation.version_compat  # noqa: F401  - refuses an Airflow older than the floor
+
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Sequence
 

@@ -13,7 +13,7 @@ per interval). A trigger that subscribes is fetched right away (newcomers arrivi
 Why not ``BaseEventTrigger.shared_stream_key()`` (Airflow 3.3)? The triggerer opens a shared
 stream with the keyword arguments of *one* trigger of the group, so the stream would still need a
 process-level registry to know which records the others wait for; ``dag.test()`` runs triggers
-through ``run()`` only; and the provider supports Airflow 3.1 and 3.2. A process-level poller
+through ``run()`` only; and the provider supports Airflow 3.2. A process-level poller
 behind ``run()`` gives the same single poll everywhere.
 
 Failures: while the service is unreachable (or answers 5xx/429) the poller keeps the
