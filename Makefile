@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-clock test test-fast bench services clean
+.PHONY: demo demo-clock test test-fast test-versions bench services clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,6 +23,10 @@ demo-clock: $(STAMP)
 test: $(STAMP) services
 	$(PY) -m pytest -q -p no:cacheprovider
 
+## the built wheel on the floor Airflow and the newest 3.x, each in its own venv: a smoke subset
+test-versions: $(STAMP)
+	UV=$(VENV)/bin/uv scripts/test_airflow_versions.sh
+
 ## the suite without tests that need servers
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not postgres and not mysql and not redis and not slow"
@@ -35,4 +39,4 @@ services:
 	@scripts/services.sh
 
 clean:
-	rm -rf $(VENV) .bench-venv .demo .pytest_cache build *.egg-info
+	rm -rf $(VENV) .bench-venv .compat .demo .pytest_cache build *.egg-info
