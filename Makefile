@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-clock test test-fast test-versions bench services clean
+.PHONY: demo demo-clock test test-fast test-versions bench services browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,8 +19,9 @@ demo: $(STAMP)
 demo-clock: $(STAMP)
 	$(PY) -m airflow_escalation.demo.fake_clock
 
-## the whole suite (starts PostgreSQL, MariaDB and Redis when they are down)
-test: $(STAMP) services
+## the whole suite (starts PostgreSQL, MariaDB and Redis when they are down; installs Chromium
+## for the browser tests when it is missing and it may)
+test: $(STAMP) services browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
 ## the built wheel on the floor Airflow and the newest 3.x, each in its own venv: a smoke subset
@@ -37,6 +38,9 @@ bench: $(STAMP) services
 
 services:
 	@scripts/services.sh
+
+browser:
+	@scripts/browser.sh
 
 clean:
 	rm -rf $(VENV) .bench-venv .compat .demo .pytest_cache build *.egg-info
