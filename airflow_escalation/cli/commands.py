@@ -245,7 +245,7 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
         config = EscalationPolicyConfig.from_yaml(Path(path))
     except (ValueError, TypeError) as exc:
         raise Failure(f"{path}: invalid: {exc}") from None
-    except Exception as exc:  # YAML syntax errors and the like
+    except Exception as exc:  # noqa: BLE001 - YAML syntax errors and the like
         message = " ".join(str(exc).split())
         raise Failure(f"{path}: cannot load: {type(exc).__name__}: {message}") from None
     if _structured(args):
@@ -401,7 +401,7 @@ def _client(args: argparse.Namespace) -> Any:
             client = hook.get_conn()
         except EscalationClientError:
             raise
-        except Exception as exc:  # AirflowNotFoundException and friends
+        except Exception as exc:  # noqa: BLE001 - AirflowNotFoundException and friends
             if type(exc).__name__ == "AirflowNotFoundException":
                 raise Failure(f"Airflow connection {conn_id!r} is not defined") from None
             raise Failure(f"cannot use Airflow connection {conn_id!r}: {exc}") from None

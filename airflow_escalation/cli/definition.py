@@ -51,7 +51,7 @@ def _airflow_function(command: Command) -> Callable[[argparse.Namespace], None]:
     return run
 
 
-def _arg(option) -> Arg:  # noqa: ANN001 - an airflow_escalation.cli.commands.Option
+def _arg(option) -> Arg:
     kwargs = dict(option.kwargs)
     const = kwargs.pop("const", None)
     arg = Arg(option.flags, help=option.help, **kwargs)

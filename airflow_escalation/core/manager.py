@@ -113,11 +113,11 @@ class EscalationPolicyConfig:
         )
 
     @classmethod
-    def from_yaml(cls, source: str | os.PathLike) -> EscalationPolicyConfig:
+    def from_yaml(cls, source: str | os.PathLike[str]) -> EscalationPolicyConfig:
         return cls.from_dict(load_yaml(source))
 
 
-def load_yaml(source: str | os.PathLike) -> dict[str, Any]:
+def load_yaml(source: str | os.PathLike[str]) -> dict[str, Any]:
     """Parse YAML from a file path or from YAML text."""
     import yaml
 
@@ -162,7 +162,7 @@ class EscalationPolicyManager:
         self._config = config
         self._engine = None
 
-    def add_policy(self, policy: EscalationPolicy | dict) -> None:
+    def add_policy(self, policy: EscalationPolicy | dict[str, Any]) -> None:
         policy = EscalationPolicy.from_dict(policy)
         self._config.add_policy(policy)
         if self._engine is not None:
@@ -254,6 +254,6 @@ class EscalationPolicyManager:
         return cls(EscalationPolicyConfig.from_dict(data), **kwargs)
 
     @classmethod
-    def from_yaml(cls, source: str | os.PathLike, **kwargs: Any) -> EscalationPolicyManager:
+    def from_yaml(cls, source: str | os.PathLike[str], **kwargs: Any) -> EscalationPolicyManager:
         """Load a YAML file path or YAML text (the spec's ``escalation:`` block as written)."""
         return cls(EscalationPolicyConfig.from_yaml(source), **kwargs)

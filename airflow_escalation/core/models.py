@@ -12,6 +12,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -28,7 +29,7 @@ from airflow_escalation.core.types import (
 )
 
 
-def _enum(enum_cls: type, value: Any, field_name: str) -> Any:
+def _enum(enum_cls: type[Enum], value: Any, field_name: str) -> Any:
     try:
         return enum_cls(value.value if isinstance(value, enum_cls) else value)
     except ValueError:
@@ -107,7 +108,7 @@ class EscalationTarget:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | str) -> EscalationTarget:
+    def from_dict(cls, data: dict[str, Any] | str | EscalationTarget) -> EscalationTarget:
         if isinstance(data, str):  # "lead" shorthand: a user
             return cls(TargetType.USER, data)
         if isinstance(data, EscalationTarget):
@@ -252,7 +253,7 @@ class EscalationLevel:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EscalationLevel:
+    def from_dict(cls, data: dict[str, Any] | EscalationLevel) -> EscalationLevel:
         if isinstance(data, EscalationLevel):
             return data
         if not isinstance(data, dict):
@@ -435,7 +436,7 @@ class EscalationPolicy:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EscalationPolicy:
+    def from_dict(cls, data: dict[str, Any] | EscalationPolicy) -> EscalationPolicy:
         if isinstance(data, EscalationPolicy):
             return data
         if not isinstance(data, dict):
@@ -547,7 +548,7 @@ class EscalationRecord:
         return twin
 
     def add_history_event(self, event: str, at: datetime, actor: str = "system", *,
-                          from_state: str | None = None, **details: Any) -> dict:
+                          from_state: str | None = None, **details: Any) -> dict[str, Any]:
         """Append ``{event, at, actor, state, level[, from_state][, details]}`` to the history."""
         entry = {"event": event, "at": _iso(at), "actor": actor, "state": self.state,
                  "level": self.current_level}

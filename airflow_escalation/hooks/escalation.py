@@ -401,7 +401,7 @@ class EscalationHook(BaseHook):
         try:
             client = self.get_conn()
             health = client.health()
-        except Exception as exc:  # the form shows the message
+        except Exception as exc:  # noqa: BLE001 - the form shows the message
             return False, str(exc)
         status = health.get("status") if isinstance(health, dict) else None
         if status != "ok":

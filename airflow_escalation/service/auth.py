@@ -108,12 +108,12 @@ async def _dag_id_of_request(request: Request) -> Any:
         try:
             record = (await asyncio.to_thread(store.get, record_id) if store.blocking
                       else store.get(record_id))
-        except Exception:  # the route reports store failures itself
+        except Exception:  # noqa: BLE001 - the route reports store failures itself
             return None
         return record.context.get("dag_id") if record is not None else None
     try:
         body = await request.json()
-    except Exception:  # not JSON: the route's validation answers 422
+    except Exception:  # noqa: BLE001 - not JSON: the route's validation answers 422
         return None
     if isinstance(body, dict) and isinstance(body.get("context"), dict):
         return body["context"].get("dag_id")
@@ -131,6 +131,6 @@ def actor_name(user: "BaseUser") -> str:
     name = None
     try:
         name = user.get_name()
-    except Exception:
+    except Exception:  # noqa: BLE001 - any user object: fall back to its id
         name = None
     return str(name or user.get_id())

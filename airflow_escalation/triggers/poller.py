@@ -193,7 +193,7 @@ class SharedEscalationPoller:
                     pass
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - never leave subscribers hanging on a dead loop
+        except Exception as exc:
             log.exception("escalation poller %s stopped", self.conn_id)
             self._broadcast(list(self._subs), error=f"the escalation poller failed: {type(exc).__name__}: {exc}",
                             fatal=True)
@@ -308,7 +308,7 @@ class SharedEscalationPoller:
             if report.sent or report.dead:
                 log.info("escalation spool %s: sent %d, dead %d, left %d", spool.directory,
                          report.sent, report.dead, report.left)
-        except Exception:  # noqa: BLE001 - draining is a courtesy; polling goes on
+        except Exception:
             log.debug("escalation spool drain failed", exc_info=True)
 
 

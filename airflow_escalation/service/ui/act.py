@@ -143,7 +143,7 @@ def _same_origin(request: Request) -> bool:
 async def confirm(request: Request, token: str) -> Any:
     claims = _verify(request, token)
     user = await page_reader(request)
-    engine, record = await _record(request, claims)
+    _, record = await _record(request, claims)
     _check_unused(claims, record)
     _check_applies(record, claims.action)
     await _check_allowed(user, record, claims.action)
