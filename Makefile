@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-clock test test-fast test-versions bench services browser clean
+.PHONY: demo demo-clock test test-fast test-versions docs bench services browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,6 +28,11 @@ test: $(STAMP) services browser
 test-versions: $(STAMP)
 	UV=$(VENV)/bin/uv scripts/test_airflow_versions.sh
 
+## the documentation site in site/ (reference pages generated; every internal link checked)
+docs: $(STAMP)
+	$(PY) scripts/docs_reference.py
+	$(VENV)/bin/mkdocs build --strict
+
 ## the suite without tests that need servers
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not postgres and not mysql and not redis and not slow"
@@ -43,4 +48,4 @@ browser:
 	@scripts/browser.sh
 
 clean:
-	rm -rf $(VENV) .bench-venv .compat .demo .pytest_cache build *.egg-info
+	rm -rf $(VENV) .bench-venv .compat .demo .pytest_cache build site *.egg-info

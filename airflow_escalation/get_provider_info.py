@@ -93,8 +93,8 @@ CONFIG: dict[str, Any] = {
             "spool_dir": _option(
                 "Local directory where EscalationNotifier keeps the triggers (and resolves) it could "
                 "not hand to the escalation service, one JSON file each, until the next escalation "
-                "callback, operator, sensor or triggerer poll on the same machine (or `python -m "
-                "airflow_escalation.spool drain`) sends them. Read by task processes, the "
+                "callback, operator, sensor or triggerer poll on the same machine (or `airflow "
+                f"escalation spool drain`) sends them; see {DOCS_URL}dags/. Read by task processes, the "
                 "dag-processor and the triggerer. Empty: $AIRFLOW_HOME/escalation_spool.",
                 "string", "/var/lib/airflow/escalation_spool", "",
             ),
