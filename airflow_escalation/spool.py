@@ -29,8 +29,8 @@ server) cannot see it unless it runs on the same machine. It is drained by, on t
   sends its own trigger, within a small time budget;
 - ``EscalationOperator`` and ``EscalationSensor`` when they start, and the triggerer's shared
   escalation poller on every poll (Deadline Alert callbacks spool in the triggerer);
-- ``python -m airflow_escalation.spool drain`` (cron, a systemd timer, a container's preStop),
-  and ``python -m airflow_escalation.spool list`` to inspect it.
+- ``airflow escalation spool drain`` (or ``python -m airflow_escalation.spool drain``; cron, a
+  systemd timer, a container's preStop), and ``airflow escalation spool list`` to inspect it.
 
 This module imports nothing from Airflow at import time.
 """
