@@ -233,7 +233,7 @@ def test_service_down_spools_fast_and_the_next_callback_drains(service, clean_sp
     notifier(task_context("down_etl", "load"))
     elapsed = time.perf_counter() - started
     assert notifier.last_handoff.outcome == "spooled" and elapsed < 1.0, (notifier.last_handoff, elapsed)
-    assert "spooled to" in notifier.last_handoff.message and "python -m airflow_escalation.spool drain" in \
+    assert "spooled to" in notifier.last_handoff.message and "airflow escalation spool drain" in \
         notifier.last_handoff.message
     notifier.resolver()(task_context("down_etl", "load", exc=None))  # the resolve waits behind it
     spool = EscalationSpool()
