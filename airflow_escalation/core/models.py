@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pendulum
 
 from airflow_escalation.core.timeutil import UTC, from_iso, minutes, to_iso
 from airflow_escalation.core.types import (
@@ -360,8 +361,8 @@ class EscalationPolicy:
                 raise ValueError(f"{where}: business_days: weekday must be 0 (Monday)..6, got {day!r}")
         self.business_days = sorted(set(self.business_days))
         try:
-            self._zone = ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError, TypeError):
+            self._zone: pendulum.Timezone | pendulum.FixedTimezone = pendulum.timezone(self.timezone)
+        except (ValueError, TypeError, KeyError):  # pendulum's InvalidTimezone is a ValueError
             raise ValueError(f"{where}: timezone: unknown IANA timezone {self.timezone!r}") from None
         self.business_hours_mode = _enum(
             BusinessHoursMode, self.business_hours_mode, f"{where}: business_hours_mode"
@@ -380,7 +381,7 @@ class EscalationPolicy:
         return self.levels[-1].level
 
     @property
-    def zone(self) -> ZoneInfo:
+    def zone(self) -> pendulum.Timezone | pendulum.FixedTimezone:
         return self._zone
 
     def get_level(self, level_num: int) -> EscalationLevel | None:
