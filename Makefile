@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo demo-clock test test-fast test-versions docs bench services browser clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv
 	$(VENV)/bin/uv pip install --quiet --python $(PY) -e ".[test]"
