@@ -172,7 +172,7 @@ def escalation_page_url(base_url: str, record_id: str) -> str:
     if record_url is not None:
         try:
             return record_url(base, record_id)
-        except Exception:  # noqa: BLE001 - a link is never worth a failed notification
+        except Exception:
             log.exception("links.record_url failed; using the default escalation page URL")
     return f"{base}{UI_RECORD_PATH}{_path(record_id)}"
 
@@ -192,7 +192,7 @@ def action_links(base_url: str, record_id: str, secret: str | None,
         for action in ACTIONS:
             token = make_token(record_id, action, secret=secret, ttl_seconds=ttl_seconds)
             out[action] = to_url(base_url.rstrip("/"), token)
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.exception("cannot sign the acknowledge/resolve links of escalation %s", record_id)
         return {}
     return out

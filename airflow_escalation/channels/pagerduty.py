@@ -135,6 +135,6 @@ class PagerDutyEventsChannel(Channel):
         hook.retry_limit = 1  # one attempt per delivery: the engine retries with backoff
         try:
             return await hook.send_event(**fields)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any provider error becomes a ChannelError
             raise ChannelError(f"PagerDuty {fields['action']} event for {fields['dedup_key']}: "
                                f"{failure_reason(exc)}") from None

@@ -46,7 +46,7 @@ class SlackWebhookChannel(Channel):
                 await hook.async_send(**kwargs)
             else:  # pragma: no cover - Slack providers without the async client
                 await asyncio.to_thread(lambda: hook.send(**kwargs))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any provider error becomes a ChannelError
             raise ChannelError(f"Slack webhook: {failure_reason(exc)}") from None
 
 
@@ -71,6 +71,6 @@ class SlackApiChannel(Channel):
                 await client.chat_postMessage(**kwargs)
             else:  # pragma: no cover - Slack providers without the async client
                 await asyncio.to_thread(lambda: hook.client.chat_postMessage(**kwargs))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any provider error becomes a ChannelError
             raise ChannelError(f"Slack chat.postMessage to {target.identifier[:100]!r}: "
                                f"{failure_reason(exc)}") from None

@@ -111,10 +111,11 @@ def check_json(value: Any, field: str, *, max_bytes: int = MAX_CONTEXT_BYTES,
     return value
 
 
-def check_mapping(value: Any, field: str, **limits: Any) -> dict:
+def check_mapping(value: Any, field: str, **limits: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"{field}: expected a mapping, got {type(value).__name__}")
-    return check_json(value, field, **limits)
+    check_json(value, field, **limits)
+    return value
 
 
 def scrub(value: Any, max_depth: int = MAX_DEPTH, max_bytes: int = MAX_CONTEXT_BYTES) -> Any:

@@ -20,7 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from airflow_escalation.core import bounds, planner
 from airflow_escalation.core.business_hours import is_business_time
@@ -111,14 +111,15 @@ class EscalationEngine:
         self._handler = config.default_notification_handler
         self._channel_resolvers: list[ChannelResolver] = []
         self._listeners: list[Callable[[EscalationRecord, str], Any]] = []
-        self._listener_tasks: set[asyncio.Task] = set()
+        self._listener_tasks: set[asyncio.Task[None]] = set()
         self._evaluators = dict(config.condition_evaluators)
         self._owner = config.engine_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lease = timedelta(seconds=sched_config.lease_seconds)
         self._inline = not self._store.blocking
         # a store that prefers batches (SQLite, Redis) gets its calls on threads of its own
         self._store_batches = (
-            _StoreBatches(self._store.run_batch, getattr(self._store, "batch_threads", 1))
+            _StoreBatches(self._store.run_batch,  # type: ignore[attr-defined]  # stores that prefer batches have it
+                          getattr(self._store, "batch_threads", 1))
             if self._store.blocking and getattr(self._store, "prefers_batches", False) else None
         )
         # deliveries are run by up to max_concurrent_jobs workers (created in the running loop)
@@ -154,7 +155,7 @@ class EscalationEngine:
     def policies(self) -> dict[str, EscalationPolicy]:
         return dict(self._policies)
 
-    def register_policy(self, policy: EscalationPolicy | dict) -> None:
+    def register_policy(self, policy: EscalationPolicy | dict[str, Any]) -> None:
         policy = _private_copy(policy)
         self._policies[policy.name] = policy
         self._snapshots[policy.fingerprint] = policy
@@ -192,7 +193,7 @@ class EscalationEngine:
         self._listener_tasks.add(task)
         task.add_done_callback(self._listener_done)
 
-    def _listener_done(self, task: asyncio.Task) -> None:
+    def _listener_done(self, task: asyncio.Task[None]) -> None:
         self._listener_tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("escalation listener failed", exc_info=task.exception())
@@ -220,7 +221,8 @@ class EscalationEngine:
             await asyncio.wait_for(self.drain(), timeout)
         except asyncio.TimeoutError:
             log.warning("stopping with %d deliveries still queued or in flight; their leases will "
-                        "expire and another engine records them as unknown", self._pool.unfinished)
+                        "expire and another engine records them as unknown",
+                        self._pool.unfinished if self._pool is not None else 0)
         if self._pool is not None:
             self._pool.close()
             self._pool = None
@@ -251,19 +253,19 @@ class EscalationEngine:
             if nxt is None or nxt > end:
                 break
             if nxt > self._clock.now():
-                self._clock.set(nxt)
+                self._clock.set(nxt)  # type: ignore[attr-defined]  # is_fake: a FakeClock
                 stalled_at = None
             elif stalled_at == nxt:
                 break  # due but not ours to take (leased elsewhere)
             else:
                 stalled_at = nxt
             await self._wake()
-        self._clock.set(end)
+        self._clock.set(end)  # type: ignore[attr-defined]  # is_fake: a FakeClock
         await self._wake()
         await self.drain()
 
     # ------------------------------------------------------------------ store access
-    async def _io(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    async def _io(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call a store method: in a worker thread when the store does I/O, else directly.
 
         Hot paths test ``self._inline`` and call the store themselves, saving a coroutine.
@@ -306,8 +308,8 @@ class EscalationEngine:
         return self._store.get_stats()
 
     # ------------------------------------------------------------------ trigger
-    def _select_policy(self, policy_name: str | None, context: dict, trigger_type: EscalationTrigger,
-                       inline: EscalationPolicy | dict | None) -> EscalationPolicy | EscalationResult:
+    def _select_policy(self, policy_name: str | None, context: dict[str, Any], trigger_type: EscalationTrigger,
+                       inline: EscalationPolicy | dict[str, Any] | None) -> EscalationPolicy | EscalationResult:
         severity = context.get("severity")
         if inline is not None:
             try:
@@ -346,7 +348,7 @@ class EscalationEngine:
         policy_name: str | None = None,
         trigger_type: EscalationTrigger | str = EscalationTrigger.UNACKNOWLEDGED,
         *,
-        policy: EscalationPolicy | dict | None = None,
+        policy: EscalationPolicy | dict[str, Any] | None = None,
         triggered_by: str = "system",
     ) -> EscalationResult:
         """Start escalating ``incident_id`` (or join its open escalation).
@@ -508,6 +510,7 @@ class EscalationEngine:
                     "use force=True to page it again", code="conflict")
             else:
                 target = policy.get_next_level(record.current_level) or policy.get_level(record.current_level)
+                assert target is not None  # an open record's own level is in its policy
                 self._climb(record, policy, target, now, change, escalated_by, manual=True)
             if record.is_open:
                 self._schedule(record, policy, now)
@@ -520,6 +523,7 @@ class EscalationEngine:
                       current: EscalationRecord | None = None) -> EscalationResult:
         """Read → decide → compare-and-swap, re-reading on a lost race."""
         store = self._store
+        record: EscalationRecord | None
         for _ in range(_CAS_ATTEMPTS):
             if current is not None:
                 record, current = current, None
@@ -661,12 +665,15 @@ class EscalationEngine:
             if step.action == planner.START:
                 self._start(record, policy, now, change)
             elif step.action == planner.ESCALATE:
-                self._climb(record, policy, policy.get_next_level(record.current_level), now, change)
+                next_level = policy.get_next_level(record.current_level)
+                assert next_level is not None  # the planner escalates only below the top level
+                self._climb(record, policy, next_level, now, change)
             elif step.action == planner.REPEAT:
                 record.repeats_sent = planner.repeats_due(record, policy, now)
                 self._transition(record, EscalationEvent.NOTIFY, now, repeat=record.repeats_sent)
-                self._notify(record, policy, policy.get_level(record.current_level), now, change,
-                             record.repeats_sent)
+                level = policy.get_level(record.current_level)
+                assert level is not None  # the planner repeats only a level it found
+                self._notify(record, policy, level, now, change, record.repeats_sent)
             elif step.action == planner.AUTO_RESOLVE:
                 self._resolve(record, now, "system", reason="auto_resolve_minutes elapsed")
             if not record.is_open:
@@ -795,10 +802,11 @@ class EscalationEngine:
                 return  # a sweep claimed it meanwhile and queued it to be sent
             args = (delivery.id, now, self._owner, self._lease)
             store = self._store
-            delivery = store.start_delivery(*args) if self._inline else await self._io(store.start_delivery, *args)
+            started = store.start_delivery(*args) if self._inline else await self._io(store.start_delivery, *args)
             self._queued.pop(args[0], None)  # only now: a sweep that claims it first finds it here
-            if delivery is None:
+            if started is None:
                 return  # cancelled by an acknowledgement, or another engine took it
+            delivery = started
         error = None
         limit = self._sched_config.job_timeout_seconds
         try:
@@ -807,12 +815,13 @@ class EscalationEngine:
                 raise LookupError(f"escalation {delivery.record_id} no longer exists")
             level = self._policy_for(record).get_level(delivery.level)
             async with _time_limit(limit):
-                outcome = await self._send(record, level, delivery.target)
+                # the record's own policy snapshot has the delivery's level
+                outcome = await self._send(record, level, delivery.target)  # type: ignore[arg-type]
             if outcome is False:
                 error = "the notification handler returned False"
         except asyncio.TimeoutError:
             error = f"timed out after {limit}s"
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a handler failure is recorded on the delivery
             error = f"{type(exc).__name__}: {exc}"
         await self._finish(delivery, error)
 
@@ -851,6 +860,11 @@ class EscalationEngine:
             self._scheduler.wake_at(retry_at)
 
 
+# a store call (fn, args, kwargs), and one waiting for its batch with the future that gets its outcome
+_Call = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+_Pending = tuple["asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
 class _StoreBatches:
     """Dedicated threads (``store.batch_threads``, default 1) for a blocking store that
     ``prefers_batches``.
@@ -870,17 +884,17 @@ class _StoreBatches:
     _IDLE_SECONDS = 5.0
     _MAX_BATCH = 256  # calls per batch: bounds a batch's transaction and its callers' wait
 
-    def __init__(self, run_batch: Callable[[list[tuple[Callable, tuple, dict]]], list[tuple[Any, Any]]],
+    def __init__(self, run_batch: Callable[[list[_Call]], list[tuple[Any, Any]]],
                  threads: int = 1) -> None:
         self._run_batch = run_batch
         self._size = max(1, int(threads))
-        self._turn: dict[asyncio.AbstractEventLoop, list[tuple]] = {}  # calls of a loop's current turn
-        self._calls: list[tuple[asyncio.Future, Callable, tuple, dict]] = []
+        self._turn: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}  # calls of a loop's current turn
+        self._calls: list[_Pending] = []
         self._ready = threading.Condition()
         self._threads = 0  # running
         self._idle = 0  # of those, waiting for calls
 
-    def call(self, fn: Callable, *args: Any, **kwargs: Any) -> asyncio.Future:
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         calls = self._turn.get(loop)
@@ -916,7 +930,7 @@ class _StoreBatches:
                 calls, self._calls = self._calls[:self._MAX_BATCH], self._calls[self._MAX_BATCH:]
             self._hand_back(calls, self._run(calls))
 
-    def _run(self, calls: list[tuple[asyncio.Future, Callable, tuple, dict]]) -> list[tuple[Any, Any]]:
+    def _run(self, calls: list[_Pending]) -> list[tuple[Any, Any]]:
         if len(calls) == 1:
             _, fn, args, kwargs = calls[0]
             try:
@@ -929,8 +943,8 @@ class _StoreBatches:
             return [(None, exc)] * len(calls)
 
     @staticmethod
-    def _hand_back(calls: list[tuple], outcomes: list[tuple[Any, Any]]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple]] = {}
+    def _hand_back(calls: list[_Pending], outcomes: list[tuple[Any, Any]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, ...]]] = {}
         for (future, *_), (result, error) in zip(calls, outcomes):
             by_loop.setdefault(future.get_loop(), []).append((future, result, error))
         for loop, settled in by_loop.items():
@@ -940,7 +954,7 @@ class _StoreBatches:
                 pass
 
     @staticmethod
-    def _settle(outcomes: list[tuple]) -> None:
+    def _settle(outcomes: list[tuple[Any, ...]]) -> None:
         for future, result, error in outcomes:
             if future.cancelled():
                 continue
@@ -958,8 +972,9 @@ if sys.version_info >= (3, 11):
     _time_limit = asyncio.timeout
 else:  # pragma: no cover - Python 3.10
     @contextlib.asynccontextmanager
-    async def _time_limit(seconds: float):
+    async def _time_limit(seconds: float) -> AsyncIterator[None]:
         task = asyncio.current_task()
+        assert task is not None  # called from a task
         handle = asyncio.get_running_loop().call_later(seconds, task.cancel)
         try:
             yield
@@ -969,7 +984,7 @@ else:  # pragma: no cover - Python 3.10
             handle.cancel()
 
 
-def _private_copy(policy: EscalationPolicy | dict) -> EscalationPolicy:
+def _private_copy(policy: EscalationPolicy | dict[str, Any]) -> EscalationPolicy:
     """A copy the caller cannot change afterwards: running escalations keep the policy as it was."""
     return EscalationPolicy.from_dict(policy.to_dict() if isinstance(policy, EscalationPolicy) else policy)
 

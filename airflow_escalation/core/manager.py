@@ -142,11 +142,11 @@ class EscalationPolicyConfig:
         )
 
     @classmethod
-    def from_yaml(cls, source: str | os.PathLike) -> EscalationPolicyConfig:
+    def from_yaml(cls, source: str | os.PathLike[str]) -> EscalationPolicyConfig:
         return cls.from_dict(load_yaml(source))
 
 
-def load_yaml(source: str | os.PathLike) -> dict[str, Any]:
+def load_yaml(source: str | os.PathLike[str]) -> dict[str, Any]:
     """Parse YAML from a file path or from YAML text (bounded: see :func:`parse_yaml`)."""
     text = str(source)
     path = Path(text) if isinstance(source, os.PathLike) or "\n" not in text else None
@@ -197,7 +197,7 @@ def _bounded_yaml_loader() -> type:
 
         def compose_node(self, parent: Any, index: Any) -> Any:
             if self.check_event(yaml.AliasEvent):
-                event = self.peek_event()
+                event = self.peek_event()  # type: ignore[no-untyped-call]
                 raise yaml.composer.ComposerError(
                     None, None, "aliases (*name) are not allowed in escalation policies", event.start_mark)
             self._depth += 1
@@ -205,7 +205,7 @@ def _bounded_yaml_loader() -> type:
                 if self._depth > bounds.MAX_YAML_DEPTH:
                     raise yaml.composer.ComposerError(
                         None, None, f"nested deeper than {bounds.MAX_YAML_DEPTH} levels",
-                        self.peek_event().start_mark)
+                        self.peek_event().start_mark)  # type: ignore[no-untyped-call]
                 return super().compose_node(parent, index)
             finally:
                 self._depth -= 1
@@ -242,7 +242,7 @@ class EscalationPolicyManager:
         self._config = config
         self._engine = None
 
-    def add_policy(self, policy: EscalationPolicy | dict) -> None:
+    def add_policy(self, policy: EscalationPolicy | dict[str, Any]) -> None:
         policy = EscalationPolicy.from_dict(policy)
         self._config.add_policy(policy)
         if self._engine is not None:
@@ -334,6 +334,6 @@ class EscalationPolicyManager:
         return cls(EscalationPolicyConfig.from_dict(data), **kwargs)
 
     @classmethod
-    def from_yaml(cls, source: str | os.PathLike, **kwargs: Any) -> EscalationPolicyManager:
+    def from_yaml(cls, source: str | os.PathLike[str], **kwargs: Any) -> EscalationPolicyManager:
         """Load a YAML file path or YAML text (the spec's ``escalation:`` block as written)."""
         return cls(EscalationPolicyConfig.from_yaml(source), **kwargs)

@@ -12,8 +12,10 @@ import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pendulum
 
 from airflow_escalation.core import bounds
 from airflow_escalation.core.timeutil import UTC, from_iso, minutes, to_iso
@@ -34,7 +36,7 @@ def _short(value: Any) -> str:
     return bounds.truncate(repr(value), 80)
 
 
-def _enum(enum_cls: type, value: Any, field_name: str) -> Any:
+def _enum(enum_cls: type[Enum], value: Any, field_name: str) -> Any:
     try:
         return enum_cls(value.value if isinstance(value, enum_cls) else value)
     except ValueError:
@@ -118,7 +120,7 @@ class EscalationTarget:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | str) -> EscalationTarget:
+    def from_dict(cls, data: dict[str, Any] | str | EscalationTarget) -> EscalationTarget:
         if isinstance(data, str):  # "lead" shorthand: a user
             return cls(TargetType.USER, data)
         if isinstance(data, EscalationTarget):
@@ -270,7 +272,7 @@ class EscalationLevel:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EscalationLevel:
+    def from_dict(cls, data: dict[str, Any] | EscalationLevel) -> EscalationLevel:
         if isinstance(data, EscalationLevel):
             return data
         if not isinstance(data, dict):
@@ -387,8 +389,8 @@ class EscalationPolicy:
                 raise ValueError(f"{where}: business_days: weekday must be 0 (Monday)..6, got {_short(day)}")
         self.business_days = sorted(set(self.business_days))
         try:
-            self._zone = ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError, TypeError):
+            self._zone: pendulum.Timezone | pendulum.FixedTimezone = pendulum.timezone(self.timezone)
+        except (ValueError, TypeError, KeyError):  # pendulum's InvalidTimezone is a ValueError
             raise ValueError(f"{where}: timezone: unknown IANA timezone {_short(self.timezone)}") from None
         self.business_hours_mode = _enum(
             BusinessHoursMode, self.business_hours_mode, f"{where}: business_hours_mode"
@@ -412,7 +414,7 @@ class EscalationPolicy:
         return self.levels[-1].level
 
     @property
-    def zone(self) -> ZoneInfo:
+    def zone(self) -> pendulum.Timezone | pendulum.FixedTimezone:
         return self._zone
 
     def get_level(self, level_num: int) -> EscalationLevel | None:
@@ -468,7 +470,7 @@ class EscalationPolicy:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EscalationPolicy:
+    def from_dict(cls, data: dict[str, Any] | EscalationPolicy) -> EscalationPolicy:
         if isinstance(data, EscalationPolicy):
             return data
         if not isinstance(data, dict):
@@ -600,7 +602,7 @@ class EscalationRecord:
         return twin
 
     def add_history_event(self, event: str, at: datetime, actor: str = "system", *,
-                          from_state: str | None = None, **details: Any) -> dict:
+                          from_state: str | None = None, **details: Any) -> dict[str, Any]:
         """Append ``{event, at, actor, state, level[, from_state][, details]}`` to the history."""
         entry = {"event": event, "at": _iso(at), "actor": actor, "state": self.state,
                  "level": self.current_level}

@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                              "(the default when stdin is not a terminal)")
     args = parser.parse_args(argv)
     if not EXAMPLES.is_dir():
-        raise SystemExit(f"the example DAGs are not at {EXAMPLES}: run the demo from a checkout of the repository")
+        raise SystemExit(f"the example DAGs are not at {EXAMPLES}: reinstall airflow-provider-escalation")
     interactive = sys.stdin.isatty() and not args.exit
     for sig in (signal.SIGTERM, signal.SIGHUP):  # a closed terminal stops Airflow too
         signal.signal(sig, _stop_on_sigterm)

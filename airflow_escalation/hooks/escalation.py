@@ -30,6 +30,8 @@ code load when first needed.
 
 from __future__ import annotations
 
+import airflow_escalation.version_compat  # noqa: F401  - refuses an Airflow older than the floor
+
 import asyncio
 import copy
 import json
@@ -457,7 +459,7 @@ class EscalationHook(BaseHook):
         try:
             client = self.get_conn()
             health = client.health()
-        except Exception as exc:  # the form shows the message
+        except Exception as exc:  # noqa: BLE001 - the form shows the message
             return False, str(exc)
         status = health.get("status") if isinstance(health, dict) else None
         if status != "ok":

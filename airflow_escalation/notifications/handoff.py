@@ -273,4 +273,4 @@ def drain_local_spool(*, budget_seconds: float = 1.0, timeout: float = DEFAULT_H
         logger.warning("escalation spool: drain failed: %s: %s", type(exc).__name__, exc)
         return None
 
-__all__ = ["DEFAULT_HANDOFF_TIMEOUT", "HandoffSender", "OPEN_STATES", "classify", "drain_local_spool"]
+__all__ = ["DEFAULT_HANDOFF_TIMEOUT", "OPEN_STATES", "HandoffSender", "classify", "drain_local_spool"]

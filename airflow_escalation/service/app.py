@@ -174,12 +174,12 @@ class EscalationService:
         if self.engine is not None:
             try:
                 await self.engine.stop()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("escalation engine did not stop cleanly")
         if self._owns_store and self.store is not None:
             try:
                 await asyncio.to_thread(self.store.close)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("escalation store did not close cleanly")
 
     # ------------------------------------------------------------------ building

@@ -192,5 +192,5 @@ class BaseEscalationStore(ABC):
         """Earliest ``next_attempt_at`` of any pending delivery."""
 
     # ------------------------------------------------------------------ lifecycle
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: stores without connections need nothing
         """Release connections. The store is unusable afterwards."""

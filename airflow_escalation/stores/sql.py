@@ -337,7 +337,7 @@ class _Statement:
     UPDATE); parameters are passed by name and arranged for the driver's paramstyle here.
     """
 
-    __slots__ = ("sql", "_fixed", "_order")
+    __slots__ = ("_fixed", "_order", "sql")
 
     def __init__(self, statement: sa.Executable, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)

@@ -12,7 +12,7 @@ from escalation_fake_service import JWT_SECRET
 
 from airflow_escalation.client import EscalationServiceUnavailable
 
-import airflow_escalation.hooks.escalation as hook_mod  # noqa: E402
+import airflow_escalation.hooks.escalation as hook_mod
 
 EscalationHook = hook_mod.EscalationHook
 EscalationConnectionError = hook_mod.EscalationConnectionError

@@ -86,7 +86,7 @@ async def jwt_user(request: Request) -> TokenUser:
     validator = JWTValidator(secret_key=JWT_SECRET, audience=airflow_api_jwt_audience())
     try:
         claims = await validator.avalidated_claims(header.split(" ", 1)[1])
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise HTTPException(403, f"Invalid JWT token: {exc}") from None
     return TokenUser(claims)
 

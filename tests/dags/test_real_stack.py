@@ -34,7 +34,7 @@ from airflow_escalation.demo.sinks import HttpSink, SmtpSink
 from dag_helpers import EXAMPLES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from airflow_stack import AirflowStack  # noqa: E402
+from airflow_stack import AirflowStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 

@@ -144,7 +144,7 @@ def _record_url(request: Request, record_id: str) -> str:
 async def confirm(request: Request, token: str) -> Any:
     claims = _verify(request, token)
     user = await page_reader(request)
-    engine, record = await _record(request, claims)
+    _, record = await _record(request, claims)
     await _check_readable(user, record)
     _check_unused(claims, record)
     _check_applies(record, claims.action)
