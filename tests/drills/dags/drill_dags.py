@@ -1,7 +1,9 @@
 """The drills' failing DAG: ``load`` fails and its ``on_failure_callback`` escalates the
 incident ``drill_failing.load.<run_id>`` (one per run, so runs do not join one record) under
 policy ``drill``; ``wait`` (deferrable, trigger rule ``all_failed``) waits in the triggerer until
-that escalation is acknowledged or resolved."""
+that escalation is acknowledged or resolved. It is retried every 10 s (8 times): a sensor that
+starts while the service is down fails that try, and a later try drains the worker's spool (what
+the failed callback could not hand over) before it looks for the escalation."""
 
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ with DAG(dag_id="drill_failing", schedule=None, start_date=datetime(2024, 1, 1),
         trigger_rule="all_failed",
         poke_interval=1,
         timeout=timedelta(minutes=10),
+        retries=8,
+        retry_delay=timedelta(seconds=10),
     )
 
     load() >> wait
