@@ -162,14 +162,17 @@ class DrillStack(LocalAirflow):
 
     # ------------------------------------------------------------------ waiting
     def wait(self, fetch: Callable[[], Any], done: Callable[[Any], bool], timeout: float, what: str,
-             interval: float = 0.25) -> Any:
+             interval: float = 0.25, check: bool = True) -> Any:
+        """Poll ``fetch`` until ``done``; fail with the logs on timeout or, unless ``check`` is
+        false, when a component exited."""
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
             last = fetch()
             if done(last):
                 return last
-            self.check_components()
+            if check:
+                self.check_components()
             time.sleep(interval)
         logs = "\n".join(f"--- {name} ---\n{self.component_log(name, 2500)}" for name in self.components)
         raise AssertionError(f"{what}: not within {timeout:.0f}s; last: {str(last)[:1500]}\n{logs}\n"
