@@ -12,9 +12,9 @@
   the callback runs" mean (without any API server no task runs at all).
 
 The policy ``drill`` runs on a fast clock: level 1 at once to two webhook paths, level 2 three
-seconds later to a third; the outbox retries after 1 s doubling to 4 s, 12 attempts, a sending
-lease of 8 s and a 4 s limit per attempt (the engine's defaults are 30 s, 900 s, 5, 120 s and
-30 s: minutes, not seconds).
+seconds later to a third (``drill_kill``: level 2 after 20 s); the outbox retries after 1 s
+doubling to 4 s, 12 attempts, a sending lease of 15 s and a 10 s limit per attempt (the engine's
+defaults are 30 s, 900 s, 5, 120 s and 30 s).
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ SINK_CONN = "drill_sink"
 L1_PATHS = ("/l1/a", "/l1/b")
 L2_PATHS = ("/l2",)
 L2_DELAY_S = 3.0
-LEASE_S = 8.0
-JOB_TIMEOUT_S = 4.0
+LEASE_S = 15.0
+JOB_TIMEOUT_S = 10.0
+KILL_L2_DELAY_S = 20.0  # policy drill_kill: level 2 well after the kill
 
 POLICIES_YAML = f"""\
 escalation:
@@ -61,6 +62,15 @@ escalation:
 {''.join(f'            - {{type: webhook, identifier: "{p}", conn_id: {SINK_CONN}}}{chr(10)}' for p in L1_PATHS)}\
         - level: 2
           delay_minutes: {L2_DELAY_S / 60:g}
+          targets:
+{''.join(f'            - {{type: webhook, identifier: "{p}", conn_id: {SINK_CONN}}}{chr(10)}' for p in L2_PATHS)}\
+    - name: drill_kill
+      levels:
+        - level: 1
+          targets:
+{''.join(f'            - {{type: webhook, identifier: "{p}", conn_id: {SINK_CONN}}}{chr(10)}' for p in L1_PATHS)}\
+        - level: 2
+          delay_minutes: {KILL_L2_DELAY_S / 60:g}
           targets:
 {''.join(f'            - {{type: webhook, identifier: "{p}", conn_id: {SINK_CONN}}}{chr(10)}' for p in L2_PATHS)}\
 """
@@ -124,10 +134,12 @@ class DrillStack(LocalAirflow):
         headers = {"Authorization": f"Bearer {self.token('admin')}"}
         return httpx.request(method, f"{base or self.base}{path}", headers=headers, timeout=30, **kwargs)
 
-    def trigger(self, incident: str, base: str | None = None) -> str:
+    def trigger(self, incident: str, base: str | None = None, policy: str = "drill") -> str:
+        """Trigger ``incident`` under policy ``drill``; return the record id (201 created, or 200
+        when a retried trigger joined the record an earlier attempt created)."""
         r = self.call("POST", f"{API}/escalations", base,
-                      json={"incident_id": incident, "context": {"severity": "critical"}, "policy_name": "drill"})
-        assert r.status_code == 201, r.text
+                      json={"incident_id": incident, "context": {"severity": "critical"}, "policy_name": policy})
+        assert r.status_code in (200, 201) and r.json()["record"], r.text
         return r.json()["record"]["id"]
 
     def record(self, incident: str) -> dict | None:
@@ -150,6 +162,16 @@ class DrillStack(LocalAirflow):
                           table.c.attempts, table.c.lease_owner, table.c.last_error)
         if record_ids is not None:
             query = query.where(table.c.record_id.in_(list(record_ids)))
+        with self.db.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def deliveries_of(self, incident_prefix: str) -> list[dict]:
+        """Every delivery of the incidents starting with ``incident_prefix``, with ``incident_id``."""
+        table, record = sql_schema.delivery_table, sql_schema.record_table
+        query = (sa.select(record.c.incident_id, table.c.record_id, table.c.level, table.c.target_key,
+                           table.c.state, table.c.attempts, table.c.lease_owner)
+                 .join(record, record.c.id == table.c.record_id)
+                 .where(record.c.incident_id.like(incident_prefix + "%")))
         with self.db.connect() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
 

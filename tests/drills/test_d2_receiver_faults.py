@@ -1,8 +1,8 @@
 """Drill 2: a webhook receiver that answers 500, then hangs, then resets connections.
 
 Ten incidents (five through each API server) are triggered while the receiver answers every
-request with HTTP 500; it then hangs (reads the request, never answers: each attempt ends at the
-4 s attempt limit) and then drops connections with a TCP reset, before it recovers. Level 2
+request with HTTP 500; it then hangs for 11 s (reads the request, never answers: each attempt
+ends at the 10 s attempt limit) and then drops connections with a TCP reset, before it recovers. Level 2
 falls due in the middle of it. The outbox retries each delivery after 1 s, 2 s, 4 s, 4 s ...
 (the drill policy's backoff) and must deliver every (incident, level, target) once the receiver
 is back: nothing lost, nothing accepted twice, every delivery ``sent`` in the store.
@@ -20,9 +20,9 @@ from drill_stack import Ledger, report
 pytestmark = [pytest.mark.drill, pytest.mark.timeout(300)]
 
 INCIDENTS = 10
-PHASES = (("error", 3.0), ("hang", 5.0), ("reset", 3.0))
-# attempts one delivery can make in the fault window with a 1-2-4-4 s backoff and 4 s hangs:
-# well under one per second, which a retry on every 1 s sweep (no backoff) would exceed
+PHASES = (("error", 3.0), ("hang", 11.0), ("reset", 3.0))
+# attempts one delivery can make in the 17 s fault window with a 1-2-4-4 s backoff and a 10 s
+# hang: at most 6; a retry at every 1 s sweep (no backoff) would make a dozen
 MAX_ATTEMPTS_IN_WINDOW = 8
 
 

@@ -27,8 +27,10 @@ def test_triggerer_restarted_while_a_sensor_waits(drill_stack, sink):
                "the sensor deferred")
     began = time.monotonic()
     stack.restart_component("triggerer", signal.SIGTERM)
+    # the new triggerer is up when its log (after the restart marker) says so
+    stack.wait(lambda: stack.component_log("triggerer", 100_000).rsplit("===== triggerer start", 1)[-1],
+               lambda text: "Starting the triggerer" in text, 120, "the new triggerer started")
     restarted_in = time.monotonic() - began
-    time.sleep(2)  # the sensor's trigger is now the new triggerer's to run (or to pick up)
     acked = stack.call("POST", f"/escalation/api/v1/escalations/{record['id']}/acknowledge", json={"note": "drill"})
     assert acked.status_code == 200, acked.text
     acked_at = time.monotonic()
@@ -41,6 +43,6 @@ def test_triggerer_restarted_while_a_sensor_waits(drill_stack, sink):
     ledger.count(sink)
     lost = list(ledger.lost) + ([] if state == "success" else [f"sensor ended {state}"])
     text = report("5 triggerer restarted while a sensor waits", ledger,
-                  sensor=state, triggerer_restart_s=restarted_in, acknowledge_to_sensor_success_s=resumed_in)
+                  sensor=state, triggerer_stopped_and_up_again_s=restarted_in, acknowledge_to_sensor_success_s=resumed_in)
     assert not lost, text
     assert not ledger.duplicated, text
