@@ -20,6 +20,7 @@ defaults are 30 s, 900 s, 5, 120 s and 30 s).
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,9 +29,10 @@ from typing import Any, Callable, Iterable
 
 import httpx
 import sqlalchemy as sa
+import yaml
 from sqlalchemy.pool import NullPool
 
-from airflow_escalation.demo.local_airflow import LocalAirflow, LocalAirflowError
+from airflow_escalation.demo.local_airflow import LocalAirflow, LocalAirflowError, free_port
 from airflow_escalation.demo.sinks import HttpSink
 from airflow_escalation.stores import sql_schema
 
@@ -45,35 +47,25 @@ LEASE_S = 15.0
 JOB_TIMEOUT_S = 10.0
 KILL_L2_DELAY_S = 20.0  # policy drill_kill: level 2 well after the kill
 
-POLICIES_YAML = f"""\
-escalation:
-  default_policy: drill
-  scheduler_config:
-    lease_seconds: {LEASE_S:g}
-    job_timeout_seconds: {JOB_TIMEOUT_S:g}
-    retry_delay_seconds: 1
-    max_retry_delay_seconds: 4
-    max_attempts: 12
-  policies:
-    - name: drill
-      levels:
-        - level: 1
-          targets:
-{''.join(f'            - {{type: webhook, identifier: "{p}", conn_id: {SINK_CONN}}}{chr(10)}' for p in L1_PATHS)}\
-        - level: 2
-          delay_minutes: {L2_DELAY_S / 60:g}
-          targets:
-{''.join(f'            - {{type: webhook, identifier: "{p}", conn_id: {SINK_CONN}}}{chr(10)}' for p in L2_PATHS)}\
-    - name: drill_kill
-      levels:
-        - level: 1
-          targets:
-{''.join(f'            - {{type: webhook, identifier: "{p}", conn_id: {SINK_CONN}}}{chr(10)}' for p in L1_PATHS)}\
-        - level: 2
-          delay_minutes: {KILL_L2_DELAY_S / 60:g}
-          targets:
-{''.join(f'            - {{type: webhook, identifier: "{p}", conn_id: {SINK_CONN}}}{chr(10)}' for p in L2_PATHS)}\
-"""
+
+def _hook(path: str) -> dict[str, str]:
+    return {"type": "webhook", "identifier": path, "conn_id": SINK_CONN}
+
+
+def _policy(name: str, l2_delay_s: float) -> dict[str, Any]:
+    return {"name": name, "levels": [
+        {"level": 1, "targets": [_hook(path) for path in L1_PATHS]},
+        {"level": 2, "delay_minutes": l2_delay_s / 60, "targets": [_hook(path) for path in L2_PATHS]},
+    ]}
+
+
+POLICIES = {"escalation": {
+    "default_policy": "drill",
+    # the outbox in seconds, not minutes (the engine's defaults: 30 s, 900 s, 5, 120 s, 30 s)
+    "scheduler_config": {"lease_seconds": LEASE_S, "job_timeout_seconds": JOB_TIMEOUT_S,
+                         "retry_delay_seconds": 1, "max_retry_delay_seconds": 4, "max_attempts": 12},
+    "policies": [_policy("drill", L2_DELAY_S), _policy("drill_kill", KILL_L2_DELAY_S)],
+}}
 
 # every (level, path) an escalation of policy "drill" is delivered to, before acknowledgement
 EXPECTED_STEPS = [(1, p) for p in L1_PATHS] + [(2, p) for p in L2_PATHS]
@@ -85,13 +77,10 @@ class DrillStack(LocalAirflow):
     def __init__(self, home: Path, db_url: str, sink: HttpSink) -> None:
         policies = home / "policies.yaml"
         home.mkdir(parents=True, exist_ok=True)
-        policies.write_text(POLICIES_YAML)
+        policies.write_text(yaml.safe_dump(POLICIES, sort_keys=False))
         self.sink = sink
-        self.port_b = 0
         super().__init__(home, dags_folder=DAGS, policies_file=policies, jwt_secret=JWT_SECRET, db_url=db_url,
                          extra_env={"AIRFLOW__API__SECRET_KEY": "escalation-drills-secret-key"})
-        from airflow_escalation.demo.local_airflow import free_port
-
         self.port_b = free_port()
         self.api_ports["api-server-b"] = self.port_b
         self.base_b = f"http://127.0.0.1:{self.port_b}"
@@ -177,8 +166,6 @@ class DrillStack(LocalAirflow):
 
     def engines_of(self, name: str) -> set[str]:
         """Engine ids a server (``api-server`` = A, or a component name) started, from its log."""
-        import re
-
         path = self.log_path if name == "api-server" else self.home / f"{name}.log"
         return set(re.findall(r"escalation engine (\S+) started on", path.read_text(errors="replace")))
 

@@ -22,7 +22,7 @@ import pytest
 
 from drill_stack import KILL_L2_DELAY_S, L1_PATHS, LEASE_S, Ledger, report
 
-pytestmark = [pytest.mark.drill, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.drill, pytest.mark.timeout(900)]
 
 INCIDENTS = 20
 

@@ -17,7 +17,7 @@ import pytest
 
 from drill_stack import Ledger, report
 
-pytestmark = [pytest.mark.drill, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.drill, pytest.mark.timeout(900)]
 
 INCIDENTS = 10
 PHASES = (("error", 3.0), ("hang", 11.0), ("reset", 3.0))

@@ -20,7 +20,7 @@ import pytest
 
 from drill_stack import L1_PATHS, Ledger, report
 
-pytestmark = [pytest.mark.drill, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.drill, pytest.mark.timeout(900)]
 
 INCIDENTS = 10
 SETTLE_S = 8.0  # how long after the restart the components' fate is read

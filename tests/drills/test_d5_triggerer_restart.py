@@ -15,7 +15,7 @@ import pytest
 
 from drill_stack import Ledger, report
 
-pytestmark = [pytest.mark.drill, pytest.mark.timeout(360)]
+pytestmark = [pytest.mark.drill, pytest.mark.timeout(900)]
 
 
 def test_triggerer_restarted_while_a_sensor_waits(drill_stack, sink):
