@@ -35,7 +35,7 @@ docs: $(STAMP)
 
 ## the suite without tests that need servers
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not postgres and not mysql and not redis and not slow"
+	$(PY) -m pytest -q -m "not postgres and not mysql and not redis and not slow and not drill"
 
 ## benchmarks against truthound 3.2.0 (installed into .bench-venv only)
 bench: $(STAMP) services

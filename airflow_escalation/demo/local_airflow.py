@@ -2,9 +2,11 @@
 optionally, a scheduler, a dag-processor and a triggerer, each its own process group.
 
 Used by ``make demo`` (:mod:`airflow_escalation.demo.run`) and by the test suite's real-stack
-fixtures. The metadata database is SQLite in the home; SimpleAuthManager users ``admin``
-(ADMIN), ``viewer`` (VIEWER) and the service account ``airflow-escalation`` (USER, the login of
-``escalation_default``) log in with the passwords given, or with the ones Airflow
+fixtures. The metadata database is SQLite in the home unless ``db_url`` names another (the
+reliability drills use PostgreSQL, with a second API server on it: :meth:`LocalAirflow.start_api_server`);
+SimpleAuthManager users ``admin`` (ADMIN), ``viewer`` (VIEWER) and the service account
+``airflow-escalation`` (USER, the login of ``escalation_default``) log in with the passwords given,
+or with the ones Airflow
 generates (:meth:`LocalAirflow.password`). Nothing here is meant for production.
 """
 
@@ -63,16 +65,19 @@ class LocalAirflow:
 
     ``policies_file`` becomes ``[escalation] policies_file``; ``dags_folder`` defaults to an empty
     ``<home>/dags``; ``passwords`` (user → password) fixes the login instead of generated
-    passwords; ``extra_env`` adds or overrides environment variables of every process.
+    passwords; ``db_url`` is the metadata database's SQLAlchemy URL (default: SQLite in the home);
+    ``extra_env`` adds or overrides environment variables of every process.
     """
 
     def __init__(self, home: Path, *, port: int | None = None, dags_folder: Path | None = None,
                  policies_file: Path | None = None, workers: int = 1, jwt_secret: str | None = None,
-                 passwords: dict[str, str] | None = None, extra_env: dict[str, str] | None = None) -> None:
+                 passwords: dict[str, str] | None = None, db_url: str | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.home = home
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.db_path = home / "airflow.db"
+        self.db_url = db_url or f"sqlite:///{self.db_path}"
         self.log_path = home / "api-server.log"
         (home / "dags").mkdir(parents=True, exist_ok=True)
         self.dags_folder = dags_folder or home / "dags"
@@ -89,7 +94,7 @@ class LocalAirflow:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,viewer:viewer,{SERVICE_ACCOUNT}:user",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db_path}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.db_url,
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__WORKERS": str(workers),
@@ -110,6 +115,9 @@ class LocalAirflow:
         self.server: subprocess.Popen | None = None
         self.started_at: datetime | None = None
         self.components: dict[str, tuple[subprocess.Popen, Path]] = {}
+        self._commands: dict[str, tuple[str, ...]] = {}
+        self.stopped: set[str] = set()  # components stopped on purpose (kill_component)
+        self.api_ports: dict[str, int] = {}  # API servers started by start_api_server
         self.tokens: dict[str, str] = {}
 
     # ------------------------------------------------------------------ CLI
@@ -138,17 +146,7 @@ class LocalAirflow:
                 start_new_session=True,  # its own process group: stop() ends its workers too
             )
         self._remember(self.server)
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.server.poll() is not None:
-                raise LocalAirflowError(f"api-server exited with {self.server.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.base}/api/v2/monitor/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise LocalAirflowError(f"api-server not healthy after {STARTUP_TIMEOUT}s:\n{self.log_tail()}")
+        self.wait_healthy(self.base, self.server, self.log_tail)
 
     def _remember(self, proc: subprocess.Popen) -> None:
         with (self.home / PIDS_FILE).open("a") as pids:
@@ -182,22 +180,84 @@ class LocalAirflow:
         """Start ``scheduler``, ``dag-processor`` and/or ``triggerer``, each logging to
         ``<home>/<name>.log``."""
         for name in names:
-            assert name not in self.components, f"{name} already started"
-            log_path = self.home / f"{name}.log"
-            with log_path.open("a") as log:
-                proc = subprocess.Popen([AIRFLOW, *COMPONENT_COMMANDS[name]], env=self.env, stdout=log,
-                                        stderr=subprocess.STDOUT, cwd=self.home, start_new_session=True)
-            self._remember(proc)
-            self.components[name] = (proc, log_path)
+            self._start_component(name, COMPONENT_COMMANDS[name])
+
+    def _start_component(self, name: str, command: tuple[str, ...]) -> None:
+        assert name not in self.components or self.components[name][0].poll() is not None, \
+            f"{name} already running"
+        log_path = self.home / f"{name}.log"
+        with log_path.open("a") as log:
+            log.write(f"\n===== {name} start {datetime.now().isoformat()} =====\n")
+            log.flush()
+            proc = subprocess.Popen([AIRFLOW, *command], env=self.env, stdout=log,
+                                    stderr=subprocess.STDOUT, cwd=self.home, start_new_session=True)
+        self._remember(proc)
+        self.components[name] = (proc, log_path)
+        self._commands[name] = command
+        self.stopped.discard(name)
+
+    def start_api_server(self, name: str, port: int | None = None, wait: bool = True) -> str:
+        """Start another ``airflow api-server`` (its own process, not a worker of the first) on
+        ``port`` (default: a free one), on the same metadata database and configuration; it is a
+        component called ``name``. Return its base URL once it is healthy (``wait=False``: at
+        once; :meth:`wait_api_server` waits)."""
+        port = port or self.api_ports.get(name) or free_port()
+        self.api_ports[name] = port
+        self._start_component(name, ("api-server", "--host", "127.0.0.1", "--port", str(port)))
+        if wait:
+            self.wait_api_server(name)
+        return f"http://127.0.0.1:{port}"
+
+    def wait_api_server(self, name: str) -> None:
+        self.wait_healthy(f"http://127.0.0.1:{self.api_ports[name]}", self.components[name][0],
+                          lambda: self.component_log(name))
+
+    def wait_healthy(self, base: str, proc: subprocess.Popen, log_tail: Any) -> None:
+        """Wait until the API server at ``base`` answers its health check."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise LocalAirflowError(f"api-server at {base} exited with {proc.returncode}:\n{log_tail()}")
+            try:
+                if httpx.get(f"{base}/api/v2/monitor/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise LocalAirflowError(f"api-server at {base} not healthy after {STARTUP_TIMEOUT}s:\n{log_tail()}")
+
+    def kill_component(self, name: str, sig: int = signal.SIGKILL, wait: float = 30) -> int:
+        """Send ``sig`` to the component's process group (SIGKILL: nothing runs its shutdown) and
+        wait for it to exit; return its exit code. :meth:`restart_component` starts it again."""
+        proc = self.components[name][0]
+        self.stopped.add(name)
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+        return proc.returncode
+
+    def restart_component(self, name: str, sig: int = signal.SIGTERM) -> None:
+        """Stop the component (``sig``, SIGKILL after 30 s) and start it again with the same
+        command; an extra API server is waited for until healthy."""
+        self.kill_component(name, sig)
+        if name in self.api_ports:
+            self.start_api_server(name)
+        else:
+            self._start_component(name, self._commands[name])
 
     def component_log(self, name: str, chars: int = 6000) -> str:
         path = self.components[name][1] if name in self.components else self.home / f"{name}.log"
         return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
 
     def check_components(self) -> None:
-        """Raise with the component's log if one of them exited."""
+        """Raise with the component's log if one of them exited (one stopped on purpose with
+        :meth:`kill_component` and not restarted yet is left out)."""
         for name, (proc, _) in self.components.items():
-            if proc.poll() is not None:
+            if proc.poll() is not None and name not in self.stopped:
                 raise LocalAirflowError(f"{name} exited with {proc.returncode}:\n{self.component_log(name)}")
 
     def stop_components(self) -> None:

@@ -8,7 +8,10 @@ Both keep what they received in memory and call ``on_receive`` (if given) from t
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
+import time
 from email import message_from_bytes
 from email import policy as email_policy
 from email.message import EmailMessage
@@ -20,10 +23,24 @@ from airflow_escalation.demo.local_airflow import free_port
 
 
 class HttpSink:
-    """Answers every POST with 200 and keeps ``(path, json body)`` (the path percent-decoded)."""
+    """Answers every POST with 200 and keeps ``(path, json body)`` (the path percent-decoded).
+
+    It can also misbehave as a failing receiver does (the reliability drills, docs/reliability.md):
+    set ``fault`` to ``"error"`` (answer 500), ``"hang"`` (read the request and never answer while
+    the fault lasts) or ``"reset"`` (drop the connection with a TCP reset); ``None`` is normal.
+    Clearing ``hold`` (a :class:`threading.Event`, set by default) keeps accepted requests
+    unanswered until it is set again: deliveries stay in flight. ``requests`` has what was
+    accepted; ``attempts`` every request with its outcome (``ok`` or the fault) and arrival time.
+    """
+
+    FAULTS = (None, "error", "hang", "reset")
 
     def __init__(self, on_receive: Callable[[str, dict], None] | None = None) -> None:
         self.requests: list[tuple[str, dict]] = []
+        self.attempts: list[tuple[str, dict, str, float]] = []
+        self.fault: str | None = None
+        self.hold = threading.Event()
+        self.hold.set()
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -34,23 +51,50 @@ class HttpSink:
                 except ValueError:
                     payload = {"raw": body.decode(errors="replace")}
                 path = unquote(self.path)
+                fault = sink.fault
+                sink.attempts.append((path, payload, fault or "ok", time.time()))
+                if fault == "error":
+                    self.send_response(500)
+                    self.send_header("Content-Length", "15")
+                    self.end_headers()
+                    self.wfile.write(b"receiver broken")
+                    return
+                if fault == "hang":
+                    while sink.fault == "hang" and not sink.stopped.is_set():
+                        time.sleep(0.05)
+                    self.close_connection = True  # never answered
+                    return
+                if fault == "reset":
+                    # SO_LINGER 0: close() sends RST, the sender sees "connection reset by peer"
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                    self.close_connection = True
+                    return
                 sink.requests.append((path, payload))
+                if on_receive:
+                    on_receive(path, payload)
+                sink.hold.wait()
                 self.send_response(200)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"{}")
-                if on_receive:
-                    on_receive(path, payload)
 
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a reset or a sender that gave up: nothing to report
+
+        self.stopped = threading.Event()
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def stop(self) -> None:
+        self.stopped.set()
+        self.hold.set()
         self.server.shutdown()
         self.server.server_close()
 
