@@ -19,10 +19,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from drill_stack import DrillStack  # noqa: E402
-from servers import PrivatePostgres, PrivateRedis, ServerUnavailable  # noqa: E402
+from drill_stack import DrillStack
+from servers import PrivatePostgres, PrivateRedis, ServerUnavailable
 
-from airflow_escalation.demo.sinks import HttpSink  # noqa: E402
+from airflow_escalation.demo.sinks import HttpSink
 
 
 def unavailable(why: str) -> None:

@@ -120,7 +120,7 @@ class PrivateRedis:
                 break
             except redis.ConnectionError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start:\n{(self.root / 'server.log').read_text()}")
+                    raise RuntimeError(f"redis-server did not start:\n{(self.root / 'server.log').read_text()}") from None
                 time.sleep(0.05)
             finally:
                 client.close()

@@ -37,7 +37,7 @@ def trigger_retrying(stack, incident: str, base: str) -> int:
             if r.status_code in (200, 201):
                 return refused
             assert r.status_code >= 500, r.text
-        except Exception:  # noqa: BLE001 - the connection cut by the restart
+        except Exception:
             pass
         refused += 1
         assert time.monotonic() < deadline, f"the service refused {incident} for 60 s after the restart"

@@ -18,9 +18,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "durability"))
 
-from durability_support import Replicas, exactly_once_report, redis_prefix  # noqa: E402
+from durability_support import Replicas, exactly_once_report, redis_prefix
 
-from drill_stack import Ledger, report  # noqa: E402
+from drill_stack import Ledger, report
 
 pytestmark = [pytest.mark.drill, pytest.mark.timeout(180)]
 
