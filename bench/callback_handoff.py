@@ -98,7 +98,10 @@ class Service:
                     raise RuntimeError(f"the service did not start:\n{self.log.read_text()[-3000:]}") from None
                 time.sleep(0.1)
         os.environ["AIRFLOW_CONN_ESCALATION_DEFAULT"] = json.dumps(
-            {"conn_type": "escalation", "host": self.base, "extra": {"api_path": "/api/v1", "retries": 0}})
+            # signing in the component is opt-in since login became the default; the bench
+            # service checks JWTs only
+            {"conn_type": "escalation", "host": self.base,
+             "extra": {"api_path": "/api/v1", "retries": 0, "auth_type": "jwt"}})
 
     def counts(self, reset: bool = False) -> dict[str, int]:
         import httpx
@@ -110,7 +113,7 @@ class Service:
         from airflow_escalation.hooks.escalation import AirflowJWTTokenProvider
 
         return EscalationClient(self.base, api_path="/api/v1", retries=2,
-                                token_provider=AirflowJWTTokenProvider(subject="bench", role="ADMIN"))
+                                token_provider=AirflowJWTTokenProvider(subject="airflow-escalation-bench", role="OP"))
 
     def stop(self) -> None:
         self.proc.terminate()
