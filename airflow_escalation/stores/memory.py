@@ -38,9 +38,12 @@ class InMemoryEscalationStore(BaseEscalationStore):
         self._deliveries: dict[str, Delivery] = {}
         self._deliveries_by_record: dict[str, list[str]] = {}
         self._delivery_leases: dict[str, datetime] = {}
-        # (due, seq, record id); an entry stands while _due_at[record id] is still that time
+        # (due, seq, record id); an entry stands while _due_at[record id] is still that time.
+        # Writes only note the record (_moved); the sweep's reads push what still stands, so a
+        # record opened and closed between two sweeps never reaches the heap.
         self._due_heap: list[tuple[datetime, int, str]] = []
         self._due_at: dict[str, datetime] = {}
+        self._moved: set[str] = set()
         self._seq = itertools.count()
         self._pending: dict[str, Delivery] = {}  # pending deliveries, in the order they became so
 
@@ -52,10 +55,7 @@ class InMemoryEscalationStore(BaseEscalationStore):
             self._due_at.pop(record.id, None)
         elif self._due_at.get(record.id) != due:
             self._due_at[record.id] = due
-            heapq.heappush(self._due_heap, (due, next(self._seq), record.id))
-            if len(self._due_heap) > 2 * len(self._due_at) + 1024:  # mostly entries that no longer stand
-                self._due_heap = [(when, next(self._seq), rid) for rid, when in self._due_at.items()]
-                heapq.heapify(self._due_heap)
+            self._moved.add(record.id)
         if record.is_open:
             self._open[key] = record.id
         else:
@@ -64,6 +64,19 @@ class InMemoryEscalationStore(BaseEscalationStore):
             previous = self._records.get(self._last_closed.get(key, ""))
             if previous is None or (record.closed_at or _EPOCH) >= (previous.closed_at or _EPOCH):
                 self._last_closed[key] = record.id
+
+    def _due_heap_now(self) -> list[tuple[datetime, int, str]]:
+        """The due heap with the records moved since the last read pushed (under the lock)."""
+        due_at, heap = self._due_at, self._due_heap
+        for record_id in self._moved:
+            due = due_at.get(record_id)
+            if due is not None:
+                heapq.heappush(heap, (due, next(self._seq), record_id))
+        self._moved.clear()
+        if len(heap) > 2 * len(due_at) + 1024:  # mostly entries that no longer stand
+            heap = self._due_heap = [(when, next(self._seq), rid) for rid, when in due_at.items()]
+            heapq.heapify(heap)
+        return heap
 
     def _add_deliveries(self, deliveries: Sequence[Delivery]) -> None:
         for delivery in deliveries:
@@ -188,6 +201,7 @@ class InMemoryEscalationStore(BaseEscalationStore):
             self._delivery_leases.clear()
             self._due_heap.clear()
             self._due_at.clear()
+            self._moved.clear()
             self._pending.clear()
 
     # ------------------------------------------------------------------ engine contract
@@ -239,14 +253,16 @@ class InMemoryEscalationStore(BaseEscalationStore):
     def claim_due(self, now: datetime, limit: int, owner: str, lease: timedelta) -> list[EscalationRecord]:
         claimed: list[EscalationRecord] = []
         with self._lock:
-            heap, due_at = self._due_heap, self._due_at
+            heap, due_at = self._due_heap_now(), self._due_at
             still_due = []  # entries taken off the heap that stand: back on when done
+            seen = set()  # a record moved away and back has two entries that stand
             while heap and heap[0][0] <= now and len(claimed) < limit:
                 entry = heapq.heappop(heap)
-                if due_at.get(entry[2]) != entry[0]:
-                    continue  # the record moved on or closed since
-                still_due.append(entry)
                 record_id = entry[2]
+                if due_at.get(record_id) != entry[0] or record_id in seen:
+                    continue  # the record moved on or closed since, or was just seen
+                seen.add(record_id)
+                still_due.append(entry)
                 holder = self._leases.get(record_id)
                 if holder is not None and holder[1] > now and holder[0] != owner:
                     continue
@@ -264,7 +280,7 @@ class InMemoryEscalationStore(BaseEscalationStore):
 
     def next_due_at(self) -> datetime | None:
         with self._lock:
-            heap, due_at = self._due_heap, self._due_at
+            heap, due_at = self._due_heap_now(), self._due_at
             while heap and due_at.get(heap[0][2]) != heap[0][0]:
                 heapq.heappop(heap)  # drop what no longer stands
             return heap[0][0] if heap else None

@@ -73,3 +73,13 @@ def test_pending_deliveries_follow_start_retry_and_cancel(store: BaseEscalationS
     assert store.claim_deliveries(T0 + minutes(5), 10, "a", LEASE) == []
     states = {d.id: d.state for d in store.get_deliveries(record.id)}
     assert states[first.id] == DeliveryState.CANCELLED
+
+
+def test_a_record_moved_away_and_back_is_claimed_once(store: BaseEscalationStore) -> None:
+    record = create(store, make_record(due=T0))
+    assert store.next_due_at() == T0
+    change(store, record.id, lambda r: setattr(r, "next_escalation_at", T0 + minutes(5)))
+    assert store.next_due_at() == T0 + minutes(5)
+    change(store, record.id, lambda r: setattr(r, "next_escalation_at", T0))
+    assert store.next_due_at() == T0
+    assert ids(store.claim_due(T0 + minutes(10), 10, "a", LEASE)) == [record.id]
