@@ -505,28 +505,28 @@ class _Statements:
 
     def _postgres_writes(self, tables: Tables, dialect: Dialect) -> None:
         """PostgreSQL: ``create``, ``update`` and a sent ``finish_delivery`` as one statement each
-        (data-modifying CTEs; history and deliveries passed as arrays), run in autocommit: one
-        round trip and no BEGIN/COMMIT, where the multi-statement transaction took five or more.
-        The rows a statement inserts go in only if its record row was written (they select FROM
-        it), so a lost compare-and-swap writes nothing."""
+        (data-modifying CTEs; new history events and deliveries passed as one JSON document
+        each), run in autocommit: one round trip and no BEGIN/COMMIT, where the multi-statement
+        transaction took five or more. The rows a statement inserts go in only if its record row
+        was written (they select FROM it), so a lost compare-and-swap writes nothing."""
         record, event, delivery = (dialect.identifier_preparer.format_table(t) for t in tables)
         events = (
             f"INSERT INTO {event} (record_id, seq, at, event) "
-            "SELECT w.id, %(e_start)s::integer + x.n::integer - 1, x.at, x.event::json "
-            "FROM w, unnest(%(e_at)s::timestamptz[], %(e_event)s::text[]) WITH ORDINALITY AS x(at, event, n)"
+            "SELECT w.id, %(e_start)s::integer + x.n::integer - 1, (x.doc->>'at')::timestamptz, x.doc->'event' "
+            "FROM w, json_array_elements(%(e_docs)s::json) WITH ORDINALITY AS x(doc, n)"
         )
-        columns = ("id", "level", "round", "target", "target_key", "state", "attempts", "created_at",
-                   "updated_at", "next_attempt_at", "sent_at", "last_error")
-        types = ("text", "integer", "integer", "text", "text", "text", "integer", "timestamptz",
-                 "timestamptz", "timestamptz", "timestamptz", "text")
-        arrays = ", ".join(f"%(d_{c})s::{t}[]" for c, t in zip(columns, types))
-        picked = ", ".join(f"x.{c}::json" if c == "target" else f"x.{c}" for c in columns)
+        columns = {"i": "integer", "id": "text", "level": "integer", "round": "integer", "target": "json",
+                   "target_key": "text", "state": "text", "attempts": "integer", "created_at": "timestamptz",
+                   "updated_at": "timestamptz", "next_attempt_at": "timestamptz", "sent_at": "timestamptz",
+                   "last_error": "text"}
+        names = [name for name in columns if name != "i"]
+        shape = ", ".join(f"{name} {kind}" for name, kind in columns.items())
 
         def deliveries(first_seq: str, source: str) -> str:
             return (
-                f"INSERT INTO {delivery} (record_id, seq, {', '.join(columns)}) "
-                f"SELECT w.id, {first_seq} + x.n::integer - 1, {picked} FROM {source}, "
-                f"unnest({arrays}) WITH ORDINALITY AS x({', '.join(columns)}, n)"
+                f"INSERT INTO {delivery} (record_id, seq, {', '.join(names)}) "
+                f"SELECT w.id, {first_seq} + x.i, {', '.join('x.' + name for name in names)} FROM {source}, "
+                f"json_to_recordset(%(d_docs)s::json) AS x({shape})"
             )
 
         self.create_one = self.insert_record.around(
@@ -554,29 +554,32 @@ class _Statements:
             f"FROM w WHERE {record}.id = w.record_id) SELECT * FROM w",
         )
 
-    def event_arrays(self, events: Sequence[dict[str, Any]], start: int, fallback: datetime) -> dict[str, Any]:
+    def event_docs(self, events: Sequence[dict[str, Any]], start: int, fallback: datetime) -> dict[str, Any]:
         """``events`` as the one-statement writes take them."""
-        dump = self.codec.dump_json
-        return {"e_start": start, "e_at": [_event_time(e, fallback) for e in events],
-                "e_event": [dump(e) for e in events]}
+        docs = [{"at": _event_time(e, fallback), "event": e} for e in events]
+        return {"e_start": start, "e_docs": self.codec.dump_json(docs)}
 
-    def delivery_arrays(self, deliveries: Sequence[Delivery]) -> dict[str, Any]:
+    def delivery_docs(self, deliveries: Sequence[Delivery]) -> dict[str, Any]:
         """``deliveries`` as the one-statement writes take them."""
-        dump = self.codec.dump_json
-        return {
-            "d_id": [d.id for d in deliveries],
-            "d_level": [d.level for d in deliveries],
-            "d_round": [d.round for d in deliveries],
-            "d_target": [dump(d.target.to_dict()) for d in deliveries],
-            "d_target_key": [d.target.key[:TARGET_KEY] for d in deliveries],
-            "d_state": [DeliveryState(d.state).value for d in deliveries],
-            "d_attempts": [d.attempts for d in deliveries],
-            "d_created_at": [d.created_at for d in deliveries],
-            "d_updated_at": [d.updated_at for d in deliveries],
-            "d_next_attempt_at": [d.next_attempt_at for d in deliveries],
-            "d_sent_at": [d.sent_at for d in deliveries],
-            "d_last_error": [d.last_error for d in deliveries],
-        }
+        docs = [
+            {
+                "i": i,
+                "id": d.id,
+                "level": d.level,
+                "round": d.round,
+                "target": d.target.to_dict(),
+                "target_key": d.target.key[:TARGET_KEY],
+                "state": DeliveryState(d.state).value,
+                "attempts": d.attempts,
+                "created_at": d.created_at,
+                "updated_at": d.updated_at,
+                "next_attempt_at": d.next_attempt_at,
+                "sent_at": d.sent_at,
+                "last_error": d.last_error,
+            }
+            for i, d in enumerate(deliveries)
+        ]
+        return {"d_docs": self.codec.dump_json(docs)}
 
     # ------------------------------------------------------------------ values in and out
     def record_params(self, record: EscalationRecord) -> dict[str, Any]:
@@ -1058,7 +1061,7 @@ class SQLEscalationStore(BaseEscalationStore):
         sql = self._sql()
         values = sql.record_params(record)
         values.update(version=1, history_len=len(record.history), lease_owner=None, lease_until=None)
-        values.update(sql.event_arrays(record.history, 0, record.created_at), **sql.delivery_arrays(deliveries))
+        values.update(sql.event_docs(record.history, 0, record.created_at), **sql.delivery_docs(deliveries))
 
         def result(rows: list[tuple[Any, ...]]) -> EscalationRecord | None:
             if rows[0][0] != 1:
@@ -1092,7 +1095,7 @@ class SQLEscalationStore(BaseEscalationStore):
             cancel=cancel_pending,
         )
         del values["id"], values["notification_count"]  # counted by finish_delivery alone
-        values.update(sql.event_arrays(new_events, start, record.updated_at), **sql.delivery_arrays(deliveries))
+        values.update(sql.event_docs(new_events, start, record.updated_at), **sql.delivery_docs(deliveries))
 
         def result(rows: list[tuple[Any, ...]]) -> Any:
             if rows[0][0] != 1:
