@@ -556,11 +556,13 @@ class _Statements:
 
     def event_docs(self, events: Sequence[dict[str, Any]], start: int, fallback: datetime) -> dict[str, Any]:
         """``events`` as the one-statement writes take them."""
-        docs = [{"at": _event_time(e, fallback), "event": e} for e in events]
+        time = self.codec.time  # aware: a naive time would be read in the session's zone
+        docs = [{"at": time(_event_time(e, fallback)), "event": e} for e in events]
         return {"e_start": start, "e_docs": self.codec.dump_json(docs)}
 
     def delivery_docs(self, deliveries: Sequence[Delivery]) -> dict[str, Any]:
         """``deliveries`` as the one-statement writes take them."""
+        time = self.codec.time
         docs = [
             {
                 "i": i,
@@ -571,10 +573,10 @@ class _Statements:
                 "target_key": d.target.key[:TARGET_KEY],
                 "state": DeliveryState(d.state).value,
                 "attempts": d.attempts,
-                "created_at": d.created_at,
-                "updated_at": d.updated_at,
-                "next_attempt_at": d.next_attempt_at,
-                "sent_at": d.sent_at,
+                "created_at": time(d.created_at),
+                "updated_at": time(d.updated_at),
+                "next_attempt_at": time(d.next_attempt_at),
+                "sent_at": time(d.sent_at),
                 "last_error": d.last_error,
             }
             for i, d in enumerate(deliveries)
