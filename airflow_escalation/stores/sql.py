@@ -1248,6 +1248,15 @@ class SQLEscalationStore(BaseEscalationStore):
             criteria.append(record.c.policy_name == policy_name)
         return self._records(*criteria, order_by=(record.c.created_at, record.c.id))
 
+    def count_active(self, policy_name: str | None = None) -> int:
+        record = self._tables.record
+        criteria = [record.c.state.in_(sorted(ACTIVE_STATE_VALUES))]
+        if policy_name is not None:
+            criteria.append(record.c.policy_name == policy_name)
+        # ix_record_active (state, policy_name, ...) answers it without reading the rows
+        query = sa.select(sa.func.count()).select_from(record).where(*criteria)
+        return self._run(lambda conn: conn.execute(query).scalar_one())
+
     def get_pending_escalations(self, before: datetime) -> list[EscalationRecord]:
         record = self._tables.record
         return self._records(

@@ -446,6 +446,11 @@ def test_get_active_lists_paging_records_oldest_first(store: BaseEscalationStore
     assert ids(store.get_active("critical")) == [d.id, a.id, c.id]
     assert ids(store.get_active("other")) == [b.id]
     assert store.get_active("none") == []
+    # counted as listed: the state change of a close moves a record out of the count
+    assert [store.count_active(), store.count_active("critical"), store.count_active("other")] == [4, 3, 1]
+    assert store.count_active("none") == 0
+    close_record(store, c.id, T0 + minutes(10))
+    assert (store.count_active(), store.count_active("critical")) == (3, 2)
 
 
 def test_get_by_incident_lists_its_records_oldest_first(store: BaseEscalationStore) -> None:
