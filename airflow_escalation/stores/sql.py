@@ -783,7 +783,7 @@ class SQLEscalationStore(BaseEscalationStore):
         """
         batch = getattr(self._local, "batch", None)
         if batch is not None:
-            return self._in_batch(batch, work)
+            return self._in_batch(batch, work, savepoint=not single)
         # PostgreSQL: a lone statement in autocommit is one round trip instead of BEGIN, it, COMMIT
         # (psycopg switches autocommit without a round trip; MySQL drivers would spend one)
         autocommit = (not write or single) and self._dialect == "postgresql"
@@ -830,11 +830,20 @@ class SQLEscalationStore(BaseEscalationStore):
                             connection.invalidate(error)
                     connection.close()  # back to the pool (unless invalidated)
 
-    def _in_batch(self, batch: Connection, work: Callable[[Any, _Statements], T]) -> T:
-        """``work`` in a savepoint of the thread's batch transaction: undone alone if it fails."""
+    def _in_batch(self, batch: Connection, work: Callable[[Any, _Statements], T], *, savepoint: bool = True) -> T:
+        """``work`` in a savepoint of the thread's batch transaction: undone alone if it fails.
+
+        Work that is one statement needs none: a statement that fails changes nothing."""
         if self._statements is None:
             self._statements = _Statements(self._tables, self._engine.dialect, self._codec)
         cursor = batch.connection.dbapi_connection.cursor()
+        if not savepoint:
+            try:
+                return work(cursor, self._statements)
+            except self._dbapi.Error as error:
+                raise StoreError(f"{self.name} store: database error at {self._url}: {_cause(error)}") from error
+            finally:
+                cursor.close()
         try:
             cursor.execute("SAVEPOINT escalation_call")
             try:
