@@ -148,7 +148,8 @@ def _create_engine(url: str | sa.URL, engine_kwargs: dict[str, Any]) -> Engine:
             # and still one, row by row, once they have grown until autovacuum's next ANALYZE.
             # Without sequential scans every such plan uses the key. get_stats, which reads
             # every row, turns them back on for its transaction.
-            connect_args["options"] = f"{connect_args.get('options', '')} -c enable_seqscan=off".strip()
+            # (first: an `enable_seqscan` in the caller's own options comes later and wins)
+            connect_args["options"] = f"-c enable_seqscan=off {connect_args.get('options', '')}".strip()
     return sa.create_engine(url, **kwargs)
 
 
