@@ -3,9 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-clock test test-fast bench services clean
+.PHONY: demo demo-clock test test-fast test-versions docs bench services browser clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv
 	$(VENV)/bin/uv pip install --quiet --python $(PY) -e ".[test]"
@@ -19,9 +19,19 @@ demo: $(STAMP)
 demo-clock: $(STAMP)
 	$(PY) -m airflow_escalation.demo.fake_clock
 
-## the whole suite (starts PostgreSQL, MariaDB and Redis when they are down)
-test: $(STAMP) services
+## the whole suite (starts PostgreSQL, MariaDB and Redis when they are down; installs Chromium
+## for the browser tests when it is missing and it may)
+test: $(STAMP) services browser
 	$(PY) -m pytest -q -p no:cacheprovider
+
+## the built wheel on the floor Airflow and the newest 3.x, each in its own venv: a smoke subset
+test-versions: $(STAMP)
+	UV=$(VENV)/bin/uv scripts/test_airflow_versions.sh
+
+## the documentation site in site/ (reference pages generated; every internal link checked)
+docs: $(STAMP)
+	$(PY) scripts/docs_reference.py
+	$(VENV)/bin/mkdocs build --strict
 
 ## the suite without tests that need servers
 test-fast: $(STAMP)
@@ -30,9 +40,13 @@ test-fast: $(STAMP)
 ## benchmarks against truthound 3.2.0 (installed into .bench-venv only)
 bench: $(STAMP) services
 	$(PY) bench/run.py
+	$(PY) bench/timers.py
 
 services:
 	@scripts/services.sh
 
+browser:
+	@scripts/browser.sh
+
 clean:
-	rm -rf $(VENV) .bench-venv .demo .pytest_cache build *.egg-info
+	rm -rf $(VENV) .bench-venv .compat .demo .pytest_cache build site *.egg-info

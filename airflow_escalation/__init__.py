@@ -4,58 +4,128 @@ The core (engine, models, stores, schedulers) imports nothing from Airflow; the 
 (hooks, notifiers, operators, sensors, triggers, the API-server plugin) adapts it.
 """
 
-from airflow_escalation.core.clock import Clock, FakeClock
-from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
-from airflow_escalation.core.manager import EscalationPolicyConfig, EscalationPolicyManager
-from airflow_escalation.core.models import (
-    Delivery,
-    EscalationLevel,
-    EscalationPolicy,
-    EscalationRecord,
-    EscalationResult,
-    EscalationStats,
-    EscalationTarget,
-)
-from airflow_escalation.core.states import EscalationStateMachine, InvalidTransition, StateTransition
-from airflow_escalation.core.types import (
-    BusinessHoursMode,
-    DelayBasis,
-    DeliveryState,
-    EscalationEvent,
-    EscalationState,
-    EscalationTrigger,
-    TargetType,
-)
-from airflow_escalation.scheduling import (
-    APSchedulerScheduler,
-    AsyncioScheduler,
-    BaseEscalationScheduler,
-    InMemoryScheduler,
-    SchedulerConfig,
-    SchedulerType,
-    create_scheduler,
-)
-from airflow_escalation.stores import BaseEscalationStore, InMemoryEscalationStore, StoreError, create_store
+from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+# Every public name is imported on first use (PEP 562): Airflow imports
+# ``airflow_escalation.get_provider_info`` in every command that discovers providers, and that
+# imports this package first, so it must stay cheap.
+_LAZY: dict[str, str] = {
+    "Clock": "airflow_escalation.core.clock",
+    "FakeClock": "airflow_escalation.core.clock",
+    "EscalationEngine": "airflow_escalation.core.engine",
+    "EscalationEngineConfig": "airflow_escalation.core.engine",
+    "EscalationPolicyConfig": "airflow_escalation.core.manager",
+    "EscalationPolicyManager": "airflow_escalation.core.manager",
+    "Delivery": "airflow_escalation.core.models",
+    "EscalationLevel": "airflow_escalation.core.models",
+    "EscalationPolicy": "airflow_escalation.core.models",
+    "EscalationRecord": "airflow_escalation.core.models",
+    "EscalationResult": "airflow_escalation.core.models",
+    "EscalationStats": "airflow_escalation.core.models",
+    "EscalationTarget": "airflow_escalation.core.models",
+    "EscalationStateMachine": "airflow_escalation.core.states",
+    "InvalidTransition": "airflow_escalation.core.states",
+    "StateTransition": "airflow_escalation.core.states",
+    "BusinessHoursMode": "airflow_escalation.core.types",
+    "DelayBasis": "airflow_escalation.core.types",
+    "DeliveryState": "airflow_escalation.core.types",
+    "EscalationEvent": "airflow_escalation.core.types",
+    "EscalationState": "airflow_escalation.core.types",
+    "EscalationTrigger": "airflow_escalation.core.types",
+    "TargetType": "airflow_escalation.core.types",
+    "APSchedulerScheduler": "airflow_escalation.scheduling",
+    "AsyncioScheduler": "airflow_escalation.scheduling",
+    "BaseEscalationScheduler": "airflow_escalation.scheduling",
+    "InMemoryScheduler": "airflow_escalation.scheduling",
+    "SchedulerConfig": "airflow_escalation.scheduling",
+    "SchedulerType": "airflow_escalation.scheduling",
+    "create_scheduler": "airflow_escalation.scheduling",
+    "BaseEscalationStore": "airflow_escalation.stores",
+    "InMemoryEscalationStore": "airflow_escalation.stores",
+    "StoreError": "airflow_escalation.stores",
+    "create_store": "airflow_escalation.stores",
+    # durable stores load their drivers only when asked for
+    "SQLiteEscalationStore": "airflow_escalation.stores.sql",
+    "SQLEscalationStore": "airflow_escalation.stores.sql",
+    "RedisEscalationStore": "airflow_escalation.stores.redis",
+    "EscalationRule": "airflow_escalation.routing",
+    "EscalationRuleConfig": "airflow_escalation.routing",
+    "EscalationAction": "airflow_escalation.routing",
+    "create_escalation_route": "airflow_escalation.routing",
+    "setup_escalation_with_existing_actions": "airflow_escalation.routing",
+}
+
+if TYPE_CHECKING:
+    from airflow_escalation.core.clock import Clock, FakeClock
+    from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
+    from airflow_escalation.core.manager import EscalationPolicyConfig, EscalationPolicyManager
+    from airflow_escalation.core.models import (
+        Delivery,
+        EscalationLevel,
+        EscalationPolicy,
+        EscalationRecord,
+        EscalationResult,
+        EscalationStats,
+        EscalationTarget,
+    )
+    from airflow_escalation.core.states import EscalationStateMachine, InvalidTransition, StateTransition
+    from airflow_escalation.core.types import (
+        BusinessHoursMode,
+        DelayBasis,
+        DeliveryState,
+        EscalationEvent,
+        EscalationState,
+        EscalationTrigger,
+        TargetType,
+    )
+    from airflow_escalation.routing import (
+        EscalationAction,
+        EscalationRule,
+        EscalationRuleConfig,
+        create_escalation_route,
+        setup_escalation_with_existing_actions,
+    )
+    from airflow_escalation.scheduling import (
+        APSchedulerScheduler,
+        AsyncioScheduler,
+        BaseEscalationScheduler,
+        InMemoryScheduler,
+        SchedulerConfig,
+        SchedulerType,
+        create_scheduler,
+    )
+    from airflow_escalation.stores import BaseEscalationStore, InMemoryEscalationStore, StoreError, create_store
+    from airflow_escalation.stores.redis import RedisEscalationStore
+    from airflow_escalation.stores.sql import SQLEscalationStore, SQLiteEscalationStore
 
 
-def __getattr__(name: str):
-    # durable stores load their drivers lazily: importing the package stays fast
-    if name in ("SQLiteEscalationStore", "SQLEscalationStore"):
-        from airflow_escalation.stores import sql
+def _distribution_version() -> str:
+    from importlib import metadata
 
-        return getattr(sql, name)
-    if name == "RedisEscalationStore":
-        from airflow_escalation.stores.redis import RedisEscalationStore
+    try:
+        return metadata.version("airflow-provider-escalation")
+    except metadata.PackageNotFoundError:  # a source tree on sys.path without an install
+        return "0+unknown"
 
-        return RedisEscalationStore
-    if name in ("EscalationRule", "EscalationRuleConfig", "EscalationAction", "create_escalation_route",
-                "setup_escalation_with_existing_actions"):
-        from airflow_escalation import routing
 
-        return getattr(routing, name)
-    raise AttributeError(f"module 'airflow_escalation' has no attribute {name!r}")
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        version = _distribution_version()
+        globals()["__version__"] = version
+        return version
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'airflow_escalation' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY, "__version__"])
 
 
 __all__ = [

@@ -19,6 +19,8 @@ option                      default        meaning
 ``spool_dir``               (empty)        where callbacks keep hand-offs the service could not
                                            take (read by task processes, not by the API
                                            server); empty = ``$AIRFLOW_HOME/escalation_spool``
+``component_jwt_max_role``  ``OP``         highest role of a JWT that DAG code signs itself
+                                           (connection extra ``auth_type: jwt``; opt-in)
 =========================== ============== ====================================================
 """
 
@@ -38,6 +40,7 @@ DEFAULTS: dict[str, str] = {
     "max_concurrent_deliveries": "100",
     "base_url": "",
     "spool_dir": "",
+    "component_jwt_max_role": "OP",
 }
 
 SCHEDULERS = ("apscheduler", "asyncio")
@@ -113,6 +116,16 @@ def _default_base_url(conf: Any) -> str:
     return f"http://localhost:{port}"
 
 
+def public_base_url(conf: Any = None) -> str:
+    """Airflow's public URL as the service knows it: ``[escalation] base_url``, else ``[api]
+    base_url`` (what ``EscalationSettings.base_url`` holds)."""
+    if conf is None:
+        from airflow.configuration import conf as airflow_conf
+
+        conf = airflow_conf
+    return (_option(conf, "base_url") or _default_base_url(conf)).rstrip("/")
+
+
 def load_settings(conf: Any = None) -> EscalationSettings:
     """Read and validate ``[escalation]``; raise :class:`EscalationConfigError` naming the option.
 
@@ -137,7 +150,7 @@ def load_settings(conf: Any = None) -> EscalationSettings:
             "check_interval_seconds", _option(conf, "check_interval_seconds"), float, 0, strict=True),
         max_concurrent_deliveries=_number(
             "max_concurrent_deliveries", _option(conf, "max_concurrent_deliveries"), int, 1, strict=False),
-        base_url=(_option(conf, "base_url") or _default_base_url(conf)).rstrip("/"),
+        base_url=public_base_url(conf),
         metadata_db_url=str(conf.get("database", "sql_alchemy_conn", fallback="") or ""),
     )
 

@@ -3,18 +3,22 @@
 
 Airflow validates this dict against ``airflow/provider_info.schema.json`` in every command that
 discovers providers: a bad key breaks them all. ``tests/airflow/test_provider_info.py`` validates
-it; keep this module free of imports beyond the package itself (no hook module, no Airflow
-import: ``hooks/connection_info.py`` is plain data).
+it. Keep this module light: it imports neither Airflow nor the package's ``__init__`` (the
+version comes from the installed distribution's metadata), only ``hooks/connection_info.py``,
+which is plain data.
 """
 
 from __future__ import annotations
 
 import copy
+from importlib import metadata
 from typing import Any
 
-from airflow_escalation import __version__
-
 PACKAGE_NAME = "airflow-provider-escalation"
+# The documentation site (docs/, built by MkDocs); pyproject's Documentation URL says the same
+# (tests/airflow/test_provider_info.py checks it) and the Providers page links to it.
+DOCS_URL = "https://airflow-escalation.github.io/airflow-escalation/"
+CLI_FUNCTION_NAME = "airflow_escalation.cli.definition.get_escalation_cli_commands"
 CONNECTION_TYPE = "escalation"
 HOOK_CLASS_NAME = "airflow_escalation.hooks.escalation.EscalationHook"
 PLUGIN_CLASS_NAME = "airflow_escalation.plugins.escalation_plugin.EscalationPlugin"
@@ -43,7 +47,7 @@ CONFIG: dict[str, Any] = {
             "The escalation service: a FastAPI app the plugin mounts in the Airflow API server at "
             "/escalation. It keeps escalation records in a SQL store (the metadata database by "
             "default), runs the escalation clock, and serves the REST API at "
-            "/escalation/api/v1 (see docs/service.md)."
+            f"/escalation/api/v1 (see {DOCS_URL}service/)."
         ),
         "options": {
             "enabled": _option(
@@ -89,10 +93,18 @@ CONFIG: dict[str, Any] = {
             "spool_dir": _option(
                 "Local directory where EscalationNotifier keeps the triggers (and resolves) it could "
                 "not hand to the escalation service, one JSON file each, until the next escalation "
-                "callback, operator, sensor or triggerer poll on the same machine (or `python -m "
-                "airflow_escalation.spool drain`) sends them. Read by task processes, the "
+                "callback, operator, sensor or triggerer poll on the same machine (or `airflow "
+                f"escalation spool drain`) sends them; see {DOCS_URL}dags/. Read by task processes, the "
                 "dag-processor and the triggerer. Empty: $AIRFLOW_HOME/escalation_spool.",
                 "string", "/var/lib/airflow/escalation_spool", "",
+            ),
+            "component_jwt_max_role": _option(
+                "Highest role a JWT signed by DAG code may claim (an `escalation` connection with "
+                "extra auth_type jwt, which signs with [api_auth] jwt_secret in task processes, the "
+                "triggerer and the dag-processor): VIEWER, USER or OP; ADMIN only when set here. "
+                "Read where the token is signed. The default authentication is a login on the "
+                "connection, which this option does not concern.",
+                "string", "USER", "OP",
             ),
         },
     },
@@ -116,6 +128,13 @@ def _connection_types() -> list[dict[str, Any]]:
     return [copy.deepcopy(declared)]
 
 
+def _version() -> str:
+    try:
+        return metadata.version(PACKAGE_NAME)
+    except metadata.PackageNotFoundError:  # a source tree on sys.path without an install
+        return "0+unknown"
+
+
 def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": PACKAGE_NAME,
@@ -124,11 +143,11 @@ def get_provider_info() -> dict[str, Any]:
             "Multi-level notification escalation for Apache Airflow: durable, replica-safe "
             "escalation policies served from the Airflow API server."
         ),
-        "versions": [__version__],
+        "versions": [_version()],
         "integrations": [
             {
                 "integration-name": INTEGRATION_NAME,
-                "external-doc-url": "https://pypi.org/project/airflow-provider-escalation/",
+                "external-doc-url": DOCS_URL,
                 "tags": ["alerting"],
             }
         ],
@@ -143,9 +162,10 @@ def get_provider_info() -> dict[str, Any]:
         "notifications": [NOTIFIER_CLASS_NAME],
         "connection-types": _connection_types(),
         "config": CONFIG,
-        # `airflow db migrate` creates and upgrades the escalation tables (Airflow 3.2+; on 3.1
-        # list the class in [database] external_db_managers)
+        # `airflow db migrate` creates and upgrades the escalation tables
         "db-managers": [DB_MANAGER_CLASS_NAME],
+        # `airflow escalation ...`: Airflow imports this function only to build its CLI parser
+        "cli": [CLI_FUNCTION_NAME],
         # The plugin is registered through the `airflow.plugins` entry point only: listing it
         # here too makes Airflow load it twice when providers are discovered eagerly, which it
         # reports as a plugin import error.

@@ -29,8 +29,8 @@ server) cannot see it unless it runs on the same machine. It is drained by, on t
   sends its own trigger, within a small time budget;
 - ``EscalationOperator`` and ``EscalationSensor`` when they start, and the triggerer's shared
   escalation poller on every poll (Deadline Alert callbacks spool in the triggerer);
-- ``python -m airflow_escalation.spool drain`` (cron, a systemd timer, a container's preStop),
-  and ``python -m airflow_escalation.spool list`` to inspect it.
+- ``airflow escalation spool drain`` (or ``python -m airflow_escalation.spool drain``; cron, a
+  systemd timer, a container's preStop), and ``airflow escalation spool list`` to inspect it.
 
 This module imports nothing from Airflow at import time.
 """
@@ -420,42 +420,22 @@ def _unlink(path: Path) -> None:
 
 
 def _main(argv: list[str] | None = None) -> int:
+    """``python -m airflow_escalation.spool [--dir DIR] list|drain``: an alias of
+    ``airflow escalation spool list|drain`` (:mod:`airflow_escalation.cli.commands`)."""
     import argparse
+    import sys
 
-    parser = argparse.ArgumentParser(
-        prog="python -m airflow_escalation.spool",
-        description="Inspect or drain the local escalation spool (hand-offs that could not reach "
-                    "the escalation service).",
-    )
-    parser.add_argument("--dir", default=None, help="spool directory (default: [escalation] spool_dir, "
-                                                    "else $AIRFLOW_HOME/escalation_spool)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="print waiting and dead entries")
-    drain = sub.add_parser("drain", help="send waiting entries to the service")
-    drain.add_argument("--budget", type=float, default=60.0, help="seconds to spend at most (default 60)")
-    drain.add_argument("--timeout", type=float, default=5.0, help="seconds per request (default 5)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    spool = EscalationSpool(args.dir)
-    if args.command == "list":
-        for entry in spool.entries():
-            print(f"waiting  {entry.path.name}  {entry.kind:8} incident={entry.incident_id} "
-                  f"conn={entry.conn_id} attempts={entry.attempts} age={entry.age} error={entry.last_error}")
-        for path in spool.dead_entries():
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, ValueError):
-                data = {}
-            print(f"dead     {path.name}  {data.get('kind', '?'):8} "
-                  f"incident={(data.get('request') or {}).get('incident_id')} reason={data.get('dead_reason')}")
-        return 0
-    from airflow_escalation.notifications.handoff import HandoffSender
+    from airflow_escalation.cli.commands import COMMANDS, Group, main
 
-    with HandoffSender(timeout=args.timeout) as sender:
-        report = spool.drain(sender.send_entry, budget_seconds=args.budget)
-    print(f"sent {report.sent}, dead {report.dead}, left {report.left}"
-          + (f" (stopped: {report.stopped}: {report.last_error})" if report.stopped else ""))
-    return 0 if report.left == 0 else 1
+    # --dir may come before the command here (the alias's first form); the command takes it after
+    leading = argparse.ArgumentParser(add_help=False)
+    leading.add_argument("--dir", default=None)
+    known, rest = leading.parse_known_args(sys.argv[1:] if argv is None else argv)
+    spool_group = next(c for c in COMMANDS if isinstance(c, Group) and c.name == "spool")
+    return main([*rest, *(["--dir", known.dir] if known.dir else [])],
+                prog="python -m airflow_escalation.spool", commands=spool_group.commands,
+                description="Inspect or drain the local escalation spool (hand-offs that could not "
+                            "reach the escalation service). The same as `airflow escalation spool`.")
 
 
 if __name__ == "__main__":  # pragma: no cover

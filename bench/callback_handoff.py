@@ -93,7 +93,7 @@ class Service:
             try:
                 self.counts()
                 break
-            except Exception:  # noqa: BLE001 - not up yet
+            except Exception:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"the service did not start:\n{self.log.read_text()[-3000:]}") from None
                 time.sleep(0.1)

@@ -42,7 +42,7 @@ import traceback
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _shape  # noqa: E402
+import _shape
 
 # ~2-5 s each on a 2-core machine (durable stores: a few seconds to tens of seconds)
 DEFAULT_N = {"memory": {"instant": 20_000, "50ms": 5_000}, "durable": {"instant": 1_000, "50ms": 500},
@@ -240,7 +240,7 @@ class Replica:
 def _replica(args, index: int, replica: Replica) -> None:
     try:
         result = asyncio.run(main(args, replica))
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which reports it
+    except BaseException as exc:
         replica.started.abort()  # do not leave the others waiting at a start line
         replica.start.abort()
         result = {"error": f"replica {index}: {type(exc).__name__}: {exc}"}

@@ -47,9 +47,9 @@ from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from airflow_escalation.core.models import Delivery, EscalationRecord, EscalationTarget  # noqa: E402
-from airflow_escalation.core.types import ACTIVE_STATE_VALUES, DeliveryState  # noqa: E402
-from airflow_escalation.stores.sql_schema import NAME, TARGET_KEY  # noqa: E402
+from airflow_escalation.core.models import Delivery, EscalationRecord, EscalationTarget
+from airflow_escalation.core.types import ACTIVE_STATE_VALUES, DeliveryState
+from airflow_escalation.stores.sql_schema import NAME, TARGET_KEY
 
 UTC = timezone.utc
 TABLE_PREFIX = "bench_queries_"
@@ -267,7 +267,7 @@ def measure(backend: str, n: int, runs: int) -> dict[str, Any]:
     tmpdir = tempfile.mkdtemp(prefix="store-queries-")
     try:
         store = open_store(backend, tmpdir)
-    except Exception as exc:  # noqa: BLE001 - a server that is down, a missing driver
+    except Exception as exc:
         shutil.rmtree(tmpdir, ignore_errors=True)
         return {"backend": backend, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"}
     try:

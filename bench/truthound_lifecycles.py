@@ -18,7 +18,7 @@ import traceback
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _shape  # noqa: E402
+import _shape
 
 # ~2-5 s each on a 2-core machine; at 50 ms truthound's global lock serialises every trigger (~20/s)
 DEFAULT_N = {"memory": {"instant": 20_000, "50ms": 100}, "durable": {"instant": 1_000, "50ms": 100},

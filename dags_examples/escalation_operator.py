@@ -48,6 +48,7 @@ with DAG(
         wait_for="acknowledged",
         timeout=timedelta(hours=4),
         poll_interval=10,
+        deferrable=True,  # without a triggerer: False (polls from the worker)
     )
 
     @task

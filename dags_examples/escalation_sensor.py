@@ -40,6 +40,7 @@ with DAG(
         trigger_rule="all_failed",
         poke_interval=2,
         timeout=timedelta(hours=8),
+        deferrable=True,  # without a triggerer: False (pokes from the worker)
     )
 
     @task

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -48,6 +49,42 @@ class ChannelError(Exception):
 
 class PermanentChannelError(ChannelError):
     """A failure retrying cannot fix until someone changes the configuration."""
+
+
+def failure_reason(exc: BaseException) -> str:
+    """What a failed delivery records (``last_error``, which every viewer reads): the exception's
+    type, the HTTP status with its standard phrase and a provider's short error code when there
+    is one -- never the remote answer's body, which the remote end chooses."""
+    from http import HTTPStatus
+
+    from airflow_escalation.core.bounds import truncate
+
+    response = getattr(exc, "response", None)
+    status = getattr(exc, "status", None)
+    if not isinstance(status, int):
+        status = getattr(response, "status_code", None)
+    text = str(exc)
+    if not isinstance(status, int):
+        # the Slack webhook hook puts the status after the body: "Response body: ..., Status Code: 404"
+        found = re.search(r"Status Code: (\d{3})", text)
+        status = int(found.group(1)) if found else None
+    code = None
+    try:
+        code = response.get("error") if hasattr(response, "get") else None
+    except Exception:  # noqa: BLE001 - a provider's response object we do not know
+        code = None
+    parts = [type(exc).__name__]
+    if isinstance(status, int):
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = ""
+        parts.append(f"HTTP {status} {phrase}".rstrip())
+    if isinstance(code, str) and re.fullmatch(r"[a-z0-9_]{1,60}", code):
+        parts.append(code)
+    if len(parts) == 1:  # no answer came back: a local error (refused, timed out, misconfigured)
+        parts.append(truncate(text, 200))
+    return ": ".join(parts)
 
 
 class UnknownConnectionError(PermanentChannelError):

@@ -1,40 +1,40 @@
 """HTTP webhooks (``http`` connections): POST the message's JSON body.
 
-The URL is the connection's base URL (schema, host, port, as ``HttpAsyncHook`` builds it) joined
-with the target's identifier as a path (``/hooks/escalation``; ``#``, spaces and other
-characters that are not allowed in a path are percent-encoded), or the identifier itself when it
-is an absolute URL. An absolute URL must lie on the connection's host (same scheme, host and
-port): the connection's credentials and headers are never sent anywhere else. A connection
-without a host accepts absolute URLs on any host (it then only carries headers/credentials you
-chose to send everywhere).
+The URL is the connection's base URL (schema, host, port and any base path, as ``HttpAsyncHook``
+builds it) joined with the target's identifier as a path (``/hooks/escalation``; ``#``, spaces
+and other characters that are not allowed in a path are percent-encoded). The path always stays
+under the connection's base path: an identifier that is an absolute URL (``https://…``), a
+scheme-relative one (``//host/…``), or holds a ``.`` or ``..`` segment (also percent-encoded,
+``%2e%2e``) or a backslash or control character is refused, and the connection needs a host. So
+a policy can only choose *where on the connection's endpoint* a message goes; the connection's
+credentials and headers are never sent anywhere else. Redirects are not followed.
 
 Headers come from the connection's extra (as for every ``HttpAsyncHook``: each extra key that is
 not an HTTP option such as ``timeout`` or ``verify_ssl`` is a header); login/password are sent
 as basic auth. Any 2xx answer is success; anything else fails the attempt with the status and
-the start of the body in the error (the engine retries it with backoff).
+its standard phrase -- never the remote body, which would land in ``last_error`` where every
+viewer reads it (the engine retries the attempt with backoff; a redirect fails for good).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from http import HTTPStatus
+from urllib.parse import quote, unquote, urlsplit
 
-from airflow_escalation.channels.base import Channel, ChannelError, ConnectionInfo, PermanentChannelError
+from airflow_escalation.channels.base import (
+    Channel,
+    ChannelError,
+    ConnectionInfo,
+    PermanentChannelError,
+    failure_reason,
+)
 
 if TYPE_CHECKING:
     from airflow_escalation.channels.message import EscalationMessage
     from airflow_escalation.core.models import EscalationLevel, EscalationRecord, EscalationTarget
 
 USER_AGENT = "airflow-provider-escalation"
-_BODY_EXCERPT = 300
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    port = parts.port
-    if port is None:
-        port = {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.scheme.lower(), (parts.hostname or "").lower(), port
 
 
 def redact(url: str) -> str:
@@ -44,25 +44,46 @@ def redact(url: str) -> str:
     return shown + ("/…" if (parts.path not in ("", "/") or parts.query) else "/")
 
 
-def webhook_url(base_url: str, identifier: str, has_host: bool) -> str:
-    """Where to POST: ``base_url`` + identifier path, or the identifier URL if it is allowed."""
+def target_path(identifier: str) -> str:
+    """The identifier as a path below the connection's base path, percent-encoded; or
+    :class:`PermanentChannelError` saying why it may not be one (see the module's docstring)."""
     ident = identifier.strip()
-    if "://" in ident:
-        if has_host and _origin(ident) != _origin(base_url):
+    if "://" in ident or ident.startswith("//") or "\\" in ident:
+        raise PermanentChannelError(
+            f"target {_shown(ident)}: must be a path under the connection's URL, not an absolute "
+            f"or scheme-relative URL (use a connection for another host)")
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in ident):
+        raise PermanentChannelError(f"target {_shown(ident)}: control characters are not allowed")
+    path = ident.split("?", 1)[0]
+    decoded = path
+    for _ in range(3):  # %252e%252e is ".." after two decodings: refuse what any server may see
+        decoded, previous = unquote(decoded), decoded
+        if "\\" in decoded or any(segment in (".", "..") for segment in decoded.split("/")):
             raise PermanentChannelError(
-                f"target URL {redact(ident)} is not on the connection's host {redact(base_url)}: "
-                f"the connection's credentials and headers are only sent to its own host; use a "
-                f"path as the target identifier, or a connection for that host")
-        if urlsplit(ident).scheme not in ("http", "https"):
-            raise PermanentChannelError(f"target URL {redact(ident)}: only http and https are supported")
-        return ident
+                f"target {_shown(ident)}: '.' and '..' path segments (also percent-encoded) are not "
+                f"allowed: the path must stay under the connection's base path")
+        if decoded == previous:
+            break
+    # a path, never a fragment: "#alerts" is sent as /%23alerts (spaces and the like encoded too)
+    return quote(ident.lstrip("/"), safe="/:@!$&'()*+,;=-._~%?")
+
+
+def _shown(identifier: str) -> str:
+    """The identifier as an error quotes it: a URL only up to its host (paths may hold tokens)."""
+    if identifier.startswith("//"):
+        return repr(redact("x:" + identifier)[2:])
+    if "://" in identifier:
+        return repr(redact(identifier))
+    return repr(identifier[:80] + ("…" if len(identifier) > 80 else ""))
+
+
+def webhook_url(base_url: str, identifier: str, has_host: bool) -> str:
+    """Where to POST: the connection's ``base_url`` + the identifier as a path below it."""
     if not has_host:
         raise PermanentChannelError(
-            f"the connection has no host, so the target identifier {ident!r} must be an absolute "
-            f"http(s) URL (or give the connection a host and keep the identifier a path)")
-    # a path, never a fragment: "#alerts" is sent as /%23alerts (spaces and the like encoded too)
-    path = quote(ident.lstrip("/"), safe="/:@!$&'()*+,;=-._~%?")
-    return base_url.rstrip("/") + "/" + path
+            "the connection has no host: give it the webhook's scheme, host and base path; the "
+            "target identifier is a path below it")
+    return base_url.rstrip("/") + "/" + target_path(identifier)
 
 
 class HttpChannel(Channel):
@@ -101,12 +122,20 @@ class HttpChannel(Channel):
                 response = await http.run(
                     endpoint=url, json=body,
                     headers={"Content-Type": "application/json", "User-Agent": USER_AGENT},
-                    extra_options={"check_response": False})
+                    # a redirect could lead the connection's headers and credentials elsewhere
+                    extra_options={"check_response": False, "allow_redirects": False})
             except aiohttp.ClientError as exc:
-                raise ChannelError(f"POST {redact(url)} failed: {type(exc).__name__}: {exc}") from None
+                raise ChannelError(f"POST {redact(url)} failed: {failure_reason(exc)}") from None
             async with response:
-                if 200 <= response.status < 300:
-                    return response.status
-                text = (await response.text(errors="replace"))[:_BODY_EXCERPT]
-                raise ChannelError(f"POST {redact(url)} answered HTTP {response.status}"
-                                   f"{' ' + response.reason if response.reason else ''}: {text}")
+                status = response.status
+                if 200 <= status < 300:
+                    return status
+                try:
+                    answer = f"HTTP {status} {HTTPStatus(status).phrase}"
+                except ValueError:
+                    answer = f"HTTP {status}"
+                if 300 <= status < 400:
+                    raise PermanentChannelError(
+                        f"POST {redact(url)} answered {answer}: redirects are not followed; point "
+                        f"the connection and the target at the final URL")
+                raise ChannelError(f"POST {redact(url)} answered {answer}")

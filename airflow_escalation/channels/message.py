@@ -15,7 +15,7 @@ callbacks and operators of this provider set them):
                    as an excerpt of at most 2,000 characters, after ``exception_type``
 ``source``         ``deadline`` (or a ``deadline_time``): the title says the Dag missed its
                    deadline; ``deadline_time`` is shown
-``log_url``        a link to the task's log (only ``http(s)`` URLs are used)
+``log_url``        a link to the task's log (used only under the Airflow base URL)
 ``title``          replaces the generated title after the ``[ESCALATION Ln]`` prefix
 ``message``        a free-text summary (``summary`` is read too)
 ``severity``       shown, and mapped to PagerDuty's severities
@@ -105,6 +105,16 @@ def _path(value: str) -> str:
     return quote(value, safe="")
 
 
+def is_under_base_url(value: Any, base_url: str) -> bool:
+    """Is ``value`` an http(s) URL under ``base_url`` (same scheme, host and port, and path)?"""
+    if not _is_web_url(value) or not _is_web_url(base_url):
+        return False
+    url, base = urlsplit(value), urlsplit(base_url.rstrip("/"))
+    if (url.scheme.lower(), url.netloc.lower()) != (base.scheme.lower(), base.netloc.lower()):
+        return False
+    return not base.path or url.path == base.path or url.path.startswith(base.path + "/")
+
+
 def _is_web_url(value: Any) -> bool:
     if not isinstance(value, str):
         return False
@@ -162,7 +172,7 @@ def escalation_page_url(base_url: str, record_id: str) -> str:
     if record_url is not None:
         try:
             return record_url(base, record_id)
-        except Exception:  # noqa: BLE001 - a link is never worth a failed notification
+        except Exception:
             log.exception("links.record_url failed; using the default escalation page URL")
     return f"{base}{UI_RECORD_PATH}{_path(record_id)}"
 
@@ -182,7 +192,7 @@ def action_links(base_url: str, record_id: str, secret: str | None,
         for action in ACTIONS:
             token = make_token(record_id, action, secret=secret, ttl_seconds=ttl_seconds)
             out[action] = to_url(base_url.rstrip("/"), token)
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.exception("cannot sign the acknowledge/resolve links of escalation %s", record_id)
         return {}
     return out
@@ -274,7 +284,8 @@ class EscalationMessage:
 
         base = base_url.rstrip("/")
         links = airflow_ui_links(base, dag_id, run_id, task_id, map_index, try_number)
-        if _is_web_url(ctx.get("log_url")):
+        # the context is the triggering caller's text: its log_url is a link only into Airflow
+        if base and is_under_base_url(ctx.get("log_url"), base):
             links["log"] = ctx["log_url"]
         if base:
             links["escalation"] = escalation_page_url(base, record.id)

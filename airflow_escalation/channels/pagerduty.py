@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow_escalation.channels.base import Channel, ChannelError, ConnectionInfo, PermanentChannelError
+from airflow_escalation.channels.base import Channel, ChannelError, ConnectionInfo, PermanentChannelError, failure_reason
 
 if TYPE_CHECKING:
     from airflow_escalation.channels.message import EscalationMessage
@@ -135,6 +135,6 @@ class PagerDutyEventsChannel(Channel):
         hook.retry_limit = 1  # one attempt per delivery: the engine retries with backoff
         try:
             return await hook.send_event(**fields)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any provider error becomes a ChannelError
             raise ChannelError(f"PagerDuty {fields['action']} event for {fields['dedup_key']}: "
-                               f"{type(exc).__name__}: {exc}") from None
+                               f"{failure_reason(exc)}") from None

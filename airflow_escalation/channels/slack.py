@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from airflow_escalation.channels.base import Channel, ChannelError, ConnectionInfo
+from airflow_escalation.channels.base import Channel, ChannelError, ConnectionInfo, failure_reason
 
 if TYPE_CHECKING:
     from airflow_escalation.channels.message import EscalationMessage
@@ -46,8 +46,8 @@ class SlackWebhookChannel(Channel):
                 await hook.async_send(**kwargs)
             else:  # pragma: no cover - Slack providers without the async client
                 await asyncio.to_thread(lambda: hook.send(**kwargs))
-        except Exception as exc:
-            raise ChannelError(f"Slack webhook: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - any provider error becomes a ChannelError
+            raise ChannelError(f"Slack webhook: {failure_reason(exc)}") from None
 
 
 class SlackApiChannel(Channel):
@@ -71,6 +71,6 @@ class SlackApiChannel(Channel):
                 await client.chat_postMessage(**kwargs)
             else:  # pragma: no cover - Slack providers without the async client
                 await asyncio.to_thread(lambda: hook.client.chat_postMessage(**kwargs))
-        except Exception as exc:
-            raise ChannelError(f"Slack chat.postMessage to {target.identifier!r}: "
-                               f"{type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - any provider error becomes a ChannelError
+            raise ChannelError(f"Slack chat.postMessage to {target.identifier[:100]!r}: "
+                               f"{failure_reason(exc)}") from None

@@ -745,8 +745,8 @@ def as_stats(data: dict[str, Any]) -> EscalationStats:
 
 __all__ = [
     "DEFAULT_API_PATH",
-    "EscalationClient",
     "TOKEN_PATH",
+    "EscalationClient",
     "as_deliveries",
     "as_policy",
     "as_record",

@@ -20,9 +20,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
-from airflow_escalation.core import planner
+from airflow_escalation.core import bounds, planner
 from airflow_escalation.core.business_hours import is_business_time
 from airflow_escalation.core.clock import SYSTEM_CLOCK, Clock
 from airflow_escalation.core.models import (
@@ -33,6 +33,7 @@ from airflow_escalation.core.models import (
     EscalationResult,
     EscalationStats,
     EscalationTarget,
+    dag_id_of,
 )
 from airflow_escalation.core.states import DEFAULT_STATE_MACHINE, InvalidTransition
 from airflow_escalation.core.worker_pool import WorkerPool
@@ -59,6 +60,10 @@ _CAS_ATTEMPTS = 20
 _PENDING = EscalationState.PENDING.value
 _ACKNOWLEDGED = EscalationState.ACKNOWLEDGED.value
 _MAX_STEPS = 64  # bound on steps taken for one record in one wake-up (delay-0 ladders)
+# While this engine's workers are sending deliveries it wrote, a pending delivery is most likely
+# one of those: the sweep that takes over others' (a stopped engine's, a retry) waits this long
+# rather than sweeping again at once.
+_OWN_DELIVERIES_GRACE = timedelta(seconds=1)
 
 
 @dataclass
@@ -106,18 +111,22 @@ class EscalationEngine:
         self._handler = config.default_notification_handler
         self._channel_resolvers: list[ChannelResolver] = []
         self._listeners: list[Callable[[EscalationRecord, str], Any]] = []
-        self._listener_tasks: set[asyncio.Task] = set()
+        self._listener_tasks: set[asyncio.Task[None]] = set()
         self._evaluators = dict(config.condition_evaluators)
         self._owner = config.engine_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lease = timedelta(seconds=sched_config.lease_seconds)
         self._inline = not self._store.blocking
         # a store that prefers batches (SQLite, Redis) gets its calls on threads of its own
         self._store_batches = (
-            _StoreBatches(self._store.run_batch, getattr(self._store, "batch_threads", 1))
+            _StoreBatches(self._store.run_batch,  # type: ignore[attr-defined]  # stores that prefer batches have it
+                          getattr(self._store, "batch_threads", 1))
             if self._store.blocking and getattr(self._store, "prefers_batches", False) else None
         )
         # deliveries are run by up to max_concurrent_jobs workers (created in the running loop)
         self._pool: WorkerPool | None = None
+        # deliveries this engine wrote and queued, not started yet (id -> record): a sweep that
+        # claims one sends it with the record at hand, and the queued item stands down
+        self._queued: dict[str, EscalationRecord | None] = {}
         self._running = False
         self._last_cleanup: datetime | None = None
 
@@ -146,7 +155,7 @@ class EscalationEngine:
     def policies(self) -> dict[str, EscalationPolicy]:
         return dict(self._policies)
 
-    def register_policy(self, policy: EscalationPolicy | dict) -> None:
+    def register_policy(self, policy: EscalationPolicy | dict[str, Any]) -> None:
         policy = _private_copy(policy)
         self._policies[policy.name] = policy
         self._snapshots[policy.fingerprint] = policy
@@ -184,7 +193,7 @@ class EscalationEngine:
         self._listener_tasks.add(task)
         task.add_done_callback(self._listener_done)
 
-    def _listener_done(self, task: asyncio.Task) -> None:
+    def _listener_done(self, task: asyncio.Task[None]) -> None:
         self._listener_tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("escalation listener failed", exc_info=task.exception())
@@ -212,10 +221,12 @@ class EscalationEngine:
             await asyncio.wait_for(self.drain(), timeout)
         except asyncio.TimeoutError:
             log.warning("stopping with %d deliveries still queued or in flight; their leases will "
-                        "expire and another engine records them as unknown", self._pool.unfinished)
+                        "expire and another engine records them as unknown",
+                        self._pool.unfinished if self._pool is not None else 0)
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+        self._queued.clear()
         log.info("escalation engine %s stopped", self._owner)
 
     async def drain(self) -> None:
@@ -242,19 +253,19 @@ class EscalationEngine:
             if nxt is None or nxt > end:
                 break
             if nxt > self._clock.now():
-                self._clock.set(nxt)
+                self._clock.set(nxt)  # type: ignore[attr-defined]  # is_fake: a FakeClock
                 stalled_at = None
             elif stalled_at == nxt:
                 break  # due but not ours to take (leased elsewhere)
             else:
                 stalled_at = nxt
             await self._wake()
-        self._clock.set(end)
+        self._clock.set(end)  # type: ignore[attr-defined]  # is_fake: a FakeClock
         await self._wake()
         await self.drain()
 
     # ------------------------------------------------------------------ store access
-    async def _io(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    async def _io(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call a store method: in a worker thread when the store does I/O, else directly.
 
         Hot paths test ``self._inline`` and call the store themselves, saving a coroutine.
@@ -301,8 +312,8 @@ class EscalationEngine:
         return self._store.get_stats()
 
     # ------------------------------------------------------------------ trigger
-    def _select_policy(self, policy_name: str | None, context: dict, trigger_type: EscalationTrigger,
-                       inline: EscalationPolicy | dict | None) -> EscalationPolicy | EscalationResult:
+    def _select_policy(self, policy_name: str | None, context: dict[str, Any], trigger_type: EscalationTrigger,
+                       inline: EscalationPolicy | dict[str, Any] | None) -> EscalationPolicy | EscalationResult:
         severity = context.get("severity")
         if inline is not None:
             try:
@@ -341,7 +352,7 @@ class EscalationEngine:
         policy_name: str | None = None,
         trigger_type: EscalationTrigger | str = EscalationTrigger.UNACKNOWLEDGED,
         *,
-        policy: EscalationPolicy | dict | None = None,
+        policy: EscalationPolicy | dict[str, Any] | None = None,
         triggered_by: str = "system",
     ) -> EscalationResult:
         """Start escalating ``incident_id`` (or join its open escalation).
@@ -354,8 +365,13 @@ class EscalationEngine:
             trigger_type = EscalationTrigger(trigger_type)
         except ValueError:
             return EscalationResult.failure_result(None, "trigger", f"unknown trigger type {trigger_type!r}")
-        if not isinstance(incident_id, str) or not incident_id:
-            return EscalationResult.failure_result(None, "trigger", f"incident_id must be a non-empty string, got {incident_id!r}")
+        refused = _refuse("trigger", lambda: (
+            bounds.check_text(incident_id, "incident_id", allow_empty=False),
+            bounds.check_mapping(context or {}, "context"),
+            bounds.check_text(triggered_by, "triggered_by"),
+            policy_name is None or bounds.check_text(policy_name, "policy_name")))
+        if refused is not None:
+            return refused
         context = dict(context or {})
         chosen = self._select_policy(policy_name, context, trigger_type, policy)
         if isinstance(chosen, EscalationResult):
@@ -363,14 +379,17 @@ class EscalationEngine:
         policy = chosen
         now = self._clock.now()
 
+        # an incident's open record belongs to its DAG: a trigger of another DAG never joins it
+        # nor is suppressed by its cooldown, whatever the incident id says
+        dag_id = dag_id_of(context)
         for _ in range(_CAS_ATTEMPTS):
             store = self._store
-            existing = (store.find_open(incident_id, policy.name) if self._inline
-                        else await self._io(store.find_open, incident_id, policy.name))
+            existing = (store.find_open(incident_id, policy.name, dag_id) if self._inline
+                        else await self._io(store.find_open, incident_id, policy.name, dag_id))
             if existing is not None:
                 return await self._retrigger(existing, trigger_type, triggered_by)
             if policy.cooldown_minutes > 0:
-                last = await self._io(self._store.last_closed, incident_id, policy.name)
+                last = await self._io(self._store.last_closed, incident_id, policy.name, dag_id)
                 if last is not None and last.closed_at is not None and now - last.closed_at < policy.cooldown:
                     until = last.closed_at + policy.cooldown
                     return EscalationResult.failure_result(
@@ -411,9 +430,15 @@ class EscalationEngine:
     async def _retrigger(self, existing: EscalationRecord, trigger_type: EscalationTrigger,
                          actor: str) -> EscalationResult:
         def join(record: EscalationRecord, now: datetime) -> _Change:
-            record.metadata["trigger_count"] = int(record.metadata.get("trigger_count", 1)) + 1
-            record.add_history_event("retriggered", now, actor, trigger_type=trigger_type.value,
-                                     trigger_count=record.metadata["trigger_count"])
+            count = record.metadata["trigger_count"] = int(record.metadata.get("trigger_count", 1)) + 1
+            # the history keeps the first joins; later ones are only counted, so a failure that
+            # re-triggers every minute for a week does not grow the record without bound
+            if count <= bounds.MAX_RETRIGGER_EVENTS + 1:
+                record.add_history_event("retriggered", now, actor, trigger_type=trigger_type.value,
+                                         trigger_count=count)
+            else:
+                record.metadata["last_triggered_at"] = now.isoformat()
+                record.metadata["last_triggered_by"] = actor
             return _Change()
 
         result = await self._mutate(existing.id, "trigger_existing", join, current=existing)
@@ -424,6 +449,9 @@ class EscalationEngine:
     # ------------------------------------------------------------------ human actions
     async def acknowledge(self, record_id: str, acknowledged_by: str = "system",
                           note: str | None = None) -> EscalationResult:
+        if (refused := _refuse_action("acknowledge", acknowledged_by, note)) is not None:
+            return refused
+
         def ack(record: EscalationRecord, now: datetime) -> _Change | EscalationResult:
             if record.state == _ACKNOWLEDGED:
                 return EscalationResult.failure_result(
@@ -440,6 +468,9 @@ class EscalationEngine:
 
     async def resolve(self, record_id: str, resolved_by: str = "system",
                       note: str | None = None) -> EscalationResult:
+        if (refused := _refuse_action("resolve", resolved_by, note)) is not None:
+            return refused
+
         def close(record: EscalationRecord, now: datetime) -> _Change:
             self._resolve(record, now, resolved_by, note=note)
             return _Change(cancel_pending=True)
@@ -447,6 +478,9 @@ class EscalationEngine:
         return await self._mutate(record_id, "resolve", close)
 
     async def cancel(self, record_id: str, cancelled_by: str = "system", reason: str = "") -> EscalationResult:
+        if (refused := _refuse_action("cancel", cancelled_by, reason, "reason")) is not None:
+            return refused
+
         def close(record: EscalationRecord, now: datetime) -> _Change:
             self._transition(record, EscalationEvent.CANCEL, now, cancelled_by, reason=reason)
             record.metadata["cancelled_by"] = cancelled_by
@@ -463,6 +497,9 @@ class EscalationEngine:
         ``force`` also escalates an acknowledged record (back to active at the next level) and,
         at the top level, pages the top level again. ``max_escalations`` still applies.
         """
+        if (refused := _refuse_action("escalate", escalated_by, None)) is not None:
+            return refused
+
         def climb(record: EscalationRecord, now: datetime) -> _Change | EscalationResult:
             policy = self._policy_for(record)
             change = _Change()
@@ -477,6 +514,7 @@ class EscalationEngine:
                     "use force=True to page it again", code="conflict")
             else:
                 target = policy.get_next_level(record.current_level) or policy.get_level(record.current_level)
+                assert target is not None  # an open record's own level is in its policy
                 self._climb(record, policy, target, now, change, escalated_by, manual=True)
             if record.is_open:
                 self._schedule(record, policy, now)
@@ -489,6 +527,7 @@ class EscalationEngine:
                       current: EscalationRecord | None = None) -> EscalationResult:
         """Read → decide → compare-and-swap, re-reading on a lost race."""
         store = self._store
+        record: EscalationRecord | None
         for _ in range(_CAS_ATTEMPTS):
             if current is not None:
                 record, current = current, None
@@ -630,12 +669,15 @@ class EscalationEngine:
             if step.action == planner.START:
                 self._start(record, policy, now, change)
             elif step.action == planner.ESCALATE:
-                self._climb(record, policy, policy.get_next_level(record.current_level), now, change)
+                next_level = policy.get_next_level(record.current_level)
+                assert next_level is not None  # the planner escalates only below the top level
+                self._climb(record, policy, next_level, now, change)
             elif step.action == planner.REPEAT:
                 record.repeats_sent = planner.repeats_due(record, policy, now)
                 self._transition(record, EscalationEvent.NOTIFY, now, repeat=record.repeats_sent)
-                self._notify(record, policy, policy.get_level(record.current_level), now, change,
-                             record.repeats_sent)
+                level = policy.get_level(record.current_level)
+                assert level is not None  # the planner repeats only a level it found
+                self._notify(record, policy, level, now, change, record.repeats_sent)
             elif step.action == planner.AUTO_RESOLVE:
                 self._resolve(record, now, "system", reason="auto_resolve_minutes elapsed")
             if not record.is_open:
@@ -644,25 +686,40 @@ class EscalationEngine:
 
     # ------------------------------------------------------------------ due processing
     async def process_due(self) -> int:
-        """Claim and process every record due now, then send the outbox's due deliveries."""
+        """Claim and process every record due now, and send the outbox's due deliveries."""
         now = self._clock.now()
+        if self._inline:
+            # the outbox first: the deliveries the due steps write are queued by those steps
+            await self._send_due_deliveries(now)
+            return await self._process_due_records(now)
+        # a store doing I/O: both at once, so that their calls share its batches and round trips
+        processed, _ = await asyncio.gather(self._process_due_records(now), self._send_due_deliveries(now))
+        return processed
+
+    async def _process_due_records(self, now: datetime) -> int:
         processed = 0
         batch = self._sched_config.batch_size
         while True:
             claimed = await self._io(self._store.claim_due, now, batch, self._owner, self._lease)
-            for record in claimed:
-                await self._process_claimed(record, now)
+            if self._inline:
+                for record in claimed:
+                    await self._process_claimed(record, now)
+            else:  # together: their writes share a batch (SQLite: one commit, Redis: one round trip)
+                await asyncio.gather(*(self._process_claimed(record, now) for record in claimed))
             processed += len(claimed)
             if len(claimed) < batch:
-                break
+                return processed
+
+    async def _send_due_deliveries(self, now: datetime) -> None:
+        """Queue the outbox's deliveries due by ``now`` (new, or retries whose time has come)."""
+        batch = self._sched_config.batch_size
         await self._io(self._store.expire_deliveries, now)
         while True:
             deliveries = await self._io(self._store.claim_deliveries, now, batch, self._owner, self._lease)
             for delivery in deliveries:
-                self._enqueue(delivery, None, True)
+                self._enqueue(delivery, self._queued.pop(delivery.id, None), True)
             if len(deliveries) < batch:
-                break
-        return processed
+                return
 
     async def _process_claimed(self, record: EscalationRecord, now: datetime) -> None:
         for _ in range(_CAS_ATTEMPTS):
@@ -695,8 +752,14 @@ class EscalationEngine:
         await self.process_due()
         await self._maybe_cleanup()
         if self._running:
-            nxt = _earliest(await self._io(self._store.next_due_at),
-                            await self._io(self._store.next_delivery_at))
+            if self._inline:
+                due, delivery = self._store.next_due_at(), self._store.next_delivery_at()
+            else:
+                due, delivery = await asyncio.gather(self._io(self._store.next_due_at),
+                                                     self._io(self._store.next_delivery_at))
+            if delivery is not None and self._queued:
+                delivery = max(delivery, self._clock.now() + _OWN_DELIVERIES_GRACE)
+            nxt = _earliest(due, delivery)
             if nxt is not None:
                 self._scheduler.wake_at(nxt)
 
@@ -732,16 +795,22 @@ class EscalationEngine:
         pool = self._pool
         if pool is None or pool.loop is not asyncio.get_running_loop():
             pool = self._pool = WorkerPool(self._sched_config.max_concurrent_jobs, self._deliver)
+        if not claimed:
+            self._queued[delivery.id] = record
         pool.put(delivery, record, claimed)
 
     async def _deliver(self, delivery: Delivery, record: EscalationRecord | None, claimed: bool) -> None:
         now = self._clock.now()
         if not claimed:
+            if delivery.id not in self._queued:
+                return  # a sweep claimed it meanwhile and queued it to be sent
             args = (delivery.id, now, self._owner, self._lease)
             store = self._store
-            delivery = store.start_delivery(*args) if self._inline else await self._io(store.start_delivery, *args)
-            if delivery is None:
+            started = store.start_delivery(*args) if self._inline else await self._io(store.start_delivery, *args)
+            self._queued.pop(args[0], None)  # only now: a sweep that claims it first finds it here
+            if started is None:
                 return  # cancelled by an acknowledgement, or another engine took it
+            delivery = started
         error = None
         limit = self._sched_config.job_timeout_seconds
         try:
@@ -750,12 +819,13 @@ class EscalationEngine:
                 raise LookupError(f"escalation {delivery.record_id} no longer exists")
             level = self._policy_for(record).get_level(delivery.level)
             async with _time_limit(limit):
-                outcome = await self._send(record, level, delivery.target)
+                # the record's own policy snapshot has the delivery's level
+                outcome = await self._send(record, level, delivery.target)  # type: ignore[arg-type]
             if outcome is False:
                 error = "the notification handler returned False"
         except asyncio.TimeoutError:
             error = f"timed out after {limit}s"
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a handler failure is recorded on the delivery
             error = f"{type(exc).__name__}: {exc}"
         await self._finish(delivery, error)
 
@@ -773,6 +843,8 @@ class EscalationEngine:
 
     async def _finish(self, delivery: Delivery, error: str | None) -> None:
         now = self._clock.now()
+        if error is not None:
+            error = bounds.truncate(error)  # last_error is shown to every viewer: keep it short
         if error is None:
             if self._inline:
                 self._store.finish_delivery(delivery.id, now, sent=True)
@@ -790,6 +862,11 @@ class EscalationEngine:
         await self._io(self._store.finish_delivery, delivery.id, now, sent=False, error=error, retry_at=retry_at)
         if retry_at is not None and self._running:
             self._scheduler.wake_at(retry_at)
+
+
+# a store call (fn, args, kwargs), and one waiting for its batch with the future that gets its outcome
+_Call = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+_Pending = tuple["asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
 class _StoreBatches:
@@ -811,17 +888,17 @@ class _StoreBatches:
     _IDLE_SECONDS = 5.0
     _MAX_BATCH = 256  # calls per batch: bounds a batch's transaction and its callers' wait
 
-    def __init__(self, run_batch: Callable[[list[tuple[Callable, tuple, dict]]], list[tuple[Any, Any]]],
+    def __init__(self, run_batch: Callable[[list[_Call]], list[tuple[Any, Any]]],
                  threads: int = 1) -> None:
         self._run_batch = run_batch
         self._size = max(1, int(threads))
-        self._turn: dict[asyncio.AbstractEventLoop, list[tuple]] = {}  # calls of a loop's current turn
-        self._calls: list[tuple[asyncio.Future, Callable, tuple, dict]] = []
+        self._turn: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}  # calls of a loop's current turn
+        self._calls: list[_Pending] = []
         self._ready = threading.Condition()
         self._threads = 0  # running
         self._idle = 0  # of those, waiting for calls
 
-    def call(self, fn: Callable, *args: Any, **kwargs: Any) -> asyncio.Future:
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         calls = self._turn.get(loop)
@@ -857,7 +934,7 @@ class _StoreBatches:
                 calls, self._calls = self._calls[:self._MAX_BATCH], self._calls[self._MAX_BATCH:]
             self._hand_back(calls, self._run(calls))
 
-    def _run(self, calls: list[tuple[asyncio.Future, Callable, tuple, dict]]) -> list[tuple[Any, Any]]:
+    def _run(self, calls: list[_Pending]) -> list[tuple[Any, Any]]:
         if len(calls) == 1:
             _, fn, args, kwargs = calls[0]
             try:
@@ -870,8 +947,8 @@ class _StoreBatches:
             return [(None, exc)] * len(calls)
 
     @staticmethod
-    def _hand_back(calls: list[tuple], outcomes: list[tuple[Any, Any]]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple]] = {}
+    def _hand_back(calls: list[_Pending], outcomes: list[tuple[Any, Any]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, ...]]] = {}
         for (future, *_), (result, error) in zip(calls, outcomes):
             by_loop.setdefault(future.get_loop(), []).append((future, result, error))
         for loop, settled in by_loop.items():
@@ -881,7 +958,7 @@ class _StoreBatches:
                 pass
 
     @staticmethod
-    def _settle(outcomes: list[tuple]) -> None:
+    def _settle(outcomes: list[tuple[Any, ...]]) -> None:
         for future, result, error in outcomes:
             if future.cancelled():
                 continue
@@ -899,8 +976,9 @@ if sys.version_info >= (3, 11):
     _time_limit = asyncio.timeout
 else:  # pragma: no cover - Python 3.10
     @contextlib.asynccontextmanager
-    async def _time_limit(seconds: float):
+    async def _time_limit(seconds: float) -> AsyncIterator[None]:
         task = asyncio.current_task()
+        assert task is not None  # called from a task
         handle = asyncio.get_running_loop().call_later(seconds, task.cancel)
         try:
             yield
@@ -910,9 +988,24 @@ else:  # pragma: no cover - Python 3.10
             handle.cancel()
 
 
-def _private_copy(policy: EscalationPolicy | dict) -> EscalationPolicy:
+def _private_copy(policy: EscalationPolicy | dict[str, Any]) -> EscalationPolicy:
     """A copy the caller cannot change afterwards: running escalations keep the policy as it was."""
     return EscalationPolicy.from_dict(policy.to_dict() if isinstance(policy, EscalationPolicy) else policy)
+
+
+def _refuse(action: str, check: Callable[[], Any]) -> EscalationResult | None:
+    """The ``invalid`` result when ``check()`` finds an input out of bounds (core/bounds.py)."""
+    try:
+        check()
+    except ValueError as exc:
+        return EscalationResult.failure_result(None, action, str(exc), code="invalid")
+    return None
+
+
+def _refuse_action(action: str, actor: Any, text: Any, text_field: str = "note") -> EscalationResult | None:
+    return _refuse(action, lambda: (
+        bounds.check_text(actor, "actor"),
+        text is None or bounds.check_text(text, text_field, bounds.MAX_NOTE)))
 
 
 def _earliest(*times: datetime | None) -> datetime | None:

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airflow_escalation.core import bounds
 from airflow_escalation.core.clock import Clock
 from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig, NotificationHandler
-from airflow_escalation.core.models import EscalationPolicy, EscalationResult, EscalationStats
+from airflow_escalation.core.models import (
+    MAX_MINUTES,
+    EscalationPolicy,
+    EscalationResult,
+    EscalationStats,
+    _number,
+    dag_id_of,
+)
 from airflow_escalation.core.types import EscalationTrigger
 from airflow_escalation.scheduling.base import SchedulerConfig
 
@@ -79,14 +88,31 @@ class EscalationPolicyConfig:
             raise ValueError(f"escalation config: expected a mapping, got {type(data).__name__}")
         if set(data) == {"escalation"}:
             data = data["escalation"] or {}
-        unknown = sorted(set(data) - _CONFIG_FIELDS)
+            if not isinstance(data, dict):
+                raise ValueError(f"escalation: expected a mapping, got {type(data).__name__}")
+        unknown = sorted(map(str, set(data) - _CONFIG_FIELDS))
         if unknown:
-            raise ValueError(f"escalation config: unknown field(s) {', '.join(map(repr, unknown))}")
+            raise ValueError(bounds.truncate(
+                f"escalation config: unknown field(s) {', '.join(map(repr, unknown))}", 300))
+        for key in ("store", "store_config", "scheduler_config"):
+            if not isinstance(data.get(key) or {}, dict):
+                raise ValueError(f"{key}: expected a mapping, got {type(data[key]).__name__}")
+        for key in ("global_enabled", "enabled", "metrics_enabled", "check_business_hours"):
+            if key in data and not isinstance(data[key], bool):
+                raise ValueError(f"{key}: expected true or false, got {type(data[key]).__name__}")
+        for key in ("default_policy", "store_type", "scheduler_type"):
+            if data.get(key) is not None:
+                bounds.check_text(data[key], key)
         store = dict(data.get("store") or {})
         store_type = data.get("store_type") or store.pop("type", "memory")
         store_config = {**store, **(data.get("store_config") or {})}
+        raw_policies = data.get("policies") or []
+        if not isinstance(raw_policies, list):
+            raise ValueError(f"policies: expected a list, got {type(raw_policies).__name__}")
+        if len(raw_policies) > bounds.MAX_POLICIES:
+            raise ValueError(f"policies: at most {bounds.MAX_POLICIES} policies, got {len(raw_policies)}")
         policies = {}
-        for index, raw in enumerate(data.get("policies") or []):
+        for index, raw in enumerate(raw_policies):
             try:
                 policy = EscalationPolicy.from_dict(raw)
             except ValueError as exc:
@@ -105,32 +131,86 @@ class EscalationPolicyConfig:
             store_config=store_config,
             scheduler_type=data.get("scheduler_type", "asyncio"),
             scheduler_config=dict(data.get("scheduler_config") or {}),
-            max_concurrent_escalations=data.get("max_concurrent_escalations", 1000),
-            cleanup_interval_minutes=data.get("cleanup_interval_minutes", 60),
+            max_concurrent_escalations=_number(data.get("max_concurrent_escalations", 1000),
+                                               "max_concurrent_escalations", integer=True),
+            cleanup_interval_minutes=_number(data.get("cleanup_interval_minutes", 60),
+                                             "cleanup_interval_minutes", maximum=MAX_MINUTES),
             metrics_enabled=data.get("metrics_enabled", True),
             check_business_hours=data.get("check_business_hours", True),
-            retention_days=data.get("retention_days", 30),
+            retention_days=_number(data.get("retention_days", 30), "retention_days",
+                                   maximum=MAX_MINUTES),
         )
 
     @classmethod
-    def from_yaml(cls, source: str | os.PathLike) -> EscalationPolicyConfig:
+    def from_yaml(cls, source: str | os.PathLike[str]) -> EscalationPolicyConfig:
         return cls.from_dict(load_yaml(source))
 
 
-def load_yaml(source: str | os.PathLike) -> dict[str, Any]:
-    """Parse YAML from a file path or from YAML text."""
-    import yaml
-
+def load_yaml(source: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse YAML from a file path or from YAML text (bounded: see :func:`parse_yaml`)."""
     text = str(source)
     path = Path(text) if isinstance(source, os.PathLike) or "\n" not in text else None
-    if path is not None and path.exists():
-        text = path.read_text()
+    if path is not None and path.is_file():
+        size = path.stat().st_size
+        if size > bounds.MAX_YAML_BYTES:
+            raise ValueError(f"yaml: at most {bounds.MAX_YAML_BYTES} bytes, the file {str(path)!r} has {size}")
+        text = path.read_text(encoding="utf-8")
     elif isinstance(source, os.PathLike):
         raise FileNotFoundError(f"escalation policies file not found: {source}")
-    data = yaml.safe_load(text)
+    data = parse_yaml(text)
     if not isinstance(data, dict):
         raise ValueError("escalation config: the YAML must hold a mapping at its top")
     return data
+
+
+def parse_yaml(text: str) -> Any:
+    """``yaml.safe_load`` without its amplifications: aliases (``*name``) are refused (a few
+    hundred bytes of nested aliases expand to gigabytes), and so are text over
+    ``MAX_YAML_BYTES`` and collections nested deeper than ``MAX_YAML_DEPTH``. Every refusal is a
+    ``ValueError`` starting with ``yaml:``, short enough to show."""
+    import yaml
+
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > bounds.MAX_YAML_BYTES:
+        raise ValueError(f"yaml: at most {bounds.MAX_YAML_BYTES} bytes, got {size}")
+    loader = None
+    try:
+        loader = _bounded_yaml_loader()(text)  # the reader already refuses unprintable text
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise ValueError(bounds.truncate(f"yaml: {exc}")) from None
+    except RecursionError:
+        raise ValueError(f"yaml: nested too deep (more than {bounds.MAX_YAML_DEPTH} levels)") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+@functools.cache
+def _bounded_yaml_loader() -> type:
+    import yaml
+
+    class BoundedYamlLoader(yaml.SafeLoader):
+        """SafeLoader that refuses aliases and deep nesting while composing (before expansion)."""
+
+        _depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(
+                    None, None, "aliases (*name) are not allowed in escalation policies", event.start_mark)
+            self._depth += 1
+            try:
+                if self._depth > bounds.MAX_YAML_DEPTH:
+                    raise yaml.composer.ComposerError(
+                        None, None, f"nested deeper than {bounds.MAX_YAML_DEPTH} levels",
+                        self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+
+    return BoundedYamlLoader
 
 
 class EscalationPolicyManager:
@@ -162,7 +242,7 @@ class EscalationPolicyManager:
         self._config = config
         self._engine = None
 
-    def add_policy(self, policy: EscalationPolicy | dict) -> None:
+    def add_policy(self, policy: EscalationPolicy | dict[str, Any]) -> None:
         policy = EscalationPolicy.from_dict(policy)
         self._config.add_policy(policy)
         if self._engine is not None:
@@ -231,7 +311,7 @@ class EscalationPolicyManager:
         engine = self.get_engine()
         name = policy_name or (self._config.default_policy if self._config.default_policy in self._config.policies else None)
         if kwargs.get("policy") is None and engine.count_active_escalations() >= self._config.max_concurrent_escalations:
-            if engine.store.find_open(incident_id, name or "") is None:
+            if engine.store.find_open(incident_id, name or "", dag_id_of(context)) is None:
                 return EscalationResult.failure_result(
                     None, "trigger", f"max_concurrent_escalations ({self._config.max_concurrent_escalations}) reached",
                     code="capacity")
@@ -254,6 +334,6 @@ class EscalationPolicyManager:
         return cls(EscalationPolicyConfig.from_dict(data), **kwargs)
 
     @classmethod
-    def from_yaml(cls, source: str | os.PathLike, **kwargs: Any) -> EscalationPolicyManager:
+    def from_yaml(cls, source: str | os.PathLike[str], **kwargs: Any) -> EscalationPolicyManager:
         """Load a YAML file path or YAML text (the spec's ``escalation:`` block as written)."""
         return cls(EscalationPolicyConfig.from_yaml(source), **kwargs)

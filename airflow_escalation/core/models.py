@@ -12,9 +12,12 @@ import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import pendulum
+
+from airflow_escalation.core import bounds
 from airflow_escalation.core.timeutil import UTC, from_iso, minutes, to_iso
 from airflow_escalation.core.types import (
     ACTIVE_STATE_VALUES,
@@ -28,12 +31,17 @@ from airflow_escalation.core.types import (
 )
 
 
-def _enum(enum_cls: type, value: Any, field_name: str) -> Any:
+def _short(value: Any) -> str:
+    """``repr(value)`` cut short: error messages quote what was given, never all of it."""
+    return bounds.truncate(repr(value), 80)
+
+
+def _enum(enum_cls: type[Enum], value: Any, field_name: str) -> Any:
     try:
         return enum_cls(value.value if isinstance(value, enum_cls) else value)
     except ValueError:
         allowed = ", ".join(m.value for m in enum_cls)
-        raise ValueError(f"{field_name}: unknown value {value!r} (allowed: {allowed})") from None
+        raise ValueError(f"{field_name}: unknown value {_short(value)} (allowed: {allowed})") from None
 
 
 # Delays beyond a year are a typo, and would overflow datetime arithmetic long before they mattered.
@@ -43,22 +51,22 @@ MAX_MINUTES = 366 * 24 * 60
 def _number(value: Any, field_name: str, *, minimum: float = 0, integer: bool = False,
             maximum: float = math.inf) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{field_name}: expected a number, got {value!r}")
+        raise ValueError(f"{field_name}: expected a number, got {_short(value)}")
     if not math.isfinite(value):
-        raise ValueError(f"{field_name}: must be a finite number, got {value!r}")
+        raise ValueError(f"{field_name}: must be a finite number, got {_short(value)}")
     if value > maximum:
-        raise ValueError(f"{field_name}: must be <= {maximum}, got {value!r}")
+        raise ValueError(f"{field_name}: must be <= {maximum}, got {_short(value)}")
     if integer and int(value) != value:
-        raise ValueError(f"{field_name}: expected a whole number, got {value!r}")
+        raise ValueError(f"{field_name}: expected a whole number, got {_short(value)}")
     if value < minimum:
-        raise ValueError(f"{field_name}: must be >= {minimum}, got {value!r}")
+        raise ValueError(f"{field_name}: must be >= {minimum}, got {_short(value)}")
     return int(value) if integer else value
 
 
 def _known_keys(data: dict[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(data) - allowed)
+    unknown = sorted(map(str, set(data) - allowed))
     if unknown:
-        raise ValueError(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}")
+        raise ValueError(bounds.truncate(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}", 300))
 
 
 # --------------------------------------------------------------------------- targets
@@ -82,7 +90,12 @@ class EscalationTarget:
     def __post_init__(self) -> None:
         self.type = _enum(TargetType, self.type, "target.type")
         if not isinstance(self.identifier, str) or not self.identifier:
-            raise ValueError(f"target.identifier: must be a non-empty string, got {self.identifier!r}")
+            raise ValueError(f"target.identifier: must be a non-empty string, got {_short(self.identifier)}")
+        bounds.check_text(self.identifier, "target.identifier", bounds.MAX_IDENTIFIER)
+        bounds.check_text(self.name, "target.name")
+        if self.conn_id is not None:
+            bounds.check_text(self.conn_id, "target.conn_id", allow_empty=False)
+        bounds.check_mapping(self.metadata, "target.metadata")
         self.priority = _number(self.priority, "target.priority", minimum=-(10**9), integer=True)
 
     @property
@@ -107,22 +120,22 @@ class EscalationTarget:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | str) -> EscalationTarget:
+    def from_dict(cls, data: dict[str, Any] | str | EscalationTarget) -> EscalationTarget:
         if isinstance(data, str):  # "lead" shorthand: a user
             return cls(TargetType.USER, data)
         if isinstance(data, EscalationTarget):
             return data
         if not isinstance(data, dict):
-            raise ValueError(f"target: expected a mapping, got {data!r}")
+            raise ValueError(f"target: expected a mapping, got {_short(data)}")
         _known_keys(data, {"type", "identifier", "name", "priority", "metadata", "conn_id"}, "target")
         if "identifier" not in data:
-            raise ValueError(f"target.identifier: missing in {data!r}")
+            raise ValueError(f"target.identifier: missing in a target with fields {sorted(map(str, data))}")
         return cls(
             type=data.get("type", TargetType.USER),
             identifier=data["identifier"],
             name=data.get("name", "") or "",
             priority=data.get("priority", 0),
-            metadata=dict(data.get("metadata") or {}),
+            metadata=data.get("metadata") or {},
             conn_id=data.get("conn_id"),
         )
 
@@ -204,25 +217,32 @@ class EscalationLevel:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        where = f"levels[level={self.level!r}]"
+        where = f"levels[level={_short(self.level)}]"
         self.level = _number(self.level, f"{where}.level", minimum=1, integer=True)
         self.delay_minutes = _number(self.delay_minutes, f"{where}.delay_minutes", maximum=MAX_MINUTES)
-        self.repeat_count = _number(self.repeat_count, f"{where}.repeat_count", integer=True)
+        self.repeat_count = _number(self.repeat_count, f"{where}.repeat_count", integer=True,
+                                    maximum=bounds.MAX_REPEAT_COUNT)
         self.repeat_interval_minutes = _number(
             self.repeat_interval_minutes, f"{where}.repeat_interval_minutes", maximum=MAX_MINUTES
         )
         if self.repeat_count and self.repeat_interval_minutes <= 0:
             raise ValueError(
                 f"{where}.repeat_interval_minutes: must be > 0 when repeat_count is set, "
-                f"got {self.repeat_interval_minutes!r}"
+                f"got {_short(self.repeat_interval_minutes)}"
             )
         self.auto_resolve_minutes = _number(
             self.auto_resolve_minutes, f"{where}.auto_resolve_minutes", maximum=MAX_MINUTES
         )
         if not isinstance(self.require_ack, bool):
-            raise ValueError(f"{where}.require_ack: expected true or false, got {self.require_ack!r}")
+            raise ValueError(f"{where}.require_ack: expected true or false, got {_short(self.require_ack)}")
         if not isinstance(self.conditions, dict):
-            raise ValueError(f"{where}.conditions: expected a mapping, got {self.conditions!r}")
+            raise ValueError(f"{where}.conditions: expected a mapping, got {_short(self.conditions)}")
+        bounds.check_json(self.conditions, f"{where}.conditions")
+        bounds.check_mapping(self.metadata, f"{where}.metadata")
+        if not isinstance(self.targets or [], (list, tuple)):
+            raise ValueError(f"{where}.targets: expected a list, got {_short(self.targets)}")
+        if len(self.targets or []) > bounds.MAX_TARGETS:
+            raise ValueError(f"{where}.targets: at most {bounds.MAX_TARGETS} targets, got {len(self.targets)}")
         self.targets = [EscalationTarget.from_dict(t) for t in (self.targets or [])]
 
     # computed on every planning step: cache them, keyed by the minutes they came from
@@ -252,14 +272,14 @@ class EscalationLevel:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EscalationLevel:
+    def from_dict(cls, data: dict[str, Any] | EscalationLevel) -> EscalationLevel:
         if isinstance(data, EscalationLevel):
             return data
         if not isinstance(data, dict):
-            raise ValueError(f"levels: each level must be a mapping, got {data!r}")
-        _known_keys(data, _LEVEL_FIELDS, f"levels[level={data.get('level')!r}]")
+            raise ValueError(f"levels: each level must be a mapping, got {_short(data)}")
+        _known_keys(data, _LEVEL_FIELDS, f"levels[level={_short(data.get('level'))}]")
         if "level" not in data:
-            raise ValueError(f"levels.level: missing in {data!r}")
+            raise ValueError(f"levels.level: missing in {_short(data)}")
         return cls(**{k: v for k, v in data.items() if v is not None or k == "targets"})
 
 
@@ -315,10 +335,16 @@ class EscalationPolicy:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
-            raise ValueError(f"policy.name: must be a non-empty string, got {self.name!r}")
-        where = f"policy {self.name!r}"
+            raise ValueError(f"policy.name: must be a non-empty string, got {_short(self.name)}")
+        bounds.check_text(self.name, "policy.name")
+        where = f"policy {_short(self.name)}"
+        bounds.check_text(self.description, f"{where}: description", bounds.MAX_NOTE)
+        if not isinstance(self.levels, (list, tuple)):
+            raise ValueError(f"{where}: levels: expected a list, got {_short(self.levels)}")
+        if len(self.levels) > bounds.MAX_LEVELS:
+            raise ValueError(f"{where}: levels: at most {bounds.MAX_LEVELS} levels, got {len(self.levels)}")
         if not self.levels:
-            raise ValueError(f"{where}: levels: at least one level is required, got {self.levels!r}")
+            raise ValueError(f"{where}: levels: at least one level is required, got {_short(self.levels)}")
         levels = [EscalationLevel.from_dict(lv) for lv in self.levels]
         numbers = [lv.level for lv in levels]
         duplicates = sorted({n for n in numbers if numbers.count(n) > 1})
@@ -333,41 +359,50 @@ class EscalationPolicy:
             )
         self.levels = sorted(levels, key=lambda lv: lv.level)
         self._by_number = {lv.level: lv for lv in self.levels}
+        if not isinstance(self.triggers or [], (list, tuple, set)):
+            raise ValueError(f"{where}: triggers: expected a list, got {_short(self.triggers)}")
         self.triggers = [_enum(EscalationTrigger, t, f"{where}: triggers") for t in self.triggers or []]
         if not isinstance(self.severity_filter, (list, tuple, set)):
-            raise ValueError(f"{where}: severity_filter: expected a list, got {self.severity_filter!r}")
+            raise ValueError(f"{where}: severity_filter: expected a list, got {_short(self.severity_filter)}")
         self.severity_filter = [str(s).lower() for s in self.severity_filter]
         self.max_escalations = _number(self.max_escalations, f"{where}: max_escalations", integer=True)
         self.cooldown_minutes = _number(self.cooldown_minutes, f"{where}: cooldown_minutes", maximum=MAX_MINUTES)
         for flag in ("enabled", "business_hours_only"):
             if not isinstance(getattr(self, flag), bool):
-                raise ValueError(f"{where}: {flag}: expected true or false, got {getattr(self, flag)!r}")
+                raise ValueError(f"{where}: {flag}: expected true or false, got {_short(getattr(self, flag))}")
         for hour_field in ("business_hours_start", "business_hours_end"):
             value = getattr(self, hour_field)
             _number(value, f"{where}: {hour_field}", integer=True)
             if not 0 <= value <= 24:
-                raise ValueError(f"{where}: {hour_field}: must be within 0..24, got {value!r}")
+                raise ValueError(f"{where}: {hour_field}: must be within 0..24, got {_short(value)}")
         if self.business_hours_start >= self.business_hours_end:
             raise ValueError(
-                f"{where}: business_hours_start ({self.business_hours_start!r}) must be before "
-                f"business_hours_end ({self.business_hours_end!r})"
+                f"{where}: business_hours_start ({_short(self.business_hours_start)}) must be before "
+                f"business_hours_end ({_short(self.business_hours_end)})"
             )
+        if not isinstance(self.business_days, (list, tuple, set)):
+            raise ValueError(f"{where}: business_days: expected a list, got {_short(self.business_days)}")
         if not self.business_days:
             raise ValueError(f"{where}: business_days: at least one weekday is required")
         for day in self.business_days:
             if isinstance(day, bool) or not isinstance(day, int) or not 0 <= day <= 6:
-                raise ValueError(f"{where}: business_days: weekday must be 0 (Monday)..6, got {day!r}")
+                raise ValueError(f"{where}: business_days: weekday must be 0 (Monday)..6, got {_short(day)}")
         self.business_days = sorted(set(self.business_days))
         try:
-            self._zone = ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError, TypeError):
-            raise ValueError(f"{where}: timezone: unknown IANA timezone {self.timezone!r}") from None
+            self._zone: pendulum.Timezone | pendulum.FixedTimezone = pendulum.timezone(self.timezone)
+        except (ValueError, TypeError, KeyError):  # pendulum's InvalidTimezone is a ValueError
+            raise ValueError(f"{where}: timezone: unknown IANA timezone {_short(self.timezone)}") from None
         self.business_hours_mode = _enum(
             BusinessHoursMode, self.business_hours_mode, f"{where}: business_hours_mode"
         )
         self.delay_basis = _enum(DelayBasis, self.delay_basis, f"{where}: delay_basis")
+        if not isinstance(self.metadata, dict):
+            raise ValueError(f"{where}: metadata: expected a mapping, got {_short(self.metadata)}")
         self._fingerprint: str | None = None
         self._snapshot: dict[str, Any] | None = None
+        # the whole definition: every text UTF-8, nesting and size bounded (metadata, conditions)
+        bounds.check_json(self.snapshot, where, max_bytes=bounds.MAX_POLICY_BYTES,
+                          max_depth=bounds.MAX_DEPTH + 4)
 
     # -- spec properties
     @property
@@ -379,7 +414,7 @@ class EscalationPolicy:
         return self.levels[-1].level
 
     @property
-    def zone(self) -> ZoneInfo:
+    def zone(self) -> pendulum.Timezone | pendulum.FixedTimezone:
         return self._zone
 
     def get_level(self, level_num: int) -> EscalationLevel | None:
@@ -435,14 +470,14 @@ class EscalationPolicy:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EscalationPolicy:
+    def from_dict(cls, data: dict[str, Any] | EscalationPolicy) -> EscalationPolicy:
         if isinstance(data, EscalationPolicy):
             return data
         if not isinstance(data, dict):
-            raise ValueError(f"policy: expected a mapping, got {data!r}")
-        _known_keys(data, _POLICY_FIELDS, f"policy {data.get('name')!r}")
-        if "name" not in data:
-            raise ValueError(f"policy.name: missing in policy with fields {sorted(data)}")
+            raise ValueError(f"policy: expected a mapping, got {_short(data)}")
+        _known_keys(data, _POLICY_FIELDS, f"policy {_short(data.get('name'))}")
+        if data.get("name") is None:
+            raise ValueError(bounds.truncate(f"policy.name: missing in policy with fields {sorted(map(str, data))}", 300))
         kwargs = {k: v for k, v in data.items() if v is not None}
         kwargs["levels"] = [EscalationLevel.from_dict(lv) for lv in data.get("levels") or []]
         return cls(**kwargs)
@@ -451,6 +486,21 @@ class EscalationPolicy:
 # --------------------------------------------------------------------------- records
 
 _last_iso: tuple[datetime | None, str] = (None, "")
+
+
+#: longest DAG id a record belongs to (Airflow's own limit is 250; the SQL column holds 255)
+MAX_DAG_ID = 255
+
+
+def dag_id_of(context: Any) -> str | None:
+    """The DAG a record with this ``context`` belongs to: ``context["dag_id"]`` when it is a
+    non-empty string of at most :data:`MAX_DAG_ID` characters, else None (a record of no DAG).
+
+    The one rule for "which DAG": the engine's one-open-record key, the stores' DAG filters and
+    the service's authorization all ask it.
+    """
+    dag_id = context.get("dag_id") if isinstance(context, dict) else None
+    return dag_id if isinstance(dag_id, str) and 0 < len(dag_id) <= MAX_DAG_ID else None
 
 
 def _iso(at: datetime) -> str:
@@ -534,6 +584,11 @@ class EscalationRecord:
         return end - self.created_at
 
     @property
+    def dag_id(self) -> str | None:
+        """The DAG this record belongs to (:func:`dag_id_of` its context), None for no DAG."""
+        return dag_id_of(self.context)
+
+    @property
     def severity(self) -> str | None:
         value = self.context.get("severity")
         return str(value).lower() if value is not None else None
@@ -547,7 +602,7 @@ class EscalationRecord:
         return twin
 
     def add_history_event(self, event: str, at: datetime, actor: str = "system", *,
-                          from_state: str | None = None, **details: Any) -> dict:
+                          from_state: str | None = None, **details: Any) -> dict[str, Any]:
         """Append ``{event, at, actor, state, level[, from_state][, details]}`` to the history."""
         entry = {"event": event, "at": _iso(at), "actor": actor, "state": self.state,
                  "level": self.current_level}

@@ -58,8 +58,9 @@ def candidates(record: EscalationRecord, policy: EscalationPolicy) -> list[tuple
     if level is None or fired is None:
         return []
     found: list[tuple[datetime, str]] = []
-    if level.auto_resolve_minutes > 0:
-        found.append((fired + level.auto_resolve_timeout, AUTO_RESOLVE))
+    auto_resolve = level.auto_resolve_timeout if level.auto_resolve_minutes > 0 else None
+    if auto_resolve is not None:
+        found.append((fired + auto_resolve, AUTO_RESOLVE))
     if is_paging(record, policy):
         nxt = policy.get_next_level(level.level)
         if nxt is not None:

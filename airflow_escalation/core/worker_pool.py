@@ -23,12 +23,12 @@ class WorkerPool:
         self._size = size
         self._run = run
         self._loop = asyncio.get_running_loop()
-        self._items: deque[tuple] = deque()
-        self._idle: deque[asyncio.Future] = deque()
-        self._workers: list[asyncio.Task] = []
+        self._items: deque[tuple[Any, ...]] = deque()
+        self._idle: deque[asyncio.Future[None]] = deque()
+        self._workers: list[asyncio.Task[None]] = []
         self._waking = 0  # workers told to run that have not run yet
         self._unfinished = 0
-        self._all_done: asyncio.Future | None = None
+        self._all_done: asyncio.Future[None] | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:

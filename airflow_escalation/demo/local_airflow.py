@@ -3,7 +3,8 @@ optionally, a scheduler, a dag-processor and a triggerer, each its own process g
 
 Used by ``make demo`` (:mod:`airflow_escalation.demo.run`) and by the test suite's real-stack
 fixtures. The metadata database is SQLite in the home; SimpleAuthManager users ``admin``
-(ADMIN) and ``viewer`` (VIEWER) log in with the passwords given, or with the ones Airflow
+(ADMIN), ``viewer`` (VIEWER) and the service account ``airflow-escalation`` (USER, the login of
+``escalation_default``) log in with the passwords given, or with the ones Airflow
 generates (:meth:`LocalAirflow.password`). Nothing here is meant for production.
 """
 
@@ -25,6 +26,8 @@ from typing import Any
 import httpx
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
+#: the SimpleAuthManager user (role USER) DAG code authenticates as: ``escalation_default``'s login
+SERVICE_ACCOUNT = "airflow-escalation"
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 STARTUP_TIMEOUT = 150
 
@@ -73,14 +76,17 @@ class LocalAirflow:
         self.log_path = home / "api-server.log"
         (home / "dags").mkdir(parents=True, exist_ok=True)
         self.dags_folder = dags_folder or home / "dags"
-        if passwords:
-            # SimpleAuthManager only generates passwords for users missing from this file
-            (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(passwords) + "\n")
+        # SimpleAuthManager only generates passwords for users missing from this file; the
+        # service account's is always set here, since the connection below carries it
+        passwords_file = home / "simple_auth_manager_passwords.json.generated"
+        known = json.loads(passwords_file.read_text()) if passwords_file.exists() else {}
+        known.setdefault(SERVICE_ACCOUNT, secrets.token_urlsafe(18))
+        passwords_file.write_text(json.dumps({**known, **(passwords or {})}) + "\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
         env.update({
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,viewer:viewer,{SERVICE_ACCOUNT}:user",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db_path}",
@@ -97,6 +103,8 @@ class LocalAirflow:
         })
         if policies_file is not None:
             env["AIRFLOW__ESCALATION__POLICIES_FILE"] = str(policies_file)
+        # callbacks, operators and sensors reach the service through this connection
+        env["AIRFLOW_CONN_ESCALATION_DEFAULT"] = json.dumps(self.escalation_connection())
         env.update(extra_env or {})
         self.env = env
         self.server: subprocess.Popen | None = None
@@ -204,6 +212,15 @@ class LocalAirflow:
         self.stop()
 
     # ------------------------------------------------------------------ HTTP
+    def escalation_connection(self, **extra: Any) -> dict[str, Any]:
+        """``escalation_default``: the service account's login (role USER, the least that may
+        trigger and act), exchanged for a short-lived token at POST /auth/token."""
+        connection: dict[str, Any] = {"conn_type": "escalation", "host": self.base,
+                                      "login": SERVICE_ACCOUNT, "password": self.password(SERVICE_ACCOUNT)}
+        if extra:
+            connection["extra"] = extra
+        return connection
+
     def password(self, user: str) -> str:
         """SimpleAuthManager's password of ``user`` (given, or generated at the first start)."""
         passwords_file = self.home / "simple_auth_manager_passwords.json.generated"

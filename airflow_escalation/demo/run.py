@@ -82,8 +82,7 @@ class Demo:
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             "AIRFLOW__API__BASE_URL": base,
             "AIRFLOW__ESCALATION__SPOOL_DIR": str(self.home / "spool"),
-            # callbacks, operators and sensors reach the service through this connection
-            "AIRFLOW_CONN_ESCALATION_DEFAULT": json.dumps({"conn_type": "escalation", "host": base}),
+            # escalation_default (the service account's login) comes from LocalAirflow
             f"AIRFLOW_CONN_{WEBHOOK_CONN.upper()}": json.dumps(
                 {"conn_type": "http", "host": "127.0.0.1", "port": self.webhook.port, "schema": "http"}),
             f"AIRFLOW_CONN_{SMTP_CONN.upper()}": json.dumps({
@@ -250,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                              "(the default when stdin is not a terminal)")
     args = parser.parse_args(argv)
     if not EXAMPLES.is_dir():
-        raise SystemExit(f"the example DAGs are not at {EXAMPLES}: run the demo from a checkout of the repository")
+        raise SystemExit(f"the example DAGs are not at {EXAMPLES}: reinstall airflow-provider-escalation")
     interactive = sys.stdin.isatty() and not args.exit
     for sig in (signal.SIGTERM, signal.SIGHUP):  # a closed terminal stops Airflow too
         signal.signal(sig, _stop_on_sigterm)

@@ -38,15 +38,15 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "relabeling": {
         "host": "API server URL or host",
         "schema": "Scheme (http or https)",
-        "login": "Username (optional)",
-        "password": "Password (optional)",
+        "login": "Username (service account)",
+        "password": "Password",
     },
     "placeholders": {
         "host": "http://localhost:8080",
         "schema": "http",
         "port": "8080",
-        "login": "empty: authenticate with a JWT signed with [api_auth] jwt_secret",
-        "password": "exchanged for a token at POST /auth/token",
+        "login": "a service account with role USER (exchanged for a token at POST /auth/token)",
+        "password": "the service account's password",
         "extra": '{"timeout": 5, "retries": 3, "verify": true}',
     },
 }

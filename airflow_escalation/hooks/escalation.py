@@ -8,20 +8,29 @@ Connection fields:
 
 - ``host``: the API server URL (``http://airflow-api:8080``, a sub-path is kept) or a host name;
 - ``port``; ``schema``: ``http`` (default) or ``https`` when ``host`` has no scheme;
-- ``login``/``password``: optional; exchanged for a token at ``POST /auth/token``. Without a
-  login the hook signs a short-lived JWT with ``[api_auth] jwt_secret`` (or
-  ``jwt_private_key_path``), the same way the API server signs its own tokens, so task processes
-  and the triggerer need no password;
+- ``login``/``password``: the default and recommended authentication: a service account with
+  the least role that works (SimpleAuthManager ``USER``; FAB ``User``), exchanged for a token at
+  ``POST /auth/token``. A connection with neither a login nor an ``auth_type`` is refused with an
+  error saying what to set;
 - ``extra``: ``{"timeout": 5, "retries": 3, "verify": true}`` and, rarely, ``backoff``,
   ``api_path``, ``token_url``, ``auth_type`` (``password`` | ``jwt`` | ``token`` | ``none``; with
-  ``token`` the password field holds a bearer token), ``jwt_subject``, ``jwt_role``,
-  ``jwt_audience``, ``jwt_valid_for``, ``jwt_claims``.
+  ``token`` the password field holds a bearer token).
+- ``auth_type: jwt`` (opt-in): the hook signs a short-lived JWT with ``[api_auth] jwt_secret``
+  (or ``jwt_private_key_path``) itself, like the API server signs its own tokens. It needs that
+  secret in every task process, triggerer and dag-processor, and whoever can read it there can
+  sign a token for any user: prefer a login. The token's role (``jwt_role``, default ``USER``)
+  may not exceed ``[escalation] component_jwt_max_role`` (default ``OP``; ``ADMIN`` only when
+  set there), its lifetime (``jwt_valid_for``, default 120 s) is at most 3600 s, its subject
+  (``jwt_subject``) starts with ``airflow-escalation`` (it never names a real user), and
+  ``jwt_claims`` may not set identity or time claims. docs/security-limits.md.
 
 Only ``airflow.sdk.BaseHook`` is imported at module level; the client (httpx) and Airflow's JWT
 code load when first needed.
 """
 
 from __future__ import annotations
+
+import airflow_escalation.version_compat  # noqa: F401  - refuses an Airflow older than the floor
 
 import asyncio
 import copy
@@ -45,8 +54,15 @@ if TYPE_CHECKING:
 
 AUTH_TYPES = ("password", "jwt", "token", "none")
 DEFAULT_JWT_SUBJECT = "airflow-escalation"
-DEFAULT_JWT_ROLE = "OP"
+DEFAULT_JWT_ROLE = "USER"
 DEFAULT_JWT_VALID_FOR = 120.0
+MAX_JWT_VALID_FOR = 3600.0
+#: roles of Airflow's built-in auth managers, least first; a component JWT claims one of them
+JWT_ROLES = ("VIEWER", "USER", "OP", "ADMIN")
+DEFAULT_JWT_MAX_ROLE = "OP"
+#: claims ``jwt_claims`` may not set: identity (who, which role or team) and validity
+RESERVED_JWT_CLAIMS = frozenset({"sub", "role", "roles", "teams", "groups", "exp", "iat", "nbf", "aud",
+                                 "iss", "jti", "escalation_component"})
 
 
 class EscalationConnectionError(EscalationClientError, ValueError):
@@ -54,6 +70,35 @@ class EscalationConnectionError(EscalationClientError, ValueError):
 
 
 # --------------------------------------------------------------------------- component JWT
+
+
+def max_jwt_role() -> str:
+    """``[escalation] component_jwt_max_role``: the highest role a component JWT may claim."""
+    try:
+        from airflow.configuration import conf
+
+        value = conf.get("escalation", "component_jwt_max_role", fallback=DEFAULT_JWT_MAX_ROLE)
+    except Exception:  # noqa: BLE001 - outside Airflow: the default
+        value = DEFAULT_JWT_MAX_ROLE
+    value = str(value or DEFAULT_JWT_MAX_ROLE).strip().upper()
+    if value not in JWT_ROLES:
+        raise EscalationConnectionError(
+            f"[escalation] component_jwt_max_role: unknown role {value!r} (allowed: {', '.join(JWT_ROLES)})")
+    return value
+
+
+def check_jwt_role(role: Any) -> str:
+    """``role`` (upper-cased) if it is a known role no higher than :func:`max_jwt_role`."""
+    value = str(role or DEFAULT_JWT_ROLE).strip().upper()
+    if value not in JWT_ROLES:
+        raise EscalationConnectionError(f"jwt_role: unknown role {value!r} (allowed: {', '.join(JWT_ROLES)})")
+    cap = max_jwt_role()
+    if JWT_ROLES.index(value) > JWT_ROLES.index(cap):
+        raise EscalationConnectionError(
+            f"jwt_role: {value} is above [escalation] component_jwt_max_role ({cap}); a DAG's token "
+            f"carries the least role that works (USER acts on escalations)")
+    return value
+
 
 
 def airflow_api_jwt_audience() -> str:
@@ -96,8 +141,17 @@ class AirflowJWTTokenProvider:
         audience: str | None = None,
         claims: dict[str, Any] | None = None,
     ) -> None:
-        if valid_for <= 0:
-            raise EscalationConnectionError(f"jwt_valid_for: must be > 0 seconds, got {valid_for!r}")
+        if not 0 < valid_for <= MAX_JWT_VALID_FOR:
+            raise EscalationConnectionError(
+                f"jwt_valid_for: must be > 0 and at most {MAX_JWT_VALID_FOR:.0f} seconds, got {valid_for!r}")
+        if not isinstance(subject, str) or not subject.startswith(DEFAULT_JWT_SUBJECT) or len(subject) > 255:
+            raise EscalationConnectionError(
+                f"jwt_subject: must start with {DEFAULT_JWT_SUBJECT!r} (a signed token never names a "
+                f"real user), got {str(subject)[:80]!r}")
+        role = check_jwt_role(role)
+        reserved = sorted(RESERVED_JWT_CLAIMS & set(claims or {}))
+        if reserved:
+            raise EscalationConnectionError(f"jwt_claims: may not set {', '.join(reserved)}")
         self.subject = subject
         self.role = role
         self.valid_for = float(valid_for)
@@ -230,7 +284,13 @@ def client_kwargs_from_connection(conn: Connection) -> dict[str, Any]:
             kwargs[key] = str(value)
 
     auth_type = _extra_value(extra, "auth_type")
-    auth_type = str(auth_type).strip().lower() if auth_type else ("password" if conn.login else "jwt")
+    if not auth_type and not conn.login:
+        raise EscalationConnectionError(
+            f"connection {conn.conn_id!r}: no credentials. Set login/password of a service account "
+            f"(role USER is enough; exchanged at POST /auth/token), or opt in to signing tokens with "
+            f"[api_auth] jwt_secret in this process with extra {{\"auth_type\": \"jwt\"}} (the secret "
+            f"must then be readable by every task: see docs/security-limits.md)")
+    auth_type = str(auth_type).strip().lower() if auth_type else "password"
     if auth_type not in AUTH_TYPES:
         raise EscalationConnectionError(
             f"extra.auth_type: unknown value {auth_type!r} (allowed: {', '.join(AUTH_TYPES)})"
@@ -259,7 +319,7 @@ def client_kwargs_from_connection(conn: Connection) -> dict[str, Any]:
         valid_for = _extra_value(extra, "jwt_valid_for")
         kwargs["token_provider"] = AirflowJWTTokenProvider(
             subject=str(_extra_value(extra, "jwt_subject") or DEFAULT_JWT_SUBJECT),
-            role=_extra_value(extra, "jwt_role") or DEFAULT_JWT_ROLE,
+            role=_extra_value(extra, "jwt_role") or DEFAULT_JWT_ROLE,  # capped in the provider
             valid_for=_as_number(valid_for, "jwt_valid_for", float) if valid_for is not None else DEFAULT_JWT_VALID_FOR,
             audience=_extra_value(extra, "jwt_audience"),
             claims=claims,
@@ -399,7 +459,7 @@ class EscalationHook(BaseHook):
         try:
             client = self.get_conn()
             health = client.health()
-        except Exception as exc:  # the form shows the message
+        except Exception as exc:  # noqa: BLE001 - the form shows the message
             return False, str(exc)
         status = health.get("status") if isinstance(health, dict) else None
         if status != "ok":

@@ -1,11 +1,13 @@
 """``EscalationDBManager``: lets ``airflow db migrate`` create and upgrade the escalation tables.
 
 The tables are the SQL store's (``airflow_escalation.stores.sql_schema``), on their own
-``MetaData`` with their own alembic version table. Airflow 3.2+ finds the manager through the
-provider info's ``db-managers`` key; on 3.1 add it to ``[database] external_db_managers``.
+``MetaData`` with their own alembic version table. Airflow finds the manager through the
+provider info's ``db-managers`` key (3.2+, the provider's floor).
 """
 
 from __future__ import annotations
+
+import airflow_escalation.version_compat  # noqa: F401  - refuses an Airflow older than the floor
 
 from pathlib import Path
 

@@ -53,6 +53,8 @@ siblings may still be failing) unless the key contains ``{map_index}``.
 
 from __future__ import annotations
 
+import airflow_escalation.version_compat  # noqa: F401  - refuses an Airflow older than the floor
+
 import copy
 import json
 import time
@@ -328,7 +330,7 @@ class EscalationNotifier(BaseNotifier):
         path = spool.put(kind, request, conn_id=self.escalation_conn_id, error=error)
         self._done(kind, request["incident_id"], "spooled",
                    f"{why}; spooled to {path}: the next escalation callback, operator, sensor or "
-                   f"`python -m airflow_escalation.spool drain` on this machine sends it",
+                   f"`airflow escalation spool drain` on this machine sends it",
                    time.perf_counter() - started, spool_path=str(path))
 
     def _done(self, action: str, incident: str, outcome: str, message: str, seconds: float,

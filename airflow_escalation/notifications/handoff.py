@@ -42,7 +42,8 @@ def classify(exc: BaseException) -> tuple[str, str]:
         return RETRY, message
     if isinstance(exc, EscalationAuthError):
         # a configuration problem (JWT secret, role, password) someone can fix: keep it
-        return RETRY, message + " (check the escalation connection and [api_auth] jwt_secret)"
+        return RETRY, message + (" (check the escalation connection's login and password, or "
+                                 "[api_auth] jwt_secret with auth_type jwt)")
     if isinstance(exc, EscalationConflict):
         return RETRY, message  # the service's "too many concurrent writers; retry"
     if isinstance(exc, EscalationNotFound):
@@ -272,4 +273,4 @@ def drain_local_spool(*, budget_seconds: float = 1.0, timeout: float = DEFAULT_H
         logger.warning("escalation spool: drain failed: %s: %s", type(exc).__name__, exc)
         return None
 
-__all__ = ["DEFAULT_HANDOFF_TIMEOUT", "HandoffSender", "OPEN_STATES", "classify", "drain_local_spool"]
+__all__ = ["DEFAULT_HANDOFF_TIMEOUT", "OPEN_STATES", "HandoffSender", "classify", "drain_local_spool"]

@@ -142,10 +142,10 @@ def render_incident_key(template: str, fields: dict[str, Any]) -> str:
 
 __all__ = [
     "DEFAULT_INCIDENT_KEYS",
-    "IncidentKeyError",
     "SOURCE_DAG",
     "SOURCE_DEADLINE",
     "SOURCE_TASK",
+    "IncidentKeyError",
     "context_source",
     "incident_fields",
     "render_incident_key",

@@ -14,8 +14,11 @@
 
 The task triggers (or joins: the same incident's open escalation is reused) an escalation
 through ``EscalationHook`` and pushes the record id as its XCom return value. With ``wait_for``
-it then defers to :class:`~airflow_escalation.triggers.escalation.EscalationStateTrigger`, frees
-its worker slot, and
+it then waits: deferrable (``deferrable=``, default ``[operators] default_deferrable`` as for
+Airflow's own operators), it defers to
+:class:`~airflow_escalation.triggers.escalation.EscalationStateTrigger` and frees its worker slot;
+otherwise it polls the service from the worker every ``poll_interval`` (a deployment without a
+triggerer). Either way it
 
 - succeeds (returning the record id) when the escalation is acknowledged (``"acknowledged"``
   also accepts ``resolved``: someone handled it) or resolved (``"resolved"``);
@@ -33,10 +36,14 @@ safe: the trigger joins the open escalation of the incident.
 
 from __future__ import annotations
 
+import airflow_escalation.version_compat  # noqa: F401  - refuses an Airflow older than the floor
+
+import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.configuration import conf
 
 from airflow_escalation.notifications.incident import incident_fields, render_incident_key
 from airflow_escalation.triggers.escalation import EscalationStateTrigger
@@ -77,7 +84,9 @@ class EscalationOperator(BaseOperator):
     :param wait_for: ``None`` (default), ``"acknowledged"`` or ``"resolved"``.
     :param timeout: with ``wait_for``: give up (fail) after this long (timedelta or seconds);
         ``None``: wait until the escalation ends.
-    :param poll_interval: with ``wait_for``: seconds between polls of the shared poller.
+    :param poll_interval: with ``wait_for``: seconds between polls (deferred: of the shared poller).
+    :param deferrable: with ``wait_for``: wait in the triggerer (``True``) or poll from the worker
+        (``False``). Default: ``[operators] default_deferrable``.
     :param fail_on_refused: fail when a policy gate refuses the trigger.
     :param escalation_conn_id: the escalation connection.
     :param end_from_trigger: with ``wait_for``, a success seen within 30 s of the deferral ends the
@@ -104,6 +113,7 @@ class EscalationOperator(BaseOperator):
         fail_on_refused: bool = False,
         escalation_conn_id: str = DEFAULT_CONN_ID,
         end_from_trigger: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -125,6 +135,7 @@ class EscalationOperator(BaseOperator):
         self.fail_on_refused = fail_on_refused
         self.escalation_conn_id = escalation_conn_id
         self.end_from_trigger = end_from_trigger
+        self.deferrable = deferrable
 
     def _hook(self) -> Any:
         from airflow_escalation.hooks.escalation import EscalationHook
@@ -175,6 +186,8 @@ class EscalationOperator(BaseOperator):
             return record_id
         if state in TERMINAL:
             raise AirflowException(f"escalation {record_id} is already {state}; it will never be {self.wait_for}")
+        if not self.deferrable:
+            return self._wait_in_worker(hook, record_id)
         timeout_at = None
         deferral_timeout = None
         if self.wait_timeout is not None:
@@ -195,6 +208,30 @@ class EscalationOperator(BaseOperator):
             timeout=deferral_timeout,
         )
         return None  # not reached: defer() raises
+
+    def _wait_in_worker(self, hook: Any, record_id: str) -> str:
+        """``deferrable=False``: poll the record from the worker until it is handled."""
+        from airflow.sdk.exceptions import AirflowException
+
+        states = WAIT_STATES[self.wait_for or "acknowledged"]
+        deadline = None if self.wait_timeout is None else time.monotonic() + self.wait_timeout
+        self.log.info("waiting in the worker until escalation %s is %s (polling every %ss)",
+                      record_id, self.wait_for, self.poll_interval)
+        while True:
+            record = hook.get_escalation(record_id)
+            state = record.get("state")
+            if state in states:
+                who = record.get("acknowledged_by") if state == "acknowledged" else record.get("resolved_by")
+                self.log.info("escalation %s is %s%s", record_id, state, f" by {who}" if who else "")
+                return record_id
+            if state in TERMINAL:
+                raise AirflowException(f"escalation {record_id} ended {state}; it will never be {self.wait_for}")
+            if deadline is not None and time.monotonic() >= deadline:
+                raise AirflowException(f"escalation {record_id} was not {self.wait_for} within "
+                                       f"{timedelta(seconds=self.wait_timeout or 0)} (still {state})")
+            pause = self.poll_interval if deadline is None else min(self.poll_interval,
+                                                                     max(deadline - time.monotonic(), 0.0))
+            time.sleep(pause)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None,
                          record_id: str | None = None) -> str:

@@ -14,6 +14,8 @@ the clock start in the app's lifespan, which only the API server runs.
 
 from __future__ import annotations
 
+import airflow_escalation.version_compat  # noqa: F401  - refuses an Airflow older than the floor
+
 from airflow.plugins_manager import AirflowPlugin
 
 from airflow_escalation.service.app import create_app

@@ -77,7 +77,7 @@ async def run_action(action: Any, context: dict[str, Any], *, sync_in_thread: bo
 
 
 def _is_async(fn: Any) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004 - asks whether __call__ itself is async
 
 
 async def _notify(notifier: Any, context: dict[str, Any], sync_in_thread: bool) -> Any:

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from datetime import datetime
 
 from airflow_escalation.scheduling.base import BaseEscalationScheduler
-
-log = logging.getLogger(__name__)
 
 
 class AsyncioScheduler(BaseEscalationScheduler):
@@ -31,7 +28,7 @@ class AsyncioScheduler(BaseEscalationScheduler):
             self._task.cancel()
             self._task = None
 
-    def wake_at(self, when: datetime) -> None:
+    def _book(self, when: datetime) -> None:
         if self._next is None or when < self._next:
             self._next = when
             if self._changed is not None:
@@ -40,18 +37,15 @@ class AsyncioScheduler(BaseEscalationScheduler):
     async def _loop(self) -> None:
         interval = self._config.check_interval_seconds
         while self._running:
-            now = self._clock.now()
             delay = interval
             if self._next is not None:
-                delay = min(delay, max(0.0, (self._next - now).total_seconds()))
+                delay = min(delay, max(0.0, (self._next - self._clock.now()).total_seconds()))
             self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), timeout=delay)
-                continue  # an earlier wake-up was requested: re-plan the sleep
-            except asyncio.TimeoutError:
-                pass
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(self._changed.wait(), timeout=delay)
+                    continue  # an earlier wake-up was requested: re-plan the sleep
+                except asyncio.TimeoutError:
+                    pass
             self._next = None
-            try:
-                await self._callback()
-            except Exception:  # the loop must survive a failed sweep; the next one retries
-                log.exception("escalation sweep failed; retrying in %ss", interval)
+            await self._sweep()

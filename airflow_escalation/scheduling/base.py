@@ -7,6 +7,8 @@ catches a wake-up lost to a restart or to another replica's write.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +18,13 @@ from typing import Any, Awaitable, Callable
 from airflow_escalation.core.clock import SYSTEM_CLOCK, Clock
 
 WakeCallback = Callable[[], Awaitable[Any]]
+
+log = logging.getLogger(__name__)
+
+# A wake-up this close after a sweep is waited for by the sweep itself (an event-loop timer)
+# rather than booked with the scheduler: under a steady stream of due steps, booking one job per
+# step (APScheduler) costs more than the steps.
+_NAP_SECONDS = 0.1
 
 
 class SchedulerType(str, Enum):
@@ -60,7 +69,13 @@ class SchedulerConfig:
 
 
 class BaseEscalationScheduler(ABC):
-    """Wakes ``callback`` at the earliest time it was told, and every check interval."""
+    """Wakes ``callback`` at the earliest time it was told, and every check interval.
+
+    A subclass arms its timer in ``_book`` and runs ``_sweep`` when it goes off. ``_sweep`` holds
+    the rule that no wake-up is lost: one sweep runs at a time; a wake-up asked for while it runs
+    is kept and booked when it ends, and one already due (or a timer going off meanwhile) makes
+    the sweep run again at once, because the running sweep looked at the store before that time.
+    """
 
     def __init__(self, config: SchedulerConfig | None = None, callback: WakeCallback | None = None,
                  clock: Clock | None = None) -> None:
@@ -68,6 +83,9 @@ class BaseEscalationScheduler(ABC):
         self._callback = callback
         self._clock = clock or SYSTEM_CLOCK
         self._running = False
+        self._sweeping = False
+        self._wanted: datetime | None = None  # the earliest wake-up asked for during this sweep
+        self._nap: asyncio.Future | None = None  # the sweep waiting for a wake-up close ahead
 
     @property
     def config(self) -> SchedulerConfig:
@@ -87,6 +105,57 @@ class BaseEscalationScheduler(ABC):
     @abstractmethod
     def stop(self) -> None: ...
 
-    @abstractmethod
     def wake_at(self, when: datetime) -> None:
         """Make sure the callback runs at ``when`` (or now, if it has passed)."""
+        if self._sweeping:
+            if self._wanted is None or when < self._wanted:
+                self._wanted = when
+                if self._nap is not None and not self._nap.done():
+                    self._nap.set_result(None)  # earlier than the sweep is waiting for: re-plan
+            return
+        self._book(when)
+
+    @abstractmethod
+    def _book(self, when: datetime) -> None:
+        """Arm the timer to run ``_sweep`` at ``when`` unless it goes off earlier already."""
+
+    async def _sweep(self) -> None:
+        """Run the callback, again at once while work it could not see is due (or within
+        ``_NAP_SECONDS``, after waiting for it), then book the earliest wake-up asked for meanwhile."""
+        if self._sweeping:  # a timer went off during the sweep: run once more after it
+            self.wake_at(self._clock.now())
+            return
+        self._sweeping = True
+        try:
+            while True:
+                self._wanted = None
+                try:
+                    await self._callback()
+                except Exception:  # the scheduler must outlive a failed sweep; the next one retries
+                    log.exception("escalation sweep failed; retrying in %ss", self._config.check_interval_seconds)
+                while True:
+                    wanted = self._wanted
+                    if wanted is None or not self._running:
+                        return
+                    wait = (wanted - self._clock.now()).total_seconds()
+                    if wait <= 0:
+                        break
+                    if wait > _NAP_SECONDS:
+                        self._sweeping = False
+                        self._book(wanted)
+                        return
+                    await self._wait(wait)
+                await asyncio.sleep(0)  # let deliveries and requests run between sweeps
+        finally:
+            self._sweeping = False
+
+    async def _wait(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if an earlier wake-up is asked for meanwhile."""
+        loop = asyncio.get_running_loop()
+        self._nap = nap = loop.create_future()
+        timer = loop.call_later(seconds, lambda: nap.done() or nap.set_result(None))
+        try:
+            await nap
+        finally:
+            timer.cancel()
+            self._nap = None

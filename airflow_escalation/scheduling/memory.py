@@ -20,7 +20,7 @@ class InMemoryScheduler(BaseEscalationScheduler):
     def stop(self) -> None:
         self._running = False
 
-    def wake_at(self, when: datetime) -> None:
+    def _book(self, when: datetime) -> None:
         self.requested.append(when)
 
     async def process_due_jobs(self) -> None:

@@ -1,4 +1,4 @@
-"""``EscalationSensor``: wait until an escalation reaches a state (deferrable by default).
+"""``EscalationSensor``: wait until an escalation reaches a state (in the triggerer or the worker).
 
 .. code-block:: python
 
@@ -11,24 +11,29 @@
         timeout=timedelta(hours=8),
     )
 
-Deferrable (default): the sensor checks once, then waits in the triggerer with
+Deferrable (``deferrable=``, default ``[operators] default_deferrable`` as for Airflow's own
+sensors): the sensor checks once, then waits in the triggerer with
 :class:`~airflow_escalation.triggers.escalation.EscalationStateTrigger`; the waiting sensors of a
 triggerer share one poll of the service. ``deferrable=False`` pokes from the worker
-(``mode="poke"`` or ``"reschedule"``).
+(``mode="poke"`` or ``"reschedule"``): a deployment without a triggerer.
 
 ``incident_id`` (Jinja, then ``str.format`` over ``{dag_id}``, ``{task_id}``, ``{run_id}`` ...)
-is resolved when the sensor starts: the incident's newest open escalation, else its newest
-escalation. The sensor fails when the record reaches one of ``failed_states`` (default: the
+is resolved when the sensor starts: the incident's newest open escalation of the sensor's own
+Dag, else its newest escalation of that Dag (an incident id never joins records of two Dags: to
+watch another Dag's escalation, pass its ``record_id``). The sensor fails when the record reaches one of ``failed_states`` (default: the
 terminal states not in ``target_states``) or when ``timeout`` passes (``soft_fail`` skips
 instead). It returns the record (id, state, acknowledged_by ...) as its XCom.
 """
 
 from __future__ import annotations
 
+import airflow_escalation.version_compat  # noqa: F401  - refuses an Airflow older than the floor
+
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Sequence
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk.configuration import conf
 
 from airflow_escalation.notifications.incident import incident_fields, render_incident_key
 from airflow_escalation.triggers.escalation import (
@@ -54,7 +59,8 @@ class EscalationSensor(BaseSensorOperator):
     :param target_states: states that end the wait successfully (default acknowledged, resolved).
     :param failed_states: states that fail the sensor (default: terminal states not targeted).
     :param escalation_conn_id: the escalation connection.
-    :param deferrable: wait in the triggerer (default True).
+    :param deferrable: wait in the triggerer (``True``) or poke from the worker (``False``).
+        Default: ``[operators] default_deferrable``.
     :param poke_interval: seconds between polls (default 5; deferred: of the shared poller).
     :param end_from_trigger: a success seen within 30 s of the deferral ends the task from the
         triggerer (which pushes the record as XCom) instead of resuming it (default True; works
@@ -72,7 +78,7 @@ class EscalationSensor(BaseSensorOperator):
         target_states: Sequence[str] | str = ("acknowledged", "resolved"),
         failed_states: Sequence[str] | None = None,
         escalation_conn_id: str = DEFAULT_CONN_ID,
-        deferrable: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poke_interval: timedelta | float = 5.0,
         end_from_trigger: bool = True,
         **kwargs: Any,
@@ -118,11 +124,14 @@ class EscalationSensor(BaseSensorOperator):
             if not self._resolved_id or self._resolved_id == "None":
                 raise AirflowException(f"record_id rendered to {self.record_id!r}: no escalation to wait for")
             return self._resolved_id
-        incident = render_incident_key(str(self.incident_id), incident_fields(context))
-        page = hook.list_escalations(list(OPEN_STATES), incident=incident, limit=1)
+        fields = incident_fields(context)
+        incident = render_incident_key(str(self.incident_id), fields)
+        # the incident of this Dag: another Dag's record of the same incident id is not this one
+        dag_id = fields.get("dag_id")
+        page = hook.list_escalations(list(OPEN_STATES), incident=incident, dag_id=dag_id, limit=1)
         records = page.get("escalations") or []
         if not records:
-            page = hook.list_escalations(incident=incident, limit=1)
+            page = hook.list_escalations(incident=incident, dag_id=dag_id, limit=1)
             records = page.get("escalations") or []
         if not records:
             raise AirflowException(f"no escalation of incident {incident!r} to wait for")

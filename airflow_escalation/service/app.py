@@ -24,19 +24,25 @@ notification at INFO and counts it delivered; replace it with
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Optional
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse
 
 from airflow_escalation import __version__
+from airflow_escalation.core import bounds
 from airflow_escalation.airflow_config import EscalationConfigError, EscalationSettings, load_settings
 from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
 from airflow_escalation.core.manager import EscalationPolicyConfig
 from airflow_escalation.scheduling.base import SchedulerConfig
+from airflow_escalation.service.auth import RecordHidden
 from airflow_escalation.service.deps import ServiceUnavailable
 from airflow_escalation.service.notify import make_log_handler
 from airflow_escalation.stores.base import BaseEscalationStore, StoreError
@@ -168,12 +174,12 @@ class EscalationService:
         if self.engine is not None:
             try:
                 await self.engine.stop()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("escalation engine did not stop cleanly")
         if self._owns_store and self.store is not None:
             try:
                 await asyncio.to_thread(self.store.close)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("escalation store did not close cleanly")
 
     # ------------------------------------------------------------------ building
@@ -286,8 +292,55 @@ async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
     return JSONResponse(status_code=503, content={"detail": str(exc)})
 
 
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 without its ``input`` echo: the answer names the field and the problem, in
+    a bounded message, and never repeats what was sent (it may be large, or not UTF-8)."""
+    errors = [{"type": error.get("type"), "loc": [bounds.truncate(part, 100) if isinstance(part, str) else part
+                                                  for part in error.get("loc", ())][:bounds.MAX_DEPTH],
+               "msg": bounds.truncate(error.get("msg", ""))}
+              for error in exc.errors()[:20]]
+    return JSONResponse(status_code=422, content={"detail": bounds.scrub(errors)})
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Any:
+    """Starlette's answers, made to match the schema: a body that is not JSON at all (not even
+    UTF-8) is a 422 like any other invalid body, not a 400; a 405 lists every method of the path
+    (Starlette names only those of the first route that matched it)."""
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        return JSONResponse(status_code=422, content={"detail": [
+            {"type": "json_invalid", "loc": ["body"], "msg": "the body is not valid JSON"}]})
+    if exc.status_code == 405:
+        from starlette.routing import Match
+
+        # routes of this path; a literal path (/policies/validate) wins over a template that
+        # also matches it (/policies/{name}), as the schema documents them
+        literal: set[str] = set()
+        templated: set[str] = set()
+        for route in request.app.router.routes:
+            match, child = route.matches({**request.scope, "method": "GET", "path_params": {}})
+            methods = getattr(route, "methods", None)
+            if match is not Match.NONE and methods:
+                (templated if child.get("path_params") else literal).update(methods)
+        allowed = literal or templated
+        if allowed:
+            return JSONResponse(status_code=405, content={"detail": exc.detail},
+                                headers={"Allow": ", ".join(sorted(allowed))})
+    return await http_exception_handler(request, exc)
+
+
 async def _unavailable(request: Request, exc: ServiceUnavailable) -> JSONResponse:
     return JSONResponse(status_code=503, content={"detail": str(exc)})
+
+
+async def _record_hidden(request: Request, exc: Exception) -> JSONResponse:
+    """An action on a record that is missing or outside the caller's Dags: the route's own 404."""
+    from airflow_escalation.core.models import EscalationResult
+    from airflow_escalation.service.routes.escalations import _answer
+
+    assert isinstance(exc, RecordHidden)
+    action = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+    return _answer(EscalationResult.failure_result(None, action, f"escalation {exc.record_id!r} not found",
+                                                   code="not_found"))
 
 
 def _swagger_enabled() -> bool:
@@ -317,21 +370,78 @@ def create_app(*, settings: Optional[EscalationSettings] = None,
         description=(
             "Multi-level notification escalation inside the Airflow API server. Authenticate as for "
             "Airflow's own API (a bearer token from POST /auth/token, or the UI's session). "
-            "Reading needs the plugins view permission; triggering and acting on escalations needs "
-            "permission to change Dag runs. Contract: docs/api.md."
+            "The service needs the plugins view permission; each escalation belongs to its Dag "
+            "(context.dag_id): reading it needs read permission on that Dag, triggering and acting "
+            "on it permission to change that Dag's runs (docs/security.md). Contract: docs/api.md."
         ),
         lifespan=_lifespan_factory(lambda: EscalationService(settings, engine, policy_config)),
         docs_url="/docs" if _swagger_enabled() else None,
         redoc_url=None,
     )
+    app.add_middleware(BodyLimit)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(ServiceUnavailable, _unavailable)
+    app.add_exception_handler(RecordHidden, _record_hidden)
     for module in (escalations, policies, system):
         app.include_router(module.router, prefix=API_PREFIX)
     from airflow_escalation.service import ui  # pages, one-click links, GET /me (docs/ui.md)
 
     ui.install(app, API_PREFIX)
     return app
+
+
+class BodyLimit:
+    """Refuse a request body over ``MAX_BODY_BYTES`` with 413 before anything parses it: by its
+    Content-Length, or, without one (chunked), by reading it first (at most the limit)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = bounds.MAX_BODY_BYTES
+        length = next((value for name, value in scope.get("headers") or () if name == b"content-length"), None)
+        if length is not None:
+            if not length.isdigit() or int(length) > limit:
+                await _too_large(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            received += len(chunks[-1])
+            if received > limit:
+                await _too_large(send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _too_large(send: Callable) -> None:
+    body = json.dumps({"detail": f"body: at most {bounds.MAX_BODY_BYTES} bytes"}).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _tables_migrated(store) -> bool:

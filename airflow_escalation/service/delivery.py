@@ -101,7 +101,7 @@ class ChannelDelivery:
                     return []
                 record = found
             deliveries = await self._deliveries(record.id)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("follow-up %s of escalation %s: cannot read its deliveries", action,
                           getattr(record, "id", record))
             return []

@@ -7,10 +7,11 @@ core writes them (``datetime.isoformat()``, UTC with ``+00:00``).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
+from airflow_escalation.core import bounds
 from airflow_escalation.core.types import (
     BusinessHoursMode,
     DelayBasis,
@@ -20,13 +21,50 @@ from airflow_escalation.core.types import (
     TargetType,
 )
 
-# Column sizes of the SQL store (stores/sql_schema.py): longer values are refused with a 422
-# here instead of failing in the database.
-MAX_NAME = 255
-MAX_RECORD_ID = 64
-MAX_NOTE = 4000
+# Every bound lives in core/bounds.py (docs/security-limits.md); the names stay importable here.
+# They also fit the SQL store's columns, so a longer value is a 422 and never a database error.
+MAX_NAME = bounds.MAX_NAME
+MAX_RECORD_ID = bounds.MAX_RECORD_ID
+MAX_NOTE = bounds.MAX_NOTE
+
+
+def _utf8(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid UTF-8 (a lone surrogate such as '\\ud800')") from None
+    return value
+
+
+# JSON text may spell a lone surrogate ("\ud800"): such a string can be neither stored in every
+# database nor written back out as UTF-8, so it is refused with the other bounds
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME), AfterValidator(_utf8)]
+Note = Annotated[str, Field(max_length=MAX_NOTE), AfterValidator(_utf8)]
 
 RESULT_CODES = ("ok", "filtered", "suppressed", "not_found", "conflict", "invalid", "capacity")
+
+
+def readable(record: dict[str, Any]) -> dict[str, Any]:
+    """A stored record's dict made safe to answer with, whatever was stored (core/bounds.scrub):
+    a record written before a bound existed, or by another writer, never breaks a listing."""
+    for key in ("context", "metadata"):
+        record[key] = bounds.scrub(record.get(key) or {})
+    history = record.get("history") or []
+    if history:
+        record["history"] = bounds.scrub(history, bounds.MAX_DEPTH + 2, 16 * bounds.MAX_CONTEXT_BYTES)
+        if not isinstance(record["history"], list):
+            record["history"] = []
+    for key in ("incident_id", "policy_name", "acknowledged_by", "resolved_by"):
+        if isinstance(record.get(key), str):
+            record[key] = bounds.scrub(record[key])
+    return record
+
+
+def readable_delivery(delivery: dict[str, Any]) -> dict[str, Any]:
+    delivery["target"] = bounds.scrub(delivery["target"])
+    if delivery.get("last_error"):
+        delivery["last_error"] = bounds.scrub(bounds.truncate(delivery["last_error"]))
+    return delivery
 
 
 def _iso(value: Optional[datetime]) -> Optional[str]:
@@ -125,7 +163,7 @@ class Record(BaseModel):
 
     @classmethod
     def from_core(cls, record: Any) -> "Record":
-        return cls.model_validate(record.to_dict())
+        return cls.model_validate(readable(record.to_dict()))
 
 
 class Delivery(BaseModel):
@@ -156,8 +194,8 @@ class RecordDetail(Record):
 
     @classmethod
     def from_core_with(cls, record: Any, deliveries: list[Any]) -> "RecordDetail":
-        data = record.to_dict()
-        data["deliveries"] = [d.to_dict() for d in deliveries]
+        data = readable(record.to_dict())
+        data["deliveries"] = [readable_delivery(d.to_dict()) for d in deliveries]
         return cls.model_validate(data)
 
 
@@ -249,25 +287,39 @@ class _Body(BaseModel):
 
 
 class TriggerRequest(_Body):
-    incident_id: str = Field(min_length=1, max_length=MAX_NAME)
+    incident_id: Name
     context: dict[str, Any] = Field(
         default_factory=dict,
         description="free-form; `severity` is matched by severity filters, `dag_id` scopes "
-                    "authorization and the dag_id filter of the listing",
+                    f"authorization and the dag_id filter of the listing. At most "
+                    f"{bounds.MAX_CONTEXT_BYTES} bytes as JSON, nested at most {bounds.MAX_DEPTH} "
+                    "levels, text valid UTF-8",
     )
-    policy_name: Optional[str] = Field(None, min_length=1, max_length=MAX_NAME)
+    policy_name: Optional[Name] = None
     trigger_type: EscalationTrigger = EscalationTrigger.UNACKNOWLEDGED
     policy: Optional[dict[str, Any]] = Field(
         None, description="an inline policy definition (EscalationPolicy.to_dict() form), "
-                          "snapshotted on the record")
+                          f"snapshotted on the record; at most {bounds.MAX_POLICY_BYTES} bytes as JSON")
+
+    @field_validator("context")
+    @classmethod
+    def _bounded_context(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return bounds.check_mapping(value, "context")
+
+    @field_validator("policy")
+    @classmethod
+    def _bounded_policy(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        if value is not None:
+            bounds.check_json(value, "policy", max_bytes=bounds.MAX_POLICY_BYTES, max_depth=bounds.MAX_DEPTH + 4)
+        return value
 
 
 class NoteRequest(_Body):
-    note: Optional[str] = Field(None, max_length=MAX_NOTE)
+    note: Optional[Note] = None
 
 
 class CancelRequest(_Body):
-    reason: Optional[str] = Field(None, max_length=MAX_NOTE)
+    reason: Optional[Note] = None
 
 
 class EscalateRequest(_Body):
@@ -276,7 +328,16 @@ class EscalateRequest(_Body):
 
 class ValidateRequest(_Body):
     policy: Optional[dict[str, Any]] = None
-    yaml: Optional[str] = Field(None, max_length=1_000_000)
+    yaml: Optional[str] = Field(None, max_length=bounds.MAX_YAML_BYTES,
+                                description=f"at most {bounds.MAX_YAML_BYTES} bytes; aliases (*name) "
+                                            "are refused")
+
+    @field_validator("policy")
+    @classmethod
+    def _bounded_policy(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        if value is not None:
+            bounds.check_json(value, "policy", max_bytes=bounds.MAX_YAML_BYTES, max_depth=bounds.MAX_DEPTH + 6)
+        return value
 
     @model_validator(mode="after")
     def _one_of(self) -> "ValidateRequest":

@@ -7,7 +7,9 @@ the same atomic step. A scheduler only wakes the engine; the engine claims what 
 Besides the spec's query methods, a backend provides:
 
 - ``create`` — insert a new record unless the incident already has an open record under that
-  policy (the open-incident key is unique), with its first deliveries;
+  policy for the same DAG (the open-incident key -- incident, policy, DAG -- is unique), with its
+  first deliveries. A record's DAG is ``record.dag_id`` (:func:`~airflow_escalation.core.models.dag_id_of`
+  its context): an incident id never joins records of two DAGs;
 - ``update`` — write a record only if its stored version is ``expected_version``, appending its
   new history events, inserting new deliveries, and (on acknowledge/close) cancelling the
   record's deliveries still pending;
@@ -24,9 +26,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from datetime import datetime, timedelta
-from typing import Sequence
+from typing import Collection, Sequence
 
 from airflow_escalation.core.models import Delivery, EscalationRecord, EscalationStats
+
+#: ``dag_ids`` of :meth:`BaseEscalationStore.list_records` and :meth:`~BaseEscalationStore.get_stats`:
+#: None for every record, else only records whose ``dag_id`` is in the collection (``None`` in
+#: it stands for records of no DAG)
+DagIds = Collection["str | None"]
 
 
 class StoreError(RuntimeError):
@@ -79,7 +86,9 @@ class BaseEscalationStore(ABC):
         """Delete closed records (and their history and deliveries) closed before now - older_than."""
 
     @abstractmethod
-    def get_stats(self) -> EscalationStats: ...
+    def get_stats(self, dag_ids: DagIds | None = None) -> EscalationStats:
+        """Counts over every record, or over the records whose DAG is in ``dag_ids`` (and their
+        deliveries)."""
 
     @abstractmethod
     def clear(self) -> None: ...
@@ -91,12 +100,15 @@ class BaseEscalationStore(ABC):
         policy_name: str | None = None,
         incident_id: str | None = None,
         dag_id: str | None = None,
+        dag_ids: DagIds | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[EscalationRecord], int]:
         """A page of records, newest first, and how many match in all.
 
-        ``dag_id`` matches ``record.context["dag_id"]``.
+        ``dag_id`` matches ``record.dag_id``; ``dag_ids`` (None: no filter) keeps the records
+        whose ``dag_id`` is in it, ``None`` in it standing for records of no DAG (the service
+        passes the DAGs the caller may read). Both may be given: they combine.
         """
         raise NotImplementedError(f"{type(self).__name__} does not list records yet")
 
@@ -106,15 +118,18 @@ class BaseEscalationStore(ABC):
         """Insert ``record`` (version 1) with its history and deliveries.
 
         Returns ``record`` with its stored version set, or ``None`` when the incident already
-        has an open record under the same policy (then nothing is written).
+        has an open record under the same policy and of the same DAG (``record.dag_id``; then
+        nothing is written).
         """
 
     @abstractmethod
-    def find_open(self, incident_id: str, policy_name: str) -> EscalationRecord | None: ...
+    def find_open(self, incident_id: str, policy_name: str, dag_id: str | None = None) -> EscalationRecord | None:
+        """The open record of the incident under the policy whose ``dag_id`` is ``dag_id``."""
 
     @abstractmethod
-    def last_closed(self, incident_id: str, policy_name: str) -> EscalationRecord | None:
-        """The most recently closed record of the incident under the policy (for cooldowns)."""
+    def last_closed(self, incident_id: str, policy_name: str, dag_id: str | None = None) -> EscalationRecord | None:
+        """The most recently closed record of the incident under the policy and of that DAG
+        (for cooldowns)."""
 
     @abstractmethod
     def update(
@@ -184,5 +199,5 @@ class BaseEscalationStore(ABC):
         """Earliest ``next_attempt_at`` of any pending delivery."""
 
     # ------------------------------------------------------------------ lifecycle
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: stores without connections need nothing
         """Release connections. The store is unusable afterwards."""

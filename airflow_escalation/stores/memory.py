@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
 from datetime import datetime, timedelta
 from typing import Sequence
@@ -9,7 +11,7 @@ from typing import Sequence
 from airflow_escalation.core.models import Delivery, EscalationRecord, EscalationStats, StatsAccumulator
 from airflow_escalation.core.timeutil import UTC
 from airflow_escalation.core.types import DeliveryState
-from airflow_escalation.stores.base import BaseEscalationStore
+from airflow_escalation.stores.base import BaseEscalationStore, DagIds
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -19,22 +21,41 @@ class InMemoryEscalationStore(BaseEscalationStore):
 
     Reads return clones. ``create`` and ``update`` take ownership of the record they are given
     (the engine hands over records it no longer changes), which saves a copy per write.
+
+    Due times are kept in a heap and pending deliveries in their own index, so that the engine's
+    sweep (``claim_due``, ``next_due_at``, ``claim_deliveries``, ``next_delivery_at``) costs what
+    is due, not what is stored.
     """
 
     def __init__(self, name: str = "memory") -> None:
         super().__init__(name)
         self._lock = threading.RLock()
         self._records: dict[str, EscalationRecord] = {}
-        self._open: dict[tuple[str, str], str] = {}  # (incident, policy) -> open record id
-        self._last_closed: dict[tuple[str, str], str] = {}
+        # (incident, policy, dag) -> open record id / latest closed record id
+        self._open: dict[tuple[str, str, str | None], str] = {}
+        self._last_closed: dict[tuple[str, str, str | None], str] = {}
         self._leases: dict[str, tuple[str, datetime]] = {}
         self._deliveries: dict[str, Delivery] = {}
         self._deliveries_by_record: dict[str, list[str]] = {}
         self._delivery_leases: dict[str, datetime] = {}
+        # (due, seq, record id); an entry stands while _due_at[record id] is still that time
+        self._due_heap: list[tuple[datetime, int, str]] = []
+        self._due_at: dict[str, datetime] = {}
+        self._seq = itertools.count()
+        self._pending: dict[str, Delivery] = {}  # pending deliveries, in the order they became so
 
     # ------------------------------------------------------------------ helpers
     def _index(self, record: EscalationRecord) -> None:
-        key = (record.incident_id, record.policy_name)
+        key = _incident_key(record)
+        due = record.next_escalation_at if record.is_open else None
+        if due is None:
+            self._due_at.pop(record.id, None)
+        elif self._due_at.get(record.id) != due:
+            self._due_at[record.id] = due
+            heapq.heappush(self._due_heap, (due, next(self._seq), record.id))
+            if len(self._due_heap) > 2 * len(self._due_at) + 1024:  # mostly entries that no longer stand
+                self._due_heap = [(when, next(self._seq), rid) for rid, when in self._due_at.items()]
+                heapq.heapify(self._due_heap)
         if record.is_open:
             self._open[key] = record.id
         else:
@@ -48,6 +69,8 @@ class InMemoryEscalationStore(BaseEscalationStore):
         for delivery in deliveries:
             self._deliveries[delivery.id] = delivery
             self._deliveries_by_record.setdefault(delivery.record_id, []).append(delivery.id)
+            if delivery.state == DeliveryState.PENDING:
+                self._pending[delivery.id] = delivery
 
     # ------------------------------------------------------------------ spec query API
     def get(self, record_id: str) -> EscalationRecord | None:
@@ -91,17 +114,20 @@ class InMemoryEscalationStore(BaseEscalationStore):
         policy_name: str | None = None,
         incident_id: str | None = None,
         dag_id: str | None = None,
+        dag_ids: DagIds | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[EscalationRecord], int]:
         wanted = set(states) if states else None
+        dags = set(dag_ids) if dag_ids is not None else None
         with self._lock:
             found = [
                 r for r in self._records.values()
                 if (wanted is None or r.state in wanted)
                 and (policy_name is None or r.policy_name == policy_name)
                 and (incident_id is None or r.incident_id == incident_id)
-                and (dag_id is None or r.context.get("dag_id") == dag_id)
+                and (dag_id is None or r.dag_id == dag_id)
+                and (dags is None or r.dag_id in dags)
             ]
         found.sort(key=lambda r: (r.created_at, r.id), reverse=True)
         return [r.clone() for r in found[offset:offset + limit]], len(found)
@@ -120,14 +146,16 @@ class InMemoryEscalationStore(BaseEscalationStore):
             record = self._records.pop(record_id, None)
             if record is None:
                 return False
-            key = (record.incident_id, record.policy_name)
+            key = _incident_key(record)
             for index in (self._open, self._last_closed):
                 if index.get(key) == record_id:
                     del index[key]
             self._leases.pop(record_id, None)
+            self._due_at.pop(record_id, None)
             for delivery_id in self._deliveries_by_record.pop(record_id, []):
                 self._deliveries.pop(delivery_id, None)
                 self._delivery_leases.pop(delivery_id, None)
+                self._pending.pop(delivery_id, None)
             return True
 
     def cleanup_resolved(self, older_than: timedelta, now: datetime | None = None) -> int:
@@ -138,13 +166,22 @@ class InMemoryEscalationStore(BaseEscalationStore):
                 self.delete(record_id)
         return len(old)
 
-    def get_stats(self) -> EscalationStats:
+    def get_stats(self, dag_ids: DagIds | None = None) -> EscalationStats:
         acc = StatsAccumulator()
+        dags = set(dag_ids) if dag_ids is not None else None
         with self._lock:
-            for record in self._records.values():
-                acc.add_record(record)
-            for delivery in self._deliveries.values():
-                acc.add_delivery(delivery.target.key, delivery.state)
+            if dags is None:
+                for record in self._records.values():
+                    acc.add_record(record)
+                for delivery in self._deliveries.values():
+                    acc.add_delivery(delivery.target.key, delivery.state)
+            else:
+                for record in self._records.values():
+                    if record.dag_id in dags:
+                        acc.add_record(record)
+                        for delivery_id in self._deliveries_by_record.get(record.id, ()):
+                            delivery = self._deliveries[delivery_id]
+                            acc.add_delivery(delivery.target.key, delivery.state)
         return acc.result()
 
     def clear(self) -> None:
@@ -156,11 +193,14 @@ class InMemoryEscalationStore(BaseEscalationStore):
             self._deliveries.clear()
             self._deliveries_by_record.clear()
             self._delivery_leases.clear()
+            self._due_heap.clear()
+            self._due_at.clear()
+            self._pending.clear()
 
     # ------------------------------------------------------------------ engine contract
     def create(self, record: EscalationRecord, deliveries: Sequence[Delivery] = ()) -> EscalationRecord | None:
         with self._lock:
-            if (record.incident_id, record.policy_name) in self._open or record.id in self._records:
+            if _incident_key(record) in self._open or record.id in self._records:
                 return None
             record.version = 1
             self._records[record.id] = record
@@ -168,12 +208,12 @@ class InMemoryEscalationStore(BaseEscalationStore):
             self._add_deliveries(deliveries)
         return record
 
-    def find_open(self, incident_id: str, policy_name: str) -> EscalationRecord | None:
-        record_id = self._open.get((incident_id, policy_name))
+    def find_open(self, incident_id: str, policy_name: str, dag_id: str | None = None) -> EscalationRecord | None:
+        record_id = self._open.get((incident_id, policy_name, dag_id))
         return self.get(record_id) if record_id else None
 
-    def last_closed(self, incident_id: str, policy_name: str) -> EscalationRecord | None:
-        record_id = self._last_closed.get((incident_id, policy_name))
+    def last_closed(self, incident_id: str, policy_name: str, dag_id: str | None = None) -> EscalationRecord | None:
+        record_id = self._last_closed.get((incident_id, policy_name, dag_id))
         return self.get(record_id) if record_id else None
 
     def update(
@@ -199,25 +239,28 @@ class InMemoryEscalationStore(BaseEscalationStore):
                     if delivery.state == DeliveryState.PENDING:
                         delivery.state = DeliveryState.CANCELLED
                         delivery.updated_at = record.updated_at
+                        del self._pending[delivery_id]
             self._add_deliveries(deliveries)
         return True
 
     def claim_due(self, now: datetime, limit: int, owner: str, lease: timedelta) -> list[EscalationRecord]:
         claimed: list[EscalationRecord] = []
         with self._lock:
-            due = sorted(
-                (r for r in self._records.values()
-                 if r.is_open and r.next_escalation_at is not None and r.next_escalation_at <= now),
-                key=lambda r: r.next_escalation_at,
-            )
-            for record in due:
-                holder = self._leases.get(record.id)
+            heap, due_at = self._due_heap, self._due_at
+            still_due = []  # entries taken off the heap that stand: back on when done
+            while heap and heap[0][0] <= now and len(claimed) < limit:
+                entry = heapq.heappop(heap)
+                if due_at.get(entry[2]) != entry[0]:
+                    continue  # the record moved on or closed since
+                still_due.append(entry)
+                record_id = entry[2]
+                holder = self._leases.get(record_id)
                 if holder is not None and holder[1] > now and holder[0] != owner:
                     continue
-                self._leases[record.id] = (owner, now + lease)
-                claimed.append(record.clone())
-                if len(claimed) >= limit:
-                    break
+                self._leases[record_id] = (owner, now + lease)
+                claimed.append(self._records[record_id].clone())
+            for entry in still_due:  # due until an update moves the record on
+                heapq.heappush(heap, entry)
         return claimed
 
     def release(self, record_id: str, owner: str) -> None:
@@ -228,9 +271,10 @@ class InMemoryEscalationStore(BaseEscalationStore):
 
     def next_due_at(self) -> datetime | None:
         with self._lock:
-            times = [r.next_escalation_at for r in self._records.values()
-                     if r.is_open and r.next_escalation_at is not None]
-        return min(times) if times else None
+            heap, due_at = self._due_heap, self._due_at
+            while heap and due_at.get(heap[0][2]) != heap[0][0]:
+                heapq.heappop(heap)  # drop what no longer stands
+            return heap[0][0] if heap else None
 
     # ------------------------------------------------------------------ outbox
     def get_deliveries(self, record_id: str) -> list[Delivery]:
@@ -240,10 +284,8 @@ class InMemoryEscalationStore(BaseEscalationStore):
     def claim_deliveries(self, now: datetime, limit: int, owner: str, lease: timedelta) -> list[Delivery]:
         claimed: list[Delivery] = []
         with self._lock:
-            for delivery in self._deliveries.values():
-                if delivery.state == DeliveryState.PENDING and (
-                    delivery.next_attempt_at is None or delivery.next_attempt_at <= now
-                ):
+            for delivery in list(self._pending.values()):
+                if delivery.next_attempt_at is None or delivery.next_attempt_at <= now:
                     self._start(delivery, now, lease)
                     claimed.append(_copy_delivery(delivery))
                     if len(claimed) >= limit:
@@ -251,6 +293,7 @@ class InMemoryEscalationStore(BaseEscalationStore):
         return claimed
 
     def _start(self, delivery: Delivery, now: datetime, lease: timedelta) -> None:
+        del self._pending[delivery.id]
         delivery.state = DeliveryState.SENDING
         delivery.attempts += 1
         delivery.updated_at = now
@@ -291,6 +334,7 @@ class InMemoryEscalationStore(BaseEscalationStore):
             elif retry_at is not None:
                 delivery.state = DeliveryState.PENDING
                 delivery.next_attempt_at = retry_at
+                self._pending[delivery_id] = delivery
             else:
                 delivery.state = DeliveryState.FAILED
             return _copy_delivery(delivery)
@@ -310,9 +354,13 @@ class InMemoryEscalationStore(BaseEscalationStore):
 
     def next_delivery_at(self) -> datetime | None:
         with self._lock:
-            times = [d.next_attempt_at or d.created_at for d in self._deliveries.values()
-                     if d.state == DeliveryState.PENDING]
+            times = [d.next_attempt_at or d.created_at for d in self._pending.values()]
         return min(times) if times else None
+
+
+def _incident_key(record: EscalationRecord) -> tuple[str, str, str | None]:
+    """One open record per incident, policy and DAG."""
+    return record.incident_id, record.policy_name, record.dag_id
 
 
 def _copy_delivery(delivery: Delivery) -> Delivery:

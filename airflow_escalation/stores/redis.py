@@ -8,13 +8,17 @@ Layout under ``key_prefix`` (P):
   (state, level, policy, incident, epoch times, ack/resolve durations in microseconds);
 - ``P hist:{id}``     list of history events (JSON);
 - ``P dlv:{id}``      delivery hash; ``P rec_dlv:{id}`` list of a record's delivery ids in order;
-- indexes: ``P due`` (zset, next_escalation_at of open records), ``P open`` / ``P last_closed``
-  (hashes ``incident\\x1fpolicy`` → id), ``P active`` and ``P active:{policy}`` (zsets by
+- indexes: ``P due`` (zset, next_escalation_at of open records), ``P open_dag`` /
+  ``P last_closed_dag`` (hashes: incident, policy and DAG → id, the field length-prefixed so no
+  two triples share one; ``P open`` / ``P last_closed`` hold ``incident\\x1fpolicy`` fields of
+  records written before the key named the DAG: ``find_open`` still matches them for a record of
+  the same DAG, and a record's next write moves it to the new hashes), ``P active`` and ``P active:{policy}`` (zsets by
   created_at), ``P incident:{incident_id}`` (set), ``P closed`` (zset by closed_at),
   ``P dlv_ready`` (pending deliveries without next_attempt_at, by created_at: due at once),
   ``P dlv_pending`` (pending retries, by next_attempt_at), ``P dlv_sending`` (by lease end);
 - list_records indexes, zsets by created_at: ``P all``, ``P by_state:{state}``,
-  ``P by_policy:{policy}``, ``P by_dag:{context dag_id}``;
+  ``P by_policy:{policy}``, ``P by_dag:{dag_id}`` and ``P no_dag`` (records of no DAG; filled
+  for older records when the store opens);
 - counters: ``P stats`` (totals, per state, ack/resolve sums, sent/failed), ``P stats:level``,
   ``P stats:policy``, ``P stats:target``. Scripts keep them exact, so ``get_stats`` reads four
   hashes whatever the number of records.
@@ -35,10 +39,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from airflow_escalation.core.models import Delivery, EscalationRecord, EscalationStats
+from airflow_escalation.core.models import Delivery, EscalationRecord, EscalationStats, StatsAccumulator
 from airflow_escalation.core.timeutil import UTC, ensure_aware
 from airflow_escalation.core.types import ACTIVE_STATE_VALUES, DeliveryState, EscalationState
-from airflow_escalation.stores.base import BaseEscalationStore, StoreError
+from airflow_escalation.stores.base import BaseEscalationStore, DagIds, StoreError
 
 _SEP = "\x1f"  # between incident id and policy name in the open / last_closed hashes
 _UNKNOWN_ERROR = "the sender stopped while sending: outcome unknown, not re-sent"
@@ -52,6 +56,11 @@ _READ_FIELDS = ("data", "ver", "nc")
 _LUA_LIB = r"""
 local P = ARGV[1]
 local SEP = string.char(31)
+
+-- the one-open-record key of an incident, a policy and a DAG ('' = none), unambiguous
+local function incident_key(inc, pol, dag)
+  return string.len(inc) .. ':' .. inc .. string.len(pol) .. ':' .. pol .. dag
+end
 local REC_FIELDS = {'data','st','lvl','pol','inc','cre','nea','cls','ack','res','open','act','dag'}
 local DLV_FIELDS = {'id','rid','data','st','att','upd','nat','nep','cep','sent','err','tk'}
 
@@ -107,30 +116,33 @@ local ZSET_INDEXES = {
   function(f) return 'all', f.cre end,
   function(f) return 'by_state:' .. f.st, f.cre end,
   function(f) return 'by_policy:' .. f.pol, f.cre end,
-  function(f) if f.dag ~= '' then return 'by_dag:' .. f.dag, f.cre end end,
+  function(f) if f.dag ~= '' then return 'by_dag:' .. f.dag, f.cre else return 'no_dag', f.cre end end,
 }
 
 -- move the record's index entries from its old fields (nil: a new record) to its new ones,
 -- touching only the entries that change
 local function reindex_record(id, old, f)
-  local okey = f.inc .. SEP .. f.pol
+  local okey = incident_key(f.inc, f.pol, f.dag)
   if old and old.open == '1' then
-    local old_okey = old.inc .. SEP .. old.pol
-    if (f.open ~= '1' or old_okey ~= okey) and redis.call('HGET', P .. 'open', old_okey) == id then
-      redis.call('HDEL', P .. 'open', old_okey)
+    local old_okey = incident_key(old.inc, old.pol, old.dag)
+    if (f.open ~= '1' or old_okey ~= okey) and redis.call('HGET', P .. 'open_dag', old_okey) == id then
+      redis.call('HDEL', P .. 'open_dag', old_okey)
     end
+    -- indexed before the key named the DAG: moves to open_dag now
+    local legacy = old.inc .. SEP .. old.pol
+    if redis.call('HGET', P .. 'open', legacy) == id then redis.call('HDEL', P .. 'open', legacy) end
   end
   if f.open == '1' then
-    redis.call('HSET', P .. 'open', okey, id)
+    redis.call('HSET', P .. 'open_dag', okey, id)
   else
     -- last_closed keeps the latest closed_at (a missing closed_at counts as the epoch)
-    local prev = redis.call('HGET', P .. 'last_closed', okey)
+    local prev = redis.call('HGET', P .. 'last_closed_dag', okey)
     local take = (not prev) or prev == id
     if not take then
       local pv = redis.call('HMGET', P .. 'rec:' .. prev, 'st', 'cls')
       take = (not pv[1]) or (tonumber(f.cls) or 0) >= (tonumber(pv[2]) or 0)
     end
-    if take then redis.call('HSET', P .. 'last_closed', okey, id) end
+    if take then redis.call('HSET', P .. 'last_closed_dag', okey, id) end
   end
   if not old or old.inc ~= f.inc then
     if old then redis.call('SREM', P .. 'incident:' .. old.inc, id) end
@@ -175,10 +187,13 @@ local function recount_record(old, f)
 end
 
 local function unindex_record(id, f, deleting)
-  local okey = f.inc .. SEP .. f.pol
-  if redis.call('HGET', P .. 'open', okey) == id then redis.call('HDEL', P .. 'open', okey) end
-  if deleting and redis.call('HGET', P .. 'last_closed', okey) == id then
-    redis.call('HDEL', P .. 'last_closed', okey)
+  local okey = incident_key(f.inc, f.pol, f.dag)
+  local legacy = f.inc .. SEP .. f.pol
+  if redis.call('HGET', P .. 'open_dag', okey) == id then redis.call('HDEL', P .. 'open_dag', okey) end
+  if redis.call('HGET', P .. 'open', legacy) == id then redis.call('HDEL', P .. 'open', legacy) end
+  if deleting then
+    if redis.call('HGET', P .. 'last_closed_dag', okey) == id then redis.call('HDEL', P .. 'last_closed_dag', okey) end
+    if redis.call('HGET', P .. 'last_closed', legacy) == id then redis.call('HDEL', P .. 'last_closed', legacy) end
   end
   redis.call('ZREM', P .. 'due', id)
   redis.call('ZREM', P .. 'active', id)
@@ -188,7 +203,7 @@ local function unindex_record(id, f, deleting)
   redis.call('ZREM', P .. 'all', id)
   redis.call('ZREM', P .. 'by_state:' .. f.st, id)
   redis.call('ZREM', P .. 'by_policy:' .. f.pol, id)
-  if f.dag ~= '' then redis.call('ZREM', P .. 'by_dag:' .. f.dag, id) end
+  if f.dag ~= '' then redis.call('ZREM', P .. 'by_dag:' .. f.dag, id) else redis.call('ZREM', P .. 'no_dag', id) end
 end
 
 -- replace the record's fields, moving its counters and index entries from old to new values
@@ -312,11 +327,25 @@ _LUA_GET = r"""
 return record_reply(ARGV[2])
 """
 
-# ARGV: P, incident \x1f policy. The open record as _LUA_GET returns it, or false.
+# ARGV: P, incident, policy, DAG ('' = none). The open record as _LUA_GET returns it, or false.
 _LUA_FIND_OPEN = r"""
-local id = redis.call('HGET', P .. 'open', ARGV[2])
-if not id then return false end
+local inc, pol, dag = ARGV[2], ARGV[3], ARGV[4]
+local id = redis.call('HGET', P .. 'open_dag', incident_key(inc, pol, dag))
+if not id then
+  -- a record indexed before the key named the DAG is this one only if it is of this DAG
+  id = redis.call('HGET', P .. 'open', inc .. SEP .. pol)
+  if not id or (redis.call('HGET', P .. 'rec:' .. id, 'dag') or '') ~= dag then return false end
+end
 return record_reply(id)
+"""
+
+# ARGV: P, ids... Adds the records of no DAG among them to the no_dag index (older records).
+_LUA_INDEX_NO_DAG = r"""
+for j = 2, #ARGV do
+  local v = redis.call('HMGET', P .. 'rec:' .. ARGV[j], 'dag', 'cre')
+  if v[2] and (v[1] or '') == '' then redis.call('ZADD', P .. 'no_dag', v[2], ARGV[j]) end
+end
+return #ARGV - 1
 """
 
 # ARGV: P, id, record fields (REC_FIELDS), notification_count, history (n, events...), deliveries (n, ...)
@@ -325,7 +354,7 @@ local id = ARGV[2]
 local f = args_to(REC_FIELDS, 3)
 local k = P .. 'rec:' .. id
 -- the open-incident key is unique: the check and the write are one atomic step
-if redis.call('EXISTS', k) == 1 or redis.call('HEXISTS', P .. 'open', f.inc .. SEP .. f.pol) == 1 then
+if redis.call('EXISTS', k) == 1 or redis.call('HEXISTS', P .. 'open_dag', incident_key(f.inc, f.pol, f.dag)) == 1 then
   return 0
 end
 write_record(id, f, nil, {'ver', '1', 'nc', ARGV[3 + #REC_FIELDS]})
@@ -393,6 +422,19 @@ local filters = {{'by_policy:', ARGV[5 + n]}, {'incident:', ARGV[6 + n]}, {'by_d
 for _, filter in ipairs(filters) do
   if filter[2] ~= '' then keys[#keys + 1] = P .. filter[1] .. filter[2] end
 end
+-- dag_ids: '-' = no filter, else a count and the DAG ids ('' = records of no DAG)
+local tmp_dags = P .. 'tmp:list_dags'
+if ARGV[8 + n] ~= '-' then
+  local m = tonumber(ARGV[8 + n])
+  if m == 0 then redis.call('DEL', tmp_states) return {0} end
+  local dkeys = {}
+  for j = 1, m do
+    local d = ARGV[8 + n + j]
+    dkeys[j] = (d == '') and (P .. 'no_dag') or (P .. 'by_dag:' .. d)
+  end
+  redis.call('ZUNIONSTORE', tmp_dags, m, unpack(dkeys))
+  keys[#keys + 1] = tmp_dags
+end
 local source = base
 if #keys > 1 then
   local args = {tmp, #keys}
@@ -408,7 +450,7 @@ if limit > 0 then
     out[#out + 1] = record_reply(id)
   end
 end
-redis.call('DEL', tmp_states, tmp)
+redis.call('DEL', tmp_states, tmp, tmp_dags)
 return out
 """
 
@@ -531,7 +573,8 @@ return n
 # Key families of one prefix, for clear(): everything else under a longer prefix is left alone.
 _OWN_KEY = re.compile(
     r"(rec:|hist:|dlv:|rec_dlv:|active:|incident:|stats:|by_state:|by_policy:|by_dag:|tmp:).*"
-    r"|due|open|last_closed|active|closed|all|dlv_ready|dlv_pending|dlv_sending|stats",
+    r"|due|open|last_closed|open_dag|last_closed_dag|no_dag|no_dag_indexed|active|closed|all|dlv_ready|dlv_pending"
+    r"|dlv_sending|stats",
     re.DOTALL,
 )
 
@@ -582,7 +625,6 @@ def _record_args(record: EscalationRecord) -> list[str]:
     ack = _micros(record.acknowledged_at - record.created_at) if record.acknowledged_at else ""
     resolved = state == EscalationState.RESOLVED.value and record.resolved_at is not None
     res = _micros(record.resolved_at - record.created_at) if resolved else ""
-    dag_id = (record.context or {}).get("dag_id")
     return [
         _dumps(data),
         state,
@@ -596,8 +638,20 @@ def _record_args(record: EscalationRecord) -> list[str]:
         res,
         "1" if record.is_open else "0",
         "1" if state in ACTIVE_STATE_VALUES else "0",
-        dag_id if isinstance(dag_id, str) else "",
+        record.dag_id or "",
     ]
+
+
+def _incident_key(incident_id: str, policy_name: str, dag_id: str | None) -> str:
+    """``incident_key`` of the Lua library: lengths in UTF-8 bytes, as Lua counts them."""
+    return (f"{len(incident_id.encode())}:{incident_id}{len(policy_name.encode())}:{policy_name}"
+            f"{dag_id or ''}")
+
+
+def _dag_args(dag_ids: DagIds) -> list[str]:
+    """The list script's dag_ids arguments: a count, then the ids ('' for no DAG)."""
+    dags = sorted({d or "" for d in dag_ids})
+    return [str(len(dags)), *dags]
 
 
 def _history_args(events: Sequence[dict]) -> list[str]:
@@ -735,6 +789,8 @@ class RedisEscalationStore(BaseEscalationStore):
 
         self._get = script(_LUA_GET)
         self._find_open = script(_LUA_FIND_OPEN)
+        self._index_no_dag_script = script(_LUA_INDEX_NO_DAG)
+        self._no_dag_indexed = False  # _index_no_dag ran (on the first read filtered by DAG)
         self._create = script(_LUA_CREATE)
         self._update = script(_LUA_UPDATE)
         self._save = script(_LUA_SAVE)
@@ -917,15 +973,19 @@ class RedisEscalationStore(BaseEscalationStore):
         policy_name: str | None = None,
         incident_id: str | None = None,
         dag_id: str | None = None,
+        dag_ids: DagIds | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[EscalationRecord], int]:
         # Redis intersects the index zsets and pages them in one script: the page and the total
         # come from the same instant. A dag_id that is not a non-empty string is not indexed.
         wanted = sorted({s.value if isinstance(s, Enum) else str(s) for s in states or ()})
+        dags = ["-"] if dag_ids is None else _dag_args(dag_ids)
+        if dag_ids is not None and None in dag_ids:
+            self._index_no_dag()
         reply = self._run(
             self._list, "list_records", str(max(0, int(offset))), str(max(0, int(limit))),
-            str(len(wanted)), *wanted, policy_name or "", incident_id or "", dag_id or "",
+            str(len(wanted)), *wanted, policy_name or "", incident_id or "", dag_id or "", *dags,
         )
         records = (_record_from(dict(zip(_READ_FIELDS, values)), history) for values, history in reply[1:])
         return [r for r in records if r is not None], int(reply[0])
@@ -951,7 +1011,9 @@ class RedisEscalationStore(BaseEscalationStore):
             if n < _BATCH:
                 return removed
 
-    def get_stats(self) -> EscalationStats:
+    def get_stats(self, dag_ids: DagIds | None = None) -> EscalationStats:
+        if dag_ids is not None:
+            return self._stats_of_dags(dag_ids)
         with self._errors("get_stats"):
             pipe = self._client.pipeline(transaction=True)
             for key in ("stats", "stats:level", "stats:policy", "stats:target"):
@@ -976,6 +1038,45 @@ class RedisEscalationStore(BaseEscalationStore):
             notifications_by_target={k: int(v) for k, v in by_target.items() if int(v)},
             notifications_failed=n.get("failed", 0),
         )
+
+    def _stats_of_dags(self, dag_ids: DagIds) -> EscalationStats:
+        """Stats over the records of some DAGs: counted from the records and their deliveries
+        (the counters are kept for every record only)."""
+        if None in dag_ids:
+            self._index_no_dag()
+        keys = [self._key("no_dag") if d is None else self._key(f"by_dag:{d}") for d in set(dag_ids)]
+        acc = StatsAccumulator()
+        with self._errors("get_stats"):
+            pipe = self._client.pipeline(transaction=False)
+            for key in keys:
+                pipe.zrange(key, 0, -1)
+            ids = sorted({i for found in (pipe.execute() if keys else []) for i in found})
+        for chunk in range(0, len(ids), _BATCH):
+            for record in self._load(ids[chunk:chunk + _BATCH]):
+                acc.add_record(record)
+                for delivery in self.get_deliveries(record.id):
+                    acc.add_delivery(delivery.target.key, delivery.state)
+        return acc.result()
+
+    def _index_no_dag(self) -> None:
+        """Put records stored before the ``no_dag`` index existed into it (once per prefix)."""
+        if self._no_dag_indexed:
+            return
+        marker = self._key("no_dag_indexed")
+        with self._errors("open"):
+            if self._client.exists(marker):
+                self._no_dag_indexed = True
+                return
+            start = 0
+            while True:
+                ids = self._client.zrange(self._key("all"), start, start + _BATCH - 1)
+                if ids:
+                    self._run(self._index_no_dag_script, "open", *ids)
+                if len(ids) < _BATCH:
+                    break
+                start += _BATCH
+            self._client.set(marker, "1")
+        self._no_dag_indexed = True
 
     def clear(self) -> None:
         pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self._prefix) + "*"
@@ -1009,16 +1110,23 @@ class RedisEscalationStore(BaseEscalationStore):
         ]
         return _Call(self._create, "create", args, parse)
 
-    def find_open(self, incident_id: str, policy_name: str) -> EscalationRecord | None:
-        return self._call(self._find_open_call(incident_id, policy_name))
+    def find_open(self, incident_id: str, policy_name: str, dag_id: str | None = None) -> EscalationRecord | None:
+        return self._call(self._find_open_call(incident_id, policy_name, dag_id))
 
-    def _find_open_call(self, incident_id: str, policy_name: str) -> _Call:
-        return _Call(self._find_open, "find_open", [incident_id + _SEP + policy_name], _record_reply)
+    def _find_open_call(self, incident_id: str, policy_name: str, dag_id: str | None = None) -> _Call:
+        return _Call(self._find_open, "find_open", [incident_id, policy_name, dag_id or ""], _record_reply)
 
-    def last_closed(self, incident_id: str, policy_name: str) -> EscalationRecord | None:
+    def last_closed(self, incident_id: str, policy_name: str, dag_id: str | None = None) -> EscalationRecord | None:
         with self._errors("last_closed"):
-            record_id = self._client.hget(self._key("last_closed"), incident_id + _SEP + policy_name)
-        return self.get(record_id) if record_id else None
+            record_id = self._client.hget(self._key("last_closed_dag"),
+                                          _incident_key(incident_id, policy_name, dag_id))
+            legacy = None if record_id else self._client.hget(self._key("last_closed"),
+                                                              incident_id + _SEP + policy_name)
+        if record_id:
+            return self.get(record_id)
+        record = self.get(legacy) if legacy else None
+        # a record indexed before the key named the DAG counts only for its own DAG
+        return record if record is not None and record.dag_id == dag_id else None
 
     def update(
         self,

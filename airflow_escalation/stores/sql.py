@@ -4,7 +4,7 @@ Every contract method is one database transaction (``_run``), so each step is at
 threads and processes:
 
 - ``create`` relies on the UNIQUE ``open_key`` (set while a record is open) to refuse a second
-  open record of an incident under a policy;
+  open record of an incident under a policy for the same DAG;
 - ``update`` is ``UPDATE ... WHERE id = :id AND version = :expected``; its history events, its
   deliveries and the cancelling of pending deliveries commit with it or not at all;
 - ``claim_due`` / ``claim_deliveries`` select with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL and
@@ -50,11 +50,10 @@ from airflow_escalation.core.models import (
 from airflow_escalation.core.timeutil import UTC, ensure_aware, from_iso
 from airflow_escalation.core.types import ACTIVE_STATE_VALUES, DeliveryState, EscalationState
 from airflow_escalation.stores import sql_schema
-from airflow_escalation.stores.base import BaseEscalationStore, StoreError
+from airflow_escalation.stores.base import BaseEscalationStore, DagIds, StoreError
 from airflow_escalation.stores.sql_schema import (
     DEFAULT_PREFIX,
     MYSQL_DIALECTS,
-    NAME,
     TARGET_KEY,
     JSONDocument,
     Tables,
@@ -85,8 +84,16 @@ _STATE_COUNTERS = {
 }
 
 
-def open_key(incident_id: str, policy_name: str) -> str:
-    """The unique key of an open record: a fixed-length hash, so any name fits a MySQL index."""
+def open_key(incident_id: str, policy_name: str, dag_id: str | None = None) -> str:
+    """The unique key of an open record -- incident, policy and DAG: a fixed-length hash, so any
+    name fits a MySQL index. (JSON keeps it unambiguous, and apart from :func:`legacy_open_key`,
+    which always holds a raw ``\\x1f``.)"""
+    return hashlib.sha256(json.dumps([incident_id, policy_name, dag_id]).encode()).hexdigest()
+
+
+def legacy_open_key(incident_id: str, policy_name: str) -> str:
+    """The open key of records written before the key named the DAG. Such a record keeps it until
+    its next write; ``find_open`` also matches it, for a record of the same DAG."""
     return hashlib.sha256(f"{incident_id}\x1f{policy_name}".encode()).hexdigest()
 
 
@@ -210,10 +217,9 @@ def _record_values(record: EscalationRecord) -> dict[str, Any]:
     values = {name: getattr(record, name) for name in _RECORD_FIELDS if name != "version"}
     for name in ("state", "trigger_type", "next_action"):
         values[name] = _value(values[name])
-    values["open_key"] = open_key(record.incident_id, record.policy_name) if record.is_open else None
-    dag_id = record.context.get("dag_id")
-    # a value that is no DAG id (not a string, or too long for one) is not indexed
-    values["dag_id"] = dag_id if isinstance(dag_id, str) and len(dag_id) <= NAME else None
+    dag_id = record.dag_id
+    values["open_key"] = open_key(record.incident_id, record.policy_name, dag_id) if record.is_open else None
+    values["dag_id"] = dag_id
     return values
 
 
@@ -343,7 +349,7 @@ class _Statement:
     UPDATE); parameters are passed by name and arranged for the driver's paramstyle here.
     """
 
-    __slots__ = ("sql", "_fixed", "_order")
+    __slots__ = ("_fixed", "_order", "sql")
 
     def __init__(self, statement: sa.Executable, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
@@ -414,14 +420,21 @@ class _Statements:
         )
         one = sa.select(*codec.record_reads, event.c.seq, codec.event_read).select_from(with_history)
         self.get = compiled(one.where(record.c.id == bind(_W + "id")).order_by(event.c.seq))
+        key, legacy = bind(_W + "open_key"), bind(_W + "legacy_key")
         self.find_open = compiled(
             one.where(
                 # through ix_record_incident (incident, policy, closed_at): an open record has
-                # no closed_at; its open_key is checked on the rows found
+                # no closed_at; its open_key is checked on the rows found (``+ ""`` keeps the
+                # planner off the open_key index). A record still under its legacy key is this
+                # one only if it is of this DAG.
                 record.c.incident_id == bind(_W + "incident_id"),
                 record.c.policy_name == bind(_W + "policy_name"),
                 record.c.closed_at.is_(None),
-                record.c.open_key + "" == bind(_W + "open_key"),
+                sa.or_(
+                    record.c.open_key + "" == key,
+                    sa.and_(record.c.open_key + "" == legacy,
+                            record.c.dag_id.is_not_distinct_from(bind(_W + "dag_id", type_=sa.String))),
+                ),
             ).order_by(event.c.seq)
         )
         self.open_id = compiled(sa.select(record.c.id).where(record.c.open_key == bind(_W + "open_key")))
@@ -1055,10 +1068,12 @@ class SQLEscalationStore(BaseEscalationStore):
         sql = self._sql()
         return _Plan(sql.get, {_W + "id": record_id}, sql.record)
 
-    def _plan_find_open(self, incident_id: str, policy_name: str) -> _Plan:
+    def _plan_find_open(self, incident_id: str, policy_name: str, dag_id: str | None = None) -> _Plan:
         sql = self._sql()
         where = {
-            _W + "open_key": open_key(incident_id, policy_name),
+            _W + "open_key": open_key(incident_id, policy_name, dag_id),
+            _W + "legacy_key": legacy_open_key(incident_id, policy_name),
+            _W + "dag_id": dag_id,
             _W + "incident_id": incident_id,
             _W + "policy_name": policy_name,
         }
@@ -1282,11 +1297,12 @@ class SQLEscalationStore(BaseEscalationStore):
         policy_name: str | None = None,
         incident_id: str | None = None,
         dag_id: str | None = None,
+        dag_ids: DagIds | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[EscalationRecord], int]:
         record = self._tables.record
-        criteria = []
+        criteria = [] if dag_ids is None else [self._of_dags(dag_ids)]
         if states:
             criteria.append(record.c.state.in_(sorted({_value(s) for s in states})))
         for column, wanted in ((record.c.policy_name, policy_name), (record.c.incident_id, incident_id),
@@ -1346,24 +1362,36 @@ class SQLEscalationStore(BaseEscalationStore):
             if found < _CHUNK:
                 return removed
 
-    def get_stats(self) -> EscalationStats:
+    def _of_dags(self, dag_ids: DagIds) -> sa.ColumnElement[bool]:
+        """Records whose ``dag_id`` is in ``dag_ids`` (None in it: records of no DAG)."""
+        column = self._tables.record.c.dag_id
+        named = sorted({d for d in dag_ids if d is not None})
+        criteria = [column.in_(named)] if named else []
+        if None in dag_ids:
+            criteria.append(column.is_(None))
+        return sa.or_(sa.false(), *criteria)
+
+    def get_stats(self, dag_ids: DagIds | None = None) -> EscalationStats:
         record, delivery = self._tables.record, self._tables.delivery
         resolved = record.c.state == EscalationState.RESOLVED.value
+        scope = [] if dag_ids is None else [self._of_dags(dag_ids)]
         # grouped in the order of ix_record_active, which covers it
         group = (record.c.state, record.c.policy_name, record.c.current_level)
-        by_group = sa.select(*group, sa.func.count()).group_by(*group)
+        by_group = sa.select(*group, sa.func.count()).where(*scope).group_by(*group)
         # NULL durations (not acknowledged, not resolved) drop out of COUNT and SUM
         durations = sa.select(
             sa.func.count(record.c.acknowledged_at),
             sa.func.sum(self._micros_between(record.c.created_at, record.c.acknowledged_at)),
             sa.func.count(sa.case((resolved, record.c.resolved_at))),
             sa.func.sum(sa.case((resolved, self._micros_between(record.c.created_at, record.c.resolved_at)))),
-        )
+        ).where(*scope)
         outcomes = (
             sa.select(delivery.c.state, delivery.c.target_key, sa.func.count())
             .where(delivery.c.state.in_([DeliveryState.SENT.value, DeliveryState.FAILED.value]))
             .group_by(delivery.c.state, delivery.c.target_key)
         )
+        if scope:
+            outcomes = outcomes.where(delivery.c.record_id.in_(sa.select(record.c.id).where(*scope)))
 
         def work(conn: Connection) -> tuple[list[Row[Any]], Row[Any], list[Row[Any]]]:
             if self._dialect == "postgresql":
@@ -1405,7 +1433,7 @@ class SQLEscalationStore(BaseEscalationStore):
 
         def work(cursor: Any, sql: _Statements) -> None:
             # a closed record has no open_key to collide on: look for the open one (as memory does)
-            key = open_key(record.incident_id, record.policy_name)
+            key = open_key(record.incident_id, record.policy_name, record.dag_id)
             if not record.is_open and sql.open_id.rows(cursor, {_W + "open_key": key}):
                 raise _AlreadyStored
             values = sql.record_params(record)
@@ -1428,14 +1456,15 @@ class SQLEscalationStore(BaseEscalationStore):
         record.version = 1
         return record
 
-    def find_open(self, incident_id: str, policy_name: str) -> EscalationRecord | None:
-        return self._run_plan(self._plan_find_open(incident_id, policy_name), write=False)
+    def find_open(self, incident_id: str, policy_name: str, dag_id: str | None = None) -> EscalationRecord | None:
+        return self._run_plan(self._plan_find_open(incident_id, policy_name, dag_id), write=False)
 
-    def last_closed(self, incident_id: str, policy_name: str) -> EscalationRecord | None:
+    def last_closed(self, incident_id: str, policy_name: str, dag_id: str | None = None) -> EscalationRecord | None:
         record = self._tables.record
         return self._first(
             record.c.incident_id == incident_id,
             record.c.policy_name == policy_name,
+            record.c.dag_id.is_(None) if dag_id is None else record.c.dag_id == dag_id,
             record.c.open_key.is_(None),
             # latest closed_at first; a closed record without closed_at counts as the oldest
             order_by=(record.c.closed_at.is_(None), record.c.closed_at.desc(), record.c.updated_at.desc()),

@@ -5,12 +5,14 @@ The module-level tables use the default prefix ``escalation_`` and live on their
 ``build_tables`` makes the same tables under another prefix (tests, several stores in one
 database).
 
-- ``<prefix>record``: one row per escalation record. ``open_key`` (sha256 of incident and
-  policy) is set while the record is open and NULL once it is closed; its UNIQUE constraint is
-  what refuses a second open record for the same incident and policy, across processes.
+- ``<prefix>record``: one row per escalation record. ``open_key`` (sha256 of incident,
+  policy and DAG; ``sql.open_key``) is set while the record is open and NULL once it is closed;
+  its UNIQUE constraint is what refuses a second open record for the same incident, policy and
+  DAG, across processes (records written before keys named the DAG keep a key without the DAG until their next
+  write: ``sql.legacy_open_key``).
   ``lease_owner``/``lease_until`` hold a ``claim_due`` lease; ``history_len`` counts the
-  record's rows in ``<prefix>event``; ``dag_id`` copies ``context["dag_id"]`` so listings can
-  filter on it with an index.
+  record's rows in ``<prefix>event``; ``dag_id`` is the record's DAG
+  (``EscalationRecord.dag_id``) so listings, stats and the open key can filter on it.
 - ``<prefix>event``: the append-only history, ``seq`` 0.. per record.
 - ``<prefix>delivery``: the outbox, ``seq`` 0.. per record (insertion order).
 

@@ -37,6 +37,8 @@ real-stack test; resuming, about 3 s). The other events always resume the task, 
 
 from __future__ import annotations
 
+import airflow_escalation.version_compat  # noqa: F401  - refuses an Airflow older than the floor
+
 import time
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timezone

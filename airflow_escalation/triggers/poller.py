@@ -13,7 +13,7 @@ per interval). A trigger that subscribes is fetched right away (newcomers arrivi
 Why not ``BaseEventTrigger.shared_stream_key()`` (Airflow 3.3)? The triggerer opens a shared
 stream with the keyword arguments of *one* trigger of the group, so the stream would still need a
 process-level registry to know which records the others wait for; ``dag.test()`` runs triggers
-through ``run()`` only; and the provider supports Airflow 3.1 and 3.2. A process-level poller
+through ``run()`` only; and the provider supports Airflow 3.2. A process-level poller
 behind ``run()`` gives the same single poll everywhere.
 
 Failures: while the service is unreachable (or answers 5xx/429) the poller keeps the
@@ -193,7 +193,7 @@ class SharedEscalationPoller:
                     pass
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - never leave subscribers hanging on a dead loop
+        except Exception as exc:
             log.exception("escalation poller %s stopped", self.conn_id)
             self._broadcast(list(self._subs), error=f"the escalation poller failed: {type(exc).__name__}: {exc}",
                             fatal=True)
@@ -308,7 +308,7 @@ class SharedEscalationPoller:
             if report.sent or report.dead:
                 log.info("escalation spool %s: sent %d, dead %d, left %d", spool.directory,
                          report.sent, report.dead, report.left)
-        except Exception:  # noqa: BLE001 - draining is a courtesy; polling goes on
+        except Exception:
             log.debug("escalation spool drain failed", exc_info=True)
 
 

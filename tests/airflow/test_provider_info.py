@@ -55,17 +55,45 @@ def test_package_name_is_the_normalised_distribution_name():
 
 def test_provider_info_imports_neither_the_hook_nor_airflow():
     """ProvidersManager calls get_provider_info() in every command: it must not need the hook
-    (written separately) nor pull Airflow modules in."""
+    (written separately) nor pull Airflow modules in, nor the package's engine, stores or
+    schedulers (the package's ``__init__`` loads its public names lazily)."""
     (conn,) = get_provider_info()["connection-types"]
     assert conn["connection-type"] == "escalation"
     assert conn["hook-class-name"] == "airflow_escalation.hooks.escalation.EscalationHook"
     code = (
         "import sys, airflow_escalation.get_provider_info as m; m.get_provider_info(); "
         "bad = sorted(k for k in sys.modules if k in ('airflow', 'airflow_escalation.hooks.escalation') "
-        "or k.startswith('airflow.')); print(bad); sys.exit(1 if bad else 0)"
+        "or k.startswith(('airflow.', 'airflow_escalation.core', 'airflow_escalation.stores', "
+        "'airflow_escalation.scheduling', 'airflow_escalation.cli', 'sqlalchemy', 'pydantic', 'yaml'))); "
+        "print(bad); sys.exit(1 if bad else 0)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_public_names_still_import_from_the_package():
+    import airflow_escalation
+
+    for name in airflow_escalation.__all__:
+        assert getattr(airflow_escalation, name) is not None, name
+    assert airflow_escalation.__version__ == metadata.version(DIST)
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchName'"):
+        airflow_escalation.NoSuchName  # noqa: B018
+
+
+def test_project_metadata_for_the_providers_page():
+    """The Providers page links the distribution's ``Documentation`` Project-URL; PyPI and the
+    Airflow ecosystem page read the classifiers."""
+    from airflow_escalation.get_provider_info import DOCS_URL
+
+    meta = metadata.distribution(DIST).metadata
+    urls = dict(entry.split(", ", 1) for entry in meta.get_all("Project-URL"))
+    assert urls["Documentation"] == DOCS_URL
+    assert set(urls) >= {"Documentation", "Changelog", "Source", "Issues"}
+    assert "Framework :: Apache Airflow :: Provider" in meta.get_all("Classifier")
+    assert get_provider_info()["integrations"][0]["external-doc-url"] == DOCS_URL
+    description = get_provider_info()["config"]["escalation"]["description"]
+    assert f"{DOCS_URL}service/" in description and "docs/service.md" not in description
 
 
 def test_every_config_option_is_documented_with_a_default():

@@ -62,6 +62,7 @@ def make_client(policy_data: dict | None = None, store: Any = None, **cfg: Any) 
     user = User("alice")
     app.dependency_overrides[auth.require_read] = lambda: user
     app.dependency_overrides[auth.require_write] = lambda: user
+    app.dependency_overrides[auth.read_scope] = auth.DagScope.everything
     return TestClient(app)
 
 
@@ -90,7 +91,7 @@ def test_trigger_creates_then_joins(client):
     assert record["history"][0]["event"] == "triggered" and record["history"][0]["actor"] == "alice"
     assert [t["identifier"] for t in body["targets_notified"]] == ["lead"]
     assert record["created_at"].endswith("+00:00")
-    again = trigger(client)
+    again = trigger(client, context={"dag_id": "etl"})
     assert again.status_code == 200
     assert again.json()["action"] == "trigger_existing" and again.json()["record"]["id"] == record["id"]
 
@@ -324,6 +325,7 @@ def _client_for(settings: EscalationSettings) -> TestClient:
     user = User("bob")
     app.dependency_overrides[auth.require_read] = lambda: user
     app.dependency_overrides[auth.require_write] = lambda: user
+    app.dependency_overrides[auth.read_scope] = auth.DagScope.everything
     return TestClient(app)
 
 

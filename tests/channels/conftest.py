@@ -75,7 +75,7 @@ class HttpSink:
         dedup = None
         try:
             dedup = request.json.get("dedup_key")
-        except Exception:  # noqa: BLE001 - not JSON
+        except Exception:
             pass
         return 200, json.dumps({"ok": True, "status": "success", "message": "Event processed",
                                 "dedup_key": dedup}), "application/json"
@@ -88,7 +88,7 @@ def sink():
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length)
             request = SinkRequest("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body)
@@ -96,6 +96,8 @@ def sink():
             payload = text.encode()
             self.send_response(status)
             self.send_header("Content-Type", content_type)
+            if 300 <= status < 400:  # fail_next(302, "http://elsewhere/x"): the body is the Location
+                self.send_header("Location", text)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
@@ -128,7 +130,7 @@ class SmtpInbox:
     port: int
     messages: list[tuple[str, list[str], EmailMessage]] = field(default_factory=list)
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         mail = message_from_bytes(envelope.content, policy=email_policy.default)
         self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), mail))
         return "250 Message accepted for delivery"

@@ -4,10 +4,11 @@ retried with backoff or fail with a clear error."""
 
 from __future__ import annotations
 
-import base64
 import logging
 import re
 from datetime import timedelta
+
+import pytest
 
 from airflow_escalation.core.types import DeliveryState
 from airflow_escalation.service import links
@@ -101,7 +102,8 @@ async def test_sink_answering_500_is_retried_with_backoff_then_sent(make_engine,
 
     [delivery] = engine.get_deliveries(record_id)
     assert delivery.state is DeliveryState.PENDING and delivery.attempts == 1
-    assert "HTTP 500" in delivery.last_error and "database is down" in delivery.last_error
+    assert "HTTP 500 Internal Server Error" in delivery.last_error
+    assert "database is down" not in delivery.last_error  # the remote body is never recorded
     assert delivery.next_attempt_at == T0 + timedelta(seconds=60)
 
     await engine.advance(timedelta(seconds=60))
@@ -158,40 +160,60 @@ async def test_unsupported_connection_type_fails_with_a_clear_error(make_engine,
     assert "slackwebhook" in delivery.last_error and "pagerduty_events" in delivery.last_error
 
 
-async def test_absolute_url_on_the_connections_host_is_used(make_engine, sink, http_conn):
-    engine, _ = await make_engine(policy(
-        [{"type": "webhook", "identifier": f"{sink.url}/abs/path?q=1", "conn_id": http_conn}]))
-    record_id = (await engine.trigger("inc-abs", {}, "pipeline")).record.id
-    await engine.advance(timedelta(seconds=1))
-    assert engine.get_deliveries(record_id)[0].state is DeliveryState.SENT
-    assert sink.requests[0].path == "/abs/path?q=1"
-    assert sink.requests[0].headers["x-api-key"] == "k-123"
-
-
-async def test_absolute_url_on_another_host_never_gets_the_connections_credentials(
-        make_engine, sink, http_conn):
-    engine, _ = await make_engine(policy(
-        [{"type": "webhook", "identifier": "http://evil.example.net/steal", "conn_id": http_conn}]))
-    record_id = (await engine.trigger("inc-evil", {}, "pipeline")).record.id
+@pytest.mark.parametrize("identifier, fragment", [
+    ("{sink}/abs/path?q=1", "not an absolute"),  # even on the connection's own host
+    ("http://evil.example.net/steal", "not an absolute"),
+    ("//evil.example.net/steal", "not an absolute"),
+    ("hooks/../../admin", "'..'"),
+    ("hooks/%2e%2e/admin", "'..'"),
+    ("hooks/%2E%2E%2Fadmin", "'..'"),
+    ("hooks/%252e%252e/admin", "'..'"),
+    ("hooks/./x", "'..'"),
+    ("hooks\\..\\admin", "not an absolute"),
+    ("hooks/x\r\nX-Injected: 1", "control characters"),
+])
+async def test_target_path_stays_under_the_connection(make_engine, sink, http_conn, identifier, fragment):
+    identifier = identifier.format(sink=sink.url)
+    engine, _ = await make_engine(policy([{"type": "webhook", "identifier": identifier, "conn_id": http_conn}]))
+    record_id = (await engine.trigger("inc-path", {}, "pipeline")).record.id
     await engine.advance(timedelta(hours=1))
     [delivery] = engine.get_deliveries(record_id)
     assert delivery.state is DeliveryState.FAILED
-    assert "not on the connection's host" in delivery.last_error
-    assert "/steal" not in delivery.last_error  # paths may hold tokens: redacted
+    assert fragment in delivery.last_error
+    assert "/steal" not in delivery.last_error
     assert sink.requests == []
 
 
-async def test_connection_without_host_takes_absolute_urls_with_basic_auth(make_engine, sink, connections):
+async def test_connection_base_path_is_kept(make_engine, sink, connections):
+    connections("team_a", conn_type="http", host=f"127.0.0.1:{sink.port}/team-a", schema="http")
+    engine, _ = await make_engine(policy([{"type": "webhook", "identifier": "/alerts", "conn_id": "team_a"}]))
+    await engine.trigger("inc-base", {}, "pipeline")
+    await engine.advance(timedelta(seconds=1))
+    assert [r.path for r in sink.requests] == ["/team-a/alerts"]
+
+
+async def test_redirects_are_not_followed(make_engine, sink, http_conn):
+    sink.fail_next(307, "http://127.0.0.1:9/elsewhere/secret", times=10)
+    engine, _ = await make_engine(policy([{"type": "webhook", "identifier": "/hooks/r", "conn_id": http_conn}]))
+    record_id = (await engine.trigger("inc-redirect", {}, "pipeline")).record.id
+    await engine.advance(timedelta(hours=1))
+    [delivery] = engine.get_deliveries(record_id)
+    assert delivery.state is DeliveryState.FAILED
+    assert "HTTP 307 Temporary Redirect" in delivery.last_error and "not followed" in delivery.last_error
+    assert "secret" not in delivery.last_error
+    assert {r.path for r in sink.requests} == {"/hooks/r"}
+
+
+async def test_connection_without_host_is_refused(make_engine, sink, connections):
     connections("anywhere", conn_type="http", login="bot", password="pw")
     engine, _ = await make_engine(policy(
         [{"type": "webhook", "identifier": f"{sink.url}/any", "conn_id": "anywhere"},
          {"type": "webhook", "identifier": "/relative", "conn_id": "anywhere"}]))
     record_id = (await engine.trigger("inc-any", {}, "pipeline")).record.id
-    await engine.advance(timedelta(seconds=1))
-    states = {d.target.identifier: d for d in engine.get_deliveries(record_id)}
-    assert states[f"{sink.url}/any"].state is DeliveryState.SENT
-    assert sink.requests[0].headers["authorization"] == "Basic " + base64.b64encode(b"bot:pw").decode()
-    assert "must be an absolute http(s) URL" in states["/relative"].last_error
+    await engine.advance(timedelta(hours=1))
+    for delivery in engine.get_deliveries(record_id):
+        assert delivery.state is DeliveryState.FAILED and "has no host" in delivery.last_error
+    assert sink.requests == []
 
 
 async def test_connection_lookups_are_cached_briefly(make_engine, sink, http_conn):

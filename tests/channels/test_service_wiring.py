@@ -31,6 +31,7 @@ def _client(settings: EscalationSettings) -> TestClient:
     app = create_app(settings=settings)
     app.dependency_overrides[auth.require_read] = User
     app.dependency_overrides[auth.require_write] = User
+    app.dependency_overrides[auth.read_scope] = auth.DagScope.everything
     return TestClient(app)
 
 
@@ -90,4 +91,5 @@ def _client_for_engine(engine) -> TestClient:
     app = create_app(engine=engine)
     app.dependency_overrides[auth.require_read] = User
     app.dependency_overrides[auth.require_write] = User
+    app.dependency_overrides[auth.read_scope] = auth.DagScope.everything
     return TestClient(app)

@@ -9,9 +9,9 @@ import tempfile
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="escalation-client-tests-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
-import pytest  # noqa: E402
+import pytest
 
-from escalation_fake_service import JWT_SECRET, FakeEscalationService  # noqa: E402
+from escalation_fake_service import JWT_SECRET, FakeEscalationService
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 
 import pytest
 
@@ -280,13 +279,11 @@ def test_closed_connection_forever(open_service):
 
 
 def test_service_down(dead_url):
-    started = time.monotonic()
     with EscalationClient(dead_url, retries=2, **FAST) as client:
         with pytest.raises(EscalationServiceUnavailable) as err:
             client.trigger("inc")
     assert f"escalation service unavailable at {dead_url}/escalation/api/v1/escalations" in str(err.value)
     assert "ConnectError" in str(err.value) and "after 3 attempts" in str(err.value)
-    assert time.monotonic() - started < 2
 
 
 def test_read_timeout_is_retried_then_unavailable(open_service):

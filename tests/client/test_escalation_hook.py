@@ -12,7 +12,7 @@ from escalation_fake_service import JWT_SECRET
 
 from airflow_escalation.client import EscalationServiceUnavailable
 
-import airflow_escalation.hooks.escalation as hook_mod  # noqa: E402
+import airflow_escalation.hooks.escalation as hook_mod
 
 EscalationHook = hook_mod.EscalationHook
 EscalationConnectionError = hook_mod.EscalationConnectionError
@@ -32,6 +32,9 @@ def conn(**fields):
 
 def set_conn(monkeypatch, conn_id="escalation_default", **fields):
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "escalation", **fields}))
+
+
+JWT = {"auth_type": "jwt"}  # signing with [api_auth] jwt_secret is opt-in
 
 
 @pytest.fixture
@@ -100,8 +103,8 @@ def test_connection_type_entry_for_provider_info():
         ({"host": "h", "extra": {"api_path": "/esc/v2"}}, "http://h/esc/v2"),
     ],
 )
-def test_base_url_from_connection(fields, api_url, jwt_env):
-    client = EscalationHook.from_connection(conn(**fields)).get_conn()
+def test_base_url_from_connection(fields, api_url):
+    client = EscalationHook.from_connection(conn(login="svc", password="pw", **fields)).get_conn()
     assert client.api_url == api_url
 
 
@@ -145,7 +148,20 @@ def test_token_and_none_auth_types():
         ({"host": "h", "extra": {"auth_type": "kerberos"}}, "extra.auth_type: unknown value 'kerberos'"),
         ({"host": "h", "extra": {"auth_type": "token"}}, "needs the token in the password field"),
         ({"host": "h", "login": "u", "extra": {"auth_type": "password"}}, "needs both login and password"),
-        ({"host": "h", "extra": {"jwt_claims": "not json"}}, "extra.jwt_claims: not JSON"),
+        ({"host": "h", "extra": {"auth_type": "jwt", "jwt_claims": "not json"}}, "extra.jwt_claims: not JSON"),
+        # no credentials at all: a login is the default, signing is opt-in
+        ({"host": "h"}, "no credentials. Set login/password of a service account"),
+        ({"host": "h", "extra": {"jwt_role": "USER"}}, "no credentials"),
+        # signing is capped: role, lifetime, subject, claims
+        ({"host": "h", "extra": {"auth_type": "jwt", "jwt_role": "ADMIN"}},
+         "jwt_role: ADMIN is above"),
+        ({"host": "h", "extra": {"auth_type": "jwt", "jwt_role": "ROOT"}}, "jwt_role: unknown role 'ROOT'"),
+        ({"host": "h", "extra": {"auth_type": "jwt", "jwt_valid_for": 315_360_000}},
+         "jwt_valid_for: must be > 0 and at most 3600 seconds"),
+        ({"host": "h", "extra": {"auth_type": "jwt", "jwt_subject": "admin"}},
+         "jwt_subject: must start with 'airflow-escalation'"),
+        ({"host": "h", "extra": {"auth_type": "jwt", "jwt_claims": {"exp": 9999999999, "role": "ADMIN"}}},
+         "jwt_claims: may not set exp, role"),
     ],
 )
 def test_bad_connections_name_the_field(fields, message):
@@ -273,17 +289,17 @@ def test_jwt_is_what_the_api_server_accepts(monkeypatch, jwt_env):
     from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
 
     monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_ISSUER", "https://airflow.example.com")
-    client = EscalationHook.from_connection(conn(host="h")).get_conn()
+    client = EscalationHook.from_connection(conn(host="h", extra=JWT)).get_conn()
     before = int(time.time())
     token = client._token_provider()
     claims = _validator().validated_claims(token)
     assert claims["aud"] == "apache-airflow" and claims["iss"] == "https://airflow.example.com"
-    assert claims["sub"] == "airflow-escalation" and claims["role"] == "OP" and claims["escalation_component"]
+    assert claims["sub"] == "airflow-escalation" and claims["role"] == "USER" and claims["escalation_component"]
     assert claims["exp"] - claims["iat"] == 120 and before <= claims["iat"] <= int(time.time())
     assert claims["nbf"] == claims["iat"] and claims["jti"]
     assert jwt.get_unverified_header(token)["alg"] == "HS512"
     user = SimpleAuthManager().deserialize_user(claims)
-    assert user.get_name() == "airflow-escalation" and user.role == "OP"
+    assert user.get_name() == "airflow-escalation" and user.role == "USER"
     # decoded with the bare secret too
     assert jwt.decode(token, JWT_SECRET, algorithms=["HS512"], audience="apache-airflow")["sub"] == "airflow-escalation"
 
@@ -293,18 +309,29 @@ def test_jwt_follows_configured_audience(monkeypatch, jwt_env):
     from airflow.api_fastapi.auth.managers.base_auth_manager import BaseAuthManager
 
     assert hook_mod.airflow_api_jwt_audience() == BaseAuthManager._get_jwt_audience() == "my-airflow"
-    token = EscalationHook.from_connection(conn(host="h")).get_conn()._token_provider()
+    token = EscalationHook.from_connection(conn(host="h", extra=JWT)).get_conn()._token_provider()
     assert _validator().validated_claims(token)["aud"] == "my-airflow"
 
 
 def test_jwt_extras(jwt_env):
     provider = EscalationHook.from_connection(conn(host="h", extra={
-        "jwt_subject": "etl-bot", "jwt_role": "USER", "jwt_valid_for": 30, "jwt_audience": "escalation",
-        "jwt_claims": {"teams": ["data"]},
+        "auth_type": "jwt", "jwt_subject": "airflow-escalation-etl", "jwt_role": "op", "jwt_valid_for": 30,
+        "jwt_audience": "escalation", "jwt_claims": {"dept": "data"},
     })).get_conn()._token_provider
     claims = jwt.decode(provider(), JWT_SECRET, algorithms=["HS512"], audience="escalation")
-    assert (claims["sub"], claims["role"], claims["teams"], claims["exp"] - claims["iat"]) == \
-        ("etl-bot", "USER", ["data"], 30)
+    assert (claims["sub"], claims["role"], claims["dept"], claims["exp"] - claims["iat"]) == \
+        ("airflow-escalation-etl", "OP", "data", 30)
+
+
+def test_jwt_role_admin_only_when_the_deployment_says_so(monkeypatch, jwt_env):
+    extra = {"auth_type": "jwt", "jwt_role": "ADMIN", "jwt_valid_for": 3600}
+    monkeypatch.setenv("AIRFLOW__ESCALATION__COMPONENT_JWT_MAX_ROLE", "ADMIN")
+    provider = EscalationHook.from_connection(conn(host="h", extra=extra)).get_conn()._token_provider
+    claims = jwt.decode(provider(), JWT_SECRET, algorithms=["HS512"], audience="apache-airflow")
+    assert claims["role"] == "ADMIN" and claims["exp"] - claims["iat"] == 3600
+    monkeypatch.setenv("AIRFLOW__ESCALATION__COMPONENT_JWT_MAX_ROLE", "VIEWER")
+    with pytest.raises(EscalationConnectionError, match="jwt_role: USER is above"):
+        EscalationHook.from_connection(conn(host="h", extra={"auth_type": "jwt"}))
 
 
 def test_jwt_is_cached_and_renewed(jwt_env):
@@ -320,16 +347,16 @@ def test_jwt_is_cached_and_renewed(jwt_env):
 
 def test_jwt_without_secret_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "")
-    client = EscalationHook.from_connection(conn(host="h")).get_conn()
+    client = EscalationHook.from_connection(conn(host="h", extra=JWT)).get_conn()
     with pytest.raises(EscalationConnectionError, match=r"\[api_auth\] jwt_secret is not set"):
         client.health()
 
 
 def test_jwt_end_to_end(monkeypatch, service, jwt_env):
-    set_conn(monkeypatch, host=service.url, extra={"jwt_subject": "failure-callback"})
+    set_conn(monkeypatch, host=service.url, extra={**JWT, "jwt_subject": "airflow-escalation-callback"})
     with EscalationHook() as hook:
         result = hook.trigger("jwt-inc", severity="critical")
-        assert result["record"]["history"][0]["actor"] == "failure-callback"
+        assert result["record"]["history"][0]["actor"] == "airflow-escalation-callback"
         auth = service.seen[-1].headers["authorization"]
         assert auth.startswith("Bearer ") and auth.count(".") == 2
         assert not service.requests("/auth/token")  # no password anywhere
@@ -341,7 +368,7 @@ def test_jwt_end_to_end(monkeypatch, service, jwt_env):
 
 
 async def test_jwt_end_to_end_async(monkeypatch, service, jwt_env):
-    set_conn(monkeypatch, host=service.url)
+    set_conn(monkeypatch, host=service.url, extra=JWT)
     async with EscalationHook() as hook:
         result = await hook.atrigger("jwt-async", severity="high")
     assert result["record"]["history"][0]["actor"] == "airflow-escalation"
@@ -349,7 +376,7 @@ async def test_jwt_end_to_end_async(monkeypatch, service, jwt_env):
 
 def test_wrong_secret_is_rejected(monkeypatch, service):
     monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "another-secret-of-sufficient-length-0123456789abcdef-0123456789abcdef")
-    set_conn(monkeypatch, host=service.url, extra={"retries": 0})
+    set_conn(monkeypatch, host=service.url, extra={**JWT, "retries": 0})
     from airflow_escalation.client import EscalationAuthError
 
     with pytest.raises(EscalationAuthError) as err:
@@ -358,6 +385,6 @@ def test_wrong_secret_is_rejected(monkeypatch, service):
 
 
 def test_unavailable_service_from_hook(monkeypatch, dead_url, jwt_env):
-    set_conn(monkeypatch, host=dead_url, extra={"retries": 1, "backoff": 0.01})
+    set_conn(monkeypatch, host=dead_url, login="svc", password="pw", extra={"retries": 1, "backoff": 0.01})
     with pytest.raises(EscalationServiceUnavailable, match=dead_url):
         EscalationHook().trigger("x")

@@ -133,6 +133,20 @@ class OverlapCounter:
 
 
 __all__ = [
-    "AttemptLog", "CRIT", "OverlapCounter", "SEED", "SEED_L1", "SEED_L2", "SEED_L3", "SEED_TIMELINE",
-    "T0", "UTC", "at", "ladder", "minutes_since", "seed_levels", "seed_policy", "timedelta",
+    "CRIT",
+    "SEED",
+    "SEED_L1",
+    "SEED_L2",
+    "SEED_L3",
+    "SEED_TIMELINE",
+    "T0",
+    "UTC",
+    "AttemptLog",
+    "OverlapCounter",
+    "at",
+    "ladder",
+    "minutes_since",
+    "seed_levels",
+    "seed_policy",
+    "timedelta",
 ]

@@ -261,3 +261,26 @@ async def test_active_escalations_by_policy(make_engine):
     await engine.acknowledge(a2)
     assert [r.id for r in engine.get_active_escalations("a")] == [a1]
     assert {r.id for r in engine.get_active_escalations()} == {a1, b1}
+
+
+async def test_an_incident_of_another_dag_never_joins_nor_waits_out_its_cooldown(make_engine, recorder):
+    # DAG A's user opens incident "B.load" and acknowledges it; DAG B's real failure of the same
+    # incident id must page on its own, and A's cooldown must not suppress it either
+    engine = await make_engine(ladder(delays=(0,), cooldown_minutes=60))
+    decoy = await engine.trigger("B.load", {"dag_id": "A"}, "ladder")
+    assert decoy.success
+    await engine.acknowledge(decoy.record.id, "mallory")
+    real = await engine.trigger("B.load", {"dag_id": "B"}, "ladder")
+    assert real.success and real.action == "trigger" and real.record.id != decoy.record.id
+    assert real.record.context["dag_id"] == "B"
+    # the same DAG still joins its open record
+    again = await engine.trigger("B.load", {"dag_id": "B"}, "ladder")
+    assert again.action == "trigger_existing" and again.record.id == real.record.id
+    await engine.resolve(decoy.record.id, "mallory")
+    await engine.resolve(real.record.id, "bob")
+    # each DAG's cooldown is its own: A's is running, and B's too; a third DAG is free
+    assert (await engine.trigger("B.load", {"dag_id": "A"}, "ladder")).code == "suppressed"
+    assert (await engine.trigger("B.load", {"dag_id": "B"}, "ladder")).code == "suppressed"
+    assert (await engine.trigger("B.load", {"dag_id": "C"}, "ladder")).success
+    records = engine.get_records_for_incident("B.load")
+    assert sorted(r.context["dag_id"] for r in records) == ["A", "B", "C"]

@@ -17,11 +17,11 @@ from pathlib import Path
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="escalation-dags-tests-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
-import pytest  # noqa: E402
+import pytest
 
-from escalation_service_thread import JWT_SECRET, ServiceThread  # noqa: E402
+from escalation_service_thread import JWT_SECRET, ServiceThread
 
-from dag_helpers import EXAMPLES  # noqa: E402
+from dag_helpers import EXAMPLES
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 import uvicorn
-from fastapi import Depends, HTTPException, Request
+from fastapi import Body, Depends, HTTPException, Request
 
 from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
 from airflow_escalation.core.manager import EscalationPolicyConfig
@@ -49,6 +49,20 @@ FAST_POLICIES: dict[str, Any] = {
 }
 
 
+#: the service account escalation_default logs in as (role USER, like LocalAirflow's)
+SERVICE_ACCOUNT, SERVICE_PASSWORD = "airflow-escalation", "escalation-test-password"
+
+
+def sign(subject: str, role: str, valid_for: float = 600) -> str:
+    """A token as the API server issues it (Airflow's JWTGenerator, the fixed secret)."""
+    from airflow.api_fastapi.auth.tokens import JWTGenerator
+
+    from airflow_escalation.hooks.escalation import airflow_api_jwt_audience
+
+    generator = JWTGenerator(secret_key=JWT_SECRET, valid_for=valid_for, audience=airflow_api_jwt_audience())
+    return generator.generate({"sub": subject, "role": role})
+
+
 class TokenUser:
     def __init__(self, claims: dict[str, Any]) -> None:
         self.claims = claims
@@ -72,7 +86,7 @@ async def jwt_user(request: Request) -> TokenUser:
     validator = JWTValidator(secret_key=JWT_SECRET, audience=airflow_api_jwt_audience())
     try:
         claims = await validator.avalidated_claims(header.split(" ", 1)[1])
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise HTTPException(403, f"Invalid JWT token: {exc}") from None
     return TokenUser(claims)
 
@@ -100,6 +114,14 @@ class ServiceThread:
         self.app = create_app(engine=self.engine, policy_config=self.policy_config)
         self.app.dependency_overrides[auth.require_read] = jwt_user
         self.app.dependency_overrides[auth.require_write] = jwt_writer
+        self.app.dependency_overrides[auth.read_scope] = auth.DagScope.everything
+
+        @self.app.post("/auth/token", status_code=201)
+        async def login(body: dict[str, Any] = Body(...)) -> Any:
+            """The API server's POST /auth/token, for the service account only."""
+            if (body.get("username"), body.get("password")) != (SERVICE_ACCOUNT, SERVICE_PASSWORD):
+                raise HTTPException(401, "Invalid credentials")
+            return {"access_token": sign(SERVICE_ACCOUNT, "USER")}
         self.requests: collections.Counter[str] = collections.Counter()
         self._fail_next = 0
         self._lock = threading.Lock()
@@ -169,12 +191,12 @@ class ServiceThread:
     def connection(self, **extra: Any) -> dict[str, Any]:
         """The ``escalation_default`` connection as JSON (for ``AIRFLOW_CONN_...``)."""
         return {"conn_type": "escalation", "host": self.base_url,
+                "login": SERVICE_ACCOUNT, "password": SERVICE_PASSWORD,
                 "extra": {"api_path": "/api/v1", "retries": 0, **extra}}
 
     def client(self) -> Any:
-        """An ``EscalationClient`` authenticating like a component (JWT with the test secret)."""
+        """An ``EscalationClient`` of a person ("tester", role OP) acting on escalations."""
         from airflow_escalation.client.http import EscalationClient
-        from airflow_escalation.hooks.escalation import AirflowJWTTokenProvider
 
-        return EscalationClient(self.base_url, api_path="/api/v1", token_provider=AirflowJWTTokenProvider(
-            subject="tester", role="ADMIN"), retries=0)
+        return EscalationClient(self.base_url, api_path="/api/v1", token_provider=lambda: sign("tester", "OP"),
+                                retries=0)

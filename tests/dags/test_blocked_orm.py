@@ -54,7 +54,7 @@ SCRIPT = textwrap.dedent('''
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
     os.environ["AIRFLOW_CONN_ESCALATION_DEFAULT"] = json.dumps(
-        {"conn_type": "escalation", "host": f"http://127.0.0.1:{port}"})
+        {**json.loads(live), "host": f"http://127.0.0.1:{port}"})
     notifier(ctx("second"))
     out["spooled"] = asdict(notifier.last_handoff)
     out["waiting"] = len(EscalationSpool())

@@ -70,7 +70,7 @@ def test_operator_triggers_and_returns_the_record_id(service):
 
 
 def test_operator_waits_for_the_acknowledgement(service):
-    op = EscalationOperator(task_id="wait", wait_for="acknowledged", timeout=timedelta(minutes=5),
+    op = EscalationOperator(deferrable=True, task_id="wait", wait_for="acknowledged", timeout=timedelta(minutes=5),
                             poll_interval=0.2)
     context = ctx("opwait_etl", "wait")
     defer = deferred(op, context)
@@ -89,7 +89,8 @@ def test_operator_waits_for_the_acknowledgement(service):
     assert op.execute_complete(context, event="success", **defer.kwargs) == record_id
     assert op.execute_complete(context, event="success") == record_id  # found by its incident
     # without end_from_trigger the task resumes with the event
-    resumed = EscalationOperator(task_id="wait2", wait_for="acknowledged", end_from_trigger=False, poll_interval=0.2)
+    resumed = EscalationOperator(deferrable=True, task_id="wait2", wait_for="acknowledged", end_from_trigger=False,
+                                 poll_interval=0.2)
     context2 = ctx("opwait_etl", "wait2")
     defer2 = deferred(resumed, context2)
     rid2 = defer2.kwargs["record_id"]
@@ -99,14 +100,14 @@ def test_operator_waits_for_the_acknowledgement(service):
 
 
 def test_operator_fails_on_timeout_and_on_a_dead_end(service):
-    op = EscalationOperator(task_id="late", wait_for="resolved", timeout=0.5, poll_interval=0.2)
+    op = EscalationOperator(deferrable=True, task_id="late", wait_for="resolved", timeout=0.5, poll_interval=0.2)
     context = ctx("optimeout_etl", "late")
     defer = deferred(op, context)
     event = first_event(defer.trigger)
     with pytest.raises(AirflowException, match=r"was not resolved within 0:00:00.5"):
         op.execute_complete(context, event=event, **defer.kwargs)
 
-    op = EscalationOperator(task_id="dead", wait_for="resolved", poll_interval=0.2)
+    op = EscalationOperator(deferrable=True, task_id="dead", wait_for="resolved", poll_interval=0.2)
     context = ctx("opdead_etl", "dead")
     defer = deferred(op, context)
     rid = defer.kwargs["record_id"]
@@ -123,9 +124,9 @@ def test_operator_fails_on_timeout_and_on_a_dead_end(service):
 
 
 def test_operator_already_handled_returns_without_deferring(service):
-    op = EscalationOperator(task_id="done", wait_for="acknowledged")
+    op = EscalationOperator(deferrable=True, task_id="done", wait_for="acknowledged")
     with service.client() as client:
-        rid = client.trigger("opdone_etl.done", {"severity": "high"})["record"]["id"]
+        rid = client.trigger("opdone_etl.done", {"severity": "high", "dag_id": "opdone_etl"})["record"]["id"]
         client.acknowledge(rid)
     assert op.execute(ctx("opdone_etl", "done")) == rid  # joins the acknowledged escalation
 
@@ -149,14 +150,17 @@ def test_operator_rejects_bad_arguments():
 # ---------------------------------------------------------------------------------- sensor
 
 
-def make_record(service, incident: str) -> str:
+def make_record(service, incident: str, dag_id: str | None = None) -> str:
+    """A record of ``incident``, of the Dag its id starts with (``sensor_etl.load``: ``sensor_etl``)."""
     with service.client() as client:
-        return client.trigger(incident, {"severity": "high"})["record"]["id"]
+        context = {"severity": "high", "dag_id": dag_id or incident.split(".")[0]}
+        return client.trigger(incident, context)["record"]["id"]
 
 
 def test_sensor_defers_on_the_incident_and_returns_the_record(service):
     rid = make_record(service, "sensor_etl.load")
-    sensor = EscalationSensor(task_id="wait", incident_id="{dag_id}.load", poke_interval=0.2, timeout=60)
+    sensor = EscalationSensor(deferrable=True, task_id="wait", incident_id="{dag_id}.load", poke_interval=0.2,
+                              timeout=60)
     context = ctx("sensor_etl", "wait")
     defer = deferred(sensor, context)
     assert defer.trigger.record_id == rid and defer.trigger.failed_states == ("cancelled", "timed_out", "failed")
@@ -168,11 +172,20 @@ def test_sensor_defers_on_the_incident_and_returns_the_record(service):
         context, event="success")["id"] == rid
 
 
+def test_sensor_waits_on_its_own_dags_incident_never_another_dags(service):
+    # another Dag's record of the same incident id, newer and open: not the one to wait for
+    own = make_record(service, "sensor_mine.load")
+    decoy = make_record(service, "sensor_mine.load", dag_id="someone_else")
+    assert decoy != own
+    sensor = EscalationSensor(task_id="wait", incident_id="{dag_id}.load", poke_interval=0.2, timeout=60)
+    assert deferred(sensor, ctx("sensor_mine", "wait")).trigger.record_id == own
+
+
 def test_sensor_already_there_and_not_found(service):
     rid = make_record(service, "sensor_done.load")
     with service.client() as client:
         client.acknowledge(rid)
-    sensor = EscalationSensor(task_id="wait", record_id=rid)
+    sensor = EscalationSensor(deferrable=True, task_id="wait", record_id=rid)
     assert sensor.execute(ctx("sensor_done", "wait"))["state"] == "acknowledged"
     missing = EscalationSensor(task_id="wait", incident_id="nobody.nothing")
     with pytest.raises(AirflowException, match="no escalation of incident 'nobody.nothing'"):
@@ -181,7 +194,8 @@ def test_sensor_already_there_and_not_found(service):
 
 def test_sensor_failed_state_timeout_and_soft_fail(service):
     rid = make_record(service, "sensor_fail.load")
-    sensor = EscalationSensor(task_id="wait", record_id=rid, target_states=["resolved"], poke_interval=0.2)
+    sensor = EscalationSensor(deferrable=True, task_id="wait", record_id=rid, target_states=["resolved"],
+                              poke_interval=0.2)
     context = ctx("sensor_fail", "wait")
     defer = deferred(sensor, context)
     event = first_event(defer.trigger, then=lambda: service.client().cancel(rid, "noise"))
@@ -189,7 +203,7 @@ def test_sensor_failed_state_timeout_and_soft_fail(service):
         sensor.execute_complete(context, event=event)
     with pytest.raises(AirflowSensorTimeout):
         sensor.execute_complete(context, event={"status": "timeout", "message": "too late"})
-    soft = EscalationSensor(task_id="wait", record_id=rid, soft_fail=True)
+    soft = EscalationSensor(deferrable=True, task_id="wait", record_id=rid, soft_fail=True)
     from airflow.sdk.exceptions import AirflowSkipException
 
     with pytest.raises(AirflowSkipException):

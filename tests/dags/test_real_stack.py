@@ -34,7 +34,7 @@ from airflow_escalation.demo.sinks import HttpSink, SmtpSink
 from dag_helpers import EXAMPLES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from airflow_stack import AirflowStack  # noqa: E402
+from airflow_stack import AirflowStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -138,8 +138,9 @@ def real_stack(tmp_path_factory):
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
         "AIRFLOW__ESCALATION__SPOOL_DIR": str(home / "spool"),
         "AIRFLOW__API__BASE_URL": stack.base,
-        # every component reaches the service through this connection, with a component JWT
-        "AIRFLOW_CONN_ESCALATION_DEFAULT": json.dumps({"conn_type": "escalation", "host": stack.base}),
+        # every component reaches the service through this connection: the service account's
+        # login (role USER), as LocalAirflow sets it (no jwt_secret needed by DAG code)
+        "AIRFLOW_CONN_ESCALATION_DEFAULT": json.dumps(stack.escalation_connection()),
         "AIRFLOW_CONN_ESCALATION_SINK": json.dumps({"conn_type": "http", "host": "127.0.0.1",
                                                     "port": http_sink.port, "schema": "http"}),
         "AIRFLOW_CONN_ESCALATION_SMTP": json.dumps({

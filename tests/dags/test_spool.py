@@ -159,11 +159,14 @@ def test_cli_lists_entries(tmp_path):
     spool = EscalationSpool(tmp_path)
     spool.put("trigger", _trigger(7), conn_id="escalation_default", error="refused")
     spool.put_dead("resolve", {"incident_id": "inc-9"}, conn_id="c", reason="HTTP 422")
-    done = subprocess.run([sys.executable, "-m", "airflow_escalation.spool", "--dir", str(tmp_path), "list"],
-                          capture_output=True, text=True, timeout=120)
+    # the alias of `airflow escalation spool list`, --dir before the command as it always took it
+    done = subprocess.run([sys.executable, "-m", "airflow_escalation.spool", "--dir", str(tmp_path), "list",
+                           "-o", "json"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "waiting" in done.stdout and "incident=inc-7" in done.stdout and "attempts=1" in done.stdout
-    assert "dead" in done.stdout and "incident=inc-9" in done.stdout and "HTTP 422" in done.stdout
+    waiting, dead = json.loads(done.stdout)["entries"]
+    assert waiting["status"] == "waiting" and waiting["incident"] == "inc-7" and waiting["attempts"] == 1
+    assert waiting["conn"] == "escalation_default" and waiting["error"] == "refused"
+    assert dead["status"] == "dead" and dead["incident"] == "inc-9" and "HTTP 422" in dead["error"]
 
 
 @pytest.mark.asyncio

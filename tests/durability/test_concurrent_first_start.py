@@ -51,7 +51,7 @@ def test_replicas_opening_a_fresh_database_together_all_start(url_fixture, reque
 
         try:
             SQLEscalationStore(engine=engine, table_prefix=prefix)
-        except BaseException as error:  # noqa: BLE001 - reported below
+        except BaseException as error:
             errors.append(error)
 
     try:

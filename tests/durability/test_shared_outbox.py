@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 
 from airflow_escalation.testing import RecordingHandler
 

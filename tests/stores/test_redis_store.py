@@ -523,3 +523,21 @@ def test_an_injected_client_must_decode_responses(redis_url):
             RedisEscalationStore(client=raw)
     finally:
         raw.close()
+
+
+# --------------------------------------------------------------------------- per-Dag indexes
+
+
+def test_records_stored_before_the_no_dag_index_are_indexed_when_first_asked(make_store):
+    prefix = f"test:{uuid.uuid4().hex}:"
+    old = make_store(prefix)
+    none, a = make_record("n"), make_record("a", context={"dag_id": "A"})
+    old.create(none)
+    old.create(a)
+    # as a store of the previous version left them: no no_dag index, no marker
+    old.client.delete(prefix + "no_dag", prefix + "no_dag_indexed")
+    new = make_store(prefix)
+    assert [r.id for r in new.list_records(dag_ids=[None])[0]] == [none.id]
+    assert new.get_stats(dag_ids=[None, "A"]).total_escalations == 2
+    assert new.client.get(prefix + "no_dag_indexed") == "1"
+    assert new.get_stats(dag_ids=["A"]).total_escalations == 1

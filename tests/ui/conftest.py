@@ -19,9 +19,9 @@ if "AIRFLOW_HOME" not in os.environ:
     os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="escalation-ui-tests-")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
-import pytest  # noqa: E402
+import pytest
 
-from ui_support import CHROMIUM, CHROMIUM_ARGS, make_service, unavailable  # noqa: E402
+from ui_support import CHROMIUM, CHROMIUM_ARGS, make_service, unavailable
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from airflow_escalation.service import links
-from ui_support import API, NOW, SECRET
+from ui_support import API, NOW, ORIGIN, SECRET
 
 
 # ---------------------------------------------------------------------------------- tokens
@@ -299,7 +299,9 @@ def test_link_pages_headers(svc):
     page = svc.open(svc.token(rec["id"]))
     csp = page.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "frame-ancestors 'self'" in csp and "unsafe-inline" not in csp
-    assert page.headers["referrer-policy"] == "no-referrer"  # the token is in the URL
+    # the token is in the URL: it never leaves this origin (and the form's POST keeps its Origin)
+    assert page.headers["referrer-policy"] == "same-origin"
+    assert '<meta name="referrer" content="same-origin">' in page.text
     assert page.headers["cache-control"] == "no-store"
     assert page.headers["x-content-type-options"] == "nosniff"
 
@@ -307,7 +309,11 @@ def test_link_pages_headers(svc):
 def test_link_cross_site_post_refused(svc):
     rec = svc.trigger()
     token = svc.token(rec["id"])
-    r = svc.confirm(token, origin="https://evil.example")
+    # compared with Airflow's base URL, never with the Host header the request chose
+    for origin in ("https://evil.example", None, "null", "http://testserver.evil.example", "https://testserver"):
+        r = svc.confirm(token, origin=origin)
+        assert r.status_code == 403, origin
+    r = svc.confirm(token, origin="https://evil.example", host="evil.example")
     assert r.status_code == 403
     assert svc.record(rec["id"])["state"] == "active"
     assert svc.confirm(token, origin="http://testserver").status_code == 200
@@ -322,7 +328,8 @@ def test_concurrent_uses_of_one_link_act_once(svc):
         transport = httpx.ASGITransport(app=svc.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             answers = await _gather(*[
-                client.post(f"/act/{token}", data=form, headers={"x-test-user": "admin"}) for _ in range(5)])
+                client.post(f"/act/{token}", data=form, headers={"x-test-user": "admin", "origin": ORIGIN})
+                for _ in range(5)])
         return sorted(a.status_code for a in answers)
 
     codes = svc.client.portal.call(race)  # in the app's own event loop

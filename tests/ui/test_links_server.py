@@ -34,7 +34,9 @@ def _trigger(stack: AirflowStack, incident: str, **context: Any) -> str:
 def _browser(stack: AirflowStack, user: str | None) -> httpx.Client:
     """A client that authenticates as the UI does: Airflow's ``_token`` cookie, no header."""
     cookies = {"_token": stack.token(user)} if user else {}
-    return httpx.Client(base_url=stack.base, cookies=cookies, timeout=30, follow_redirects=False)
+    # a browser on Airflow's pages sends their Origin with every POST
+    return httpx.Client(base_url=stack.base, cookies=cookies, headers={"origin": stack.base}, timeout=30,
+                        follow_redirects=False)
 
 
 def _form(token: str) -> dict[str, str]:

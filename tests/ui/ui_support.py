@@ -27,6 +27,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-dev-shm-usage"]
 
 SECRET = "link-tests-secret-0123456789"
+#: Airflow's public URL in-process ([escalation] base_url): the origin the link form must come from
+ORIGIN = "http://testserver"
 API = "/api/v1"
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=timezone.utc)
 POLICY = {"name": "ops", "levels": [
@@ -97,6 +99,14 @@ async def _fake_authorize_write(user: Any, dag_id: Any = None) -> None:
         raise HTTPException(403, "Forbidden")
 
 
+async def _fake_may_edit(user: Any, dag_id: Any = None) -> bool:
+    return user.name == "admin"
+
+
+async def _fake_read_scope(user: Any = None) -> auth.DagScope:
+    return auth.DagScope.everything()  # per-Dag reads: tests/airflow/test_authz*.py
+
+
 class Service:
     def __init__(self, client: TestClient, app: Any, engine: Any) -> None:
         self.client, self.app, self.engine = client, app, engine
@@ -124,10 +134,14 @@ class Service:
 
     def confirm(self, token: str, user: str | None = "admin", form: dict | None = None,
                 **headers: str) -> httpx.Response:
+        """POST the confirmation form as a browser on Airflow's origin does (``origin=`` changes it,
+        ``origin=None`` leaves the header out)."""
         if form is None:
             claims = links.verify_action_token(token, secret=SECRET)
             form = {"record_id": claims.record_id, "action": claims.action}
-        return self.client.post(f"/act/{token}", data=form, headers={**self.headers(user), **headers},
+        sent = {"origin": ORIGIN, **headers}
+        return self.client.post(f"/act/{token}", data=form,
+                                headers={**self.headers(user), **{k: v for k, v in sent.items() if v is not None}},
                                 follow_redirects=False)
 
 
@@ -140,11 +154,14 @@ def make_service(monkeypatch: Any) -> Any:
     from airflow_escalation.stores.memory import InMemoryEscalationStore
 
     # REST routes captured Airflow's dependencies when they were declared: override those
-    real_read, real_write = auth.require_read, auth.require_write
+    real_read, real_write, real_scope = auth.require_read, auth.require_write, auth.read_scope
     # the pages and link routes call through the module: patch it
+    monkeypatch.setenv("AIRFLOW__ESCALATION__BASE_URL", ORIGIN)
     monkeypatch.setattr(auth, "get_user", _fake_get_user)
     monkeypatch.setattr(auth, "require_read", _fake_require_read)
     monkeypatch.setattr(auth, "authorize_write", _fake_authorize_write)
+    monkeypatch.setattr(auth, "may_edit", _fake_may_edit)
+    monkeypatch.setattr(auth, "read_scope", _fake_read_scope)
     engine = EscalationEngine(EscalationEngineConfig(
         store=InMemoryEscalationStore(),
         scheduler_config=SchedulerConfig(scheduler_type="asyncio", check_interval_seconds=3600),
@@ -153,5 +170,6 @@ def make_service(monkeypatch: Any) -> Any:
     app.state.link_secret = SECRET
     app.dependency_overrides[real_read] = _fake_read_dep
     app.dependency_overrides[real_write] = _fake_write_dep
+    app.dependency_overrides[real_scope] = _fake_read_scope
     with TestClient(app) as client:
         yield Service(client, app, engine)

@@ -7,10 +7,11 @@ from typing import Any, Awaitable, Callable, Optional
 from fastapi import APIRouter, Body, Depends, Path, Query, status
 from fastapi.responses import JSONResponse
 
+from airflow_escalation.core import bounds
 from airflow_escalation.core.engine import EscalationEngine
-from airflow_escalation.core.models import EscalationPolicy, EscalationResult
+from airflow_escalation.core.models import EscalationPolicy, EscalationResult, dag_id_of
 from airflow_escalation.core.types import ACTIVE_STATE_VALUES, EscalationState
-from airflow_escalation.service.auth import actor_name, require_read, require_write
+from airflow_escalation.service.auth import DagScope, actor_name, read_scope, require_read, require_write
 from airflow_escalation.service.deps import get_engine, get_service, run_store
 from airflow_escalation.service.schemas import (
     MAX_NAME,
@@ -36,7 +37,8 @@ _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 _ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
     **_AUTH_RESPONSES,
-    404: {"model": ErrorResult, "description": "no such escalation"},
+    404: {"model": ErrorResult, "description": "no such escalation, or one of a Dag the caller "
+                                               "may not read"},
     409: {"model": ErrorResult, "description": "illegal transition (e.g. already resolved)"},
 }
 
@@ -54,12 +56,15 @@ MAX_IDS = 200
 
 def _answer(result: EscalationResult, success_status: int = 200) -> Any:
     body = Result.from_core(result)
+    # engine messages may quote what the caller sent: answer with a bounded excerpt
+    body.message = bounds.truncate(body.message)
+    body.error = bounds.truncate(body.error) if body.error is not None else None
     if result.success:
         return JSONResponse(body.model_dump(mode="json"), status_code=success_status)
     if result.code in _GATE_CODES:
         return JSONResponse(body.model_dump(mode="json"), status_code=200)
     code = _FAILURE_STATUS.get(result.code, 409)
-    content = ErrorResult(**body.model_dump(), detail=result.error or result.message).model_dump(mode="json")
+    content = ErrorResult(**body.model_dump(), detail=body.error or body.message).model_dump(mode="json")
     return JSONResponse(content, status_code=code)
 
 
@@ -112,15 +117,13 @@ async def trigger(
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             message = str(exc)
             return _answer(_invalid("trigger", message if message.startswith("policy") else f"policy: {message}"))
-        if len(inline.name) > MAX_NAME:
-            return _answer(_invalid("trigger", f"policy.name: at most {MAX_NAME} characters, "
-                                               f"got {len(inline.name)}"))
     name = request_body.policy_name
     if name is None and inline is None and cfg.default_policy in engine.policies:
         name = cfg.default_policy
     if inline is None and cfg.max_concurrent_escalations:
         if await _active_count(engine) >= cfg.max_concurrent_escalations:
-            open_one = await run_store(engine, engine.store.find_open, request_body.incident_id, name or "")
+            open_one = await run_store(engine, engine.store.find_open, request_body.incident_id, name or "",
+                                       dag_id_of(request_body.context))
             if open_one is None:
                 return _answer(EscalationResult.failure_result(
                     None, "trigger",
@@ -149,17 +152,19 @@ async def trigger(
             summary="List escalations, newest first")
 async def list_escalations(
     state: Optional[list[EscalationState]] = Query(None, description="repeatable"),
-    policy: Optional[str] = Query(None, description="policy name"),
-    incident: Optional[str] = Query(None, description="incident id"),
-    dag_id: Optional[str] = Query(None, description="matches context.dag_id"),
+    policy: Optional[str] = Query(None, max_length=MAX_NAME, description="policy name"),
+    incident: Optional[str] = Query(None, max_length=MAX_NAME, description="incident id"),
+    dag_id: Optional[str] = Query(None, max_length=MAX_NAME, description="matches context.dag_id "
+                                  "(only Dags the caller may read are ever listed)"),
     active: Optional[bool] = Query(None, description="true: pending, active or escalating; "
                                                      "false: every other state"),
     ids: Optional[list[str]] = Query(None, description="record ids, comma-separated and/or repeated "
                                      f"(at most {MAX_IDS}): only these records, combined with the other "
                                      "filters; unknown ids are left out"),
-    limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    limit: int = Query(50, ge=1, le=bounds.MAX_LIST_LIMIT),
+    offset: int = Query(0, ge=0, le=bounds.MAX_LIST_OFFSET),
     engine: EscalationEngine = Depends(get_engine),
+    scope: DagScope = Depends(read_scope),
 ) -> Any:
     states: Optional[set[str]] = {s.value for s in state} if state else None
     if active is not None:
@@ -174,10 +179,11 @@ async def list_escalations(
             return JSONResponse({"detail": f"ids: at most {MAX_IDS} ids per request, got {len(wanted_ids)}"},
                                 status_code=422)
         records = await run_store(engine, _get_many, engine.store, wanted_ids)
-        records = [r for r in records if (states is None or getattr(r.state, "value", r.state) in states)
+        records = [r for r in records if scope.allows(r.dag_id)
+                   and (states is None or getattr(r.state, "value", r.state) in states)
                    and (policy is None or r.policy_name == policy)
                    and (incident is None or r.incident_id == incident)
-                   and (dag_id is None or r.context.get("dag_id") == dag_id)]
+                   and (dag_id is None or r.dag_id == dag_id)]
         records.sort(key=lambda r: r.created_at, reverse=True)
         page = records[offset:offset + limit]
         return EscalationList(escalations=[Record.from_core(r) for r in page], total=len(records),
@@ -186,7 +192,8 @@ async def list_escalations(
         records, total = await run_store(
             engine, engine.store.list_records,
             states=sorted(states) if states is not None else None,
-            policy_name=policy, incident_id=incident, dag_id=dag_id, limit=limit, offset=offset,
+            policy_name=policy, incident_id=incident, dag_id=dag_id, dag_ids=scope.store_filter,
+            limit=limit, offset=offset,
         )
     except NotImplementedError as exc:
         return JSONResponse({"detail": f"the {engine.store.name} store cannot list records: {exc}"},
@@ -205,14 +212,16 @@ def _get_many(store: Any, record_ids: list[str]) -> list[Any]:
 
 
 @router.get("/{record_id}", response_model=RecordDetail,
-            responses={**_AUTH_RESPONSES, 404: {"model": Detail, "description": "no such escalation"}},
+            responses={**_AUTH_RESPONSES, 404: {"model": Detail, "description": "no such escalation, "
+                                                "or one of a Dag the caller may not read"}},
             summary="One escalation with its history and deliveries")
 async def get_escalation(record_id: str = RecordId,
-                         engine: EscalationEngine = Depends(get_engine)) -> Any:
+                         engine: EscalationEngine = Depends(get_engine),
+                         scope: DagScope = Depends(read_scope)) -> Any:
     record = None
     if len(record_id) <= MAX_RECORD_ID:
         record = await run_store(engine, engine.store.get, record_id)
-    if record is None:
+    if record is None or not scope.allows(record.dag_id):
         return JSONResponse({"detail": f"escalation {record_id!r} not found"}, status_code=404)
     deliveries = await run_store(engine, engine.store.get_deliveries, record_id)
     return RecordDetail.from_core_with(record, deliveries)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse
 
 from airflow_escalation.core.engine import EscalationEngine
-from airflow_escalation.core.manager import EscalationPolicyConfig
+from airflow_escalation.core import bounds
+from airflow_escalation.core.manager import EscalationPolicyConfig, parse_yaml
 from airflow_escalation.core.models import EscalationPolicy
 from airflow_escalation.service.auth import require_read
 from airflow_escalation.service.deps import get_engine
@@ -42,6 +42,8 @@ async def get_policy(name: str = Path(...), engine: EscalationEngine = Depends(g
 def _validate_mapping(data: Any) -> list[str]:
     """Policy names defined by ``data``: one policy, a list of them, or a policies config."""
     if isinstance(data, list):
+        if len(data) > bounds.MAX_POLICIES:
+            raise ValueError(f"at most {bounds.MAX_POLICIES} policies, got {len(data)}")
         names = []
         for index, item in enumerate(data):
             try:
@@ -67,13 +69,13 @@ async def validate_policies(body: ValidateRequest) -> ValidationReport:
     names: list[str] = []
     if body.yaml is not None:
         try:
-            data = yaml.safe_load(body.yaml)
-        except yaml.YAMLError as exc:
-            return ValidationReport(valid=False, errors=[f"yaml: {exc}"], policies=[])
+            data = parse_yaml(body.yaml)  # aliases refused, size and depth bounded
+        except ValueError as exc:
+            return ValidationReport(valid=False, errors=[bounds.truncate(exc)], policies=[])
     else:
         data = body.policy
     try:
         names = _validate_mapping(data)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        errors.append(str(exc))
+        errors.append(bounds.truncate(exc))
     return ValidationReport(valid=not errors, errors=errors, policies=names if not errors else [])

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from airflow_escalation.core.engine import EscalationEngine
-from airflow_escalation.service.auth import require_read
+from airflow_escalation.service.auth import DagScope, read_scope, require_read
 from airflow_escalation.service.deps import get_engine, get_service, run_store
 from airflow_escalation.service.schemas import Detail, Health, Stats
 
@@ -22,9 +22,10 @@ _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @router.get("/stats", response_model=Stats,
             responses={**_AUTH_RESPONSES, 503: {"model": Detail, "description": "not running"}},
-            summary="Counts and rates over every stored escalation")
-async def stats(engine: EscalationEngine = Depends(get_engine)) -> Stats:
-    result = await run_store(engine, engine.store.get_stats)
+            summary="Counts and rates over the stored escalations of the Dags the caller may read")
+async def stats(engine: EscalationEngine = Depends(get_engine),
+                scope: DagScope = Depends(read_scope)) -> Stats:
+    result = await run_store(engine, engine.store.get_stats, scope.store_filter)
     return Stats.model_validate(result.to_dict())
 
 

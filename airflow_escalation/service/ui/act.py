@@ -20,7 +20,7 @@ reported as a used link).
 from __future__ import annotations
 
 from typing import Any, Optional
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, HTTPException, Request
 
@@ -86,9 +86,17 @@ def _check_unused(claims: links.ActionToken, record: Any) -> None:
             f"({used.get('event', claims.action)})."), record=_summary(record))
 
 
+async def _check_readable(user: Any, record: Any) -> None:
+    """A record of a Dag the user may not read is, for them, a record that does not exist."""
+    if not (await auth.read_scope(user)).allows(record.dag_id):
+        raise PageError(404, "No such escalation",
+                        "The escalation this link is for does not exist (any more).",
+                        referrer="no-referrer")
+
+
 async def _check_allowed(user: Any, record: Any, action: str) -> None:
     try:
-        await auth.authorize_write(user, record.context.get("dag_id"))
+        await auth.authorize_write(user, record.dag_id)
     except HTTPException:
         raise PageError(403, f"You may not {action} this escalation",
                         f"{auth.actor_name(user)} lacks the permission to change runs of this Dag, "
@@ -132,22 +140,18 @@ def _record_url(request: Request, record_id: str) -> str:
             f"{quote(record_id, safe='')}")
 
 
-def _same_origin(request: Request) -> bool:
-    origin = request.headers.get("origin")
-    if not origin or origin == "null":
-        return True  # SameSite=Lax keeps Airflow's cookie off cross-site POSTs anyway
-    return urlparse(origin).netloc == request.headers.get("host", "")
-
-
 @router.get("/{token}")
 async def confirm(request: Request, token: str) -> Any:
     claims = _verify(request, token)
     user = await page_reader(request)
-    engine, record = await _record(request, claims)
+    _, record = await _record(request, claims)
+    await _check_readable(user, record)
     _check_unused(claims, record)
     _check_applies(record, claims.action)
     await _check_allowed(user, record, claims.action)
-    return render(request, "confirm.html", referrer="no-referrer", claims=claims,
+    # same-origin, not no-referrer: the form's POST then carries this origin (under no-referrer
+    # browsers send "Origin: null"), and the link's URL still never leaves Airflow
+    return render(request, "confirm.html", referrer="same-origin", claims=claims,
                   verb=_VERB[claims.action], record=_summary(record), token=token,
                   username=auth.actor_name(user), record_url=_record_url(request, record.id))
 
@@ -163,11 +167,14 @@ async def act(request: Request, token: str) -> Any:
         raise PageError(400, "This form is incomplete",
                         "Open the link again and use the button on its page.", referrer="no-referrer")
     claims = _verify(request, token, record_id=record_id, action=action)
-    if not _same_origin(request):
-        raise PageError(403, "Refused", "The form was posted from another site.",
-                        referrer="no-referrer")
+    if not auth.same_origin(request):
+        # the confirmation form is a form post with the session cookie: it must come from
+        # Airflow's own origin ([api] base_url), never from another site
+        raise PageError(403, "Refused", "The form was not posted from this Airflow's own pages "
+                        "(its Origin is not the Airflow base URL).", referrer="no-referrer")
     user = await page_reader(request)
     engine, record = await _record(request, claims)
+    await _check_readable(user, record)
     _check_unused(claims, record)
     _check_applies(record, claims.action)
     await _check_allowed(user, record, claims.action)

@@ -15,7 +15,10 @@ from fastapi.responses import FileResponse, RedirectResponse
 from starlette.requests import Request
 
 from airflow_escalation import __version__
+from airflow_escalation.service import auth
+from airflow_escalation.service.deps import ServiceUnavailable, get_engine, run_store
 from airflow_escalation.service.schemas import MAX_NAME, MAX_RECORD_ID
+from airflow_escalation.stores.base import StoreError
 from airflow_escalation.service.ui.render import STATIC, PageError, page_reader, render, service_root
 
 router = APIRouter(prefix="/ui", tags=["ui"], include_in_schema=False)
@@ -60,7 +63,15 @@ async def escalations_page(request: Request, user: Any = Depends(page_reader)) -
 @router.get("/records/{record_id}")
 async def record_page(request: Request, record_id: str, user: Any = Depends(page_reader)) -> Any:
     """One escalation: its summary, actions, context and timeline."""
-    if len(record_id) > MAX_RECORD_ID:
+    record = None
+    if len(record_id) <= MAX_RECORD_ID:
+        try:
+            engine = get_engine(request)
+            record = await run_store(engine, engine.store.get, record_id)
+        except (ServiceUnavailable, StoreError) as exc:
+            raise PageError(503, "The escalation service is not available", str(exc)) from None
+    # a record of a Dag the user may not read does not exist for them
+    if record is None or not (await auth.read_scope(user)).allows(record.dag_id):
         raise PageError(404, "No such escalation", f"There is no escalation {record_id[:80]!r}.")
     return render(request, "record.html", view="record", record_id=record_id, **_common(user))
 
@@ -81,6 +92,8 @@ async def task_page(
         scope["map_index"] = str(int(scope["map_index"])) if scope["map_index"] else ""
     except ValueError:
         scope["map_index"] = ""
+    if scope["dag_id"] and not (await auth.read_scope(user)).allows(scope["dag_id"]):
+        raise PageError(404, "No such Dag", f"There is no Dag {scope['dag_id'][:80]!r} you may read.")
     return render(request, "ti.html", view="ti", scope=scope, **_common(user))
 
 

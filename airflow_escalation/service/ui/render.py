@@ -108,7 +108,9 @@ def page_context(request: Request, **extra: Any) -> dict[str, Any]:
 def render(request: Request, template: str, status_code: int = 200, *,
            referrer: str = "same-origin", **context: Any) -> HTMLResponse:
     html = environment().get_template(template).render(**page_context(request, **context))
-    return HTMLResponse(html, status_code=status_code, headers=security_headers(referrer))
+    # a stored value that is not valid UTF-8 (a lone surrogate) shows as "?", never a 500
+    return HTMLResponse(html.encode("utf-8", "replace"), status_code=status_code,
+                        headers=security_headers(referrer))
 
 
 # ---------------------------------------------------------------------------------- errors

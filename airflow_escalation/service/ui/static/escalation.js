@@ -146,6 +146,9 @@
   function api(method, path, body) {
     var init = { method: method, credentials: "same-origin", cache: "no-store",
       headers: { "Accept": "application/json" } };
+    /* writes always carry a JSON body: with the session cookie, the service accepts a write
+       only as JSON (or from Airflow's own origin), which no other site's form can send */
+    if (body === undefined && method !== "GET") body = {};
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
@@ -371,12 +374,14 @@
     return "";
   }
 
-  /* an http(s) URL from the context (e.g. log_url), else "" (no other scheme becomes a link) */
+  /* a URL from the context (e.g. log_url) on Airflow's own origin, else "": a context is written
+     by whoever triggers, so only Airflow's own pages become links (the rest stays text) */
   function httpUrl(value) {
     if (typeof value !== "string") return "";
     try {
       var url = new URL(value, window.location.href);
-      return url.protocol === "http:" || url.protocol === "https:" ? url.href : "";
+      var web = url.protocol === "http:" || url.protocol === "https:";
+      return web && url.origin === window.location.origin ? url.href : "";
     } catch (e) { return ""; }
   }
 

@@ -1,17 +1,24 @@
-"""``airflow-escalation``: validate policy files offline, and operate the escalation service.
+"""The escalation commands: validate policy files offline, operate the escalation service,
+drain the local spool. One implementation behind three entry points:
 
-    airflow-escalation validate POLICIES.yaml
-    airflow-escalation --url http://localhost:8080 --username admin --password ... list --state active
-    airflow-escalation --conn-id escalation_default show 3f2a...
-    airflow-escalation trigger orders-etl --policy production_critical --severity critical \\
-        --context dag_id=orders_etl --context run_id=manual__1
-    airflow-escalation ack ID --note "looking"; resolve ID; cancel ID --reason ...; escalate ID
-    airflow-escalation stats --json
+    airflow escalation list --state active -o json       (Airflow's CLI, provider info's `cli` key)
+    airflow-escalation --url http://localhost:8080 --username admin --password ... list
+    python -m airflow_escalation.spool drain             (the spool group alone)
+
+    ... policy validate POLICIES.yaml [--remote]
+    ... show ID; ack ID --note "looking"; resolve ID; cancel ID --reason ...; escalate ID
+    ... trigger orders-etl --policy production_critical --severity critical --context dag_id=orders_etl
+    ... stats; health; policy list; spool list; spool drain [--budget 60]
+
+:data:`COMMANDS` declares every command once; :func:`build_parser` builds the standalone parser
+from it and :mod:`airflow_escalation.cli.definition` builds Airflow's ``GroupCommand``.
 
 The service is chosen by ``--url`` (or ``ESCALATION_URL``) with ``--username/--password``
 (``ESCALATION_USERNAME``/``ESCALATION_PASSWORD``) or ``--token`` (``ESCALATION_TOKEN``), or by
-``--conn-id`` (an Airflow connection, through ``EscalationHook``). Exit status: 0 success, 1
-failure (service down, not found, conflict, refused, invalid policy), 2 usage error.
+``--conn-id`` (an Airflow connection, through ``EscalationHook``; under ``airflow escalation`` it
+defaults to ``escalation_default``). ``-o table|json|yaml|plain`` as Airflow's own commands
+(``--json`` is ``-o json``). Exit status: 0 success, 1 failure (service down, not found,
+conflict, refused, invalid policy, spool entries left), 2 usage error.
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -64,12 +72,6 @@ def _minutes(value: float) -> str:
     if value == int(value):
         return f"{int(value)} min"
     return f"{value:g} min"
-
-
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
-    return "\n".join(lines)
 
 
 def _target(t: Any) -> str:
@@ -189,8 +191,35 @@ def _show(record: dict[str, Any], out: TextIO) -> None:
         out.write(f"  {_ts(when):<20}  {text}\n")
 
 
-def _emit_json(data: Any, out: TextIO) -> None:
-    out.write(json.dumps(data, indent=2, default=str) + "\n")
+def _structured(args: argparse.Namespace) -> bool:
+    return getattr(args, "output", "table") in ("json", "yaml")
+
+
+def _console(out: TextIO) -> Any:
+    # Airflow's console: the same -o table|json|yaml|plain rendering as `airflow pools list`
+    from airflow.cli.simple_table import AirflowConsole
+
+    return AirflowConsole(file=out)
+
+
+def _emit(data: Any, args: argparse.Namespace, out: TextIO) -> None:
+    """A whole answer as JSON or YAML (``-o json|yaml``)."""
+    data = json.loads(json.dumps(data, default=str))  # datetimes and the like as strings
+    if args.output == "yaml":
+        _console(out).print_as_yaml(data)
+    else:
+        _console(out).print_as_json(data)
+
+
+def _rows(rows: list[dict[str, Any]], args: argparse.Namespace, out: TextIO) -> None:
+    """Rows as ``-o table`` or ``-o plain`` (``-o json|yaml``: print the whole answer instead)."""
+    if args.output == "plain":
+        from tabulate import tabulate  # what AirflowConsole's plain table uses, written to `out`
+
+        if rows:
+            out.write(tabulate([list(r.values()) for r in rows], tablefmt="plain", headers=list(rows[0])) + "\n")
+        return
+    _console(out).print_as(rows, output="table")
 
 
 # --------------------------------------------------------------------------- commands
@@ -205,23 +234,25 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     if args.remote:
         with open(path, encoding="utf-8") as fh:
             answer = _client(args).validate_policy(yaml=fh.read())
-        if args.json:
-            _emit_json(answer, out)
+        if _structured(args):
+            _emit(answer, args, out)
         if not answer.get("valid"):
             raise Failure(f"{path}: invalid: " + "; ".join(answer.get("errors") or ["(no detail)"]))
-        if not args.json:
+        if not _structured(args):
             out.write(f"{path}: valid on the service ({', '.join(answer.get('policies') or [])})\n")
         return EXIT_OK
     try:
         config = EscalationPolicyConfig.from_yaml(Path(path))
     except (ValueError, TypeError) as exc:
+        if str(exc).startswith("yaml:"):  # not loadable YAML (syntax, aliases, size, depth)
+            raise Failure(f"{path}: cannot load: {' '.join(str(exc).split())}") from None
         raise Failure(f"{path}: invalid: {exc}") from None
-    except Exception as exc:  # YAML syntax errors and the like
+    except Exception as exc:  # noqa: BLE001 - an unreadable file and the like
         message = " ".join(str(exc).split())
         raise Failure(f"{path}: cannot load: {type(exc).__name__}: {message}") from None
-    if args.json:
-        _emit_json({"valid": True, "default_policy": config.default_policy,
-                    "policies": [p.to_dict() for p in config.policies.values()]}, out)
+    if _structured(args):
+        _emit({"valid": True, "default_policy": config.default_policy,
+                    "policies": [p.to_dict() for p in config.policies.values()]}, args, out)
         return EXIT_OK
     count = len(config.policies)
     out.write(f"{path}: valid, {count} polic{'y' if count == 1 else 'ies'}"
@@ -236,17 +267,17 @@ def _cmd_list(args: argparse.Namespace, out: TextIO) -> int:
         args.state, policy=args.policy, incident=args.incident, dag_id=args.dag_id,
         active=True if args.active else None, limit=args.limit, offset=args.offset,
     )
-    if args.json:
-        _emit_json(page, out)
+    if _structured(args):
+        _emit(page, args, out)
         return EXIT_OK
     records = page.get("escalations") or []
     if not records:
         out.write("no escalations\n")
         return EXIT_OK
-    rows = [[r.get("id", ""), r.get("state", ""), str(r.get("current_level", "")), r.get("policy_name", ""),
-             r.get("incident_id", ""), _ts(r.get("created_at")), _ts(r.get("next_escalation_at"))]
-            for r in records]
-    out.write(_table(rows, ["ID", "STATE", "LEVEL", "POLICY", "INCIDENT", "CREATED", "NEXT"]) + "\n")
+    _rows([{"id": r.get("id", ""), "state": r.get("state", ""), "level": r.get("current_level", ""),
+            "policy": r.get("policy_name", ""), "incident": r.get("incident_id", ""),
+            "created": _ts(r.get("created_at")), "next": _ts(r.get("next_escalation_at"))}
+           for r in records], args, out)
     total = page.get("total", len(records))
     offset = page.get("offset", 0) or 0
     out.write(f"{offset + 1}-{offset + len(records)} of {total}\n")
@@ -255,8 +286,8 @@ def _cmd_list(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_show(args: argparse.Namespace, out: TextIO) -> int:
     record = _client(args).get_escalation(args.id)
-    if args.json:
-        _emit_json(record, out)
+    if _structured(args):
+        _emit(record, args, out)
     else:
         _show(record, out)
     return EXIT_OK
@@ -277,11 +308,11 @@ def _parse_context(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def _result(args: argparse.Namespace, result: dict[str, Any], out: TextIO) -> int:
-    if args.json:
-        _emit_json(result, out)
+    if _structured(args):
+        _emit(result, args, out)
     if not result.get("success"):
         raise Failure(_result_line(result))
-    if not args.json:
+    if not _structured(args):
         out.write(_result_line(result) + "\n")
     return EXIT_OK
 
@@ -311,8 +342,8 @@ def _cmd_escalate(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_stats(args: argparse.Namespace, out: TextIO) -> int:
     stats = _client(args).stats()
-    if args.json:
-        _emit_json(stats, out)
+    if _structured(args):
+        _emit(stats, args, out)
         return EXIT_OK
     width = max((len(k) for k in stats), default=0)
     for key, value in stats.items():
@@ -328,8 +359,8 @@ def _cmd_policies(args: argparse.Namespace, out: TextIO) -> int:
     from airflow_escalation.core.models import EscalationPolicy
 
     policies = _client(args).policies()
-    if args.json:
-        _emit_json(policies, out)
+    if _structured(args):
+        _emit(policies, args, out)
         return EXIT_OK
     if not policies:
         out.write("no policies\n")
@@ -345,8 +376,8 @@ def _cmd_policies(args: argparse.Namespace, out: TextIO) -> int:
 def _cmd_health(args: argparse.Namespace, out: TextIO) -> int:
     client = _client(args)
     health = client.health()
-    if args.json:
-        _emit_json(health, out)
+    if _structured(args):
+        _emit(health, args, out)
     else:
         out.write(f"{client.api_url}: {health.get('status')} (engine {health.get('engine_id')}, "
                   f"store {health.get('store')}, clock {'running' if health.get('running') else 'stopped'})\n")
@@ -372,7 +403,7 @@ def _client(args: argparse.Namespace) -> Any:
             client = hook.get_conn()
         except EscalationClientError:
             raise
-        except Exception as exc:  # AirflowNotFoundException and friends
+        except Exception as exc:  # noqa: BLE001 - AirflowNotFoundException and friends
             if type(exc).__name__ == "AirflowNotFoundException":
                 raise Failure(f"Airflow connection {conn_id!r} is not defined") from None
             raise Failure(f"cannot use Airflow connection {conn_id!r}: {exc}") from None
@@ -408,105 +439,180 @@ def _client(args: argparse.Namespace) -> Any:
     return client
 
 
-# --------------------------------------------------------------------------- parser
+# --------------------------------------------------------------------------- the spool
 
 
-def _common_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
-    default = argparse.SUPPRESS if suppress else None
-    group = parser.add_argument_group("service")
-    group.add_argument("--url", default=default, help="Airflow API server URL (env ESCALATION_URL)")
-    group.add_argument("--username", default=default, help="user for POST /auth/token (env ESCALATION_USERNAME)")
-    group.add_argument("--password", default=default, help="password (env ESCALATION_PASSWORD)")
-    group.add_argument("--token", default=default, help="bearer token (env ESCALATION_TOKEN)")
-    group.add_argument("--conn-id", default=default, help="use this Airflow connection instead of --url")
-    group.add_argument("--timeout", type=float, default=default, help="seconds per request (default 5)")
-    group.add_argument("--retries", type=int, default=default, help="retries on transient errors (default 3)")
-    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False,
-                        help="print JSON instead of tables")
+def _cmd_spool_list(args: argparse.Namespace, out: TextIO) -> int:
+    from airflow_escalation.spool import EscalationSpool
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, no traceback
-        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="airflow-escalation",
-                     description="Validate escalation policy files offline, and operate the escalation service.",
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    _common_options(parser, suppress=False)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-
-    def command(name: str, handler: Any, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        _common_options(p, suppress=True)
-        p.set_defaults(handler=handler)
-        return p
-
-    p = command("validate", _cmd_validate, "check a policies YAML file and print each policy's ladder")
-    p.add_argument("file", help="policies YAML (the escalation: block or its content)")
-    p.add_argument("--remote", action="store_true", help="validate on the service instead of locally")
-
-    p = command("list", _cmd_list, "list escalations, newest first")
-    p.add_argument("--state", action="append", help="filter on a state (repeatable)")
-    p.add_argument("--policy", help="filter on a policy name")
-    p.add_argument("--dag-id", help="filter on the context's dag_id")
-    p.add_argument("--incident", help="filter on an incident id")
-    p.add_argument("--active", action="store_true", help="only escalations still paging")
-    p.add_argument("--limit", type=int, help="page size (1-500, default 50)")
-    p.add_argument("--offset", type=int, help="skip this many")
-
-    p = command("show", _cmd_show, "show one escalation with its timeline")
-    p.add_argument("id")
-
-    p = command("trigger", _cmd_trigger, "start (or join) the escalation of an incident")
-    p.add_argument("incident")
-    p.add_argument("--policy", help="policy name (default: the service's default policy)")
-    p.add_argument("--severity", help="stored as context severity; policies filter on it")
-    p.add_argument("--context", action="append", default=[], metavar="KEY=VALUE",
-                   help="context entry (repeatable); JSON values are decoded")
-    p.add_argument("--trigger-type", help="unacknowledged (default), unresolved, manual, ...")
-
-    p = command("ack", _cmd_ack, "acknowledge an escalation")
-    p.add_argument("id")
-    p.add_argument("--note")
-
-    p = command("resolve", _cmd_resolve, "resolve an escalation")
-    p.add_argument("id")
-    p.add_argument("--note")
-
-    p = command("cancel", _cmd_cancel, "cancel an escalation")
-    p.add_argument("id")
-    p.add_argument("--reason", required=True)
-
-    p = command("escalate", _cmd_escalate, "move an escalation to its next level now")
-    p.add_argument("id")
-    p.add_argument("--force", action="store_true", help="even when the policy would not escalate yet")
-
-    command("stats", _cmd_stats, "counts, rates and mean times")
-    command("policies", _cmd_policies, "the service's policies")
-    command("health", _cmd_health, "check the service")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (the console script exits with it)."""
-    out, err = sys.stdout, sys.stderr
-    args: argparse.Namespace | None = None
-    try:
+    spool = EscalationSpool(args.dir)
+    rows: list[dict[str, Any]] = []
+    for entry in spool.entries():
+        rows.append({"status": "waiting", "file": entry.path.name, "kind": entry.kind,
+                     "incident": entry.incident_id, "conn": entry.conn_id, "attempts": entry.attempts,
+                     "age": str(entry.age).split(".")[0], "error": entry.last_error or "-"})
+    for path in spool.dead_entries():
         try:
-            args = build_parser().parse_args(list(argv) if argv is not None else None)
-        except SystemExit as exc:  # --help
-            return int(exc.code or 0)
-        return args.handler(args, out)
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            data = {}
+        rows.append({"status": "dead", "file": path.name, "kind": data.get("kind", "?"),
+                     "incident": (data.get("request") or {}).get("incident_id") or "?",
+                     "conn": data.get("conn_id") or "?", "attempts": data.get("attempts", "?"),
+                     "age": "-", "error": data.get("dead_reason") or "-"})
+    if _structured(args):
+        _emit({"directory": str(spool.directory), "entries": rows}, args, out)
+    elif rows:
+        _rows(rows, args, out)
+    else:
+        out.write(f"{spool.directory}: empty\n")
+    return EXIT_OK
+
+
+def _cmd_spool_drain(args: argparse.Namespace, out: TextIO) -> int:
+    import logging
+
+    from airflow_escalation.notifications.handoff import HandoffSender
+    from airflow_escalation.spool import EscalationSpool
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    spool = EscalationSpool(args.dir)
+    with HandoffSender(timeout=args.timeout if args.timeout is not None else 5.0) as sender:
+        report = spool.drain(sender.send_entry, budget_seconds=args.budget)
+    summary = {"sent": report.sent, "dead": report.dead, "left": report.left,
+               "stopped": report.stopped, "last_error": report.last_error}
+    if _structured(args):
+        _emit(summary, args, out)
+    else:
+        out.write(f"sent {report.sent}, dead {report.dead}, left {report.left}"
+                  + (f" (stopped: {report.stopped}: {report.last_error})" if report.stopped else "") + "\n")
+    return EXIT_OK if report.left == 0 else EXIT_FAILURE
+
+
+# --------------------------------------------------------------------------- the command table
+
+Handler = Callable[[argparse.Namespace, TextIO], int]
+OUTPUT_FORMATS = ("table", "json", "yaml", "plain")  # Airflow's ARG_OUTPUT choices
+
+
+@dataclass(frozen=True)
+class Option:
+    """One argument; ``kwargs`` are those of ``argparse.add_argument`` that Airflow's ``Arg``
+    accepts too (action, default, nargs, type, choices, required, metavar, dest)."""
+
+    flags: tuple[str, ...]
+    help: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    handler: Handler
+    options: tuple[Option, ...] = ()
+    service: bool = True  # takes the service options (--url, --conn-id, ...)
+    hidden: bool = False  # an old name kept working, left out of --help
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    help: str
+    commands: tuple[Command, ...]
+
+
+SERVICE_OPTIONS = (
+    Option(("--url",), "Airflow API server URL (env ESCALATION_URL)"),
+    Option(("--username",), "user for POST /auth/token (env ESCALATION_USERNAME)"),
+    Option(("--password",), "password (env ESCALATION_PASSWORD)"),
+    Option(("--token",), "bearer token (env ESCALATION_TOKEN)"),
+    Option(("--conn-id",), "use this Airflow connection instead of --url"),
+    Option(("--timeout",), "seconds per request (default 5)", {"type": float}),
+    Option(("--retries",), "retries on transient errors (default 3)", {"type": int}),
+)
+OUTPUT_OPTIONS = (
+    Option(("-o", "--output"), "Output format. Allowed values: json, yaml, plain, table (default: table)",
+           {"choices": OUTPUT_FORMATS, "metavar": "(table, json, yaml, plain)", "default": "table"}),
+    Option(("--json",), "same as -o json",
+           {"action": "store_const", "const": "json", "dest": "output", "default": "table"}),
+)
+_ID = Option(("id",), "escalation record id")
+_NOTE = Option(("--note",), "a note kept in the record's timeline")
+_SPOOL_DIR = Option(("--dir",), "spool directory (default: [escalation] spool_dir, else "
+                                "$AIRFLOW_HOME/escalation_spool)")
+_VALIDATE = (Option(("file",), "policies YAML (the escalation: block or its content)"),
+             Option(("--remote",), "validate on the service instead of locally", {"action": "store_true"}))
+_VALIDATE_HELP = "check a policies YAML file and print each policy's ladder"
+_POLICIES_HELP = "the service's policies"
+
+COMMANDS: tuple[Command | Group, ...] = (
+    Command("list", "list escalations, newest first", _cmd_list, (
+        Option(("--state",), "filter on a state (repeatable)", {"action": "append"}),
+        Option(("--policy",), "filter on a policy name"),
+        Option(("--dag-id",), "filter on the context's dag_id"),
+        Option(("--incident",), "filter on an incident id"),
+        Option(("--active",), "only escalations still paging", {"action": "store_true"}),
+        Option(("--limit",), "page size (1-500, default 50)", {"type": int}),
+        Option(("--offset",), "skip this many", {"type": int}),
+    )),
+    Command("show", "show one escalation with its timeline", _cmd_show, (_ID,)),
+    Command("trigger", "start (or join) the escalation of an incident", _cmd_trigger, (
+        Option(("incident",), "incident id"),
+        Option(("--policy",), "policy name (default: the service's default policy)"),
+        Option(("--severity",), "stored as context severity; policies filter on it"),
+        Option(("--context",), "context entry (repeatable); JSON values are decoded",
+               {"action": "append", "default": [], "metavar": "KEY=VALUE"}),
+        Option(("--trigger-type",), "unacknowledged (default), unresolved, manual, ..."),
+    )),
+    Command("ack", "acknowledge an escalation", _cmd_ack, (_ID, _NOTE)),
+    Command("resolve", "resolve an escalation", _cmd_resolve, (_ID, _NOTE)),
+    Command("cancel", "cancel an escalation", _cmd_cancel, (
+        _ID, Option(("--reason",), "why (kept in the timeline)", {"required": True}))),
+    Command("escalate", "move an escalation to its next level now", _cmd_escalate, (
+        _ID, Option(("--force",), "even when the policy would not escalate yet", {"action": "store_true"}))),
+    Command("stats", "counts, rates and mean times", _cmd_stats),
+    Command("health", "check the service", _cmd_health),
+    Group("policy", "escalation policies: validate a file, list the service's", (
+        Command("validate", _VALIDATE_HELP, _cmd_validate, _VALIDATE),
+        Command("list", _POLICIES_HELP, _cmd_policies),
+    )),
+    # `silence` (silences of the on-call issue) goes here as a Group of its own commands
+    Group("spool", "the local spool of hand-offs that could not reach the service", (
+        Command("list", "print waiting and dead entries", _cmd_spool_list, (_SPOOL_DIR,), service=False),
+        Command("drain", "send waiting entries to the service (exit 1 when some are left)",
+                _cmd_spool_drain, (
+                    _SPOOL_DIR,
+                    Option(("--budget",), "seconds to spend at most (default 60)",
+                           {"type": float, "default": 60.0}),
+                    Option(("--timeout",), "seconds per request (default 5)", {"type": float}),
+                ), service=False),
+    )),
+    # the first names of `policy validate` and `policy list`, kept for scripts
+    Command("validate", _VALIDATE_HELP, _cmd_validate, _VALIDATE, hidden=True),
+    Command("policies", _POLICIES_HELP, _cmd_policies, hidden=True),
+)
+
+
+def command_options(command: Command) -> tuple[Option, ...]:
+    """Every option of a command, service and output options included."""
+    return (*command.options, *(SERVICE_OPTIONS if command.service else ()), *OUTPUT_OPTIONS)
+
+
+# --------------------------------------------------------------------------- running a command
+
+
+def execute(handler: Handler, args: argparse.Namespace, out: TextIO | None = None,
+            err: TextIO | None = None) -> int:
+    """Run one command; expected failures become one line on ``err`` and an exit status."""
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    try:
+        return handler(args, out)
     except UsageError as exc:
         err.write(f"error: {exc}\n")
         return EXIT_USAGE
-    except Failure as exc:
-        err.write(f"error: {exc}\n")
-        return EXIT_FAILURE
-    except EscalationServiceUnavailable as exc:
+    except (Failure, EscalationServiceUnavailable) as exc:
         err.write(f"error: {exc}\n")
         return EXIT_FAILURE
     except EscalationNotFound as exc:
@@ -530,10 +636,67 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.write("interrupted\n")
         return 130
     finally:
-        client = getattr(args, "_client_obj", None) if args is not None else None
+        client = getattr(args, "_client_obj", None)
         if client is not None:
             client.close()
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+# --------------------------------------------------------------------------- the standalone parser
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]  # one line, exit 2, no traceback
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _add_options(parser: argparse.ArgumentParser, options: Sequence[Option], *, suppress: bool) -> None:
+    for option in options:
+        kwargs = dict(option.kwargs)
+        if suppress and option.flags[0].startswith("-"):
+            # given before the command too: a subcommand's default must not overwrite it
+            kwargs["default"] = argparse.SUPPRESS
+        parser.add_argument(*option.flags, help=option.help, **kwargs)
+
+
+def _add_commands(sub: Any, commands: Sequence[Command | Group]) -> None:
+    for command in commands:
+        if isinstance(command, Group):
+            group = sub.add_parser(command.name, help=command.help, description=command.help)
+            inner = group.add_subparsers(dest=f"{command.name}_command", metavar="COMMAND",
+                                         parser_class=_Parser)
+            inner.required = True
+            _add_commands(inner, command.commands)
+            continue
+        extra = {} if command.hidden else {"help": command.help}
+        p = sub.add_parser(command.name, description=command.help, **extra)
+        _add_options(p, command.options, suppress=False)
+        _add_options(p, (*(SERVICE_OPTIONS if command.service else ()), *OUTPUT_OPTIONS), suppress=True)
+        p.set_defaults(handler=command.handler)
+
+
+def build_parser(prog: str = "airflow-escalation", commands: Sequence[Command | Group] = COMMANDS,
+                 description: str = "Validate escalation policy files offline, operate the escalation "
+                                    "service, drain the local spool. The same commands as "
+                                    "`airflow escalation`.") -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # options before the command too (`airflow-escalation --url U list`)
+    service = any(isinstance(c, Group) or c.service for c in commands)
+    _add_options(parser, (*(SERVICE_OPTIONS if service else ()), *OUTPUT_OPTIONS), suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    _add_commands(sub, commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "airflow-escalation",
+         commands: Sequence[Command | Group] = COMMANDS, description: str | None = None) -> int:
+    """The standalone command line; returns the exit status (the console script exits with it)."""
+    parser = build_parser(prog, commands, description) if description else build_parser(prog, commands)
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+    except UsageError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    return execute(args.handler, args)
