@@ -905,3 +905,32 @@ def test_a_batch_gives_each_call_its_own_outcome_and_one_failure_undoes_only_its
     assert outcomes[2][0].state == DeliveryState.SENT
     assert store.get(first.id).notification_count == 1
     assert [d.id for d in store.get_deliveries(later.id)] == [f"{later.id}-0"]
+
+
+def test_a_batch_finds_and_creates_open_records_per_dag(store: BaseEscalationStore) -> None:
+    """The per-DAG identity holds in ``run_batch`` too (on PostgreSQL the pipelined one-statement
+    ``find_open`` and ``create``), legacy open keys included."""
+    from airflow_escalation.stores.sql import SQLEscalationStore
+
+    if not isinstance(store, SQLEscalationStore):
+        pytest.skip("run_batch of the SQL store")
+    old = create(store, make_record("inc", context={"dag_id": "A"}))
+    _store_under_legacy_key(store, old)
+    none = create(store, make_record("inc"))
+    b = make_record("inc", context={"dag_id": "B"})
+    outcomes = store.run_batch([
+        (store.find_open, ("inc", "critical", "A"), {}),
+        (store.find_open, ("inc", "critical"), {"dag_id": "B"}),
+        (store.find_open, ("inc", "critical", None), {}),
+        (store.create, (b,), {}),
+        (store.create, (make_record("inc"),), {}),  # a second open record of no DAG: refused
+    ])
+    assert [error for _, error in outcomes] == [None] * 5
+    found = [result for result, _ in outcomes]
+    assert found[0].id == old.id and found[1] is None and found[2].id == none.id
+    assert found[3] is b and found[4] is None
+    outcomes = store.run_batch([
+        (store.find_open, ("inc", "critical", "B"), {}),
+        (store.find_open, ("inc", "critical", "A"), {}),
+    ])
+    assert [result.id for result, _ in outcomes] == [b.id, old.id]
