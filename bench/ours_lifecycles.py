@@ -16,6 +16,8 @@ after the run):
     --store redis     $ESCALATION_BENCH_REDIS_URL     (default redis://127.0.0.1:6379/14)
     --store postgres  $ESCALATION_BENCH_POSTGRES_URL  (default postgresql+psycopg://postgres@127.0.0.1:5432/test),
                       tables ``ours_bench_*``
+    --store mysql     $ESCALATION_BENCH_MYSQL_URL     (default mysql+pymysql://root@127.0.0.1:3306/test),
+                      tables ``ours_bench_*``
 
 ``--replicas R`` (durable stores) runs R engine processes on the one store at once, each running
 N/R of the lifecycles (and the warm-up) with its own incident ids; the clock runs from when all
@@ -61,6 +63,9 @@ def _store(store: str, tmpdir: str) -> tuple[str, dict]:
     if store == "postgres":
         return "sql", {"url": os.environ.get("ESCALATION_BENCH_POSTGRES_URL",
                                              "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+                       "table_prefix": "ours_bench_"}
+    if store == "mysql":
+        return "sql", {"url": os.environ.get("ESCALATION_BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
                        "table_prefix": "ours_bench_"}
     raise SystemExit(f"unknown store {store!r}")
 
@@ -319,7 +324,7 @@ def _own_args() -> argparse.Namespace:
 
 if __name__ == "__main__":
     own = _own_args()
-    args = _shape.parse_args(__doc__.splitlines()[0], DEFAULT_N, ["memory", "sqlite", "redis", "postgres"])
+    args = _shape.parse_args(__doc__.splitlines()[0], DEFAULT_N, ["memory", "sqlite", "redis", "postgres", "mysql"])
     if own.replicas > 1 and args.store == "memory":
         raise SystemExit("--replicas needs a durable store (engines share their store)")
     try:

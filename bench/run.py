@@ -30,7 +30,7 @@ SCENARIOS = [
     ("50ms", "50 ms handler", 25.0),
 ]
 # truthound's store for each of ours (truthound has memory, sqlite and redis stores)
-TRUTHOUND_STORE = {"memory": "memory", "sqlite": "sqlite", "redis": "redis", "postgres": None}
+TRUTHOUND_STORE = {"memory": "memory", "sqlite": "sqlite", "redis": "redis", "postgres": None, "mysql": None}
 TIMEOUT = 900
 
 

@@ -1,4 +1,4 @@
-"""Store query times at 100,000 records: the due sweep and the active lists, per backend.
+"""Store query times at 100,000 records: the due sweep, the active lists and counts, per backend.
 
 Fills each store with N records (default 100,000) in a realistic mix, then times, median of
 ``--runs`` runs after one untimed run:
@@ -6,9 +6,12 @@ Fills each store with N records (default 100,000) in a realistic mix, then times
 - the due sweep the engine runs on every wake-up: ``claim_due(now, 200, ...)`` (200 is
   ``SchedulerConfig.batch_size``) and ``next_due_at()``;
 - the active lists the service shows: ``get_active(policy)`` (every paging record of one policy,
-  with its history) and ``list_records(states=<active states>, limit=50)`` (newest page + total).
+  with its history) and ``list_records(states=<active states>, limit=50)`` (newest page + total);
+- the counts: ``count_active()`` (what ``max_concurrent_escalations`` is checked against on every
+  trigger) and ``get_stats()`` (the stats page: totals by state, level, policy and target, mean
+  times to acknowledge and resolve).
 
-The mix: 95% closed (resolved, some timed out or cancelled), 5% open; of the open ones, 1% of all
+The mix: 90% closed (resolved, some timed out or cancelled), 10% open; of the open ones, 1% of all
 records are due now (``next_escalation_at`` in the past), the others due later; 20% of the open
 ones are acknowledged (open but no longer paging). Four policies, three or four history events
 and one or two deliveries per record. SQLite and Redis are filled with ``create`` through the
@@ -17,7 +20,7 @@ calls to them); PostgreSQL and MySQL, where that takes minutes, by bulk INSERTs 
 executemany) of the rows ``create`` writes, checked afterwards against ``get``. The servers'
 planner statistics are then refreshed (ANALYZE), as autovacuum / InnoDB do after a bulk load.
 
-    .venv/bin/python bench/store_queries.py                         # sqlite, postgres, mysql, redis
+    .venv/bin/python bench/store_queries.py                         # memory, sqlite, postgres, mysql, redis
     .venv/bin/python bench/store_queries.py --backends sqlite redis --n 20000
 
 Servers come from $ESCALATION_BENCH_POSTGRES_URL (default
@@ -56,7 +59,7 @@ URLS = {
     "mysql": ("ESCALATION_BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
     "redis": ("ESCALATION_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
 }
-BACKENDS = ["sqlite", "postgres", "mysql", "redis"]
+BACKENDS = ["memory", "sqlite", "postgres", "mysql", "redis"]
 POLICIES = ["db-critical", "etl-nightly", "api-latency", "ml-training"]
 CLAIM_LIMIT = 200  # SchedulerConfig.batch_size
 FILL_BATCH = 1_000  # creates per run_batch call
@@ -80,7 +83,7 @@ def make_record(i: int, now: datetime, rng: random.Random) -> tuple[EscalationRe
     """Record ``i`` of the mix (see the module docstring) with its deliveries."""
     policy = POLICIES[i % len(POLICIES)]
     created = now - timedelta(days=30) + timedelta(seconds=i * 25)  # spread over the last month
-    kind = i % 100  # 0: due now; 1-3: active, due later; 4: acknowledged; others closed
+    kind = i % 100  # 0: due now; 1-7: active, due later; 8-9: acknowledged; others closed
     record = EscalationRecord(
         id=f"bq{i:07d}",
         incident_id=f"incident-{i}",
@@ -105,13 +108,13 @@ def make_record(i: int, now: datetime, rng: random.Random) -> tuple[EscalationRe
     if kind == 0:  # due now: level 2 is late
         record.next_escalation_at = now - timedelta(seconds=rng.randint(1, 3600))
         record.next_action = "escalate"
-    elif kind <= 3:  # paging, level 2 due later
+    elif kind <= 7:  # paging, level 2 due later
         record.next_escalation_at = now + timedelta(minutes=rng.randint(1, 15))
         record.next_action = "escalate"
     else:
         later = created + timedelta(minutes=rng.randint(1, 30))
         record.updated_at = later
-        if kind == 4:  # acknowledged: open, no longer paging
+        if kind in (8, 9):  # acknowledged: open, no longer paging
             record.state = "acknowledged"
             record.acknowledged_at, record.acknowledged_by = later, "oncall"
             record.add_history_event("acknowledge", later, "oncall", from_state="active")
@@ -134,6 +137,10 @@ def make_record(i: int, now: datetime, rng: random.Random) -> tuple[EscalationRe
 
 
 def open_store(backend: str, tmpdir: str) -> Any:
+    if backend == "memory":
+        from airflow_escalation.stores.memory import InMemoryEscalationStore
+
+        return InMemoryEscalationStore()
     if backend == "sqlite":
         from airflow_escalation.stores.sql import SQLiteEscalationStore
 
@@ -155,7 +162,7 @@ def drop_store(backend: str, store: Any) -> None:
     """Remove what the run left: the Redis keys, the SQL tables."""
     if backend == "redis":
         store.clear()
-    elif backend != "sqlite":  # sqlite: its temporary directory goes
+    elif backend not in ("sqlite", "memory"):  # sqlite: its temporary directory goes
         with store.engine.begin() as conn:
             for table in reversed(store.tables):
                 table.drop(conn, checkfirst=True)
@@ -205,6 +212,11 @@ def fill(store: Any, backend: str, n: int, now: datetime) -> float:
                 conn.execute(event.insert(), [e for _, events, _ in rows for e in events])
                 conn.execute(delivery.insert(), [d for _, _, ds in rows for d in ds])
             return
+        if backend == "memory":
+            for args in made:
+                if store.create(*args) is None:
+                    raise RuntimeError("a record of the mix was refused")
+            return
         for result, error in store.run_batch([(store.create, args, {}) for args in made]):
             if error is not None:
                 raise error
@@ -213,7 +225,7 @@ def fill(store: Any, backend: str, n: int, now: datetime) -> float:
 
     started = time.perf_counter()
     # SQLite has one writer at a time: more threads would only queue
-    with ThreadPoolExecutor(1 if backend == "sqlite" else 4) as pool:
+    with ThreadPoolExecutor(1 if backend in ("sqlite", "memory") else 4) as pool:
         for _ in pool.map(write, range(0, n, FILL_BATCH)):
             pass
     took = time.perf_counter() - started
@@ -271,6 +283,9 @@ def measure(backend: str, n: int, runs: int) -> dict[str, Any]:
         out["active_n"] = len(active)
         out["list_records"], (page, total) = timed(lambda: store.list_records(states=ACTIVE, limit=50), runs)
         out["page_n"], out["total"] = len(page), total
+        out["count_active"], out["active_total"] = timed(store.count_active, runs)
+        out["get_stats"], stats = timed(store.get_stats, runs)
+        out["stats_total"] = stats.total_escalations
         return out
     finally:
         try:
@@ -298,7 +313,7 @@ def main() -> int:
         print(f"[store_queries] {backend}: filling {args.n:,} records ...", file=sys.stderr, flush=True)
         r = measure(backend, args.n, args.runs)
         if "error" in r:
-            rows.append([backend, f"unavailable: {r['error']}", "", "", "", "", ""])
+            rows.append([backend, f"unavailable: {r['error']}", "", "", "", "", "", "", ""])
             continue
         rows.append([
             backend,
@@ -308,13 +323,16 @@ def main() -> int:
             f"{ms(r['claim_due'] + r['next_due_at'])}",
             f"{ms(r['get_active'])} ({r['active_n']:,})",
             f"{ms(r['list_records'])} ({r['page_n']} of {r['total']:,})",
+            f"{ms(r['count_active'])} ({r['active_total']:,})",
+            f"{ms(r['get_stats'])} ({r['stats_total']:,})",
         ])
     header = ["backend", "fill", "claim_due(200) (claimed)", "next_due_at", "due sweep",
-              "get_active(policy) (records)", "list_records(active, 50) (page of total)"]
+              "get_active(policy) (records)", "list_records(active, 50) (page of total)",
+              "count_active() (count)", "get_stats() (total)"]
     widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header))]
     for row in [header, ["-" * w for w in widths], *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
-    print(f"\n  {args.n:,} records per store: 95% closed, 5% open (1% due now, 1% acknowledged), "
+    print(f"\n  {args.n:,} records per store: 90% closed, 10% open (1% due now, 2% acknowledged), "
           f"{len(POLICIES)} policies; median of {args.runs} runs after one untimed run; "
           f"python {sys.version.split()[0]}")
     return 0

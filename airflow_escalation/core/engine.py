@@ -301,6 +301,10 @@ class EscalationEngine:
     def get_active_escalations(self, policy_name: str | None = None) -> list[EscalationRecord]:
         return self._store.get_active(policy_name)
 
+    def count_active_escalations(self, policy_name: str | None = None) -> int:
+        """How many escalations are still paging, counted by the store (no record is loaded)."""
+        return self._store.count_active(policy_name)
+
     def get_deliveries(self, record_id: str) -> list[Delivery]:
         return self._store.get_deliveries(record_id)
 

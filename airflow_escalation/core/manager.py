@@ -310,7 +310,7 @@ class EscalationPolicyManager:
                                                    code="filtered")
         engine = self.get_engine()
         name = policy_name or (self._config.default_policy if self._config.default_policy in self._config.policies else None)
-        if kwargs.get("policy") is None and len(engine.get_active_escalations()) >= self._config.max_concurrent_escalations:
+        if kwargs.get("policy") is None and engine.count_active_escalations() >= self._config.max_concurrent_escalations:
             if engine.store.find_open(incident_id, name or "", dag_id_of(context)) is None:
                 return EscalationResult.failure_result(
                     None, "trigger", f"max_concurrent_escalations ({self._config.max_concurrent_escalations}) reached",

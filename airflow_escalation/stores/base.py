@@ -63,6 +63,13 @@ class BaseEscalationStore(ABC):
     def get_active(self, policy_name: str | None = None) -> list[EscalationRecord]:
         """Records still paging (pending, active, escalating), oldest first."""
 
+    def count_active(self, policy_name: str | None = None) -> int:
+        """How many records ``get_active(policy_name)`` would return, counted without loading them.
+
+        Backends count in their indexes; this fallback loads the records.
+        """
+        return len(self.get_active(policy_name))
+
     @abstractmethod
     def get_pending_escalations(self, before: datetime) -> list[EscalationRecord]:
         """Open records whose ``next_escalation_at`` is at or before ``before``."""

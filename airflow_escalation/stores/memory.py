@@ -104,6 +104,13 @@ class InMemoryEscalationStore(BaseEscalationStore):
             ]
         return sorted(found, key=lambda r: r.created_at)
 
+    def count_active(self, policy_name: str | None = None) -> int:
+        with self._lock:
+            return sum(
+                1 for r in self._records.values()
+                if r.is_active and (policy_name is None or r.policy_name == policy_name)
+            )
+
     def get_pending_escalations(self, before: datetime) -> list[EscalationRecord]:
         with self._lock:
             found = [

@@ -952,6 +952,11 @@ class RedisEscalationStore(BaseEscalationStore):
             if r.is_active and (policy_name is None or r.policy_name == policy_name)
         ]
 
+    def count_active(self, policy_name: str | None = None) -> int:
+        key = self._key("active") if policy_name is None else self._key("active:", policy_name)
+        with self._errors("count_active"):
+            return int(self._client.zcard(key))
+
     def get_pending_escalations(self, before: datetime) -> list[EscalationRecord]:
         with self._errors("get_pending_escalations"):
             ids = self._client.zrangebyscore(self._key("due"), "-inf", _ts(before))

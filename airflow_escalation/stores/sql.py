@@ -33,7 +33,7 @@ import time
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, NamedTuple, Sequence, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -101,6 +101,10 @@ class _AlreadyStored(Exception):
     """create(): the record id or the incident's open key is taken."""
 
 
+class _PipelineFailed(Exception):
+    """A statement of a pipelined batch failed: the server rolled the whole batch back."""
+
+
 # --------------------------------------------------------------------------- engine set-up
 
 
@@ -145,6 +149,14 @@ def _create_engine(url: str | sa.URL, engine_kwargs: dict[str, Any]) -> Engine:
         if backend in MYSQL_DIALECTS:
             # no gap locks: a claim sweep does not hold up concurrent inserts
             kwargs.setdefault("isolation_level", "READ COMMITTED")
+        if backend == "postgresql":
+            # The store finds rows by key, and its connections keep their statements prepared
+            # (psycopg) with the plan made while the tables were small: a sequential scan then,
+            # and still one, row by row, once they have grown until autovacuum's next ANALYZE.
+            # Without sequential scans every such plan uses the key. get_stats, which reads
+            # every row, turns them back on for its transaction.
+            # (first: an `enable_seqscan` in the caller's own options comes later and wins)
+            connect_args["options"] = f"-c enable_seqscan=off {connect_args.get('options', '')}".strip()
     return sa.create_engine(url, **kwargs)
 
 
@@ -351,6 +363,12 @@ class _Statement:
             values = {**self._fixed, **values}
         return values if self._order is None else tuple(values[name] for name in self._order)
 
+    def around(self, before: str, after: str) -> "_Statement":
+        """This statement inside ``before`` ... ``after`` (a CTE), with the same parameters."""
+        wrapped = object.__new__(_Statement)
+        wrapped.sql, wrapped._fixed, wrapped._order = f"{before}{self.sql}{after}", self._fixed, self._order
+        return wrapped
+
     def run(self, cursor: Any, values: dict[str, Any]) -> int:
         """Execute; the number of rows changed."""
         cursor.execute(self.sql, self.params(values))
@@ -364,6 +382,17 @@ class _Statement:
         cursor.executemany(self.sql, [self.params(values) for values in rows])
 
 
+class _Plan(NamedTuple):
+    """A call as one statement (PostgreSQL): run ``statement`` with ``values``, then ``result(rows)``
+    is the call's result, or ``_ALONE`` when the call must be made again on its own."""
+
+    statement: _Statement
+    values: dict[str, Any]
+    result: Callable[[list[tuple[Any, ...]]], Any]
+
+
+_ALONE = object()
+
 _W = "w_"  # prefix of WHERE parameters (SQLAlchemy reserves column names for the SET values)
 
 
@@ -375,6 +404,11 @@ class _Statements:
         self.codec = codec
         self.returning = bool(dialect.update_returning)
         bind = sa.bindparam
+        # Conditions that should not choose the index: the hot statements find their rows by key,
+        # but when the statistics are stale (a table that filled up since its last ANALYZE, as
+        # in a fresh deployment or a benchmark) PostgreSQL's planner rates an index on state, or
+        # the due index (open_key second), as good as the key's, and then scans all of it.
+        delivery_state = delivery.c.state + ""
 
         def compiled(statement: sa.Executable) -> _Statement:
             return _Statement(statement, dialect)
@@ -389,12 +423,18 @@ class _Statements:
         key, legacy = bind(_W + "open_key"), bind(_W + "legacy_key")
         self.find_open = compiled(
             one.where(
-                record.c.open_key.in_([key, legacy]),
-                # a record still under its legacy key is this one only if it is of this DAG
-                sa.or_(record.c.open_key == key,
-                       record.c.dag_id.is_not_distinct_from(bind(_W + "dag_id", type_=sa.String))),
+                # through ix_record_incident (incident, policy, closed_at): an open record has
+                # no closed_at; its open_key is checked on the rows found (``+ ""`` keeps the
+                # planner off the open_key index). A record still under its legacy key is this
+                # one only if it is of this DAG.
                 record.c.incident_id == bind(_W + "incident_id"),
                 record.c.policy_name == bind(_W + "policy_name"),
+                record.c.closed_at.is_(None),
+                sa.or_(
+                    record.c.open_key + "" == key,
+                    sa.and_(record.c.open_key + "" == legacy,
+                            record.c.dag_id.is_not_distinct_from(bind(_W + "dag_id", type_=sa.String))),
+                ),
             ).order_by(event.c.seq)
         )
         self.open_id = compiled(sa.select(record.c.id).where(record.c.open_key == bind(_W + "open_key")))
@@ -437,7 +477,7 @@ class _Statements:
         )
         self.cancel_pending = compiled(
             sa.update(delivery)
-            .where(delivery.c.record_id == bind(_W + "record_id"), delivery.c.state == DeliveryState.PENDING.value)
+            .where(delivery.c.record_id == bind(_W + "record_id"), delivery_state == DeliveryState.PENDING.value)
             .values(state=DeliveryState.CANCELLED.value, updated_at=bind("updated_at"))
         )
         self.delivery_by_id = compiled(
@@ -448,7 +488,7 @@ class _Statements:
             """One delivery from ``from_state`` to the given values; its new row where RETURNING is."""
             statement = (
                 sa.update(delivery)
-                .where(delivery.c.id == bind(_W + "id"), delivery.c.state == from_state.value, *criteria)
+                .where(delivery.c.id == bind(_W + "id"), delivery_state == from_state.value, *criteria)
                 .values(updated_at=bind("updated_at"), **values)
             )
             return compiled(statement.returning(*codec.delivery_reads) if self.returning else statement)
@@ -473,6 +513,89 @@ class _Statements:
             **released,
         )
         self.finish_failed = move(DeliveryState.SENDING, state=DeliveryState.FAILED.value, **released)
+        self.one_statement = dialect.name == "postgresql"
+        if self.one_statement:
+            self._postgres_writes(tables, dialect)
+
+    def _postgres_writes(self, tables: Tables, dialect: Dialect) -> None:
+        """PostgreSQL: ``create``, ``update`` and a sent ``finish_delivery`` as one statement each
+        (data-modifying CTEs; new history events and deliveries passed as one JSON document
+        each), run in autocommit: one round trip and no BEGIN/COMMIT, where the multi-statement
+        transaction took five or more. The rows a statement inserts go in only if its record row
+        was written (they select FROM it), so a lost compare-and-swap writes nothing."""
+        record, event, delivery = (dialect.identifier_preparer.format_table(t) for t in tables)
+        events = (
+            f"INSERT INTO {event} (record_id, seq, at, event) "
+            "SELECT w.id, %(e_start)s::integer + x.n::integer - 1, (x.doc->>'at')::timestamptz, x.doc->'event' "
+            "FROM w, json_array_elements(%(e_docs)s::json) WITH ORDINALITY AS x(doc, n)"
+        )
+        columns = {"i": "integer", "id": "text", "level": "integer", "round": "integer", "target": "json",
+                   "target_key": "text", "state": "text", "attempts": "integer", "created_at": "timestamptz",
+                   "updated_at": "timestamptz", "next_attempt_at": "timestamptz", "sent_at": "timestamptz",
+                   "last_error": "text"}
+        names = [name for name in columns if name != "i"]
+        shape = ", ".join(f"{name} {kind}" for name, kind in columns.items())
+
+        def deliveries(first_seq: str, source: str) -> str:
+            return (
+                f"INSERT INTO {delivery} (record_id, seq, {', '.join(names)}) "
+                f"SELECT w.id, {first_seq} + x.i, {', '.join('x.' + name for name in names)} FROM {source}, "
+                f"json_to_recordset(%(d_docs)s::json) AS x({shape})"
+            )
+
+        self.create_one = self.insert_record.around(
+            "WITH w AS (",
+            f" ON CONFLICT DO NOTHING RETURNING id), e AS ({events}), d AS ({deliveries('0', 'w')}) "
+            "SELECT count(*) FROM w",
+        )
+        # new deliveries are numbered after the record's last one: any write that adds deliveries
+        # changes the version, so that number cannot change once the swap has the row
+        last = f"(SELECT coalesce(max(seq), -1) + 1 AS first FROM {delivery} WHERE record_id = %(w_id)s) AS s"
+        cancel = (
+            f"UPDATE {delivery} SET state = '{DeliveryState.CANCELLED.value}', "
+            "updated_at = %(updated_at)s::timestamptz "
+            f"FROM w WHERE {delivery}.record_id = w.id AND {delivery}.state || '' = '{DeliveryState.PENDING.value}' "
+            "AND %(cancel)s::boolean"
+        )
+        self.update_one = self.cas.around(
+            "WITH w AS (",
+            f" RETURNING {record}.id), e AS ({events}), c AS ({cancel}), "
+            f"d AS ({deliveries('s.first', 'w, ' + last)}) SELECT count(*) FROM w",
+        )
+        self.finish_sent_one = self.finish_sent.around(
+            "WITH w AS (",
+            f"), n AS (UPDATE {record} SET notification_count = {record}.notification_count + 1 "
+            f"FROM w WHERE {record}.id = w.record_id) SELECT * FROM w",
+        )
+
+    def event_docs(self, events: Sequence[dict[str, Any]], start: int, fallback: datetime) -> dict[str, Any]:
+        """``events`` as the one-statement writes take them."""
+        time = self.codec.time  # aware: a naive time would be read in the session's zone
+        docs = [{"at": time(_event_time(e, fallback)), "event": e} for e in events]
+        return {"e_start": start, "e_docs": self.codec.dump_json(docs)}
+
+    def delivery_docs(self, deliveries: Sequence[Delivery]) -> dict[str, Any]:
+        """``deliveries`` as the one-statement writes take them."""
+        time = self.codec.time
+        docs = [
+            {
+                "i": i,
+                "id": d.id,
+                "level": d.level,
+                "round": d.round,
+                "target": d.target.to_dict(),
+                "target_key": d.target.key[:TARGET_KEY],
+                "state": DeliveryState(d.state).value,
+                "attempts": d.attempts,
+                "created_at": time(d.created_at),
+                "updated_at": time(d.updated_at),
+                "next_attempt_at": time(d.next_attempt_at),
+                "sent_at": time(d.sent_at),
+                "last_error": d.last_error,
+            }
+            for i, d in enumerate(deliveries)
+        ]
+        return {"d_docs": self.codec.dump_json(docs)}
 
     # ------------------------------------------------------------------ values in and out
     def record_params(self, record: EscalationRecord) -> dict[str, Any]:
@@ -591,9 +714,12 @@ class SQLEscalationStore(BaseEscalationStore):
         self._dbapi = self._engine.dialect.loaded_dbapi
         self._statements: _Statements | None = None  # compiled at first use, once the dialect knows the server
         self._local = threading.local()  # .batch: the Connection of the thread's open batch()
-        # SQLite commits one writer at a time: batching calls costs no concurrency there, while
-        # a server serves concurrent transactions better than one long one
-        self.prefers_batches = self._sqlite
+        # SQLite commits one writer at a time: batching calls costs no concurrency there.
+        # PostgreSQL runs a batch's one-statement calls in a pipeline (_pipelined): one round
+        # trip and one commit for all of them, on each of two threads. MySQL serves concurrent
+        # transactions better than one long one.
+        self.prefers_batches = self._sqlite or self._dialect == "postgresql"
+        self.batch_threads = 2 if self._dialect == "postgresql" else 1
         if table_prefix == DEFAULT_PREFIX:
             self._metadata, self._tables = sql_schema.metadata, sql_schema.tables
         else:
@@ -662,18 +788,22 @@ class SQLEscalationStore(BaseEscalationStore):
                     message = f"{self.name} store: database error at {self._url}: {_cause(error)}"
                     raise StoreError(message) from error
 
-    def _direct(self, work: Callable[[Any, _Statements], T], *, write: bool = True) -> T:
+    def _direct(self, work: Callable[[Any, _Statements], T], *, write: bool = True, single: bool = False) -> T:
         """Run ``work(cursor, statements)`` in one transaction on a pooled DBAPI connection.
 
         ``write=False`` is for a single SELECT, which on SQLite runs without BEGIN (one statement
-        reads one snapshot). Errors are handled as in ``_run``.
+        reads one snapshot); ``single=True`` for work that is one statement on PostgreSQL (see
+        ``_Statements._postgres_writes``). Errors are handled as in ``_run``.
         """
         batch = getattr(self._local, "batch", None)
         if batch is not None:
-            return self._in_batch(batch, work)
-        # PostgreSQL: a lone SELECT in autocommit is one round trip instead of BEGIN, it, COMMIT
+            return self._in_batch(batch, work, savepoint=not single)
+        # PostgreSQL: a lone statement in autocommit is one round trip instead of BEGIN, it, COMMIT
         # (psycopg switches autocommit without a round trip; MySQL drivers would spend one)
-        autocommit = not write and self._dialect == "postgresql"
+        autocommit = (not write or single) and self._dialect == "postgresql"
+        # a write in autocommit commits as it runs: if the connection drops meanwhile, whether it
+        # took effect is unknown, so it is not run again
+        commits_as_it_runs = autocommit and write
         attempt = 1
         while True:
             with self._serial, self._writer if write else _NO_LOCK:
@@ -683,7 +813,7 @@ class SQLEscalationStore(BaseEscalationStore):
                     message = f"{self.name} store: cannot reach the database at {self._url}: {_cause(error)}"
                     raise StoreError(message) from error
                 cursor = connection.cursor()
-                committing = False
+                committing = commits_as_it_runs
                 try:
                     if self._statements is None:
                         self._statements = _Statements(self._tables, self._engine.dialect, self._codec)
@@ -714,11 +844,20 @@ class SQLEscalationStore(BaseEscalationStore):
                             connection.invalidate(error)
                     connection.close()  # back to the pool (unless invalidated)
 
-    def _in_batch(self, batch: Connection, work: Callable[[Any, _Statements], T]) -> T:
-        """``work`` in a savepoint of the thread's batch transaction: undone alone if it fails."""
+    def _in_batch(self, batch: Connection, work: Callable[[Any, _Statements], T], *, savepoint: bool = True) -> T:
+        """``work`` in a savepoint of the thread's batch transaction: undone alone if it fails.
+
+        Work that is one statement needs none: a statement that fails changes nothing."""
         if self._statements is None:
             self._statements = _Statements(self._tables, self._engine.dialect, self._codec)
         cursor = batch.connection.dbapi_connection.cursor()
+        if not savepoint:
+            try:
+                return work(cursor, self._statements)
+            except self._dbapi.Error as error:
+                raise StoreError(f"{self.name} store: database error at {self._url}: {_cause(error)}") from error
+            finally:
+                cursor.close()
         try:
             cursor.execute("SAVEPOINT escalation_call")
             try:
@@ -744,6 +883,8 @@ class SQLEscalationStore(BaseEscalationStore):
         instead of one per call, and the calls' changes to the same pages (index leaves, table
         ends) reach the WAL once.
         """
+        if self._dialect == "postgresql":
+            return self._pipelined(calls)
         outcomes: list[tuple[Any, Exception | None]] = []
         with self._batch():
             for fn, args, kwargs in calls:
@@ -789,6 +930,10 @@ class SQLEscalationStore(BaseEscalationStore):
             connection.invalidate(error)
             return True
         return False
+
+    def _one_statement(self) -> bool:
+        """Whether create/update run as one statement (PostgreSQL; see _Statements)."""
+        return self._dialect == "postgresql" and getattr(self._local, "batch", None) is None
 
     def _is_open(self) -> sa.ColumnElement[bool]:
         return self._tables.record.c.open_key.isnot(None)
@@ -908,11 +1053,214 @@ class SQLEscalationStore(BaseEscalationStore):
             d.updated_at = now
         return started
 
+    # ------------------------------------------------------------------ calls as plans
+    def _sql(self) -> _Statements:
+        if self._statements is None:
+            self._statements = _Statements(self._tables, self._engine.dialect, self._codec)
+        return self._statements
+
+    def _run_plan(self, plan: _Plan, *, write: bool = True) -> Any:
+        """One plan alone: its statement in autocommit on PostgreSQL (a transaction elsewhere)."""
+        return self._direct(lambda cursor, _: plan.result(plan.statement.rows(cursor, plan.values)),
+                            write=write, single=True)
+
+    def _plan_get(self, record_id: str) -> _Plan:
+        sql = self._sql()
+        return _Plan(sql.get, {_W + "id": record_id}, sql.record)
+
+    def _plan_find_open(self, incident_id: str, policy_name: str, dag_id: str | None = None) -> _Plan:
+        sql = self._sql()
+        where = {
+            _W + "open_key": open_key(incident_id, policy_name, dag_id),
+            _W + "legacy_key": legacy_open_key(incident_id, policy_name),
+            _W + "dag_id": dag_id,
+            _W + "incident_id": incident_id,
+            _W + "policy_name": policy_name,
+        }
+        return _Plan(sql.find_open, where, sql.record)
+
+    def _plan_create(self, record: EscalationRecord, deliveries: Sequence[Delivery] = ()) -> _Plan | None:
+        """PostgreSQL, an open record: one INSERT ... ON CONFLICT DO NOTHING with its history and
+        deliveries (None otherwise)."""
+        if not (record.is_open and self._one_statement()):
+            return None
+        _check_deliveries(record, deliveries)
+        sql = self._sql()
+        values = sql.record_params(record)
+        values.update(version=1, history_len=len(record.history), lease_owner=None, lease_until=None)
+        values.update(sql.event_docs(record.history, 0, record.created_at), **sql.delivery_docs(deliveries))
+
+        def result(rows: list[tuple[Any, ...]]) -> EscalationRecord | None:
+            if rows[0][0] != 1:
+                return None  # the record id or the incident's open key is taken
+            record.version = 1
+            return record
+
+        return _Plan(sql.create_one, values, result)
+
+    def _plan_update(
+        self,
+        record: EscalationRecord,
+        expected_version: int,
+        new_events: Sequence[dict] = (),
+        deliveries: Sequence[Delivery] = (),
+        cancel_pending: bool = False,
+    ) -> _Plan:
+        """PostgreSQL: the compare-and-swap with its events, cancelling and deliveries in one
+        statement; ``_ALONE`` when it wrote nothing (``update`` then finds out why)."""
+        _check_deliveries(record, deliveries)
+        sql = self._sql()
+        new_events = list(new_events)
+        start = len(record.history) - len(new_events)
+        values = sql.record_params(record)
+        values.update(
+            {_W + "id": record.id, _W + "version": expected_version, _W + "history_len": start},
+            version=expected_version + 1,
+            lease_owner=None,
+            lease_until=None,
+            history_len=len(record.history),
+            cancel=cancel_pending,
+        )
+        del values["id"], values["notification_count"]  # counted by finish_delivery alone
+        values.update(sql.event_docs(new_events, start, record.updated_at), **sql.delivery_docs(deliveries))
+
+        def result(rows: list[tuple[Any, ...]]) -> Any:
+            if rows[0][0] != 1:
+                return _ALONE
+            record.version = expected_version + 1
+            return True
+
+        return _Plan(sql.update_one, values, result)
+
+    def _plan_start_delivery(self, delivery_id: str, now: datetime, owner: str, lease: timedelta) -> _Plan:
+        sql, time = self._sql(), self._codec.time
+        values = {
+            _W + "id": delivery_id,
+            _W + "now": time(now),
+            "updated_at": time(now),
+            "lease_owner": owner,
+            "lease_until": time(now + lease),
+        }
+        return _Plan(sql.start_delivery, values, self._moved)
+
+    def _plan_finish_delivery(
+        self,
+        delivery_id: str,
+        now: datetime,
+        sent: bool,
+        error: str | None = None,
+        retry_at: datetime | None = None,
+    ) -> _Plan:
+        sql, time = self._sql(), self._codec.time
+        values = {_W + "id": delivery_id, "updated_at": time(now), "last_error": error}
+        if sent:
+            statement = sql.finish_sent_one  # counts the send on the record too
+            values["sent_at"] = time(now)
+        elif retry_at is not None:
+            statement = sql.finish_retry
+            values["next_attempt_at"] = time(retry_at)
+        else:
+            statement = sql.finish_failed
+        return _Plan(statement, values, self._moved)
+
+    def _moved(self, rows: list[tuple[Any, ...]]) -> Delivery | None:
+        return self._codec.delivery(rows[0]) if rows else None
+
+    def _planner(self, fn: Callable[..., Any]) -> Callable[..., _Plan | None] | None:
+        """The planner of one of this store's bound methods, if it has one."""
+        if getattr(fn, "__self__", None) is not self:
+            return None
+        return self._PLANNERS.get(getattr(fn, "__name__", ""))
+
+    _PLANNERS: dict[str, Callable[..., _Plan | None]] = {}
+
+    def _pipelined(self, calls: Sequence[tuple[Callable[..., Any], tuple, dict]]) -> list[tuple[Any, Exception | None]]:
+        """PostgreSQL's ``run_batch``: the calls that are one statement each go to the server in
+        one pipeline (one round trip, one implicit transaction, one commit); the others, and any
+        that a plan sends back (``_ALONE``), run on their own afterwards.
+
+        If the pipeline fails, the server rolled all of it back: each of its calls is then run
+        on its own, so one call's error is that call's alone. If the connection is lost on the
+        way, whether it committed is unknown: every pipelined call gets the error.
+        """
+        outcomes: list[Any] = [None] * len(calls)
+        planned: list[tuple[int, _Plan]] = []
+        alone: list[int] = []
+        for index, (fn, args, kwargs) in enumerate(calls):
+            planner = self._planner(fn)
+            try:
+                plan = planner(self, *args, **kwargs) if planner is not None else None
+            except Exception as exc:  # noqa: BLE001 - that call's outcome (bad arguments)
+                outcomes[index] = (None, exc)
+                continue
+            if plan is None:
+                alone.append(index)
+            else:
+                planned.append((index, plan))
+        if len(planned) == 1:
+            alone.append(planned.pop()[0])
+        if planned:
+            try:
+                rows = self._pipeline([plan for _, plan in planned])
+            except _PipelineFailed:
+                alone += [index for index, _ in planned]
+            except Exception as exc:  # noqa: BLE001 - the connection was lost: outcome unknown
+                for index, _ in planned:
+                    outcomes[index] = (None, exc)
+            else:
+                for (index, plan), found in zip(planned, rows):
+                    try:
+                        result = plan.result(found)
+                    except Exception as exc:  # noqa: BLE001 - that call's outcome
+                        outcomes[index] = (None, exc)
+                        continue
+                    if result is _ALONE:
+                        alone.append(index)
+                    else:
+                        outcomes[index] = (result, None)
+        for index in sorted(alone):
+            fn, args, kwargs = calls[index]
+            try:
+                outcomes[index] = (fn(*args, **kwargs), None)
+            except Exception as exc:  # noqa: BLE001 - that call's outcome
+                outcomes[index] = (None, exc)
+        return outcomes
+
+    def _pipeline(self, plans: Sequence[_Plan]) -> list[list[tuple[Any, ...]]]:
+        """Run ``plans`` in one psycopg pipeline in autocommit; their rows, in order."""
+        try:
+            connection = self._engine.raw_connection()
+        except (sa_exc.DBAPIError, sa_exc.TimeoutError, self._dbapi.Error) as error:
+            raise StoreError(f"{self.name} store: cannot reach the database at {self._url}: {_cause(error)}") from error
+        driver = connection.dbapi_connection
+        cursors = []
+        try:
+            driver.autocommit = True
+            try:
+                with driver.pipeline():
+                    for plan in plans:
+                        cursor = driver.cursor()
+                        cursors.append(cursor)
+                        cursor.execute(plan.statement.sql, plan.statement.params(plan.values))
+                return [cursor.fetchall() for cursor in cursors]
+            except self._dbapi.Error as error:
+                if self._engine.dialect.is_disconnect(error, driver, None) or driver.closed:
+                    connection.invalidate(error)
+                    raise StoreError(f"{self.name} store: database error at {self._url}: {_cause(error)}") from error
+                raise _PipelineFailed from error
+        finally:
+            for cursor in cursors:
+                cursor.close()
+            if connection.is_valid:
+                try:  # the pool's other users expect transactions
+                    driver.autocommit = False
+                except self._dbapi.Error as error:
+                    connection.invalidate(error)
+            connection.close()
+
     # ------------------------------------------------------------------ spec query API
     def get(self, record_id: str) -> EscalationRecord | None:
-        return self._direct(
-            lambda cursor, sql: sql.record(sql.get.rows(cursor, {_W + "id": record_id})), write=False
-        )
+        return self._run_plan(self._plan_get(record_id), write=False)
 
     def get_by_incident(self, incident_id: str) -> list[EscalationRecord]:
         record = self._tables.record
@@ -924,6 +1272,15 @@ class SQLEscalationStore(BaseEscalationStore):
         if policy_name is not None:
             criteria.append(record.c.policy_name == policy_name)
         return self._records(*criteria, order_by=(record.c.created_at, record.c.id))
+
+    def count_active(self, policy_name: str | None = None) -> int:
+        record = self._tables.record
+        criteria = [record.c.state.in_(sorted(ACTIVE_STATE_VALUES))]
+        if policy_name is not None:
+            criteria.append(record.c.policy_name == policy_name)
+        # ix_record_active (state, policy_name, ...) answers it without reading the rows
+        query = sa.select(sa.func.count()).select_from(record).where(*criteria)
+        return self._run(lambda conn: conn.execute(query).scalar_one())
 
     def get_pending_escalations(self, before: datetime) -> list[EscalationRecord]:
         record = self._tables.record
@@ -1037,6 +1394,8 @@ class SQLEscalationStore(BaseEscalationStore):
             outcomes = outcomes.where(delivery.c.record_id.in_(sa.select(record.c.id).where(*scope)))
 
         def work(conn: Connection) -> tuple[list[Row[Any]], Row[Any], list[Row[Any]]]:
+            if self._dialect == "postgresql":
+                conn.exec_driver_sql("SET LOCAL enable_seqscan = on")  # see _create_engine
             return conn.execute(by_group).all(), conn.execute(durations).one(), conn.execute(outcomes).all()
 
         groups, (ack_n, ack_us, res_n, res_us), sends = self._run(work)
@@ -1068,6 +1427,10 @@ class SQLEscalationStore(BaseEscalationStore):
     def create(self, record: EscalationRecord, deliveries: Sequence[Delivery] = ()) -> EscalationRecord | None:
         _check_deliveries(record, deliveries)
 
+        plan = self._plan_create(record, deliveries)
+        if plan is not None:
+            return self._run_plan(plan)
+
         def work(cursor: Any, sql: _Statements) -> None:
             # a closed record has no open_key to collide on: look for the open one (as memory does)
             key = open_key(record.incident_id, record.policy_name, record.dag_id)
@@ -1094,14 +1457,7 @@ class SQLEscalationStore(BaseEscalationStore):
         return record
 
     def find_open(self, incident_id: str, policy_name: str, dag_id: str | None = None) -> EscalationRecord | None:
-        where = {
-            _W + "open_key": open_key(incident_id, policy_name, dag_id),
-            _W + "legacy_key": legacy_open_key(incident_id, policy_name),
-            _W + "dag_id": dag_id,
-            _W + "incident_id": incident_id,
-            _W + "policy_name": policy_name,
-        }
-        return self._direct(lambda cursor, sql: sql.record(sql.find_open.rows(cursor, where)), write=False)
+        return self._run_plan(self._plan_find_open(incident_id, policy_name, dag_id), write=False)
 
     def last_closed(self, incident_id: str, policy_name: str, dag_id: str | None = None) -> EscalationRecord | None:
         record = self._tables.record
@@ -1161,6 +1517,13 @@ class SQLEscalationStore(BaseEscalationStore):
                 sql.insert_delivery.many(cursor, sql.delivery_params(deliveries, 0 if last is None else last + 1))
             return True
 
+        if self._one_statement():
+            # one statement when the stored history is as the caller's record says (the usual
+            # case); otherwise, or when the version moved on, the transaction below finds out which
+            written = self._run_plan(self._plan_update(record, expected_version, new_events, deliveries,
+                                                       cancel_pending))
+            if written is not _ALONE:
+                return True
         if not self._direct(work):
             return False
         record.version = expected_version + 1
@@ -1234,6 +1597,8 @@ class SQLEscalationStore(BaseEscalationStore):
         return self._run(work, write=True)
 
     def start_delivery(self, delivery_id: str, now: datetime, owner: str, lease: timedelta) -> Delivery | None:
+        if self._one_statement():
+            return self._run_plan(self._plan_start_delivery(delivery_id, now, owner, lease))
         time = self._codec.time
         values = {
             _W + "id": delivery_id,
@@ -1253,6 +1618,8 @@ class SQLEscalationStore(BaseEscalationStore):
         error: str | None = None,
         retry_at: datetime | None = None,
     ) -> Delivery | None:
+        if self._one_statement():
+            return self._run_plan(self._plan_finish_delivery(delivery_id, now, sent, error, retry_at))
         time = self._codec.time
         values = {_W + "id": delivery_id, "updated_at": time(now), "last_error": error}
 
@@ -1303,6 +1670,16 @@ class SQLEscalationStore(BaseEscalationStore):
     def close(self) -> None:
         if self._owns_engine:
             self._engine.dispose()
+
+
+SQLEscalationStore._PLANNERS.update(
+    get=SQLEscalationStore._plan_get,
+    find_open=SQLEscalationStore._plan_find_open,
+    create=SQLEscalationStore._plan_create,
+    update=SQLEscalationStore._plan_update,
+    start_delivery=SQLEscalationStore._plan_start_delivery,
+    finish_delivery=SQLEscalationStore._plan_finish_delivery,
+)
 
 
 class SQLiteEscalationStore(SQLEscalationStore):

@@ -446,6 +446,11 @@ def test_get_active_lists_paging_records_oldest_first(store: BaseEscalationStore
     assert ids(store.get_active("critical")) == [d.id, a.id, c.id]
     assert ids(store.get_active("other")) == [b.id]
     assert store.get_active("none") == []
+    # counted as listed: the state change of a close moves a record out of the count
+    assert [store.count_active(), store.count_active("critical"), store.count_active("other")] == [4, 3, 1]
+    assert store.count_active("none") == 0
+    close_record(store, c.id, T0 + minutes(10))
+    assert (store.count_active(), store.count_active("critical")) == (3, 2)
 
 
 def test_get_by_incident_lists_its_records_oldest_first(store: BaseEscalationStore) -> None:
@@ -838,3 +843,94 @@ def test_an_unreachable_database_raises_store_error(url: str) -> None:
             store.get("x")
     finally:
         store.close()
+
+
+def test_a_batch_gives_each_call_its_own_outcome_and_one_failure_undoes_only_itself(
+    store: BaseEscalationStore,
+) -> None:
+    """``run_batch`` (how the engine sends the calls it makes at once to a SQL store: one SQLite
+    transaction with a savepoint per call; on PostgreSQL one pipeline, run again call by call if
+    any statement of it fails)."""
+    from airflow_escalation.stores.sql import SQLEscalationStore
+
+    if not isinstance(store, SQLEscalationStore):
+        pytest.skip("run_batch of the SQL store")
+    a = create(store, make_record("a"))
+    first = make_record("b")
+    taken = make_delivery(first)
+    create(store, first, taken)
+    new = make_record("c")
+    clash = make_record("d")
+    clashing = Delivery(id=taken.id, record_id=clash.id, level=1, round=0, target=LEAD,
+                        created_at=T0, updated_at=T0)
+    acked = store.get(a.id)
+    assert acked is not None
+    acked.state, acked.updated_at = "acknowledged", T0 + minutes(1)
+    acked.add_history_event("acknowledge", T0 + minutes(1), "alice", from_state="active")
+    stale = store.get(a.id)
+    assert stale is not None
+
+    outcomes = store.run_batch([
+        (store.get, (a.id,), {}),
+        (store.create, (new,), {}),
+        (store.create, (clash, [clashing]), {}),  # the delivery id is taken: this call fails
+        (store.create, (make_record("a"),), {}),  # a second open record: refused, not an error
+        (store.update, (acked, a.version, acked.history[-1:]), {}),
+        (store.update, (stale, a.version), {}),  # lost the race to the update before it
+        (store.start_delivery, (taken.id, T0, "me", minutes(2)), {}),
+    ])
+
+    results = [result for result, _ in outcomes]
+    errors = [error for _, error in outcomes]
+    assert [e is None for e in errors] == [True, True, False, True, True, True, True]
+    assert isinstance(errors[2], StoreError)
+    assert results[0].id == a.id and results[1] is new and results[3] is None
+    assert results[4] is True and results[5] is False
+    assert results[6] is not None and results[6].state == DeliveryState.SENDING
+    assert store.get(new.id) is not None and store.get(clash.id) is None
+    stored = store.get(a.id)
+    assert stored.state == "acknowledged" and stored.version == a.version + 1
+    assert [e["event"] for e in stored.history][-1] == "acknowledge"
+
+    # and a batch where nothing fails (on PostgreSQL: one pipeline, one commit)
+    later = make_record("e")
+    outcomes = store.run_batch([
+        (store.create, (later, [make_delivery(later)]), {}),
+        (store.find_open, ("b", "critical"), {}),
+        (store.finish_delivery, (taken.id, T0 + minutes(1)), {"sent": True}),
+        (store.get, ("nothing",), {}),
+    ])
+    assert [error for _, error in outcomes] == [None] * 4
+    assert outcomes[0][0] is later and outcomes[1][0].id == first.id and outcomes[3][0] is None
+    assert outcomes[2][0].state == DeliveryState.SENT
+    assert store.get(first.id).notification_count == 1
+    assert [d.id for d in store.get_deliveries(later.id)] == [f"{later.id}-0"]
+
+
+def test_a_batch_finds_and_creates_open_records_per_dag(store: BaseEscalationStore) -> None:
+    """The per-DAG identity holds in ``run_batch`` too (on PostgreSQL the pipelined one-statement
+    ``find_open`` and ``create``), legacy open keys included."""
+    from airflow_escalation.stores.sql import SQLEscalationStore
+
+    if not isinstance(store, SQLEscalationStore):
+        pytest.skip("run_batch of the SQL store")
+    old = create(store, make_record("inc", context={"dag_id": "A"}))
+    _store_under_legacy_key(store, old)
+    none = create(store, make_record("inc"))
+    b = make_record("inc", context={"dag_id": "B"})
+    outcomes = store.run_batch([
+        (store.find_open, ("inc", "critical", "A"), {}),
+        (store.find_open, ("inc", "critical"), {"dag_id": "B"}),
+        (store.find_open, ("inc", "critical", None), {}),
+        (store.create, (b,), {}),
+        (store.create, (make_record("inc"),), {}),  # a second open record of no DAG: refused
+    ])
+    assert [error for _, error in outcomes] == [None] * 5
+    found = [result for result, _ in outcomes]
+    assert found[0].id == old.id and found[1] is None and found[2].id == none.id
+    assert found[3] is b and found[4] is None
+    outcomes = store.run_batch([
+        (store.find_open, ("inc", "critical", "B"), {}),
+        (store.find_open, ("inc", "critical", "A"), {}),
+    ])
+    assert [result.id for result, _ in outcomes] == [b.id, old.id]

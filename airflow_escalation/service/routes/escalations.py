@@ -81,12 +81,7 @@ def _invalid(action: str, message: str) -> EscalationResult:
 
 
 async def _active_count(engine: EscalationEngine) -> int:
-    store = engine.store
-    try:
-        _, total = await run_store(engine, store.list_records, states=sorted(ACTIVE_STATE_VALUES), limit=1)
-        return total
-    except NotImplementedError:
-        return len(await run_store(engine, store.get_active))
+    return await run_store(engine, engine.store.count_active)
 
 
 @router.post(
