@@ -124,6 +124,7 @@ class EscalationEngine:
         )
         # deliveries are run by up to max_concurrent_jobs workers (created in the running loop)
         self._pool: WorkerPool | None = None
+        self._outbox_backlog = False  # pending deliveries were left for want of an idle worker
         # deliveries this engine wrote and queued, not started yet (id -> record): a sweep that
         # claims one sends it with the record at hand, and the queued item stands down
         self._queued: dict[str, EscalationRecord | None] = {}
@@ -711,15 +712,29 @@ class EscalationEngine:
                 return processed
 
     async def _send_due_deliveries(self, now: datetime) -> None:
-        """Queue the outbox's deliveries due by ``now`` (new, or retries whose time has come)."""
-        batch = self._sched_config.batch_size
+        """Queue the outbox's deliveries due by ``now`` (new, or retries whose time has come).
+
+        No more are claimed than idle workers can start at once: a claimed delivery is marked
+        sending, and one still waiting in this process's queue when the process dies would end
+        ``unknown`` and never be sent. What is left stays pending for the next sweep (here, once
+        a worker is free, or on another replica)."""
         await self._io(self._store.expire_deliveries, now)
         while True:
-            deliveries = await self._io(self._store.claim_deliveries, now, batch, self._owner, self._lease)
+            room = min(self._sched_config.batch_size, self._idle_workers())
+            self._outbox_backlog = room <= 0
+            if room <= 0:
+                return
+            deliveries = await self._io(self._store.claim_deliveries, now, room, self._owner, self._lease)
             for delivery in deliveries:
                 self._enqueue(delivery, self._queued.pop(delivery.id, None), True)
-            if len(deliveries) < batch:
+            if len(deliveries) < room:
                 return
+            self._outbox_backlog = True
+
+    def _idle_workers(self) -> int:
+        pool = self._pool
+        busy = pool.unfinished if pool is not None and pool.loop is asyncio.get_running_loop() else 0
+        return self._sched_config.max_concurrent_jobs - busy
 
     async def _process_claimed(self, record: EscalationRecord, now: datetime) -> None:
         for _ in range(_CAS_ATTEMPTS):
@@ -757,7 +772,7 @@ class EscalationEngine:
             else:
                 due, delivery = await asyncio.gather(self._io(self._store.next_due_at),
                                                      self._io(self._store.next_delivery_at))
-            if delivery is not None and self._queued:
+            if delivery is not None and (self._queued or self._idle_workers() <= 0):
                 delivery = max(delivery, self._clock.now() + _OWN_DELIVERIES_GRACE)
             nxt = _earliest(due, delivery)
             if nxt is not None:
@@ -828,6 +843,9 @@ class EscalationEngine:
         except Exception as exc:  # noqa: BLE001 - a handler failure is recorded on the delivery
             error = f"{type(exc).__name__}: {exc}"
         await self._finish(delivery, error)
+        if self._outbox_backlog and self._running:
+            self._outbox_backlog = False
+            self._scheduler.wake_at(self._clock.now())  # a worker is free: claim what waits
 
     async def _send(self, record: EscalationRecord, level: EscalationLevel, target: EscalationTarget) -> Any:
         for resolver in self._channel_resolvers:

@@ -200,3 +200,41 @@ async def test_concurrent_triggers_are_delivered_concurrently_on_the_real_clock(
         assert engine.get_stats().notifications_sent == 200
     finally:
         await engine.stop()
+
+
+async def test_a_sweep_claims_no_more_deliveries_than_idle_workers_can_start(make_engine, clock):
+    """A claimed delivery is marked sending; one left waiting in a process that dies would end
+    ``unknown`` and never be sent. So a sweep claims only what its idle workers start now, and
+    the rest stay pending for whoever is free (here a second engine on the same store)."""
+    from airflow_escalation import InMemoryEscalationStore
+
+    store = InMemoryEscalationStore()
+    stuck = asyncio.Event()
+
+    async def hangs(record, level, targets):
+        await stuck.wait()
+        return True
+
+    first = await make_engine(ladder(delays=(0, 60)), handler=hangs, store=store,
+                              scheduler_config=dict(max_concurrent_jobs=4))
+    for n in range(30):
+        await first.trigger(f"inc-{n}", {}, "ladder")
+    await asyncio.sleep(0)
+    second = await make_engine(ladder(delays=(0, 60)), handler=hangs, store=store,
+                               scheduler_config=dict(max_concurrent_jobs=3))
+    await second.process_due()
+    await asyncio.sleep(0)
+    states = [d.state for r in store.list_records(limit=100)[0] for d in store.get_deliveries(r.id)]
+    assert len(states) == 30
+    # both engines are now "killed" with their workers busy: only what they were sending is at stake
+    assert states.count(DeliveryState.SENDING) <= 4 + 3
+    assert states.count(DeliveryState.PENDING) >= 30 - 7
+
+    stuck.set()
+    await second.drain()
+    await first.drain()
+    for _ in range(20):  # the freed workers claim what waits, a few at a time
+        await second.process_due()
+        await second.drain()
+    states = [d.state for r in store.list_records(limit=100)[0] for d in store.get_deliveries(r.id)]
+    assert states == [DeliveryState.SENT] * 30
