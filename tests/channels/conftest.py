@@ -2,7 +2,10 @@
 Airflow connections from ``AIRFLOW_CONN_<ID>`` environment variables (no database), and an
 engine on a fake clock with the channels installed the way the service installs them.
 
-Airflow is imported with a throw-away AIRFLOW_HOME (never ~/airflow) unless one is set.
+Airflow is imported with a throw-away AIRFLOW_HOME (never ~/airflow) unless one is set, and here,
+at collection: its first import configures logging and replaces the root logger's handlers, so a
+test that happened to import it first (``create_app`` reading ``[api]``, a connection look-up)
+would lose ``caplog``'s handler and see no records when run alone.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import airflow  # noqa: F401
 import pytest
 
 from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig

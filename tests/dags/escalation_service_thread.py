@@ -184,6 +184,11 @@ class ServiceThread:
         with self._lock:
             self._fail_next = n
 
+    def failures_left(self) -> int:
+        """How many of the injected 503s no request has had yet."""
+        with self._lock:
+            return self._fail_next
+
     def reset_counts(self) -> None:
         with self._lock:
             self.requests.clear()

@@ -177,7 +177,8 @@ def test_sensor_waits_on_its_own_dags_incident_never_another_dags(service):
     own = make_record(service, "sensor_mine.load")
     decoy = make_record(service, "sensor_mine.load", dag_id="someone_else")
     assert decoy != own
-    sensor = EscalationSensor(task_id="wait", incident_id="{dag_id}.load", poke_interval=0.2, timeout=60)
+    sensor = EscalationSensor(deferrable=True, task_id="wait", incident_id="{dag_id}.load",
+                              poke_interval=0.2, timeout=60)
     assert deferred(sensor, ctx("sensor_mine", "wait")).trigger.record_id == own
 
 

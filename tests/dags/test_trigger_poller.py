@@ -166,14 +166,23 @@ def test_waits_through_an_outage(service):
     (rid,) = create(service, 1, "outage")
 
     async def scenario():
-        service.fail_next(3)  # the first polls get 503
+        service.fail_next(3)  # the first polls (and their logins at /auth/token) get 503
         task = asyncio.create_task(first_event(EscalationStateTrigger(rid, poll_interval=0.2)))
-        await asyncio.sleep(1.0)
+
+        async def outage_over() -> None:
+            while service.failures_left():
+                await asyncio.sleep(0.05)
+
+        # acknowledge only once the poller has had every 503: the acknowledgement must not get one
+        await asyncio.wait_for(outage_over(), 30)
         assert not task.done()
         await asyncio.to_thread(lambda: service.client().acknowledge(rid))
         return await asyncio.wait_for(task, 10)
 
-    event = asyncio.run(scenario())
+    try:
+        event = asyncio.run(scenario())
+    finally:
+        service.fail_next(0)  # a failed run must not leave 503s for the next tests
     assert event.payload["status"] == "success"
 
 
