@@ -96,7 +96,7 @@ class DrillStack(LocalAirflow):
             "AIRFLOW__ESCALATION__SPOOL_DIR": str(self.spool_dir),
             "AIRFLOW__API__BASE_URL": self.base,
             # callbacks and sensors reach the service on server B (see the module docstring)
-            "AIRFLOW_CONN_ESCALATION_DEFAULT": json.dumps({"conn_type": "escalation", "host": self.base_b}),
+            "AIRFLOW_CONN_ESCALATION_DEFAULT": json.dumps({**self.escalation_connection(), "host": self.base_b}),
             f"AIRFLOW_CONN_{SINK_CONN.upper()}": json.dumps(
                 {"conn_type": "http", "host": "127.0.0.1", "port": sink.port, "schema": "http"}),
             "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
