@@ -1,5 +1,5 @@
 """Bad input gets a clear 4xx naming the field and changes nothing; nothing once stored breaks a
-read (core/bounds.py, docs/security-limits.md). In-process service, memory and SQLite stores."""
+read (core/bounds.py, docs/security.md). In-process service, memory and SQLite stores."""
 
 from __future__ import annotations
 
