@@ -215,10 +215,11 @@ def test_triggers_for_another_dag_no_dag_or_odd_dag_ids_are_refused(app, seeded)
 def test_cookie_writes_from_another_origin_are_refused(app, seeded):
     ids = seeded["ids"]
     rid = checks.trigger(app.call, "admin", "probe-cookie", "A").json()["record"]["id"]
-    origins = [{"origin": "https://evil.example"}, {}, {"origin": "null"}, {"origin": ORIGIN + ".evil.example"},
-               {"origin": "http://testserver:81"}, {"origin": "https://testserver"},
-               {"origin": "http://testserver@evil.example"}, {"referer": ORIGIN + "/"}]
-    kinds = [{"data": {"note": "x"}}, {"content": b'{"note": "x"}', "headers": {"content-type": "text/plain"}},
+    origins = [{"origin": "https://evil.example"}, {"origin": "null"}, {"origin": ORIGIN + ".evil.example"},
+               {"origin": "http://testserver:81"}, {"origin": "http://testserver@evil.example"},
+               {"origin": ""}, {"origin": "http://[::1"}, {"origin": "https://evil.example", "x-forwarded-host": "x"}]
+    kinds = [{"json": {"note": "x"}}, {"data": {"note": "x"}},
+             {"content": b'{"note": "x"}', "headers": {"content-type": "text/plain"}},
              {"content": b"note=x", "headers": {"content-type": "application/x-www-form-urlencoded"}},
              {"files": {"note": ("n", b"x")}}, {}]
     for user in ("team_a", "admin"):
@@ -230,11 +231,25 @@ def test_cookie_writes_from_another_origin_are_refused(app, seeded):
                              f"{API}/escalations/{ids['b']}/resolve"):
                     r = app.cookie_call(user, "POST", path, **kw)
                     refused(r, user, headers, kind, path)
-                form = {"content": json.dumps({"incident_id": "cookie-trig", "context": {"dag_id": "A"}}).encode(),
-                        "headers": {**headers, "content-type": "text/plain"}}
-                refused(app.cookie_call(user, "POST", f"{API}/escalations", **form), user, headers)
+                trig = json.dumps({"incident_id": "cookie-trig", "context": {"dag_id": "A"}}).encode()
+                for ctype in ("text/plain", "application/json"):
+                    form = {"content": trig, "headers": {**headers, "content-type": ctype}}
+                    refused(app.cookie_call(user, "POST", f"{API}/escalations", **form), user, headers)
+        # without an Origin (no browser posts cross-site without one) a form is still refused
+        for kind in kinds[1:]:
+            kw = dict(kind)
+            refused(app.cookie_call(user, "POST", f"{API}/escalations/{rid}/acknowledge", **kw), user, kind)
     assert checks.state(app.call, rid) == "active"
+    # Airflow's own pages: JSON with the cookie, from its origin (or a client sending none)
+    for headers in ({"origin": app_origin(app)}, {}):
+        mine = checks.trigger(app.call, "admin", f"probe-cookie-ok-{len(headers)}", "A").json()["record"]["id"]
+        r = app.cookie_call("team_a", "POST", f"{API}/escalations/{mine}/acknowledge", json={}, headers=headers)
+        assert r.status_code == 200, (headers, r.text)
     admin_still_served(app)
+
+
+def app_origin(app: Any) -> str:
+    return getattr(app, "origin", ORIGIN)
 
 
 # ---------------------------------------------------------------------------------- incidents
