@@ -105,7 +105,7 @@ def test_anonymous_and_bad_tokens_read_nothing(app, seeded):
     paths = [f"{API}/escalations", f"{API}/escalations/{ids['a']}", f"{API}/stats", f"{API}/me",
              f"{API}/me?dag_id=A", f"{API}/policies", f"{API}/policies/x", f"{API}/health",
              f"/ui/records/{ids['a']}", "/ui/", "/ui/ti?dag_id=A", f"/act/{_token_for(ids['a'], 'acknowledge')}"]
-    bad = [{}, {"Authorization": "Bearer x"}, {"Authorization": "Bearer "}, {"Authorization": "Basic YWRtaW46YWRtaW4="},
+    bad = [{}, {"Authorization": "Bearer x"}, {"Authorization": "Bearer"}, {"Authorization": "Basic YWRtaW46YWRtaW4="},
            {"Authorization": "Bearer " + app.tokens["admin"][:-4] + "AAAA"},
            {"Authorization": "Bearer " + ".".join(app.tokens["admin"].split(".")[:2]) + "."},
            {"Authorization": "Bearer " + "x" * 20000}]
