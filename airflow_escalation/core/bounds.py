@@ -1,4 +1,4 @@
-"""Every bound on what a caller may send, in one place (docs/security-limits.md).
+"""Every bound on what a caller may send, in one place (docs/security.md).
 
 The core (engine, policies, YAML loading) and the service (request schemas, routes) both ask
 these functions, so a value refused over REST is refused from Python too, with the same words:

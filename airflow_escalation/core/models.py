@@ -96,7 +96,8 @@ class EscalationTarget:
         if self.conn_id is not None:
             bounds.check_text(self.conn_id, "target.conn_id", allow_empty=False)
         bounds.check_mapping(self.metadata, "target.metadata")
-        self.priority = _number(self.priority, "target.priority", minimum=-(10**9), integer=True)
+        self.priority = _number(self.priority, "target.priority", minimum=-(10**9), maximum=10**9,
+                                integer=True)
 
     @property
     def key(self) -> str:
@@ -218,7 +219,7 @@ class EscalationLevel:
 
     def __post_init__(self) -> None:
         where = f"levels[level={_short(self.level)}]"
-        self.level = _number(self.level, f"{where}.level", minimum=1, integer=True)
+        self.level = _number(self.level, f"{where}.level", minimum=1, maximum=10**9, integer=True)
         self.delay_minutes = _number(self.delay_minutes, f"{where}.delay_minutes", maximum=MAX_MINUTES)
         self.repeat_count = _number(self.repeat_count, f"{where}.repeat_count", integer=True,
                                     maximum=bounds.MAX_REPEAT_COUNT)
@@ -365,7 +366,8 @@ class EscalationPolicy:
         if not isinstance(self.severity_filter, (list, tuple, set)):
             raise ValueError(f"{where}: severity_filter: expected a list, got {_short(self.severity_filter)}")
         self.severity_filter = [str(s).lower() for s in self.severity_filter]
-        self.max_escalations = _number(self.max_escalations, f"{where}: max_escalations", integer=True)
+        self.max_escalations = _number(self.max_escalations, f"{where}: max_escalations", integer=True,
+                                       maximum=10**9)
         self.cooldown_minutes = _number(self.cooldown_minutes, f"{where}: cooldown_minutes", maximum=MAX_MINUTES)
         for flag in ("enabled", "business_hours_only"):
             if not isinstance(getattr(self, flag), bool):

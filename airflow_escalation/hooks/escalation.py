@@ -22,7 +22,7 @@ Connection fields:
   may not exceed ``[escalation] component_jwt_max_role`` (default ``OP``; ``ADMIN`` only when
   set there), its lifetime (``jwt_valid_for``, default 120 s) is at most 3600 s, its subject
   (``jwt_subject``) starts with ``airflow-escalation`` (it never names a real user), and
-  ``jwt_claims`` may not set identity or time claims. docs/security-limits.md.
+  ``jwt_claims`` may not set identity or time claims. docs/security.md.
 
 Only ``airflow.sdk.BaseHook`` is imported at module level; the client (httpx) and Airflow's JWT
 code load when first needed.
@@ -289,7 +289,7 @@ def client_kwargs_from_connection(conn: Connection) -> dict[str, Any]:
             f"connection {conn.conn_id!r}: no credentials. Set login/password of a service account "
             f"(role USER is enough; exchanged at POST /auth/token), or opt in to signing tokens with "
             f"[api_auth] jwt_secret in this process with extra {{\"auth_type\": \"jwt\"}} (the secret "
-            f"must then be readable by every task: see docs/security-limits.md)")
+            f"must then be readable by every task: see docs/security.md)")
     auth_type = str(auth_type).strip().lower() if auth_type else "password"
     if auth_type not in AUTH_TYPES:
         raise EscalationConnectionError(

@@ -377,6 +377,9 @@ def create_app(*, settings: Optional[EscalationSettings] = None,
         lifespan=_lifespan_factory(lambda: EscalationService(settings, engine, policy_config)),
         docs_url="/docs" if _swagger_enabled() else None,
         redoc_url=None,
+        # a path with a stray trailing slash is not found, never redirected: every answer to a
+        # path the service does not have is a 4xx (the one redirect, /ui to /ui/, is a route)
+        redirect_slashes=False,
     )
     app.add_middleware(BodyLimit)
     app.add_exception_handler(RequestValidationError, _invalid_request)

@@ -255,14 +255,40 @@ def _json_body(request: Request) -> bool:
     return media == "application/json"
 
 
+def foreign_origin(request: Request) -> bool:
+    """Does the request name an ``Origin`` that is not Airflow's: ``null`` (a sandboxed or
+    privacy-stripped page), or a host that is neither the public URL's nor the one the request
+    was sent to (``Host``, or a proxy's ``X-Forwarded-Host``; a page on another site cannot set
+    either)? The scheme is not compared: a proxy ending TLS serves https pages over http."""
+    from urllib.parse import urlsplit
+
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False
+    origin = origin.strip().rstrip("/").lower()
+    if origin and origin == public_origin(request):
+        return False
+    try:
+        host = urlsplit(origin).netloc if origin != "null" else ""
+    except ValueError:
+        return True
+    served = {h.strip().lower() for h in (request.headers.get("x-forwarded-host") or "").split(",") if h.strip()}
+    served.add((request.headers.get("host") or "").strip().lower())
+    served.add(urlsplit(public_origin(request)).netloc)
+    return not host or host not in served
+
+
 def check_cookie_write(request: Request) -> None:
-    """A write authenticated by the browser's session cookie must be JSON (which another site can
-    send only through CORS, which Airflow grants nobody by default) or come from Airflow's own
-    origin; a cross-site form post gets 403. Bearer-token callers are not browsers: unaffected."""
-    if _cookie_authenticated(request) and not _json_body(request) and not same_origin(request):
+    """A write authenticated by the browser's session cookie must not name another site's
+    ``Origin`` (nor ``null``), and must be JSON (which another site can send only through CORS,
+    which Airflow grants nobody by default) or come from Airflow's own origin; else 403.
+    Bearer-token callers are not browsers: unaffected."""
+    if not _cookie_authenticated(request):
+        return
+    if foreign_origin(request) or (not _json_body(request) and not same_origin(request)):
         raise HTTPException(status.HTTP_403_FORBIDDEN,
-                            "Forbidden: a write with the session cookie must send a JSON body or come "
-                            "from Airflow's own origin ([api] base_url)")
+                            "Forbidden: a write with the session cookie must come from Airflow's own "
+                            "origin ([api] base_url) and send a JSON body unless it names that origin")
 
 
 def actor_name(user: "BaseUser") -> str:

@@ -21,7 +21,7 @@ from airflow_escalation.core.types import (
     TargetType,
 )
 
-# Every bound lives in core/bounds.py (docs/security-limits.md); the names stay importable here.
+# Every bound lives in core/bounds.py (docs/security.md); the names stay importable here.
 # They also fit the SQL store's columns, so a longer value is a 422 and never a database error.
 MAX_NAME = bounds.MAX_NAME
 MAX_RECORD_ID = bounds.MAX_RECORD_ID

@@ -265,7 +265,6 @@ def test_policies(client):
     ({"yaml": "escalation:\n  policies:\n    - name: a\n      levels: [{level: 1}]\n"
               "    - name: b\n      levels: [{level: 1}]\n"}, True, ["a", "b"], None),
     ({"yaml": "- {name: a, levels: [{level: 1}]}\n- {name: a, levels: [{level: 1}]}\n"}, False, [], "duplicate"),
-    ({"yaml": "a: [unclosed"}, False, [], "yaml"),
     ({"yaml": "/etc/passwd"}, False, [], "expected a mapping"),  # text, never a path to read
     ({"yaml": "name: p\nlevels: 5\n"}, False, [], ""),
 ])
@@ -277,6 +276,12 @@ def test_validate(client, body, valid, names, error):
         assert error in " ".join(r.json()["errors"])
     # nothing was registered
     assert [p["name"] for p in client.get(f"{API}/policies").json()["policies"]] == ["ops", "critical_only"]
+
+
+def test_validate_refuses_yaml_it_cannot_read(client):
+    r = client.post(f"{API}/policies/validate", json={"yaml": "a: [unclosed"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "yaml"]
+    assert r.json()["detail"][0]["msg"].startswith("yaml:")
 
 
 @pytest.mark.parametrize("body", [{}, {"policy": {}, "yaml": ""}, {"yaml": 5}, {"policy": "x"}])

@@ -1,7 +1,7 @@
 """Hypothesis over every way a policy comes in: ``EscalationPolicy.from_dict``,
 ``EscalationPolicyManager.from_dict`` and ``from_yaml``. Whatever the input, the answer is a
 valid object or a ``ValueError`` whose short message names the field -- never another exception,
-never a message that echoes a huge input (docs/security-limits.md)."""
+never a message that echoes a huge input (docs/security.md)."""
 
 from __future__ import annotations
 

@@ -248,11 +248,16 @@ def test_link_replayed_after_the_record_reopened(svc):
 def test_link_needs_login(svc):
     rec = svc.trigger()
     token = svc.token(rec["id"])
-    for response in (svc.open(token, user=None), svc.confirm(token, user=None)):
+    browser = "text/html,application/xhtml+xml"
+    opened = svc.client.get(f"/act/{token}", headers={"accept": browser}, follow_redirects=False)
+    for response in (opened, svc.confirm(token, user=None, accept=browser)):
         assert response.status_code == 303
         location = response.headers["location"]
         assert location.startswith("/api/v2/auth/login?next=")
         assert token in httpx.URL(location).params["next"]  # back to the link after login
+    # a caller that is not a browser opening a page gets a status, not a redirect
+    for response in (svc.open(token, user=None), svc.confirm(token, user=None)):
+        assert response.status_code == 401
     assert svc.record(rec["id"])["state"] == "active"
 
 

@@ -35,8 +35,9 @@ def _browser(stack: AirflowStack, user: str | None) -> httpx.Client:
     """A client that authenticates as the UI does: Airflow's ``_token`` cookie, no header."""
     cookies = {"_token": stack.token(user)} if user else {}
     # a browser on Airflow's pages sends their Origin with every POST
-    return httpx.Client(base_url=stack.base, cookies=cookies, headers={"origin": stack.base}, timeout=30,
-                        follow_redirects=False)
+    # and asks for HTML when it opens a page (which is what earns the login redirect)
+    return httpx.Client(base_url=stack.base, cookies=cookies, timeout=30, follow_redirects=False,
+                        headers={"origin": stack.base, "accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
 
 
 def _form(token: str) -> dict[str, str]:
@@ -132,6 +133,7 @@ def test_me_and_cookie_authenticated_actions(stack):
         assert anonymous.get(f"{API}/me").status_code == 401
         page = anonymous.get("/escalation/ui/")
         assert page.status_code == 303 and page.headers["location"].startswith("/api/v2/auth/login?next=")
+        assert anonymous.get("/escalation/ui/", headers={"accept": "*/*"}).status_code == 401
 
 
 def test_plugin_views_reach_the_ui(stack):

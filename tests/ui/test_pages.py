@@ -41,11 +41,15 @@ def test_task_page_scope_ignores_untemplated_placeholders(svc):
 
 
 def test_pages_need_a_session(svc):
-    r = svc.client.get("/ui/records/abc?x=1", follow_redirects=False)
+    r = svc.client.get("/ui/records/abc?x=1", follow_redirects=False, headers={"accept": "text/html"})
     assert r.status_code == 303
     assert r.headers["location"] == "/api/v2/auth/login?next=http%3A%2F%2Ftestserver%2Fui%2Frecords%2Fabc%3Fx%3D1"
     assert svc.client.get("/ui", headers=svc.headers("admin"), follow_redirects=False).headers["location"] == "/ui/"
     assert svc.client.get("/ui/records/" + "x" * 100, headers=svc.headers("admin")).status_code == 404
+    # not a browser opening a page (no text/html in Accept): a 401, never a redirect
+    for accept in ({}, {"accept": "application/json"}, {"accept": "*/*"}):
+        assert svc.client.get("/ui/records/abc", follow_redirects=False, headers=accept).status_code == 401
+        assert svc.client.get("/ui", follow_redirects=False, headers=accept).status_code == 401
 
 
 def test_static_files_are_a_fixed_set(svc):

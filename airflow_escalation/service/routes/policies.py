@@ -62,16 +62,21 @@ def _validate_mapping(data: Any) -> list[str]:
 
 
 @router.post("/validate", response_model=ValidationReport,
-             responses={**_AUTH_RESPONSES, 422: {"description": "neither or both of policy and yaml"}},
+             responses={**_AUTH_RESPONSES, 422: {"description": "neither or both of policy and yaml, "
+                                                 "or yaml that cannot be read (syntax, aliases, size, "
+                                                 "nesting)"}},
              summary="Validate a policy (a mapping) or YAML text without registering anything")
-async def validate_policies(body: ValidateRequest) -> ValidationReport:
+async def validate_policies(body: ValidateRequest) -> Any:
     errors: list[str] = []
     names: list[str] = []
     if body.yaml is not None:
         try:
             data = parse_yaml(body.yaml)  # aliases refused, size and depth bounded
         except ValueError as exc:
-            return ValidationReport(valid=False, errors=[bounds.truncate(exc)], policies=[])
+            # unreadable text is a refused request (a 4xx, like any invalid body); a definition
+            # that reads but is not a valid policy is the report's valid: false
+            return JSONResponse(status_code=422, content={"detail": [
+                {"type": "value_error", "loc": ["body", "yaml"], "msg": bounds.truncate(exc)}]})
     else:
         data = body.policy
     try:

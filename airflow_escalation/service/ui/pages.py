@@ -50,7 +50,7 @@ def _templated(value: Optional[str]) -> str:
 
 
 @router.get("", include_in_schema=False)
-async def index_redirect(request: Request) -> RedirectResponse:
+async def index_redirect(request: Request, user: Any = Depends(page_reader)) -> RedirectResponse:
     return RedirectResponse(f"{service_root(request)}/ui/", status_code=307)
 
 

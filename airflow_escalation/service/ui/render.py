@@ -3,8 +3,9 @@
 - Jinja2 with autoescaping on for every template: a value from an incident's context is text.
 - Every HTML answer carries a strict Content-Security-Policy (scripts and styles only from this
   origin, no inline script, framing only by this origin), ``nosniff`` and a referrer policy.
-- Pages authenticate with Airflow's own ``get_user`` (the ``_token`` cookie, or a bearer token);
-  a browser without a valid session is sent to Airflow's login with ``next`` back to the page.
+- Pages authenticate with Airflow's own ``get_user`` (the ``_token`` cookie, or a bearer token).
+  Without a valid session a browser's navigation (``Accept`` names ``text/html``) is sent to
+  Airflow's login with ``next`` back to the page; any other caller gets a 401.
 """
 
 from __future__ import annotations
@@ -149,14 +150,24 @@ def error_page(request: Request, exc: PageError) -> HTMLResponse:
 # ---------------------------------------------------------------------------------- users
 
 
+def browser_navigation(request: Request) -> bool:
+    """Is this a browser opening a page (its ``Accept`` names ``text/html``), which a login
+    redirect serves, rather than a script or client, which wants a status it can act on?"""
+    return "text/html" in (request.headers.get("accept") or "").lower()
+
+
 async def page_user(request: Request) -> "BaseUser":
-    """The Airflow user of a page request; without a valid session, off to the login page."""
+    """The Airflow user of a page request. Without a valid session: a browser's navigation goes
+    to the login page (303), any other request gets a 401 page."""
     credentials = await auth.bearer_scheme(request)
     try:
         return await auth.get_user(request, None, credentials)
     except HTTPException as exc:
         if exc.status_code in (401, 403):  # no session, expired or invalid token
-            raise PageRedirect(login_url(request, str(request.url))) from None
+            if browser_navigation(request):
+                raise PageRedirect(login_url(request, str(request.url))) from None
+            raise PageError(401, "Not authenticated", "Log in to Airflow to see escalations.",
+                            referrer="no-referrer") from None
         raise
 
 
