@@ -147,9 +147,11 @@ def load_settings(conf: Any = None) -> EscalationSettings:
         store_url=_option(conf, "store_url"),
         scheduler=scheduler,
         check_interval_seconds=_number(
-            "check_interval_seconds", _option(conf, "check_interval_seconds"), float, 0, strict=True),
+            "check_interval_seconds", _option(conf, "check_interval_seconds"), float, 0, strict=True
+        ),
         max_concurrent_deliveries=_number(
-            "max_concurrent_deliveries", _option(conf, "max_concurrent_deliveries"), int, 1, strict=False),
+            "max_concurrent_deliveries", _option(conf, "max_concurrent_deliveries"), int, 1, strict=False
+        ),
         base_url=public_base_url(conf),
         metadata_db_url=str(conf.get("database", "sql_alchemy_conn", fallback="") or ""),
     )

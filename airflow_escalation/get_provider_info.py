@@ -27,8 +27,9 @@ NOTIFIER_CLASS_NAME = "airflow_escalation.notifications.escalation.EscalationNot
 DB_MANAGER_CLASS_NAME = "airflow_escalation.models.db.EscalationDBManager"
 
 
-def _option(description: str, type_: str, example: str | None, default: str | None,
-            *, sensitive: bool = False) -> dict[str, Any]:
+def _option(
+    description: str, type_: str, example: str | None, default: str | None, *, sensitive: bool = False
+) -> dict[str, Any]:
     option: dict[str, Any] = {
         "description": description,
         "version_added": "0.1.0",
@@ -53,7 +54,9 @@ CONFIG: dict[str, Any] = {
             "enabled": _option(
                 "Run the escalation service in the API server. When False the app stays mounted but "
                 "starts no engine and answers 503 (GET /escalation/api/v1/health says why).",
-                "boolean", "False", "True",
+                "boolean",
+                "False",
+                "True",
             ),
             "policies_file": _option(
                 "Path of a YAML file with the escalation policies: the spec's `escalation:` block "
@@ -61,34 +64,47 @@ CONFIG: dict[str, Any] = {
                 "scheduler_config, retention_days ...). Its `store` section is ignored: the service "
                 "stores in `store_url`. Empty: no policies (triggers may still carry an inline "
                 "policy). Read when the API server starts.",
-                "string", "/opt/airflow/config/escalation_policies.yaml", "",
+                "string",
+                "/opt/airflow/config/escalation_policies.yaml",
+                "",
             ),
             "store_url": _option(
                 "SQLAlchemy URL of the database holding escalation records (SQLite, PostgreSQL or "
                 "MySQL). Empty: the Airflow metadata database ([database] sql_alchemy_conn); the "
                 "tables are named escalation_record, escalation_event and escalation_delivery.",
-                "string", "postgresql+psycopg2://airflow:***@db/escalation", "", sensitive=True,
+                "string",
+                "postgresql+psycopg2://airflow:***@db/escalation",
+                "",
+                sensitive=True,
             ),
             "scheduler": _option(
                 "What wakes the escalation engine at each due time: `apscheduler` (APScheduler 3 "
                 "AsyncIOScheduler) or `asyncio` (plain asyncio timers). Either runs inside each API "
                 "server worker; the store's claims make several of them safe.",
-                "string", "asyncio", "apscheduler",
+                "string",
+                "asyncio",
+                "apscheduler",
             ),
             "check_interval_seconds": _option(
                 "Seconds between safety sweeps of the store. Due escalations are also woken at their "
                 "exact due time; the sweep catches work written by another replica or left by a "
                 "stopped one.",
-                "float", "5", "10",
+                "float",
+                "5",
+                "10",
             ),
             "max_concurrent_deliveries": _option(
                 "Notifications sent concurrently by one API-server worker.",
-                "integer", "20", "100",
+                "integer",
+                "20",
+                "100",
             ),
             "base_url": _option(
                 "Public URL of the Airflow UI/API server used in links sent with notifications. "
                 "Empty: [api] base_url (or http://localhost:<[api] port>).",
-                "string", "https://airflow.example.com", "",
+                "string",
+                "https://airflow.example.com",
+                "",
             ),
             "spool_dir": _option(
                 "Local directory where EscalationNotifier keeps the triggers (and resolves) it could "
@@ -96,7 +112,9 @@ CONFIG: dict[str, Any] = {
                 "callback, operator, sensor or triggerer poll on the same machine (or `airflow "
                 f"escalation spool drain`) sends them; see {DOCS_URL}dags/. Read by task processes, the "
                 "dag-processor and the triggerer. Empty: $AIRFLOW_HOME/escalation_spool.",
-                "string", "/var/lib/airflow/escalation_spool", "",
+                "string",
+                "/var/lib/airflow/escalation_spool",
+                "",
             ),
             "component_jwt_max_role": _option(
                 "Highest role a JWT signed by DAG code may claim (an `escalation` connection with "
@@ -104,7 +122,9 @@ CONFIG: dict[str, Any] = {
                 "triggerer and the dag-processor): VIEWER, USER or OP; ADMIN only when set here. "
                 "Read where the token is signed. The default authentication is a login on the "
                 "connection, which this option does not concern.",
-                "string", "USER", "OP",
+                "string",
+                "USER",
+                "OP",
             ),
         },
     },
@@ -151,14 +171,16 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["alerting"],
             }
         ],
-        "hooks": [{"integration-name": INTEGRATION_NAME,
-                   "python-modules": ["airflow_escalation.hooks.escalation"]}],
-        "operators": [{"integration-name": INTEGRATION_NAME,
-                       "python-modules": ["airflow_escalation.operators.escalation"]}],
-        "sensors": [{"integration-name": INTEGRATION_NAME,
-                     "python-modules": ["airflow_escalation.sensors.escalation"]}],
-        "triggers": [{"integration-name": INTEGRATION_NAME,
-                      "python-modules": ["airflow_escalation.triggers.escalation"]}],
+        "hooks": [{"integration-name": INTEGRATION_NAME, "python-modules": ["airflow_escalation.hooks.escalation"]}],
+        "operators": [
+            {"integration-name": INTEGRATION_NAME, "python-modules": ["airflow_escalation.operators.escalation"]}
+        ],
+        "sensors": [
+            {"integration-name": INTEGRATION_NAME, "python-modules": ["airflow_escalation.sensors.escalation"]}
+        ],
+        "triggers": [
+            {"integration-name": INTEGRATION_NAME, "python-modules": ["airflow_escalation.triggers.escalation"]}
+        ],
         "notifications": [NOTIFIER_CLASS_NAME],
         "connection-types": _connection_types(),
         "config": CONFIG,

@@ -114,9 +114,16 @@ class SpoolEntry:
         created = datetime.fromisoformat(data["created_at"])
         if created.tzinfo is None:
             created = created.replace(tzinfo=timezone.utc)
-        return cls(path=path, kind=data["kind"], conn_id=str(data.get("conn_id") or ""),
-                   request=data["request"], created_at=created, attempts=int(data.get("attempts", 1)),
-                   last_error=str(data.get("last_error") or ""), data=data)
+        return cls(
+            path=path,
+            kind=data["kind"],
+            conn_id=str(data.get("conn_id") or ""),
+            request=data["request"],
+            created_at=created,
+            attempts=int(data.get("attempts", 1)),
+            last_error=str(data.get("last_error") or ""),
+            data=data,
+        )
 
 
 @dataclass
@@ -140,9 +147,13 @@ class DrainReport:
 class EscalationSpool:
     """The spool directory. Safe for many processes at once; see the module docstring."""
 
-    def __init__(self, directory: str | os.PathLike[str] | None = None, *,
-                 max_age: timedelta = DEFAULT_MAX_AGE,
-                 stale_claim_seconds: float = DEFAULT_STALE_CLAIM_SECONDS) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        max_age: timedelta = DEFAULT_MAX_AGE,
+        stale_claim_seconds: float = DEFAULT_STALE_CLAIM_SECONDS,
+    ) -> None:
         self.directory = Path(directory).expanduser() if directory else default_spool_dir()
         self.max_age = max_age
         self.stale_claim_seconds = float(stale_claim_seconds)
@@ -156,8 +167,16 @@ class EscalationSpool:
 
     # ------------------------------------------------------------------ writing
 
-    def put(self, kind: str, request: dict[str, Any], *, conn_id: str, error: str = "",
-            attempts: int = 1, created_at: datetime | None = None) -> Path:
+    def put(
+        self,
+        kind: str,
+        request: dict[str, Any],
+        *,
+        conn_id: str,
+        error: str = "",
+        attempts: int = 1,
+        created_at: datetime | None = None,
+    ) -> Path:
         """Write one entry atomically; returns its path."""
         if kind not in KINDS:
             raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
@@ -191,9 +210,15 @@ class EscalationSpool:
         """Keep a request the service refused for good (``dead/``), for a human to look at."""
         self.dead_directory.mkdir(parents=True, exist_ok=True)
         data = {
-            "version": SPOOL_VERSION, "kind": kind, "conn_id": conn_id,
-            "created_at": _utcnow().isoformat(), "attempts": 1, "last_error": reason[:2000],
-            "pid": os.getpid(), "request": request, "dead_reason": reason[:2000],
+            "version": SPOOL_VERSION,
+            "kind": kind,
+            "conn_id": conn_id,
+            "created_at": _utcnow().isoformat(),
+            "attempts": 1,
+            "last_error": reason[:2000],
+            "pid": os.getpid(),
+            "request": request,
+            "dead_reason": reason[:2000],
             "dead_at": _utcnow().isoformat(),
         }
         name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}.json"
@@ -293,8 +318,9 @@ class EscalationSpool:
 
     # ------------------------------------------------------------------ draining
 
-    def drain(self, send: Callable[[SpoolEntry], tuple[str, str]], *, budget_seconds: float = 1.0,
-              limit: int | None = None) -> DrainReport:
+    def drain(
+        self, send: Callable[[SpoolEntry], tuple[str, str]], *, budget_seconds: float = 1.0, limit: int | None = None
+    ) -> DrainReport:
         """Send waiting entries oldest first until the spool is empty, a transient failure,
         ``budget_seconds`` or ``limit``. ``send(entry)`` returns ``(SENT | RETRY | DEAD, message)``
         and must not raise (an exception counts as RETRY)."""
@@ -323,8 +349,9 @@ class EscalationSpool:
                 return report
         return report
 
-    async def adrain(self, send: Callable[[SpoolEntry], Any], *, budget_seconds: float = 1.0,
-                     limit: int | None = None) -> DrainReport:
+    async def adrain(
+        self, send: Callable[[SpoolEntry], Any], *, budget_seconds: float = 1.0, limit: int | None = None
+    ) -> DrainReport:
         """:meth:`drain` with an async ``send``; file operations run in a worker thread."""
         import asyncio
 
@@ -373,8 +400,11 @@ class EscalationSpool:
 
     def _expiry(self, entry: SpoolEntry, outcome: str, message: str) -> tuple[str, str]:
         if outcome == RETRY and entry.age > self.max_age:
-            return DEAD, f"still failing after {entry.attempts + 1} attempts over {entry.age} " \
-                         f"(max age {self.max_age}): {message}"
+            return (
+                DEAD,
+                f"still failing after {entry.attempts + 1} attempts over {entry.age} "
+                f"(max age {self.max_age}): {message}",
+            )
         return outcome, message
 
     def _settle(self, claimed: Path, entry: SpoolEntry, outcome: str, message: str) -> None:
@@ -432,10 +462,13 @@ def _main(argv: list[str] | None = None) -> int:
     leading.add_argument("--dir", default=None)
     known, rest = leading.parse_known_args(sys.argv[1:] if argv is None else argv)
     spool_group = next(c for c in COMMANDS if isinstance(c, Group) and c.name == "spool")
-    return main([*rest, *(["--dir", known.dir] if known.dir else [])],
-                prog="python -m airflow_escalation.spool", commands=spool_group.commands,
-                description="Inspect or drain the local escalation spool (hand-offs that could not "
-                            "reach the escalation service). The same as `airflow escalation spool`.")
+    return main(
+        [*rest, *(["--dir", known.dir] if known.dir else [])],
+        prog="python -m airflow_escalation.spool",
+        commands=spool_group.commands,
+        description="Inspect or drain the local escalation spool (hand-offs that could not "
+        "reach the escalation service). The same as `airflow escalation spool`.",
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

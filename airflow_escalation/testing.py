@@ -1,13 +1,13 @@
 """Helpers for testing escalation policies on a fake clock.
 
-    clock = FakeClock(datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc))
-    sent = RecordingHandler(clock)
-    engine = EscalationEngine(EscalationEngineConfig(clock=clock, default_notification_handler=sent))
-    engine.register_policy(policy)
-    await engine.start()
-    await engine.trigger("incident-1", {"severity": "critical"}, "critical_alerts")
-    await engine.advance(timedelta(hours=1))
-    assert sent.timeline() == [(0, "user:lead"), (15, "user:manager"), (45, "user:director")]
+clock = FakeClock(datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc))
+sent = RecordingHandler(clock)
+engine = EscalationEngine(EscalationEngineConfig(clock=clock, default_notification_handler=sent))
+engine.register_policy(policy)
+await engine.start()
+await engine.trigger("incident-1", {"severity": "critical"}, "critical_alerts")
+await engine.advance(timedelta(hours=1))
+assert sent.timeline() == [(0, "user:lead"), (15, "user:manager"), (45, "user:director")]
 """
 
 from __future__ import annotations
@@ -40,8 +40,7 @@ class RecordingHandler:
         self.sent: list[Notification] = []
         self.fail_targets = set(fail_targets or ())
 
-    async def __call__(self, record: EscalationRecord, level: EscalationLevel,
-                       targets: list[EscalationTarget]) -> Any:
+    async def __call__(self, record: EscalationRecord, level: EscalationLevel, targets: list[EscalationTarget]) -> Any:
         for target in targets:
             if target.key in self.fail_targets:
                 raise ConnectionError(f"{target.key} is unreachable")

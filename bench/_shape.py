@@ -34,13 +34,18 @@ def parse_args(description: str, defaults: dict[str, dict[str, int]], stores: li
     """``defaults[kind][handler]`` is N when ``--n`` is not given, kind being ``memory`` or
     ``durable``, prefixed ``quick-`` under ``--quick``."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--handler", choices=sorted(HANDLER_DELAYS), required=True,
-                   help="instant: async handler returning True; 50ms: awaits asyncio.sleep(0.05)")
+    p.add_argument(
+        "--handler",
+        choices=sorted(HANDLER_DELAYS),
+        required=True,
+        help="instant: async handler returning True; 50ms: awaits asyncio.sleep(0.05)",
+    )
     p.add_argument("--n", type=int, default=None, help=f"lifecycles to time (default: {defaults})")
     p.add_argument("--quick", action="store_true", help="smaller default N (smoke run)")
     p.add_argument("--store", choices=stores, default="memory")
-    p.add_argument("--warmup", type=int, default=None,
-                   help=f"untimed lifecycles first (default: {BATCH} for instant, 0 for 50ms)")
+    p.add_argument(
+        "--warmup", type=int, default=None, help=f"untimed lifecycles first (default: {BATCH} for instant, 0 for 50ms)"
+    )
     args = p.parse_args()
     if args.n is None:
         kind = ("quick-" if args.quick else "") + ("memory" if args.store == "memory" else "durable")

@@ -86,8 +86,12 @@ class Service:
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = Path(tempfile.mkdtemp(prefix="escalation-bench-")) / "service.log"
         with self.log.open("w") as out:
-            self.proc = subprocess.Popen([sys.executable, __file__, "--serve", str(self.port)],
-                                         stdout=out, stderr=subprocess.STDOUT, env=os.environ)
+            self.proc = subprocess.Popen(
+                [sys.executable, __file__, "--serve", str(self.port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=os.environ,
+            )
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -100,8 +104,12 @@ class Service:
         os.environ["AIRFLOW_CONN_ESCALATION_DEFAULT"] = json.dumps(
             # signing in the component is opt-in since login became the default; the bench
             # service checks JWTs only
-            {"conn_type": "escalation", "host": self.base,
-             "extra": {"api_path": "/api/v1", "retries": 0, "auth_type": "jwt"}})
+            {
+                "conn_type": "escalation",
+                "host": self.base,
+                "extra": {"api_path": "/api/v1", "retries": 0, "auth_type": "jwt"},
+            }
+        )
 
     def counts(self, reset: bool = False) -> dict[str, int]:
         import httpx
@@ -112,8 +120,12 @@ class Service:
         from airflow_escalation.client.http import EscalationClient
         from airflow_escalation.hooks.escalation import AirflowJWTTokenProvider
 
-        return EscalationClient(self.base, api_path="/api/v1", retries=2,
-                                token_provider=AirflowJWTTokenProvider(subject="airflow-escalation-bench", role="OP"))
+        return EscalationClient(
+            self.base,
+            api_path="/api/v1",
+            retries=2,
+            token_provider=AirflowJWTTokenProvider(subject="airflow-escalation-bench", role="OP"),
+        )
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -138,8 +150,13 @@ class FakeTI:
 
 def context(dag, task_id: str, try_number: int = 1) -> dict[str, Any]:
     ti = FakeTI(dag.dag_id, task_id, try_number)
-    return {"dag": dag, "ti": ti, "task_instance": ti, "run_id": ti.run_id,
-            "exception": ValueError("orders feed is empty: 0 rows for the last hour")}
+    return {
+        "dag": dag,
+        "ti": ti,
+        "task_instance": ti,
+        "run_id": ti.run_id,
+        "exception": ValueError("orders feed is empty: 0 rows for the last hour"),
+    }
 
 
 def pct(values: list[float], q: float) -> float:
@@ -149,8 +166,14 @@ def pct(values: list[float], q: float) -> float:
 
 def summary(values: list[float]) -> dict[str, float]:
     ms = [v * 1000 for v in values]
-    return {"n": len(ms), "p50_ms": round(pct(ms, 0.5), 2), "p90_ms": round(pct(ms, 0.9), 2),
-            "p99_ms": round(pct(ms, 0.99), 2), "max_ms": round(max(ms), 2), "mean_ms": round(statistics.mean(ms), 2)}
+    return {
+        "n": len(ms),
+        "p50_ms": round(pct(ms, 0.5), 2),
+        "p90_ms": round(pct(ms, 0.9), 2),
+        "p99_ms": round(pct(ms, 0.99), 2),
+        "max_ms": round(max(ms), 2),
+        "mean_ms": round(statistics.mean(ms), 2),
+    }
 
 
 # ------------------------------------------------------------------------------ 1. warm
@@ -162,8 +185,9 @@ def warm_handoff(calls: int) -> dict[str, Any]:
     from airflow_escalation.notifications.escalation import EscalationNotifier
 
     dag = DAG("bench_etl", schedule=None)
-    notifier = EscalationNotifier(policy_name="production_critical", severity="critical",
-                                  message="{{ ti.task_id }} failed in {{ run_id }}")
+    notifier = EscalationNotifier(
+        policy_name="production_critical", severity="critical", message="{{ ti.task_id }} failed in {{ run_id }}"
+    )
     notifier(context(dag, "warmup"))
     new, join = [], []
     for n in range(calls):
@@ -206,8 +230,14 @@ print("COLD " + json.dumps({"handoff": took, "import_notifier": t2 - t1, "import
 def cold_handoff(runs: int) -> dict[str, Any]:
     handoffs, imports = [], []
     for n in range(runs):
-        done = subprocess.run([sys.executable, "-c", COLD_SCRIPT, "-", str(n)], capture_output=True,
-                              text=True, timeout=120, env=os.environ, cwd=ROOT)
+        done = subprocess.run(
+            [sys.executable, "-c", COLD_SCRIPT, "-", str(n)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=os.environ,
+            cwd=ROOT,
+        )
         line = [ln for ln in done.stdout.splitlines() if ln.startswith("COLD ")]
         if not line:
             raise RuntimeError(f"cold run failed: {done.stderr[-2000:]}")
@@ -221,14 +251,16 @@ def cold_handoff(runs: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ 3. sensors
 
 
-async def waiting_triggers(service: Service, record_ids: list[str], interval: float, window: float,
-                           shared: bool) -> dict[str, Any]:
+async def waiting_triggers(
+    service: Service, record_ids: list[str], interval: float, window: float, shared: bool
+) -> dict[str, Any]:
     from airflow_escalation.triggers import escalation as trigger_module
     from airflow_escalation.triggers import poller as poller_module
     from airflow_escalation.triggers.escalation import EscalationStateTrigger
 
     original = poller_module.shared_poller
     if not shared:  # every trigger its own poller: one request per trigger per interval
+
         def own_poller(conn_id: str, **kwargs: Any):
             return poller_module.SharedEscalationPoller(conn_id, drain_spool=False, **kwargs)
 
@@ -270,8 +302,11 @@ async def waiting_triggers(service: Service, record_ids: list[str], interval: fl
         poller_module.shared_poller = original
         _ = trigger_module
     return {
-        "triggers": len(record_ids), "interval_s": interval, "window_s": round(elapsed, 1),
-        "requests": requests, "requests_per_s": round(requests / elapsed, 2),
+        "triggers": len(record_ids),
+        "interval_s": interval,
+        "window_s": round(elapsed, 1),
+        "requests": requests,
+        "requests_per_s": round(requests / elapsed, 2),
         "unshared_equivalent_per_s": round(len(record_ids) / interval, 1),
         "ack_to_event": summary(latency),
     }
@@ -299,8 +334,12 @@ def main() -> int:
     parser.add_argument("--triggers", type=int, default=1000)
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--window", type=float, default=20.0)
-    parser.add_argument("--unshared-triggers", type=int, default=200,
-                        help="triggers for the one-poller-per-trigger comparison (default 200)")
+    parser.add_argument(
+        "--unshared-triggers",
+        type=int,
+        default=200,
+        help="triggers for the one-poller-per-trigger comparison (default 200)",
+    )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.serve:
@@ -339,15 +378,22 @@ def main() -> int:
     print("\n| callback hand-off | n | p50 ms | p90 ms | p99 ms | max ms |", file=sys.stderr)
     print("|---|---|---|---|---|---|", file=sys.stderr)
     for label, st in rows:
-        print(f"| {label} | {st['n']} | {st['p50_ms']} | {st['p90_ms']} | {st['p99_ms']} | {st['max_ms']} |",
-              file=sys.stderr)
-    print("\n| waiting triggers (one event loop) | triggers | interval s | requests/s at the service "
-          "| ack -> event p50 / p99 s |", file=sys.stderr)
+        print(
+            f"| {label} | {st['n']} | {st['p50_ms']} | {st['p90_ms']} | {st['p99_ms']} | {st['max_ms']} |",
+            file=sys.stderr,
+        )
+    print(
+        "\n| waiting triggers (one event loop) | triggers | interval s | requests/s at the service "
+        "| ack -> event p50 / p99 s |",
+        file=sys.stderr,
+    )
     print("|---|---|---|---|---|", file=sys.stderr)
     for label, st in (("shared poller (EscalationStateTrigger)", s), ("one poller per trigger", u)):
-        print(f"| {label} | {st['triggers']} | {st['interval_s']} | {st['requests_per_s']} | "
-              f"{st['ack_to_event']['p50_ms'] / 1000:.2f} / {st['ack_to_event']['p99_ms'] / 1000:.2f} |",
-              file=sys.stderr)
+        print(
+            f"| {label} | {st['triggers']} | {st['interval_s']} | {st['requests_per_s']} | "
+            f"{st['ack_to_event']['p50_ms'] / 1000:.2f} / {st['ack_to_event']['p99_ms'] / 1000:.2f} |",
+            file=sys.stderr,
+        )
     print(json.dumps(result))
     return 0
 

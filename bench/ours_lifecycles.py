@@ -45,8 +45,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _shape
 
 # ~2-5 s each on a 2-core machine (durable stores: a few seconds to tens of seconds)
-DEFAULT_N = {"memory": {"instant": 20_000, "50ms": 5_000}, "durable": {"instant": 1_000, "50ms": 500},
-             "quick-memory": {"instant": 2_000, "50ms": 500}, "quick-durable": {"instant": 200, "50ms": 200}}
+DEFAULT_N = {
+    "memory": {"instant": 20_000, "50ms": 5_000},
+    "durable": {"instant": 1_000, "50ms": 500},
+    "quick-memory": {"instant": 2_000, "50ms": 500},
+    "quick-durable": {"instant": 200, "50ms": 200},
+}
 
 
 class StoreUnavailable(RuntimeError):
@@ -61,12 +65,15 @@ def _store(store: str, tmpdir: str) -> tuple[str, dict]:
     if store == "redis":
         return "redis", {"redis_url": os.environ.get("ESCALATION_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")}
     if store == "postgres":
-        return "sql", {"url": os.environ.get("ESCALATION_BENCH_POSTGRES_URL",
-                                             "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
-                       "table_prefix": "ours_bench_"}
+        return "sql", {
+            "url": os.environ.get("ESCALATION_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+            "table_prefix": "ours_bench_",
+        }
     if store == "mysql":
-        return "sql", {"url": os.environ.get("ESCALATION_BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
-                       "table_prefix": "ours_bench_"}
+        return "sql", {
+            "url": os.environ.get("ESCALATION_BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
+            "table_prefix": "ours_bench_",
+        }
     raise SystemExit(f"unknown store {store!r}")
 
 
@@ -82,15 +89,16 @@ def _make_engine(args, tmpdir: str, cfg_kwargs: dict):
         except ImportError as exc:
             raise StoreUnavailable(
                 f"store {args.store!r} is not available yet: airflow_escalation.stores.{module} "
-                f"does not import ({type(exc).__name__}: {exc})") from None
+                f"does not import ({type(exc).__name__}: {exc})"
+            ) from None
     try:
-        return EscalationEngine(EscalationEngineConfig(store_type=store_type, store_config=store_config,
-                                                       **cfg_kwargs))
+        return EscalationEngine(EscalationEngineConfig(store_type=store_type, store_config=store_config, **cfg_kwargs))
     except ImportError as exc:
         raise StoreUnavailable(f"store {args.store!r} is not available yet: {type(exc).__name__}: {exc}") from None
     except Exception as exc:
-        raise StoreUnavailable(f"store {args.store!r} could not be created with {store_config}: "
-                               f"{type(exc).__name__}: {exc}") from None
+        raise StoreUnavailable(
+            f"store {args.store!r} could not be created with {store_config}: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 async def main(args, replica: "Replica | None" = None) -> dict:
@@ -110,15 +118,18 @@ async def main(args, replica: "Replica | None" = None) -> dict:
     durable = args.store != "memory" and replica is None  # replicas: the parent clears the store
     if durable:
         engine.store.clear()
-    engine.register_policy(EscalationPolicy(
-        name=_shape.POLICY_NAME,
-        levels=[
-            EscalationLevel(level=1, delay_minutes=0, targets=[EscalationTarget.user(_shape.L1_USER)]),
-            EscalationLevel(level=2, delay_minutes=_shape.L2_DELAY_MINUTES,
-                            targets=[EscalationTarget.user(_shape.L2_USER)]),
-        ],
-        severity_filter=list(_shape.SEVERITY_FILTER),
-    ))
+    engine.register_policy(
+        EscalationPolicy(
+            name=_shape.POLICY_NAME,
+            levels=[
+                EscalationLevel(level=1, delay_minutes=0, targets=[EscalationTarget.user(_shape.L1_USER)]),
+                EscalationLevel(
+                    level=2, delay_minutes=_shape.L2_DELAY_MINUTES, targets=[EscalationTarget.user(_shape.L2_USER)]
+                ),
+            ],
+            severity_filter=list(_shape.SEVERITY_FILTER),
+        )
+    )
 
     loop = asyncio.get_running_loop()
     waiters: dict[str, asyncio.Future] = {}  # record id -> future resolved by the handler
@@ -133,6 +144,7 @@ async def main(args, replica: "Replica | None" = None) -> dict:
             fut.set_result(None)
 
     if delay:
+
         async def handler(record, level, targets):
             await asyncio.sleep(delay)
             if level.level == 1:
@@ -142,6 +154,7 @@ async def main(args, replica: "Replica | None" = None) -> dict:
                 notified["other"] += 1
             return True
     else:
+
         async def handler(record, level, targets):
             if level.level == 1:
                 notified["level1"] += 1
@@ -154,8 +167,7 @@ async def main(args, replica: "Replica | None" = None) -> dict:
     failures: list[str] = []
 
     async def lifecycle(i: int) -> None:
-        t = await engine.trigger(f"ours-{run_id}-{i}", context=dict(_shape.CONTEXT),
-                                 policy_name=_shape.POLICY_NAME)
+        t = await engine.trigger(f"ours-{run_id}-{i}", context=dict(_shape.CONTEXT), policy_name=_shape.POLICY_NAME)
         if not t.success or t.record is None:
             failures.append(f"trigger: {t.error or t.message}")
             return
@@ -209,8 +221,14 @@ async def main(args, replica: "Replica | None" = None) -> dict:
         except Exception:
             pass
     if replica is not None:
-        return {"n": args.n, "warmup": args.warmup, "cpu": timer.cpu, "failures": failures,
-                "scheduler": scheduler, "max_concurrent_jobs": sched.max_concurrent_jobs}
+        return {
+            "n": args.n,
+            "warmup": args.warmup,
+            "cpu": timer.cpu,
+            "failures": failures,
+            "scheduler": scheduler,
+            "max_concurrent_jobs": sched.max_concurrent_jobs,
+        }
     result = {
         "engine": "airflow_escalation",
         "version": version("airflow-provider-escalation"),
@@ -330,13 +348,18 @@ if __name__ == "__main__":
     try:
         out = run_replicas(args, own.replicas) if own.replicas > 1 else asyncio.run(main(args))
     except StoreUnavailable as exc:
-        _shape.emit({"engine": "airflow_escalation", "store": args.store, "handler": args.handler,
-                     "error": str(exc)})
+        _shape.emit({"engine": "airflow_escalation", "store": args.store, "handler": args.handler, "error": str(exc)})
         sys.exit(1)
     except Exception as exc:  # report, don't crash the caller's table
         traceback.print_exc()
-        _shape.emit({"engine": "airflow_escalation", "store": args.store, "handler": args.handler,
-                     "error": f"{type(exc).__name__}: {exc}"})
+        _shape.emit(
+            {
+                "engine": "airflow_escalation",
+                "store": args.store,
+                "handler": args.handler,
+                "error": f"{type(exc).__name__}: {exc}",
+            }
+        )
         sys.exit(1)
     _shape.emit(out)
     sys.exit(1 if "error" in out else 0)

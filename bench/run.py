@@ -47,8 +47,12 @@ def run_one(python: str, script: str, handler: str, store: str, quick: bool, ext
     if quick:
         cmd.append("--quick")
     venv = os.path.basename(os.path.dirname(os.path.dirname(python)))
-    print(f"[bench] {venv}: {script} --handler {handler} --store {store}{''.join(' ' + a for a in extra)}"
-          f"{' --quick' if quick else ''}", file=sys.stderr, flush=True)
+    print(
+        f"[bench] {venv}: {script} --handler {handler} --store {store}{''.join(' ' + a for a in extra)}"
+        f"{' --quick' if quick else ''}",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT)
     except subprocess.TimeoutExpired:
@@ -88,16 +92,28 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smaller N: a smoke run (~5 s on memory)")
-    p.add_argument("--store", choices=sorted(TRUTHOUND_STORE), default="memory",
-                   help="our store (and truthound's corresponding store where it has one)")
-    p.add_argument("--only", choices=[s[0] for s in SCENARIOS], action="append",
-                   help="run only this scenario (repeatable)")
-    p.add_argument("--repeat", type=int, default=1,
-                   help="run each engine this many times (alternating) and keep its best run; "
-                        "use 3 on a noisy machine")
-    p.add_argument("--replicas", type=int, default=1,
-                   help="run ours as this many engine processes sharing the durable store, each "
-                        "running its share of the lifecycles (truthound runs as one)")
+    p.add_argument(
+        "--store",
+        choices=sorted(TRUTHOUND_STORE),
+        default="memory",
+        help="our store (and truthound's corresponding store where it has one)",
+    )
+    p.add_argument(
+        "--only", choices=[s[0] for s in SCENARIOS], action="append", help="run only this scenario (repeatable)"
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run each engine this many times (alternating) and keep its best run; use 3 on a noisy machine",
+    )
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="run ours as this many engine processes sharing the durable store, each "
+        "running its share of the lifecycles (truthound runs as one)",
+    )
     p.add_argument("--json", action="store_true", help="also print every raw result as JSON")
     args = p.parse_args()
     if args.replicas > 1 and args.store == "memory":
@@ -115,12 +131,17 @@ def main() -> int:
         for _ in range(max(1, args.repeat)):
             if t_store is not None:
                 theirs_runs.append(run_one(BENCH_PY, "truthound_lifecycles.py", handler, t_store, args.quick))
-            ours_runs.append(run_one(sys.executable, "ours_lifecycles.py", handler, args.store, args.quick,
-                                     ours_extra))
+            ours_runs.append(run_one(sys.executable, "ours_lifecycles.py", handler, args.store, args.quick, ours_extra))
         theirs = best(theirs_runs) if t_store is not None else None
         ours = best(ours_runs)
-        raw.append({"scenario": handler, "truthound": theirs, "ours": ours,
-                    "all_runs": {"truthound": theirs_runs, "ours": ours_runs}})
+        raw.append(
+            {
+                "scenario": handler,
+                "truthound": theirs,
+                "ours": ours,
+                "all_runs": {"truthound": theirs_runs, "ours": ours_runs},
+            }
+        )
 
         ratio_s, cpu_ratio_s, status = "n/a", "n/a", "n/a"
         if "error" in ours:
@@ -134,12 +155,32 @@ def main() -> int:
         store_label = args.store if t_store == args.store else f"{args.store} vs {t_store or '-'}"
         if args.replicas > 1:
             store_label += f", ours x{args.replicas} replicas"
-        rows.append([f"{label} ({store_label})",
-                     fmt_rate(theirs, "n/a (no such truthound store)"),
-                     fmt_rate(ours), ratio_s, f">= {target:g}x", status, cpu_ratio_s])
+        rows.append(
+            [
+                f"{label} ({store_label})",
+                fmt_rate(theirs, "n/a (no such truthound store)"),
+                fmt_rate(ours),
+                ratio_s,
+                f">= {target:g}x",
+                status,
+                cpu_ratio_s,
+            ]
+        )
 
-    print(table(rows, ["scenario", "truthound lifecycles/s", "ours lifecycles/s", "ratio", "target",
-                       "result", "CPU ratio (info)"]))
+    print(
+        table(
+            rows,
+            [
+                "scenario",
+                "truthound lifecycles/s",
+                "ours lifecycles/s",
+                "ratio",
+                "target",
+                "result",
+                "CPU ratio (info)",
+            ],
+        )
+    )
     print()
     for r in raw:
         for who in ("truthound", "ours"):
@@ -148,13 +189,19 @@ def main() -> int:
                 extra = f", max_concurrent_jobs={res['max_concurrent_jobs']}" if "max_concurrent_jobs" in res else ""
                 if res.get("replicas"):
                     extra += f", {res['replicas']} engine processes"
-                print(f"  {r['scenario']:<8} {who:<10} n={res['n']} (+{res['warmup']} warm-up) in "
-                      f"{res['seconds']:.2f} s, {res['cpu_us_per_lifecycle']:.0f} us CPU/lifecycle, "
-                      f"scheduler={res['scheduler']}{extra}")
-    print(f"  concurrency: gathered batches of 100 lifecycles for both engines; python {sys.version.split()[0]}; "
-          f"best of {max(1, args.repeat)} run(s) per engine")
-    print("  ratio = ours/truthound lifecycles per wall-clock second (the target); CPU ratio = truthound's "
-          "CPU time per lifecycle / ours (less sensitive to other load on the machine)")
+                print(
+                    f"  {r['scenario']:<8} {who:<10} n={res['n']} (+{res['warmup']} warm-up) in "
+                    f"{res['seconds']:.2f} s, {res['cpu_us_per_lifecycle']:.0f} us CPU/lifecycle, "
+                    f"scheduler={res['scheduler']}{extra}"
+                )
+    print(
+        f"  concurrency: gathered batches of 100 lifecycles for both engines; python {sys.version.split()[0]}; "
+        f"best of {max(1, args.repeat)} run(s) per engine"
+    )
+    print(
+        "  ratio = ours/truthound lifecycles per wall-clock second (the target); CPU ratio = truthound's "
+        "CPU time per lifecycle / ours (less sensitive to other load on the machine)"
+    )
     if args.json:
         print(json.dumps(raw, indent=2, sort_keys=True))
     return 1 if failed else 0

@@ -102,9 +102,18 @@ def make_record(i: int, now: datetime, rng: random.Random) -> tuple[EscalationRe
     record.add_history_event("start", created, "system", from_state="pending")
     record.add_history_event("notified", created, "system", round=0, targets=["user:oncall-primary"])
     sent = {"state": DeliveryState.SENT, "attempts": 1, "sent_at": created}
-    deliveries = [Delivery(id=f"{record.id}-1-0", record_id=record.id, level=1, round=0,
-                           target=EscalationTarget.user("oncall-primary"), created_at=created,
-                           updated_at=created, **sent)]
+    deliveries = [
+        Delivery(
+            id=f"{record.id}-1-0",
+            record_id=record.id,
+            level=1,
+            round=0,
+            target=EscalationTarget.user("oncall-primary"),
+            created_at=created,
+            updated_at=created,
+            **sent,
+        )
+    ]
     if kind == 0:  # due now: level 2 is late
         record.next_escalation_at = now - timedelta(seconds=rng.randint(1, 3600))
         record.next_action = "escalate"
@@ -124,12 +133,22 @@ def make_record(i: int, now: datetime, rng: random.Random) -> tuple[EscalationRe
             record.closed_at = later
             if closed == "resolved":
                 record.resolved_at, record.resolved_by = later, "oncall"
-            record.add_history_event(closed if closed != "timed_out" else "timeout", later, "oncall",
-                                     from_state="active")
+            record.add_history_event(
+                closed if closed != "timed_out" else "timeout", later, "oncall", from_state="active"
+            )
             if kind % 2:  # some reached level 2 first
-                deliveries.append(Delivery(id=f"{record.id}-2-0", record_id=record.id, level=2, round=0,
-                                           target=EscalationTarget.team("dba"), created_at=later,
-                                           updated_at=later, **dict(sent, sent_at=later)))
+                deliveries.append(
+                    Delivery(
+                        id=f"{record.id}-2-0",
+                        record_id=record.id,
+                        level=2,
+                        round=0,
+                        target=EscalationTarget.team("dba"),
+                        created_at=later,
+                        updated_at=later,
+                        **dict(sent, sent_at=later),
+                    )
+                )
     return record, deliveries
 
 
@@ -184,14 +203,27 @@ def sql_rows(record: EscalationRecord, deliveries: list[Delivery]) -> tuple[dict
         lease_until=None,
         dag_id=dag_id if isinstance(dag_id, str) and len(dag_id) <= NAME else None,
     )
-    events = [{"record_id": record.id, "seq": seq, "at": datetime.fromisoformat(e["at"]), "event": e}
-              for seq, e in enumerate(record.history)]
+    events = [
+        {"record_id": record.id, "seq": seq, "at": datetime.fromisoformat(e["at"]), "event": e}
+        for seq, e in enumerate(record.history)
+    ]
     delivered = [
-        {"id": d.id, "record_id": d.record_id, "seq": seq, "level": d.level, "round": d.round,
-         "target": d.target.to_dict(), "target_key": d.target.key[:TARGET_KEY], "state": d.state.value,
-         "attempts": d.attempts, "created_at": d.created_at,
-         "updated_at": d.updated_at, "next_attempt_at": d.next_attempt_at, "sent_at": d.sent_at,
-         "last_error": d.last_error}
+        {
+            "id": d.id,
+            "record_id": d.record_id,
+            "seq": seq,
+            "level": d.level,
+            "round": d.round,
+            "target": d.target.to_dict(),
+            "target_key": d.target.key[:TARGET_KEY],
+            "state": d.state.value,
+            "attempts": d.attempts,
+            "created_at": d.created_at,
+            "updated_at": d.updated_at,
+            "next_attempt_at": d.next_attempt_at,
+            "sent_at": d.sent_at,
+            "last_error": d.last_error,
+        }
         for seq, d in enumerate(deliveries)
     ]
     return row, events, delivered
@@ -315,26 +347,38 @@ def main() -> int:
         if "error" in r:
             rows.append([backend, f"unavailable: {r['error']}", "", "", "", "", "", "", ""])
             continue
-        rows.append([
-            backend,
-            f"{r['fill_s']:.1f} s",
-            f"{ms(r['claim_due'])} ({r['claimed']})",
-            ms(r["next_due_at"]),
-            f"{ms(r['claim_due'] + r['next_due_at'])}",
-            f"{ms(r['get_active'])} ({r['active_n']:,})",
-            f"{ms(r['list_records'])} ({r['page_n']} of {r['total']:,})",
-            f"{ms(r['count_active'])} ({r['active_total']:,})",
-            f"{ms(r['get_stats'])} ({r['stats_total']:,})",
-        ])
-    header = ["backend", "fill", "claim_due(200) (claimed)", "next_due_at", "due sweep",
-              "get_active(policy) (records)", "list_records(active, 50) (page of total)",
-              "count_active() (count)", "get_stats() (total)"]
+        rows.append(
+            [
+                backend,
+                f"{r['fill_s']:.1f} s",
+                f"{ms(r['claim_due'])} ({r['claimed']})",
+                ms(r["next_due_at"]),
+                f"{ms(r['claim_due'] + r['next_due_at'])}",
+                f"{ms(r['get_active'])} ({r['active_n']:,})",
+                f"{ms(r['list_records'])} ({r['page_n']} of {r['total']:,})",
+                f"{ms(r['count_active'])} ({r['active_total']:,})",
+                f"{ms(r['get_stats'])} ({r['stats_total']:,})",
+            ]
+        )
+    header = [
+        "backend",
+        "fill",
+        "claim_due(200) (claimed)",
+        "next_due_at",
+        "due sweep",
+        "get_active(policy) (records)",
+        "list_records(active, 50) (page of total)",
+        "count_active() (count)",
+        "get_stats() (total)",
+    ]
     widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header))]
     for row in [header, ["-" * w for w in widths], *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
-    print(f"\n  {args.n:,} records per store: 90% closed, 10% open (1% due now, 2% acknowledged), "
-          f"{len(POLICIES)} policies; median of {args.runs} runs after one untimed run; "
-          f"python {sys.version.split()[0]}")
+    print(
+        f"\n  {args.n:,} records per store: 90% closed, 10% open (1% due now, 2% acknowledged), "
+        f"{len(POLICIES)} policies; median of {args.runs} runs after one untimed run; "
+        f"python {sys.version.split()[0]}"
+    )
     return 0
 
 

@@ -59,13 +59,20 @@ async def measure(store: str, scheduler: str, n: int, spread: float, delay: floa
 
     tmpdir = tempfile.mkdtemp(prefix="timers-bench-", dir=os.environ.get("TIMERS_BENCH_DIR"))
     store_config = {"db_path": os.path.join(tmpdir, "timers.db")} if store == "sqlite" else {}
-    engine = EscalationEngine(EscalationEngineConfig(
-        store_type=store, store_config=store_config,
-        scheduler_config=SchedulerConfig(scheduler_type=scheduler)))
-    engine.register_policy(EscalationPolicy(name=POLICY, levels=[
-        EscalationLevel(level=1, delay_minutes=0, targets=[EscalationTarget.user("primary")]),
-        EscalationLevel(level=2, delay_minutes=delay / 60, targets=[EscalationTarget.user("secondary")]),
-    ]))
+    engine = EscalationEngine(
+        EscalationEngineConfig(
+            store_type=store, store_config=store_config, scheduler_config=SchedulerConfig(scheduler_type=scheduler)
+        )
+    )
+    engine.register_policy(
+        EscalationPolicy(
+            name=POLICY,
+            levels=[
+                EscalationLevel(level=1, delay_minutes=0, targets=[EscalationTarget.user("primary")]),
+                EscalationLevel(level=2, delay_minutes=delay / 60, targets=[EscalationTarget.user("secondary")]),
+            ],
+        )
+    )
     loop = asyncio.get_running_loop()
     lateness: list[float] = []
     level1 = 0
@@ -88,8 +95,7 @@ async def measure(store: str, scheduler: str, n: int, spread: float, delay: floa
     triggered = 0
     while triggered < n:  # each turn triggers every escalation whose moment has come
         upto = min(n, int((loop.time() - t0) / spread * n) + 1)
-        results = await asyncio.gather(*(engine.trigger(f"incident-{i}", {}, POLICY)
-                                         for i in range(triggered, upto)))
+        results = await asyncio.gather(*(engine.trigger(f"incident-{i}", {}, POLICY) for i in range(triggered, upto)))
         failed = [r.message for r in results if not r.success]
         if failed:
             raise RuntimeError(f"trigger failed: {failed[0]}")
@@ -109,10 +115,19 @@ async def measure(store: str, scheduler: str, n: int, spread: float, delay: floa
     if missing:  # each missing one is at least this late: count it so in the percentiles
         ms += [WAIT_AFTER_DUE * 1000] * missing
     return {
-        "store": store, "scheduler": scheduler, "n": n, "spread_s": spread, "delay_s": delay,
-        "level1_delivered": level1, "level2_delivered": n - missing,
-        "p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99), "max_ms": max(ms), "min_ms": min(ms),
-        "cpu_s": round(cpu1 - cpu0, 2), "cpu_s_level2": round(cpu1 - cpu_triggered, 2),
+        "store": store,
+        "scheduler": scheduler,
+        "n": n,
+        "spread_s": spread,
+        "delay_s": delay,
+        "level1_delivered": level1,
+        "level2_delivered": n - missing,
+        "p50_ms": percentile(ms, 50),
+        "p99_ms": percentile(ms, 99),
+        "max_ms": max(ms),
+        "min_ms": min(ms),
+        "cpu_s": round(cpu1 - cpu0, 2),
+        "cpu_s_level2": round(cpu1 - cpu_triggered, 2),
         "load_avg_1m": [round(load0, 1), round(os.getloadavg()[0], 1)],
         "package": os.path.dirname(airflow_escalation.__file__),
     }
@@ -137,7 +152,9 @@ class BusyAirflow:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         self.airflow = LocalAirflow(
-            self.home, port=port, dags_folder=examples,
+            self.home,
+            port=port,
+            dags_folder=examples,
             policies_file=examples / "policies" / "production_critical.yaml",
             extra_env={  # as `make demo` runs it: tasks run, fail, and call the escalation service
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
@@ -148,7 +165,8 @@ class BusyAirflow:
                 "AIRFLOW__API__BASE_URL": base,
                 "AIRFLOW__ESCALATION__SPOOL_DIR": str(self.home / "spool"),
                 "AIRFLOW_CONN_ESCALATION_DEFAULT": json.dumps({"conn_type": "escalation", "host": base}),
-            })
+            },
+        )
         self._proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -186,10 +204,23 @@ class BusyAirflow:
 
 
 def run_child(store: str, scheduler: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--one", f"{store},{scheduler}", "--n", str(args.n),
-           "--spread", str(args.spread), "--delay", str(args.delay)]
-    print(f"[timers] {store} + {scheduler}: {args.n} escalations over {args.spread:g} s, level 2 after "
-          f"{args.delay:g} s", file=sys.stderr, flush=True)
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--one",
+        f"{store},{scheduler}",
+        "--n",
+        str(args.n),
+        "--spread",
+        str(args.spread),
+        "--delay",
+        str(args.delay),
+    ]
+    print(
+        f"[timers] {store} + {scheduler}: {args.n} escalations over {args.spread:g} s, level 2 after {args.delay:g} s",
+        file=sys.stderr,
+        flush=True,
+    )
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -242,20 +273,29 @@ def main() -> int:
         at_least = ">= " if missing else ""
         verdict = ("PASS" if ok else "FAIL") if judged else "(not judged)"
         failed |= judged and not ok
-        rows.append([r["store"], r["scheduler"], f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
-                     f"{at_least}{r['max_ms']:.1f}" + (f" ({missing} not run)" if missing else ""),
-                     f"{r['cpu_s']:.1f}",
-                     "{:.1f} -> {:.1f}".format(*r["load_avg_1m"]),
-                     f"< {TARGET_P99_MS[r['store']]:g} / < {TARGET_MAX_MS:g}", verdict])
-    header = ["store", "scheduler", "p50 ms", "p99 ms", "max ms", "CPU s", "load avg", "target p99 / max ms",
-              "result"]
+        rows.append(
+            [
+                r["store"],
+                r["scheduler"],
+                f"{r['p50_ms']:.1f}",
+                f"{r['p99_ms']:.1f}",
+                f"{at_least}{r['max_ms']:.1f}" + (f" ({missing} not run)" if missing else ""),
+                f"{r['cpu_s']:.1f}",
+                "{:.1f} -> {:.1f}".format(*r["load_avg_1m"]),
+                f"< {TARGET_P99_MS[r['store']]:g} / < {TARGET_MAX_MS:g}",
+                verdict,
+            ]
+        )
+    header = ["store", "scheduler", "p50 ms", "p99 ms", "max ms", "CPU s", "load avg", "target p99 / max ms", "result"]
     widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header))]
     for row in [header, ["-" * w for w in widths]] + rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
-    print(f"\n  {args.n:,} escalations triggered over {args.spread:g} s, level 2 due {args.delay:g} s after "
-          f"level 1; lateness = level-2 handler call - due time; CPU = the engine process's CPU time from "
-          f"the first trigger to the last level-2 call; load avg = the machine's 1-minute load average at the "
-          f"start and the end ({os.cpu_count()} CPUs){'; a local Airflow ran beside it' if args.busy else ''}")
+    print(
+        f"\n  {args.n:,} escalations triggered over {args.spread:g} s, level 2 due {args.delay:g} s after "
+        f"level 1; lateness = level-2 handler call - due time; CPU = the engine process's CPU time from "
+        f"the first trigger to the last level-2 call; load avg = the machine's 1-minute load average at the "
+        f"start and the end ({os.cpu_count()} CPUs){'; a local Airflow ran beside it' if args.busy else ''}"
+    )
     print(json.dumps({"timers": results, "busy": args.busy}))
     return 1 if failed else 0
 

@@ -21,8 +21,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _shape
 
 # ~2-5 s each on a 2-core machine; at 50 ms truthound's global lock serialises every trigger (~20/s)
-DEFAULT_N = {"memory": {"instant": 20_000, "50ms": 100}, "durable": {"instant": 1_000, "50ms": 100},
-             "quick-memory": {"instant": 2_000, "50ms": 20}, "quick-durable": {"instant": 200, "50ms": 20}}
+DEFAULT_N = {
+    "memory": {"instant": 20_000, "50ms": 100},
+    "durable": {"instant": 1_000, "50ms": 100},
+    "quick-memory": {"instant": 2_000, "50ms": 20},
+    "quick-durable": {"instant": 200, "50ms": 20},
+}
 
 
 def _store_config(store: str, tmpdir: str, run_id: str) -> dict:
@@ -50,26 +54,32 @@ async def main(args) -> dict:
     delay = _shape.HANDLER_DELAYS[args.handler]
     run_id = uuid.uuid4().hex[:8]
     tmpdir = tempfile.mkdtemp(prefix="truthound-bench-")
-    engine = EscalationEngine(EscalationEngineConfig(
-        store_type=args.store, store_config=_store_config(args.store, tmpdir, run_id)))
-    engine.register_policy(EscalationPolicy(
-        name=_shape.POLICY_NAME,
-        levels=[
-            EscalationLevel(level=1, delay_minutes=0, targets=[EscalationTarget.user(_shape.L1_USER)]),
-            EscalationLevel(level=2, delay_minutes=_shape.L2_DELAY_MINUTES,
-                            targets=[EscalationTarget.user(_shape.L2_USER)]),
-        ],
-        severity_filter=list(_shape.SEVERITY_FILTER),
-    ))
+    engine = EscalationEngine(
+        EscalationEngineConfig(store_type=args.store, store_config=_store_config(args.store, tmpdir, run_id))
+    )
+    engine.register_policy(
+        EscalationPolicy(
+            name=_shape.POLICY_NAME,
+            levels=[
+                EscalationLevel(level=1, delay_minutes=0, targets=[EscalationTarget.user(_shape.L1_USER)]),
+                EscalationLevel(
+                    level=2, delay_minutes=_shape.L2_DELAY_MINUTES, targets=[EscalationTarget.user(_shape.L2_USER)]
+                ),
+            ],
+            severity_filter=list(_shape.SEVERITY_FILTER),
+        )
+    )
 
     notified = {"level1": 0, "other": 0}
 
     if delay:
+
         async def handler(record, level, targets):
             await asyncio.sleep(delay)
             notified["level1" if level.level == 1 else "other"] += 1
             return True
     else:
+
         async def handler(record, level, targets):
             notified["level1" if level.level == 1 else "other"] += 1
             return True
@@ -78,8 +88,7 @@ async def main(args) -> dict:
     failures: list[str] = []
 
     async def lifecycle(i: int) -> None:
-        t = await engine.trigger(f"tt-{run_id}-{i}", context=dict(_shape.CONTEXT),
-                                 policy_name=_shape.POLICY_NAME)
+        t = await engine.trigger(f"tt-{run_id}-{i}", context=dict(_shape.CONTEXT), policy_name=_shape.POLICY_NAME)
         if not t.success or t.record is None:
             failures.append(f"trigger: {t.error or t.message}")
             return
@@ -132,8 +141,14 @@ if __name__ == "__main__":
         out = asyncio.run(main(args))
     except Exception as exc:  # report, don't crash the caller's table
         traceback.print_exc()
-        _shape.emit({"engine": "truthound", "store": args.store, "handler": args.handler,
-                     "error": f"{type(exc).__name__}: {exc}"})
+        _shape.emit(
+            {
+                "engine": "truthound",
+                "store": args.store,
+                "handler": args.handler,
+                "error": f"{type(exc).__name__}: {exc}",
+            }
+        )
         sys.exit(1)
     _shape.emit(out)
     sys.exit(1 if "error" in out else 0)

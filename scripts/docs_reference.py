@@ -96,8 +96,10 @@ def rest_page() -> str:
             if params:
                 lines += ["| parameter | in | type | required | description |", "|---|---|---|---|---|"]
                 for p in params:
-                    lines.append(f"| `{p['name']}` | {p['in']} | {_schema_name(p.get('schema') or {})} | "
-                                 f"{'yes' if p.get('required') else 'no'} | {_cell(p.get('description'))} |")
+                    lines.append(
+                        f"| `{p['name']}` | {p['in']} | {_schema_name(p.get('schema') or {})} | "
+                        f"{'yes' if p.get('required') else 'no'} | {_cell(p.get('description'))} |"
+                    )
                 lines.append("")
             body = ((op.get("requestBody") or {}).get("content") or {}).get("application/json")
             if body:
@@ -118,8 +120,10 @@ def rest_page() -> str:
             required = set(schema.get("required") or [])
             lines += ["| field | type | required | description |", "|---|---|---|---|"]
             for field, prop in props.items():
-                lines.append(f"| `{field}` | {_schema_name(prop)} | {'yes' if field in required else 'no'} | "
-                             f"{_cell(prop.get('description'))} |")
+                lines.append(
+                    f"| `{field}` | {_schema_name(prop)} | {'yes' if field in required else 'no'} | "
+                    f"{_cell(prop.get('description'))} |"
+                )
             lines.append("")
         elif schema.get("enum"):
             lines += ["One of " + ", ".join(f"`{v}`" for v in schema["enum"]) + ".", ""]

@@ -62,22 +62,38 @@ class AirflowStack(LocalAirflow):
     """:class:`LocalAirflow` with the tests' policies, fixed secrets, two API-server workers and
     CLI runs in the background; ``policies_yaml`` replaces the policies file."""
 
-    def __init__(self, home: Path, *, policies_yaml: str = POLICIES_YAML, dags_folder: Path | None = None,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        *,
+        policies_yaml: str = POLICIES_YAML,
+        dags_folder: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         policies = home / "escalation_policies.yaml"
         policies.write_text(policies_yaml)
-        super().__init__(home, dags_folder=dags_folder, policies_file=policies, workers=int(WORKERS),
-                         jwt_secret=JWT_SECRET,
-                         # fixed: tokens issued before a restart stay valid after it
-                         extra_env={"AIRFLOW__API__SECRET_KEY": "escalation-tests-secret-key",
-                                    **(extra_env or {})})
+        super().__init__(
+            home,
+            dags_folder=dags_folder,
+            policies_file=policies,
+            workers=int(WORKERS),
+            jwt_secret=JWT_SECRET,
+            # fixed: tokens issued before a restart stay valid after it
+            extra_env={"AIRFLOW__API__SECRET_KEY": "escalation-tests-secret-key", **(extra_env or {})},
+        )
         self.background: dict[str, tuple[subprocess.Popen, Path]] = {}
 
     def cli_in_background(self, name: str, *args: str) -> None:
         out = self.home / f"cli-{name}.out"
         with out.open("w") as handle:
-            proc = subprocess.Popen([AIRFLOW, *args], env=self.env, stdout=handle,
-                                    stderr=subprocess.STDOUT, cwd=self.home, start_new_session=True)
+            proc = subprocess.Popen(
+                [AIRFLOW, *args],
+                env=self.env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                cwd=self.home,
+                start_new_session=True,
+            )
         self.background[name] = (proc, out)
 
     def background_output(self, name: str, timeout: float = 240) -> str:
@@ -97,9 +113,17 @@ class AirflowStack(LocalAirflow):
         try:
             table = sql_schema.record_table.name
             with engine.connect() as conn:
-                row = conn.execute(sa.text(
-                    f"SELECT id, incident_id, policy_name, state, current_level, next_escalation_at "
-                    f"FROM {table} WHERE id = :id"), {"id": record_id}).mappings().first()
+                row = (
+                    conn.execute(
+                        sa.text(
+                            f"SELECT id, incident_id, policy_name, state, current_level, next_escalation_at "
+                            f"FROM {table} WHERE id = :id"
+                        ),
+                        {"id": record_id},
+                    )
+                    .mappings()
+                    .first()
+                )
             return dict(row) if row else None
         finally:
             engine.dispose()

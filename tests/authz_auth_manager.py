@@ -25,10 +25,8 @@ AUTH_MANAGER = f"{__name__}.PerDagAuthManager"
 
 
 class PerDagAuthManager(SimpleAuthManager):
-    def is_authorized_dag(self, *, method: Any, user: Any, access_entity: Any = None,
-                          details: Any = None) -> bool:
+    def is_authorized_dag(self, *, method: Any, user: Any, access_entity: Any = None, details: Any = None) -> bool:
         granted = DAG_GRANTS.get(user.get_name())
         if granted is not None and (details is None or details.id not in granted):
             return False
-        return super().is_authorized_dag(method=method, user=user, access_entity=access_entity,
-                                         details=details)
+        return super().is_authorized_dag(method=method, user=user, access_entity=access_entity, details=details)

@@ -30,8 +30,12 @@ def site(tmp_path_factory) -> Path:
     config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
     config.update(docs_dir=str(work / "docs"), site_dir=str(work / "site"))
     (work / "mkdocs.yml").write_text(yaml.safe_dump(config))
-    done = subprocess.run([str(Path(sys.executable).with_name("mkdocs")), "build", "--strict", "-f",
-                           str(work / "mkdocs.yml")], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("mkdocs")), "build", "--strict", "-f", str(work / "mkdocs.yml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     return work
 
@@ -39,8 +43,14 @@ def site(tmp_path_factory) -> Path:
 def test_the_site_builds_strictly_with_every_page(site):
     config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
     assert config["site_url"] == DOCS_URL
-    for page in ["index.html", "quickstart/index.html", "service/index.html", "reference/configuration/index.html",
-                 "reference/rest-api/index.html", "changelog/index.html"]:
+    for page in [
+        "index.html",
+        "quickstart/index.html",
+        "service/index.html",
+        "reference/configuration/index.html",
+        "reference/rest-api/index.html",
+        "changelog/index.html",
+    ]:
         assert (site / "site" / page).is_file(), page
     # every how-to of docs/ is in the navigation
     listed = str(config["nav"])

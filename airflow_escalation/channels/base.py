@@ -149,9 +149,11 @@ def airflow_connection(conn_id: str) -> Any:
 
 def _unknown_connection_message(conn_id: str) -> str:
     env = "AIRFLOW_CONN_" + conn_id.upper()
-    return (f"Airflow connection {conn_id!r} is not defined: create it (Admin > Connections, "
-            f"`airflow connections add {conn_id} ...`, a secrets backend, or the {env} "
-            f"environment variable)")
+    return (
+        f"Airflow connection {conn_id!r} is not defined: create it (Admin > Connections, "
+        f"`airflow connections add {conn_id} ...`, a secrets backend, or the {env} "
+        f"environment variable)"
+    )
 
 
 # ----------------------------------------------------------------------------- channels
@@ -176,14 +178,24 @@ class Channel(ABC):
     supports_resolve: ClassVar[bool] = False
 
     @abstractmethod
-    async def send(self, message: EscalationMessage, target: EscalationTarget,
-                   record: EscalationRecord, level: EscalationLevel,
-                   connection: ConnectionInfo) -> None:
+    async def send(
+        self,
+        message: EscalationMessage,
+        target: EscalationTarget,
+        record: EscalationRecord,
+        level: EscalationLevel,
+        connection: ConnectionInfo,
+    ) -> None:
         """Deliver ``message`` to ``target`` through ``connection``; raise on failure."""
 
-    async def resolve(self, record: EscalationRecord, target: EscalationTarget,
-                      connection: ConnectionInfo, action: str = "resolve",
-                      message: EscalationMessage | None = None) -> None:
+    async def resolve(
+        self,
+        record: EscalationRecord,
+        target: EscalationTarget,
+        connection: ConnectionInfo,
+        action: str = "resolve",
+        message: EscalationMessage | None = None,
+    ) -> None:
         """Tell the remote service the escalation was acknowledged or resolved (optional)."""
         raise NotImplementedError(f"{type(self).__name__} has no remote incident to {action}")
 
@@ -259,7 +271,8 @@ class ChannelRegistry:
                 raise UnsupportedConnectionTypeError(
                     f"no escalation channel delivers through connections of type {conn_type!r} "
                     f"(supported: {', '.join(sorted(self._specs))}); give the target a connection "
-                    f"of a supported type, or drop its conn_id to use the notification handler")
+                    f"of a supported type, or drop its conn_id to use the notification handler"
+                )
             if isinstance(spec, Channel):
                 channel = spec
             elif isinstance(spec, str):
@@ -309,11 +322,18 @@ class ChannelResolver:
     ``cache_seconds`` (a connection that is missing is looked up again on the next attempt).
     """
 
-    def __init__(self, *, base_url: str = "", action_secret: str | None = None,
-                 action_ttl_seconds: int = 86400, registry: ChannelRegistry | None = None,
-                 connection_getter: Callable[[str], Any] | None = None,
-                 cache_seconds: float = 30.0, clock: Clock | None = None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        base_url: str = "",
+        action_secret: str | None = None,
+        action_ttl_seconds: int = 86400,
+        registry: ChannelRegistry | None = None,
+        connection_getter: Callable[[str], Any] | None = None,
+        cache_seconds: float = 30.0,
+        clock: Clock | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.options = MessageOptions(base_url.rstrip("/"), action_secret, action_ttl_seconds)
         self.registry = registry or DEFAULT_REGISTRY
         self._getter = connection_getter or airflow_connection
@@ -327,16 +347,16 @@ class ChannelResolver:
     def __call__(self, target: EscalationTarget) -> Callable[..., Awaitable[bool]] | None:
         return self.deliver if target.conn_id else None
 
-    async def deliver(self, record: EscalationRecord, level: EscalationLevel,
-                      target: EscalationTarget) -> bool:
+    async def deliver(self, record: EscalationRecord, level: EscalationLevel, target: EscalationTarget) -> bool:
         """The sender: send ``record``'s ``level`` notification to ``target`` via its connection."""
         try:
             info, channel = await self.channel_for(target.conn_id)
             message = self.build_message(record, level, target)
             await channel.send(message, target, record, level, info)
         except PermanentChannelError as exc:
-            log.error("escalation %s: cannot notify %s through connection %r: %s",
-                      record.id, target.key, target.conn_id, exc)
+            log.error(
+                "escalation %s: cannot notify %s through connection %r: %s", record.id, target.key, target.conn_id, exc
+            )
             raise
         return True
 
@@ -366,7 +386,8 @@ class ChannelResolver:
             if not info.conn_type:
                 raise UnsupportedConnectionTypeError(
                     f"Airflow connection {conn_id!r} has no connection type; set one of "
-                    f"{', '.join(self.registry.conn_types)}")
+                    f"{', '.join(self.registry.conn_types)}"
+                )
             self._cache[conn_id] = _Cached(info, self._monotonic() + self._cache_seconds)
             future.set_result(info)
             return info
@@ -388,13 +409,24 @@ class ChannelResolver:
         else:
             self._cache.pop(conn_id, None)
 
-    def build_message(self, record: EscalationRecord, level: EscalationLevel | None,
-                      target: EscalationTarget | None = None, *,
-                      with_actions: bool = True) -> EscalationMessage:
+    def build_message(
+        self,
+        record: EscalationRecord,
+        level: EscalationLevel | None,
+        target: EscalationTarget | None = None,
+        *,
+        with_actions: bool = True,
+    ) -> EscalationMessage:
         from airflow_escalation.channels.message import EscalationMessage
 
         opts = self.options
         return EscalationMessage.build(
-            record, level, target, base_url=opts.base_url, action_secret=opts.action_secret,
-            action_ttl_seconds=opts.action_ttl_seconds, with_actions=with_actions,
-            now=self._clock.now() if self._clock is not None else None)
+            record,
+            level,
+            target,
+            base_url=opts.base_url,
+            action_secret=opts.action_secret,
+            action_ttl_seconds=opts.action_ttl_seconds,
+            with_actions=with_actions,
+            now=self._clock.now() if self._clock is not None else None,
+        )

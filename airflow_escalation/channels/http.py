@@ -51,7 +51,8 @@ def target_path(identifier: str) -> str:
     if "://" in ident or ident.startswith("//") or "\\" in ident:
         raise PermanentChannelError(
             f"target {_shown(ident)}: must be a path under the connection's URL, not an absolute "
-            f"or scheme-relative URL (use a connection for another host)")
+            f"or scheme-relative URL (use a connection for another host)"
+        )
     if any(ord(char) < 0x20 or ord(char) == 0x7F for char in ident):
         raise PermanentChannelError(f"target {_shown(ident)}: control characters are not allowed")
     path = ident.split("?", 1)[0]
@@ -61,7 +62,8 @@ def target_path(identifier: str) -> str:
         if "\\" in decoded or any(segment in (".", "..") for segment in decoded.split("/")):
             raise PermanentChannelError(
                 f"target {_shown(ident)}: '.' and '..' path segments (also percent-encoded) are not "
-                f"allowed: the path must stay under the connection's base path")
+                f"allowed: the path must stay under the connection's base path"
+            )
         if decoded == previous:
             break
     # a path, never a fragment: "#alerts" is sent as /%23alerts (spaces and the like encoded too)
@@ -82,7 +84,8 @@ def webhook_url(base_url: str, identifier: str, has_host: bool) -> str:
     if not has_host:
         raise PermanentChannelError(
             "the connection has no host: give it the webhook's scheme, host and base path; the "
-            "target identifier is a path below it")
+            "target identifier is a path below it"
+        )
     return base_url.rstrip("/") + "/" + target_path(identifier)
 
 
@@ -94,21 +97,30 @@ class HttpChannel(Channel):
     provider_module = "airflow.providers.http.hooks.http"
     extra = "http"
 
-    async def send(self, message: EscalationMessage, target: EscalationTarget,
-                   record: EscalationRecord, level: EscalationLevel,
-                   connection: ConnectionInfo) -> None:
-        await self.post(target.conn_id or connection.conn_id, target.identifier,
-                        message.to_webhook_json(), has_host=bool(connection.host))
+    async def send(
+        self,
+        message: EscalationMessage,
+        target: EscalationTarget,
+        record: EscalationRecord,
+        level: EscalationLevel,
+        connection: ConnectionInfo,
+    ) -> None:
+        await self.post(
+            target.conn_id or connection.conn_id,
+            target.identifier,
+            message.to_webhook_json(),
+            has_host=bool(connection.host),
+        )
 
-    async def post(self, conn_id: str, identifier: str, body: dict[str, Any], *,
-                   has_host: bool = True) -> int:
+    async def post(self, conn_id: str, identifier: str, body: dict[str, Any], *, has_host: bool = True) -> int:
         """POST ``body`` as JSON; return the status (2xx) or raise :class:`ChannelError`."""
         module = self.import_provider()
         session_cls = getattr(module, "AsyncHttpSession", None)
         if session_cls is None:
             raise PermanentChannelError(
                 f"the installed {self.provider_package} is too old (HttpAsyncHook sessions came in "
-                f"6.0.1): {self.install_hint()}")
+                f"6.0.1): {self.install_hint()}"
+            )
         import aiohttp
 
         # one attempt per delivery: the engine retries with backoff and records each attempt
@@ -116,14 +128,17 @@ class HttpChannel(Channel):
         config = await hook.config()
         url = webhook_url(config.base_url, identifier, has_host)
         async with aiohttp.ClientSession() as session:
-            http = session_cls(hook=hook, request=session.post, method="POST",
-                               config=config.model_copy(update={"base_url": ""}))
+            http = session_cls(
+                hook=hook, request=session.post, method="POST", config=config.model_copy(update={"base_url": ""})
+            )
             try:
                 response = await http.run(
-                    endpoint=url, json=body,
+                    endpoint=url,
+                    json=body,
                     headers={"Content-Type": "application/json", "User-Agent": USER_AGENT},
                     # a redirect could lead the connection's headers and credentials elsewhere
-                    extra_options={"check_response": False, "allow_redirects": False})
+                    extra_options={"check_response": False, "allow_redirects": False},
+                )
             except aiohttp.ClientError as exc:
                 raise ChannelError(f"POST {redact(url)} failed: {failure_reason(exc)}") from None
             async with response:
@@ -137,5 +152,6 @@ class HttpChannel(Channel):
                 if 300 <= status < 400:
                     raise PermanentChannelError(
                         f"POST {redact(url)} answered {answer}: redirects are not followed; point "
-                        f"the connection and the target at the final URL")
+                        f"the connection and the target at the final URL"
+                    )
                 raise ChannelError(f"POST {redact(url)} answered {answer}")

@@ -125,9 +125,14 @@ def _is_web_url(value: Any) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
-def airflow_ui_links(base_url: str, dag_id: str | None, run_id: str | None = None,
-                     task_id: str | None = None, map_index: int | None = None,
-                     try_number: int | None = None) -> dict[str, str]:
+def airflow_ui_links(
+    base_url: str,
+    dag_id: str | None,
+    run_id: str | None = None,
+    task_id: str | None = None,
+    map_index: int | None = None,
+    try_number: int | None = None,
+) -> dict[str, str]:
     """Links to the Airflow 3 UI for a Dag, its run and a task instance (as far as known).
 
     The task link is the one Airflow's own ``log_url`` builds (with ``?try_number=``).
@@ -177,8 +182,7 @@ def escalation_page_url(base_url: str, record_id: str) -> str:
     return f"{base}{UI_RECORD_PATH}{_path(record_id)}"
 
 
-def action_links(base_url: str, record_id: str, secret: str | None,
-                 ttl_seconds: int = 86400) -> dict[str, str]:
+def action_links(base_url: str, record_id: str, secret: str | None, ttl_seconds: int = 86400) -> dict[str, str]:
     """One-click ``acknowledge``/``resolve`` URLs, or ``{}`` when they cannot be signed."""
     if not base_url or not secret:
         return {}
@@ -199,8 +203,7 @@ def action_links(base_url: str, record_id: str, secret: str | None,
 
 
 def _target_dict(target: EscalationTarget) -> dict[str, Any]:
-    return {"type": target.type.value, "identifier": target.identifier,
-            "name": target.display_name}
+    return {"type": target.type.value, "identifier": target.identifier, "name": target.display_name}
 
 
 @dataclass(frozen=True)
@@ -235,10 +238,18 @@ class EscalationMessage:
 
     # ------------------------------------------------------------------------- building
     @classmethod
-    def build(cls, record: EscalationRecord, level: EscalationLevel | None = None,
-              target: EscalationTarget | None = None, *, base_url: str = "",
-              action_secret: str | None = None, action_ttl_seconds: int = 86400,
-              now: datetime | None = None, with_actions: bool = True) -> EscalationMessage:
+    def build(
+        cls,
+        record: EscalationRecord,
+        level: EscalationLevel | None = None,
+        target: EscalationTarget | None = None,
+        *,
+        base_url: str = "",
+        action_secret: str | None = None,
+        action_ttl_seconds: int = 86400,
+        now: datetime | None = None,
+        with_actions: bool = True,
+    ) -> EscalationMessage:
         ctx = dict(record.context or {})
         level_no = level.level if level is not None else record.current_level
         dag_id = _str_or_none(ctx.get("dag_id"))
@@ -333,9 +344,14 @@ class EscalationMessage:
 
     def facts(self) -> list[tuple[str, str]]:
         """``(label, value)`` lines shared by the text, HTML and Slack renderings."""
-        rows = [("Severity", self.severity or "unspecified"), ("Level", self.level_text),
-                ("State", self.state), ("Incident", self.incident_id),
-                ("Policy", self.policy_name), ("Escalation", self.record_id)]
+        rows = [
+            ("Severity", self.severity or "unspecified"),
+            ("Level", self.level_text),
+            ("State", self.state),
+            ("Incident", self.incident_id),
+            ("Policy", self.policy_name),
+            ("Escalation", self.record_id),
+        ]
         if self.targets:
             rows.append(("Notified at this level", self.targets_text))
         if self.dag_id:
@@ -380,7 +396,8 @@ class EscalationMessage:
         rows = "".join(
             f'<tr><th align="left" style="padding:2px 12px 2px 0;color:#555">{e(label)}</th>'
             f'<td style="padding:2px 0">{e(value)}</td></tr>'
-            for label, value in self.facts())
+            for label, value in self.facts()
+        )
         parts = [
             '<!DOCTYPE html><html><body style="font-family:Arial,Helvetica,sans-serif;font-size:14px">',
             f'<h2 style="margin:0 0 12px 0">{e(self.title)}</h2>',
@@ -389,22 +406,24 @@ class EscalationMessage:
             parts.append(f'<p style="white-space:pre-wrap">{e(self.summary)}</p>')
         parts.append(f'<table cellspacing="0" cellpadding="0">{rows}</table>')
         if self.exception:
-            parts.append('<h3 style="margin:16px 0 4px 0">Error</h3>'
-                         '<pre style="background:#f6f8fa;padding:8px;white-space:pre-wrap">'
-                         f'{e(self.exception)}</pre>')
+            parts.append(
+                '<h3 style="margin:16px 0 4px 0">Error</h3>'
+                '<pre style="background:#f6f8fa;padding:8px;white-space:pre-wrap">'
+                f"{e(self.exception)}</pre>"
+            )
         actions = [(k, label, url) for k, label, url in self.link_items() if k in ACTIONS]
         others = [(k, label, url) for k, label, url in self.link_items() if k not in ACTIONS]
         if actions:
             colours = {"acknowledge": "#1f6feb", "resolve": "#1a7f37"}
             buttons = " ".join(
                 f'<a href="{e(url, quote=True)}" style="display:inline-block;padding:8px 14px;'
-                f'margin-right:8px;background:{colours[k]};color:#ffffff;text-decoration:none;'
+                f"margin-right:8px;background:{colours[k]};color:#ffffff;text-decoration:none;"
                 f'border-radius:4px">{e(label)}</a>'
-                for k, label, url in actions)
+                for k, label, url in actions
+            )
             parts.append(f'<p style="margin:16px 0">{buttons}</p>')
         if others:
-            items = "".join(f'<li><a href="{e(url, quote=True)}">{e(label)}</a></li>'
-                            for _, label, url in others)
+            items = "".join(f'<li><a href="{e(url, quote=True)}">{e(label)}</a></li>' for _, label, url in others)
             parts.append(f"<ul>{items}</ul>")
         parts.append("</body></html>")
         return "".join(parts)
@@ -421,17 +440,18 @@ class EscalationMessage:
             {"type": "header", "text": {"type": "plain_text", "text": _one_line(self.title, 150)}},
         ]
         if self.summary:
-            blocks.append({"type": "section",
-                           "text": {"type": "mrkdwn", "text": slack_escape(self.summary)[:2900]}})
-        fields = [{"type": "mrkdwn", "text": f"*{label}*\n{slack_escape(value)[:1900]}"}
-                  for label, value in self.facts() if label != "Triggered"][:10]
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": slack_escape(self.summary)[:2900]}})
+        fields = [
+            {"type": "mrkdwn", "text": f"*{label}*\n{slack_escape(value)[:1900]}"}
+            for label, value in self.facts()
+            if label != "Triggered"
+        ][:10]
         blocks.append({"type": "section", "fields": fields})
         if self.exception:
             excerpt = slack_escape(self.exception)
             if len(excerpt) > 2800:
                 excerpt = excerpt[:2800] + "\n…"
-            blocks.append({"type": "section",
-                           "text": {"type": "mrkdwn", "text": f"*Error*\n```{excerpt}```"}})
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Error*\n```{excerpt}```"}})
         others = [(label, url) for key, label, url in self.link_items() if key not in ACTIONS]
         if others:
             text = " · ".join(slack_link(url, label) for label, url in others)
@@ -439,8 +459,12 @@ class EscalationMessage:
         buttons = []
         for key, label, url in self.link_items():
             if key in ACTIONS:
-                button = {"type": "button", "action_id": f"escalation_{key}",
-                          "text": {"type": "plain_text", "text": label}, "url": url}
+                button = {
+                    "type": "button",
+                    "action_id": f"escalation_{key}",
+                    "text": {"type": "plain_text", "text": label},
+                    "url": url,
+                }
                 if key == "acknowledge":
                     button["style"] = "primary"
                 buttons.append(button)
@@ -476,7 +500,9 @@ class EscalationMessage:
                 "map_index": self.map_index,
                 "try_number": self.try_number,
                 "logical_date": self.logical_date,
-            } if self.dag_id else None,
+            }
+            if self.dag_id
+            else None,
             "exception": self.exception,
             "summary": self.summary,
             "links": dict(self.links),

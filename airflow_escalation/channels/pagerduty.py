@@ -19,7 +19,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow_escalation.channels.base import Channel, ChannelError, ConnectionInfo, PermanentChannelError, failure_reason
+from airflow_escalation.channels.base import (
+    Channel,
+    ChannelError,
+    ConnectionInfo,
+    PermanentChannelError,
+    failure_reason,
+)
 
 if TYPE_CHECKING:
     from airflow_escalation.channels.message import EscalationMessage
@@ -105,15 +111,24 @@ class PagerDutyEventsChannel(Channel):
     extra = "pagerduty"
     supports_resolve = True
 
-    async def send(self, message: EscalationMessage, target: EscalationTarget,
-                   record: EscalationRecord, level: EscalationLevel,
-                   connection: ConnectionInfo) -> None:
-        await self._event(target.conn_id or connection.conn_id, connection,
-                          event_fields(message, "trigger"))
+    async def send(
+        self,
+        message: EscalationMessage,
+        target: EscalationTarget,
+        record: EscalationRecord,
+        level: EscalationLevel,
+        connection: ConnectionInfo,
+    ) -> None:
+        await self._event(target.conn_id or connection.conn_id, connection, event_fields(message, "trigger"))
 
-    async def resolve(self, record: EscalationRecord, target: EscalationTarget,
-                      connection: ConnectionInfo, action: str = "resolve",
-                      message: EscalationMessage | None = None) -> None:
+    async def resolve(
+        self,
+        record: EscalationRecord,
+        target: EscalationTarget,
+        connection: ConnectionInfo,
+        action: str = "resolve",
+        message: EscalationMessage | None = None,
+    ) -> None:
         if action not in ("acknowledge", "resolve"):
             raise ValueError(f"action must be acknowledge or resolve, got {action!r}")
         if message is None:
@@ -128,13 +143,14 @@ class PagerDutyEventsChannel(Channel):
         hook_cls = getattr(module, "PagerdutyEventsAsyncHook", None)
         if hook_cls is None:
             raise PermanentChannelError(
-                f"the installed {self.provider_package} has no PagerdutyEventsAsyncHook: "
-                f"{self.install_hint()}")
+                f"the installed {self.provider_package} has no PagerdutyEventsAsyncHook: {self.install_hint()}"
+            )
         hook = hook_cls(pagerduty_events_conn_id=conn_id)
         hook.base_url = events_base_url(connection)
         hook.retry_limit = 1  # one attempt per delivery: the engine retries with backoff
         try:
             return await hook.send_event(**fields)
         except Exception as exc:  # noqa: BLE001 - any provider error becomes a ChannelError
-            raise ChannelError(f"PagerDuty {fields['action']} event for {fields['dedup_key']}: "
-                               f"{failure_reason(exc)}") from None
+            raise ChannelError(
+                f"PagerDuty {fields['action']} event for {fields['dedup_key']}: {failure_reason(exc)}"
+            ) from None

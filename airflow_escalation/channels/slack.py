@@ -34,13 +34,17 @@ class SlackWebhookChannel(Channel):
     provider_module = "airflow.providers.slack.hooks.slack_webhook"
     extra = "slack"
 
-    async def send(self, message: EscalationMessage, target: EscalationTarget,
-                   record: EscalationRecord, level: EscalationLevel,
-                   connection: ConnectionInfo) -> None:
+    async def send(
+        self,
+        message: EscalationMessage,
+        target: EscalationTarget,
+        record: EscalationRecord,
+        level: EscalationLevel,
+        connection: ConnectionInfo,
+    ) -> None:
         module = self.import_provider()
         hook = module.SlackWebhookHook(slack_webhook_conn_id=target.conn_id or connection.conn_id)
-        kwargs = dict(text=message.slack_text, blocks=message.to_slack_blocks(),
-                      unfurl_links=False, unfurl_media=False)
+        kwargs = dict(text=message.slack_text, blocks=message.to_slack_blocks(), unfurl_links=False, unfurl_media=False)
         try:
             if hasattr(hook, "async_send"):
                 await hook.async_send(**kwargs)
@@ -58,13 +62,23 @@ class SlackApiChannel(Channel):
     provider_module = "airflow.providers.slack.hooks.slack"
     extra = "slack"
 
-    async def send(self, message: EscalationMessage, target: EscalationTarget,
-                   record: EscalationRecord, level: EscalationLevel,
-                   connection: ConnectionInfo) -> None:
+    async def send(
+        self,
+        message: EscalationMessage,
+        target: EscalationTarget,
+        record: EscalationRecord,
+        level: EscalationLevel,
+        connection: ConnectionInfo,
+    ) -> None:
         module = self.import_provider()
         hook = module.SlackHook(slack_conn_id=target.conn_id or connection.conn_id)
-        kwargs = dict(channel=target.identifier, text=message.slack_text,
-                      blocks=message.to_slack_blocks(), unfurl_links=False, unfurl_media=False)
+        kwargs = dict(
+            channel=target.identifier,
+            text=message.slack_text,
+            blocks=message.to_slack_blocks(),
+            unfurl_links=False,
+            unfurl_media=False,
+        )
         try:
             if hasattr(hook, "get_async_client"):
                 client = await hook.get_async_client()
@@ -72,5 +86,6 @@ class SlackApiChannel(Channel):
             else:  # pragma: no cover - Slack providers without the async client
                 await asyncio.to_thread(lambda: hook.client.chat_postMessage(**kwargs))
         except Exception as exc:  # noqa: BLE001 - any provider error becomes a ChannelError
-            raise ChannelError(f"Slack chat.postMessage to {target.identifier[:100]!r}: "
-                               f"{failure_reason(exc)}") from None
+            raise ChannelError(
+                f"Slack chat.postMessage to {target.identifier[:100]!r}: {failure_reason(exc)}"
+            ) from None

@@ -41,12 +41,14 @@ def recipients(target: EscalationTarget) -> list[str]:
     if not addresses or bad:
         raise PermanentChannelError(
             f"target {target.key}: {', '.join(map(repr, bad or [raw]))} is not an e-mail address "
-            f"(set the identifier, or metadata.email, to an address)")
+            f"(set the identifier, or metadata.email, to an address)"
+        )
     return addresses
 
 
-def build_email(message: EscalationMessage, sender: str, to: list[str],
-                domain: str = "airflow-escalation") -> EmailMessage:
+def build_email(
+    message: EscalationMessage, sender: str, to: list[str], domain: str = "airflow-escalation"
+) -> EmailMessage:
     """The ``multipart/alternative`` e-mail: text first, HTML preferred."""
     mail = EmailMessage()
     mail["Subject"] = message.title  # one line: the message model strips control characters
@@ -73,9 +75,14 @@ class SmtpChannel(Channel):
     provider_module = "airflow.providers.smtp.hooks.smtp"
     extra = "smtp"
 
-    async def send(self, message: EscalationMessage, target: EscalationTarget,
-                   record: EscalationRecord, level: EscalationLevel,
-                   connection: ConnectionInfo) -> None:
+    async def send(
+        self,
+        message: EscalationMessage,
+        target: EscalationTarget,
+        record: EscalationRecord,
+        level: EscalationLevel,
+        connection: ConnectionInfo,
+    ) -> None:
         module = self.import_provider()
         to = recipients(target)
         conn_id = target.conn_id or connection.conn_id
@@ -92,8 +99,7 @@ class SmtpChannel(Channel):
     def _sender(hook: Any, conn_id: str, override: Any) -> str:
         sender = str(override or hook.from_email or "")
         if not sender:
-            raise PermanentChannelError(
-                f"SMTP connection {conn_id!r} has no sender: set \"from_email\" in its extra")
+            raise PermanentChannelError(f'SMTP connection {conn_id!r} has no sender: set "from_email" in its extra')
         return sender
 
     @staticmethod
@@ -103,12 +109,17 @@ class SmtpChannel(Channel):
             await client.sendmail(str(mail["From"]), to, mail.as_string())
             return
         # a provider that hides its client: the hook's own API (HTML part only)
-        await hook.asend_email_smtp(to=to, subject=str(mail["Subject"]), from_email=str(mail["From"]),
-                                    html_content=mail.get_body(("html",)).get_content(),
-                                    mime_subtype="alternative")
+        await hook.asend_email_smtp(
+            to=to,
+            subject=str(mail["Subject"]),
+            from_email=str(mail["From"]),
+            html_content=mail.get_body(("html",)).get_content(),
+            mime_subtype="alternative",
+        )
 
-    def _send_sync(self, hook: Any, message: EscalationMessage, to: list[str], conn_id: str,
-                   override: Any) -> None:  # pragma: no cover - see send
+    def _send_sync(
+        self, hook: Any, message: EscalationMessage, to: list[str], conn_id: str, override: Any
+    ) -> None:  # pragma: no cover - see send
         with hook:
             mail = build_email(message, self._sender(hook, conn_id, override), to)
             hook._smtp_client.sendmail(str(mail["From"]), to, mail.as_string())

@@ -101,9 +101,11 @@ def _describe_policy(policy: Any) -> list[str]:
     lines.append("  " + "; ".join(facts))
     if policy.business_hours_only:
         days = ",".join("Mon Tue Wed Thu Fri Sat Sun".split()[d] for d in policy.business_days)
-        lines.append(f"  business hours: {days} {policy.business_hours_start:02d}:00-"
-                     f"{policy.business_hours_end:02d}:00 {policy.timezone} "
-                     f"(outside: {policy.business_hours_mode.value})")
+        lines.append(
+            f"  business hours: {days} {policy.business_hours_start:02d}:00-"
+            f"{policy.business_hours_end:02d}:00 {policy.timezone} "
+            f"(outside: {policy.business_hours_mode.value})"
+        )
     at = 0.0
     for level in policy.levels:
         at = at + level.delay_minutes if policy.delay_basis == DelayBasis.PREVIOUS_LEVEL else level.delay_minutes
@@ -127,8 +129,10 @@ def _result_line(result: dict[str, Any]) -> str:
         return f"{action} refused ({result.get('code', 'invalid')}): {result.get('error') or result.get('message')}"
     bits = [f"{action}: {record.get('id', '?')}"]
     if record:
-        bits.append(f"incident {record.get('incident_id')}, policy {record.get('policy_name')}, "
-                    f"state {record.get('state')}, level {record.get('current_level')}")
+        bits.append(
+            f"incident {record.get('incident_id')}, policy {record.get('policy_name')}, "
+            f"state {record.get('state')}, level {record.get('current_level')}"
+        )
     targets = result.get("targets_notified") or []
     if targets:
         bits.append("notified " + ", ".join(_target(t) for t in targets))
@@ -148,8 +152,10 @@ def _timeline(record: dict[str, Any]) -> list[tuple[str, str]]:
         entries.append((str(event.get("at") or ""), text))
     for d in record.get("deliveries") or []:
         when = d.get("sent_at") or d.get("updated_at") or d.get("created_at") or ""
-        text = (f"notify {_target(d.get('target') or {})}: {d.get('state')}  "
-                f"(level {d.get('level')}, round {d.get('round')}, attempts {d.get('attempts')})")
+        text = (
+            f"notify {_target(d.get('target') or {})}: {d.get('state')}  "
+            f"(level {d.get('level')}, round {d.get('round')}, attempts {d.get('attempts')})"
+        )
         if d.get("last_error"):
             text += f"  error: {d['last_error']}"
         entries.append((str(when), text))
@@ -165,18 +171,31 @@ def _timeline(record: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _show(record: dict[str, Any], out: TextIO) -> None:
     fields = [
-        ("id", record.get("id")), ("incident", record.get("incident_id")),
-        ("policy", record.get("policy_name")), ("state", record.get("state")),
-        ("level", record.get("current_level")), ("trigger", record.get("trigger_type")),
-        ("created", _ts(record.get("created_at"))), ("updated", _ts(record.get("updated_at"))),
-        ("acknowledged", f"{_ts(record.get('acknowledged_at'))}"
-         + (f" by {record['acknowledged_by']}" if record.get("acknowledged_by") else "")),
-        ("resolved", f"{_ts(record.get('resolved_at'))}"
-         + (f" by {record['resolved_by']}" if record.get("resolved_by") else "")),
+        ("id", record.get("id")),
+        ("incident", record.get("incident_id")),
+        ("policy", record.get("policy_name")),
+        ("state", record.get("state")),
+        ("level", record.get("current_level")),
+        ("trigger", record.get("trigger_type")),
+        ("created", _ts(record.get("created_at"))),
+        ("updated", _ts(record.get("updated_at"))),
+        (
+            "acknowledged",
+            f"{_ts(record.get('acknowledged_at'))}"
+            + (f" by {record['acknowledged_by']}" if record.get("acknowledged_by") else ""),
+        ),
+        (
+            "resolved",
+            f"{_ts(record.get('resolved_at'))}" + (f" by {record['resolved_by']}" if record.get("resolved_by") else ""),
+        ),
         ("closed", _ts(record.get("closed_at"))),
-        ("next", f"{_ts(record.get('next_escalation_at'))}"
-         + (f" ({record['next_action']})" if record.get("next_action") else "")),
-        ("escalations", record.get("escalation_count")), ("notifications", record.get("notification_count")),
+        (
+            "next",
+            f"{_ts(record.get('next_escalation_at'))}"
+            + (f" ({record['next_action']})" if record.get("next_action") else ""),
+        ),
+        ("escalations", record.get("escalation_count")),
+        ("notifications", record.get("notification_count")),
     ]
     width = max(len(k) for k, _ in fields)
     for name, value in fields:
@@ -251,12 +270,22 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
         message = " ".join(str(exc).split())
         raise Failure(f"{path}: cannot load: {type(exc).__name__}: {message}") from None
     if _structured(args):
-        _emit({"valid": True, "default_policy": config.default_policy,
-                    "policies": [p.to_dict() for p in config.policies.values()]}, args, out)
+        _emit(
+            {
+                "valid": True,
+                "default_policy": config.default_policy,
+                "policies": [p.to_dict() for p in config.policies.values()],
+            },
+            args,
+            out,
+        )
         return EXIT_OK
     count = len(config.policies)
-    out.write(f"{path}: valid, {count} polic{'y' if count == 1 else 'ies'}"
-              + (f" (default: {config.default_policy})" if count else "") + "\n")
+    out.write(
+        f"{path}: valid, {count} polic{'y' if count == 1 else 'ies'}"
+        + (f" (default: {config.default_policy})" if count else "")
+        + "\n"
+    )
     for policy in config.policies.values():
         out.write("\n" + "\n".join(_describe_policy(policy)) + "\n")
     return EXIT_OK
@@ -264,8 +293,13 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_list(args: argparse.Namespace, out: TextIO) -> int:
     page = _client(args).list_escalations(
-        args.state, policy=args.policy, incident=args.incident, dag_id=args.dag_id,
-        active=True if args.active else None, limit=args.limit, offset=args.offset,
+        args.state,
+        policy=args.policy,
+        incident=args.incident,
+        dag_id=args.dag_id,
+        active=True if args.active else None,
+        limit=args.limit,
+        offset=args.offset,
     )
     if _structured(args):
         _emit(page, args, out)
@@ -274,10 +308,22 @@ def _cmd_list(args: argparse.Namespace, out: TextIO) -> int:
     if not records:
         out.write("no escalations\n")
         return EXIT_OK
-    _rows([{"id": r.get("id", ""), "state": r.get("state", ""), "level": r.get("current_level", ""),
-            "policy": r.get("policy_name", ""), "incident": r.get("incident_id", ""),
-            "created": _ts(r.get("created_at")), "next": _ts(r.get("next_escalation_at"))}
-           for r in records], args, out)
+    _rows(
+        [
+            {
+                "id": r.get("id", ""),
+                "state": r.get("state", ""),
+                "level": r.get("current_level", ""),
+                "policy": r.get("policy_name", ""),
+                "incident": r.get("incident_id", ""),
+                "created": _ts(r.get("created_at")),
+                "next": _ts(r.get("next_escalation_at")),
+            }
+            for r in records
+        ],
+        args,
+        out,
+    )
     total = page.get("total", len(records))
     offset = page.get("offset", 0) or 0
     out.write(f"{offset + 1}-{offset + len(records)} of {total}\n")
@@ -319,8 +365,9 @@ def _result(args: argparse.Namespace, result: dict[str, Any], out: TextIO) -> in
 
 def _cmd_trigger(args: argparse.Namespace, out: TextIO) -> int:
     context = _parse_context(args.context)
-    result = _client(args).trigger(args.incident, context, policy_name=args.policy, severity=args.severity,
-                                   trigger_type=args.trigger_type)
+    result = _client(args).trigger(
+        args.incident, context, policy_name=args.policy, severity=args.severity, trigger_type=args.trigger_type
+    )
     return _result(args, result, out)
 
 
@@ -379,8 +426,10 @@ def _cmd_health(args: argparse.Namespace, out: TextIO) -> int:
     if _structured(args):
         _emit(health, args, out)
     else:
-        out.write(f"{client.api_url}: {health.get('status')} (engine {health.get('engine_id')}, "
-                  f"store {health.get('store')}, clock {'running' if health.get('running') else 'stopped'})\n")
+        out.write(
+            f"{client.api_url}: {health.get('status')} (engine {health.get('engine_id')}, "
+            f"store {health.get('store')}, clock {'running' if health.get('running') else 'stopped'})\n"
+        )
     return EXIT_OK if health.get("status") == "ok" else EXIT_FAILURE
 
 
@@ -431,8 +480,9 @@ def _client(args: argparse.Namespace) -> Any:
         if retries is not None:
             kwargs["retries"] = retries
         try:
-            client = EscalationClient(url, token=token, username=username,
-                                      password=password if username else None, **kwargs)
+            client = EscalationClient(
+                url, token=token, username=username, password=password if username else None, **kwargs
+            )
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     args._client_obj = client
@@ -448,18 +498,35 @@ def _cmd_spool_list(args: argparse.Namespace, out: TextIO) -> int:
     spool = EscalationSpool(args.dir)
     rows: list[dict[str, Any]] = []
     for entry in spool.entries():
-        rows.append({"status": "waiting", "file": entry.path.name, "kind": entry.kind,
-                     "incident": entry.incident_id, "conn": entry.conn_id, "attempts": entry.attempts,
-                     "age": str(entry.age).split(".")[0], "error": entry.last_error or "-"})
+        rows.append(
+            {
+                "status": "waiting",
+                "file": entry.path.name,
+                "kind": entry.kind,
+                "incident": entry.incident_id,
+                "conn": entry.conn_id,
+                "attempts": entry.attempts,
+                "age": str(entry.age).split(".")[0],
+                "error": entry.last_error or "-",
+            }
+        )
     for path in spool.dead_entries():
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             data = {}
-        rows.append({"status": "dead", "file": path.name, "kind": data.get("kind", "?"),
-                     "incident": (data.get("request") or {}).get("incident_id") or "?",
-                     "conn": data.get("conn_id") or "?", "attempts": data.get("attempts", "?"),
-                     "age": "-", "error": data.get("dead_reason") or "-"})
+        rows.append(
+            {
+                "status": "dead",
+                "file": path.name,
+                "kind": data.get("kind", "?"),
+                "incident": (data.get("request") or {}).get("incident_id") or "?",
+                "conn": data.get("conn_id") or "?",
+                "attempts": data.get("attempts", "?"),
+                "age": "-",
+                "error": data.get("dead_reason") or "-",
+            }
+        )
     if _structured(args):
         _emit({"directory": str(spool.directory), "entries": rows}, args, out)
     elif rows:
@@ -479,13 +546,21 @@ def _cmd_spool_drain(args: argparse.Namespace, out: TextIO) -> int:
     spool = EscalationSpool(args.dir)
     with HandoffSender(timeout=args.timeout if args.timeout is not None else 5.0) as sender:
         report = spool.drain(sender.send_entry, budget_seconds=args.budget)
-    summary = {"sent": report.sent, "dead": report.dead, "left": report.left,
-               "stopped": report.stopped, "last_error": report.last_error}
+    summary = {
+        "sent": report.sent,
+        "dead": report.dead,
+        "left": report.left,
+        "stopped": report.stopped,
+        "last_error": report.last_error,
+    }
     if _structured(args):
         _emit(summary, args, out)
     else:
-        out.write(f"sent {report.sent}, dead {report.dead}, left {report.left}"
-                  + (f" (stopped: {report.stopped}: {report.last_error})" if report.stopped else "") + "\n")
+        out.write(
+            f"sent {report.sent}, dead {report.dead}, left {report.left}"
+            + (f" (stopped: {report.stopped}: {report.last_error})" if report.stopped else "")
+            + "\n"
+        )
     return EXIT_OK if report.left == 0 else EXIT_FAILURE
 
 
@@ -532,62 +607,102 @@ SERVICE_OPTIONS = (
     Option(("--retries",), "retries on transient errors (default 3)", {"type": int}),
 )
 OUTPUT_OPTIONS = (
-    Option(("-o", "--output"), "Output format. Allowed values: json, yaml, plain, table (default: table)",
-           {"choices": OUTPUT_FORMATS, "metavar": "(table, json, yaml, plain)", "default": "table"}),
-    Option(("--json",), "same as -o json",
-           {"action": "store_const", "const": "json", "dest": "output", "default": "table"}),
+    Option(
+        ("-o", "--output"),
+        "Output format. Allowed values: json, yaml, plain, table (default: table)",
+        {"choices": OUTPUT_FORMATS, "metavar": "(table, json, yaml, plain)", "default": "table"},
+    ),
+    Option(
+        ("--json",), "same as -o json", {"action": "store_const", "const": "json", "dest": "output", "default": "table"}
+    ),
 )
 _ID = Option(("id",), "escalation record id")
 _NOTE = Option(("--note",), "a note kept in the record's timeline")
-_SPOOL_DIR = Option(("--dir",), "spool directory (default: [escalation] spool_dir, else "
-                                "$AIRFLOW_HOME/escalation_spool)")
-_VALIDATE = (Option(("file",), "policies YAML (the escalation: block or its content)"),
-             Option(("--remote",), "validate on the service instead of locally", {"action": "store_true"}))
+_SPOOL_DIR = Option(
+    ("--dir",), "spool directory (default: [escalation] spool_dir, else $AIRFLOW_HOME/escalation_spool)"
+)
+_VALIDATE = (
+    Option(("file",), "policies YAML (the escalation: block or its content)"),
+    Option(("--remote",), "validate on the service instead of locally", {"action": "store_true"}),
+)
 _VALIDATE_HELP = "check a policies YAML file and print each policy's ladder"
 _POLICIES_HELP = "the service's policies"
 
 COMMANDS: tuple[Command | Group, ...] = (
-    Command("list", "list escalations, newest first", _cmd_list, (
-        Option(("--state",), "filter on a state (repeatable)", {"action": "append"}),
-        Option(("--policy",), "filter on a policy name"),
-        Option(("--dag-id",), "filter on the context's dag_id"),
-        Option(("--incident",), "filter on an incident id"),
-        Option(("--active",), "only escalations still paging", {"action": "store_true"}),
-        Option(("--limit",), "page size (1-500, default 50)", {"type": int}),
-        Option(("--offset",), "skip this many", {"type": int}),
-    )),
+    Command(
+        "list",
+        "list escalations, newest first",
+        _cmd_list,
+        (
+            Option(("--state",), "filter on a state (repeatable)", {"action": "append"}),
+            Option(("--policy",), "filter on a policy name"),
+            Option(("--dag-id",), "filter on the context's dag_id"),
+            Option(("--incident",), "filter on an incident id"),
+            Option(("--active",), "only escalations still paging", {"action": "store_true"}),
+            Option(("--limit",), "page size (1-500, default 50)", {"type": int}),
+            Option(("--offset",), "skip this many", {"type": int}),
+        ),
+    ),
     Command("show", "show one escalation with its timeline", _cmd_show, (_ID,)),
-    Command("trigger", "start (or join) the escalation of an incident", _cmd_trigger, (
-        Option(("incident",), "incident id"),
-        Option(("--policy",), "policy name (default: the service's default policy)"),
-        Option(("--severity",), "stored as context severity; policies filter on it"),
-        Option(("--context",), "context entry (repeatable); JSON values are decoded",
-               {"action": "append", "default": [], "metavar": "KEY=VALUE"}),
-        Option(("--trigger-type",), "unacknowledged (default), unresolved, manual, ..."),
-    )),
+    Command(
+        "trigger",
+        "start (or join) the escalation of an incident",
+        _cmd_trigger,
+        (
+            Option(("incident",), "incident id"),
+            Option(("--policy",), "policy name (default: the service's default policy)"),
+            Option(("--severity",), "stored as context severity; policies filter on it"),
+            Option(
+                ("--context",),
+                "context entry (repeatable); JSON values are decoded",
+                {"action": "append", "default": [], "metavar": "KEY=VALUE"},
+            ),
+            Option(("--trigger-type",), "unacknowledged (default), unresolved, manual, ..."),
+        ),
+    ),
     Command("ack", "acknowledge an escalation", _cmd_ack, (_ID, _NOTE)),
     Command("resolve", "resolve an escalation", _cmd_resolve, (_ID, _NOTE)),
-    Command("cancel", "cancel an escalation", _cmd_cancel, (
-        _ID, Option(("--reason",), "why (kept in the timeline)", {"required": True}))),
-    Command("escalate", "move an escalation to its next level now", _cmd_escalate, (
-        _ID, Option(("--force",), "even when the policy would not escalate yet", {"action": "store_true"}))),
+    Command(
+        "cancel",
+        "cancel an escalation",
+        _cmd_cancel,
+        (_ID, Option(("--reason",), "why (kept in the timeline)", {"required": True})),
+    ),
+    Command(
+        "escalate",
+        "move an escalation to its next level now",
+        _cmd_escalate,
+        (_ID, Option(("--force",), "even when the policy would not escalate yet", {"action": "store_true"})),
+    ),
     Command("stats", "counts, rates and mean times", _cmd_stats),
     Command("health", "check the service", _cmd_health),
-    Group("policy", "escalation policies: validate a file, list the service's", (
-        Command("validate", _VALIDATE_HELP, _cmd_validate, _VALIDATE),
-        Command("list", _POLICIES_HELP, _cmd_policies),
-    )),
+    Group(
+        "policy",
+        "escalation policies: validate a file, list the service's",
+        (
+            Command("validate", _VALIDATE_HELP, _cmd_validate, _VALIDATE),
+            Command("list", _POLICIES_HELP, _cmd_policies),
+        ),
+    ),
     # `silence` (silences of the on-call issue) goes here as a Group of its own commands
-    Group("spool", "the local spool of hand-offs that could not reach the service", (
-        Command("list", "print waiting and dead entries", _cmd_spool_list, (_SPOOL_DIR,), service=False),
-        Command("drain", "send waiting entries to the service (exit 1 when some are left)",
-                _cmd_spool_drain, (
+    Group(
+        "spool",
+        "the local spool of hand-offs that could not reach the service",
+        (
+            Command("list", "print waiting and dead entries", _cmd_spool_list, (_SPOOL_DIR,), service=False),
+            Command(
+                "drain",
+                "send waiting entries to the service (exit 1 when some are left)",
+                _cmd_spool_drain,
+                (
                     _SPOOL_DIR,
-                    Option(("--budget",), "seconds to spend at most (default 60)",
-                           {"type": float, "default": 60.0}),
+                    Option(("--budget",), "seconds to spend at most (default 60)", {"type": float, "default": 60.0}),
                     Option(("--timeout",), "seconds per request (default 5)", {"type": float}),
-                ), service=False),
-    )),
+                ),
+                service=False,
+            ),
+        ),
+    ),
     # the first names of `policy validate` and `policy list`, kept for scripts
     Command("validate", _VALIDATE_HELP, _cmd_validate, _VALIDATE, hidden=True),
     Command("policies", _POLICIES_HELP, _cmd_policies, hidden=True),
@@ -602,8 +717,7 @@ def command_options(command: Command) -> tuple[Option, ...]:
 # --------------------------------------------------------------------------- running a command
 
 
-def execute(handler: Handler, args: argparse.Namespace, out: TextIO | None = None,
-            err: TextIO | None = None) -> int:
+def execute(handler: Handler, args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run one command; expected failures become one line on ``err`` and an exit status."""
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
@@ -662,8 +776,7 @@ def _add_commands(sub: Any, commands: Sequence[Command | Group]) -> None:
     for command in commands:
         if isinstance(command, Group):
             group = sub.add_parser(command.name, help=command.help, description=command.help)
-            inner = group.add_subparsers(dest=f"{command.name}_command", metavar="COMMAND",
-                                         parser_class=_Parser)
+            inner = group.add_subparsers(dest=f"{command.name}_command", metavar="COMMAND", parser_class=_Parser)
             inner.required = True
             _add_commands(inner, command.commands)
             continue
@@ -674,10 +787,13 @@ def _add_commands(sub: Any, commands: Sequence[Command | Group]) -> None:
         p.set_defaults(handler=command.handler)
 
 
-def build_parser(prog: str = "airflow-escalation", commands: Sequence[Command | Group] = COMMANDS,
-                 description: str = "Validate escalation policy files offline, operate the escalation "
-                                    "service, drain the local spool. The same commands as "
-                                    "`airflow escalation`.") -> argparse.ArgumentParser:
+def build_parser(
+    prog: str = "airflow-escalation",
+    commands: Sequence[Command | Group] = COMMANDS,
+    description: str = "Validate escalation policy files offline, operate the escalation "
+    "service, drain the local spool. The same commands as "
+    "`airflow escalation`.",
+) -> argparse.ArgumentParser:
     parser = _Parser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     # options before the command too (`airflow-escalation --url U list`)
     service = any(isinstance(c, Group) or c.service for c in commands)
@@ -688,8 +804,13 @@ def build_parser(prog: str = "airflow-escalation", commands: Sequence[Command | 
     return parser
 
 
-def main(argv: Sequence[str] | None = None, *, prog: str = "airflow-escalation",
-         commands: Sequence[Command | Group] = COMMANDS, description: str | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    prog: str = "airflow-escalation",
+    commands: Sequence[Command | Group] = COMMANDS,
+    description: str | None = None,
+) -> int:
     """The standalone command line; returns the exit status (the console script exits with it)."""
     parser = build_parser(prog, commands, description) if description else build_parser(prog, commands)
     try:

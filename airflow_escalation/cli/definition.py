@@ -62,19 +62,26 @@ def _arg(option) -> Arg:
 
 def _airflow_command(command: Command | Group) -> ActionCommand | GroupCommand:
     if isinstance(command, Group):
-        return GroupCommand(name=command.name, help=command.help,
-                            subcommands=[_airflow_command(c) for c in command.commands])
-    return ActionCommand(name=command.name, help=command.help, func=_airflow_function(command),
-                         args=[*(_arg(o) for o in command_options(command)), _ARG_VERBOSE],
-                         hide=command.hidden)
+        return GroupCommand(
+            name=command.name, help=command.help, subcommands=[_airflow_command(c) for c in command.commands]
+        )
+    return ActionCommand(
+        name=command.name,
+        help=command.help,
+        func=_airflow_function(command),
+        args=[*(_arg(o) for o in command_options(command)), _ARG_VERBOSE],
+        hide=command.hidden,
+    )
 
 
 def get_escalation_cli_commands() -> list[GroupCommand]:
     """The ``escalation`` group of Airflow's CLI."""
-    return [GroupCommand(
-        name="escalation",
-        help="Escalations: list, show, acknowledge and resolve them, validate policies, drain the spool",
-        subcommands=[_airflow_command(c) for c in COMMANDS],
-        description="Operate the escalation service of this Airflow deployment (the connection "
-                    f"{DEFAULT_CONN_ID}, or --url), validate policy files, drain the local spool.",
-    )]
+    return [
+        GroupCommand(
+            name="escalation",
+            help="Escalations: list, show, acknowledge and resolve them, validate policies, drain the spool",
+            subcommands=[_airflow_command(c) for c in COMMANDS],
+            description="Operate the escalation service of this Airflow deployment (the connection "
+            f"{DEFAULT_CONN_ID}, or --url), validate policy files, drain the local spool.",
+        )
+    ]

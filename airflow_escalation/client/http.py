@@ -209,8 +209,18 @@ def _list_call(
     if isinstance(ids, str):
         ids = [ids]
     joined = ",".join(str(i) for i in ids) if ids else None
-    params = _clean({"state": state, "policy": policy, "incident": incident, "dag_id": dag_id,
-                     "active": active, "ids": joined, "limit": limit, "offset": offset})
+    params = _clean(
+        {
+            "state": state,
+            "policy": policy,
+            "incident": incident,
+            "dag_id": dag_id,
+            "active": active,
+            "ids": joined,
+            "limit": limit,
+            "offset": offset,
+        }
+    )
     return _Call("GET", "/escalations", params=params)
 
 
@@ -297,8 +307,15 @@ class EscalationClient:
         self._async_lock: asyncio.Lock | None = None
 
     def __repr__(self) -> str:
-        auth = ("password" if self.username else "token_provider" if self._token_provider
-                else "token" if self._static_token else "none")
+        auth = (
+            "password"
+            if self.username
+            else "token_provider"
+            if self._token_provider
+            else "token"
+            if self._static_token
+            else "none"
+        )
         return f"EscalationClient({self.api_url!r}, auth={auth})"
 
     # ------------------------------------------------------------------ lifecycle
@@ -365,8 +382,12 @@ class EscalationClient:
     def _raise_for(self, response: httpx.Response, method: str, url: str, retried: bool) -> None:
         detail, body = _detail(response)
         status = response.status_code
-        cls = {404: EscalationNotFound, 409: EscalationConflict,
-               401: EscalationAuthError, 403: EscalationAuthError}.get(status, EscalationAPIError)
+        cls = {
+            404: EscalationNotFound,
+            409: EscalationConflict,
+            401: EscalationAuthError,
+            403: EscalationAuthError,
+        }.get(status, EscalationAPIError)
         if status == 401 and self._static_token is None and not self._refreshable:
             detail += " (no credentials configured: give a token, token_provider or username/password)"
         raise cls(status, detail, method=method, url=url, body=body, after_retry=retried)
@@ -379,8 +400,10 @@ class EscalationClient:
             return response.json()
         except ValueError:
             raise EscalationAPIError(
-                response.status_code, f"expected JSON, got {response.headers.get('content-type')!r}: "
-                f"{response.text[:200]!r}", method=response.request.method, url=str(response.request.url),
+                response.status_code,
+                f"expected JSON, got {response.headers.get('content-type')!r}: {response.text[:200]!r}",
+                method=response.request.method,
+                url=str(response.request.url),
             ) from None
 
     # ------------------------------------------------------------------ sync transport
@@ -397,8 +420,16 @@ class EscalationClient:
             return {}
         return {"Authorization": f"Bearer {token}"} if token else {}
 
-    def _next_step(self, method: str, url: str, attempt: int, refreshed: bool, auth: bool,
-                   response: httpx.Response | None, error: httpx.TransportError | None) -> str | float:
+    def _next_step(
+        self,
+        method: str,
+        url: str,
+        attempt: int,
+        refreshed: bool,
+        auth: bool,
+        response: httpx.Response | None,
+        error: httpx.TransportError | None,
+    ) -> str | float:
         """What the retry loops of ``_send``/``_asend`` do after one try.
 
         Returns ``"done"`` (``response`` is the answer), ``"refresh"`` (drop the token and try
@@ -415,15 +446,17 @@ class EscalationClient:
             return "refresh"
         if _is_retryable_status(status):
             if attempt >= self.retries:
-                raise EscalationServiceUnavailable(url, attempts=attempt + 1, status_code=status,
-                                                   detail=_detail(response)[0])
+                raise EscalationServiceUnavailable(
+                    url, attempts=attempt + 1, status_code=status, detail=_detail(response)[0]
+                )
             return self._delay(attempt, _retry_after(response))
         if status >= 400:
             self._raise_for(response, method, url, retried=attempt > 0)
         return "done"
 
-    def _send(self, method: str, url: str, *, params: Any = None, json: Any = None,
-              auth: bool = True) -> httpx.Response:
+    def _send(
+        self, method: str, url: str, *, params: Any = None, json: Any = None, auth: bool = True
+    ) -> httpx.Response:
         attempt, refreshed = 0, False
         while True:
             headers = self._auth_header() if auth else {}
@@ -445,8 +478,9 @@ class EscalationClient:
         with self._login_lock:
             if self._login_token:
                 return self._login_token
-            response = self._send("POST", self.token_url, auth=False,
-                                  json={"username": self.username, "password": self._password})
+            response = self._send(
+                "POST", self.token_url, auth=False, json={"username": self.username, "password": self._password}
+            )
             self._login_token = self._token_from(response)
             return self._login_token
 
@@ -454,8 +488,13 @@ class EscalationClient:
         body = self._decode(response)
         token = body.get("access_token") if isinstance(body, dict) else None
         if not token:
-            raise EscalationAuthError(response.status_code, f"no access_token in the answer of {self.token_url}",
-                                      method="POST", url=self.token_url, body=body)
+            raise EscalationAuthError(
+                response.status_code,
+                f"no access_token in the answer of {self.token_url}",
+                method="POST",
+                url=self.token_url,
+                body=body,
+            )
         return token
 
     def _run(self, call: _Call) -> Any:
@@ -469,8 +508,7 @@ class EscalationClient:
 
     def _login_failed(self, exc: EscalationAuthError) -> EscalationAuthError:
         if exc.url == self.token_url:
-            exc.args = (f"login as {self.username!r} failed at {self.token_url}: HTTP {exc.status_code}: "
-                        f"{exc.detail}",)
+            exc.args = (f"login as {self.username!r} failed at {self.token_url}: HTTP {exc.status_code}: {exc.detail}",)
         return exc
 
     # ------------------------------------------------------------------ async transport
@@ -489,8 +527,9 @@ class EscalationClient:
             return {}
         return {"Authorization": f"Bearer {token}"} if token else {}
 
-    async def _asend(self, method: str, url: str, *, params: Any = None, json: Any = None,
-                     auth: bool = True) -> httpx.Response:
+    async def _asend(
+        self, method: str, url: str, *, params: Any = None, json: Any = None, auth: bool = True
+    ) -> httpx.Response:
         attempt, refreshed = 0, False
         while True:
             headers = await self._aauth_header() if auth else {}
@@ -514,8 +553,9 @@ class EscalationClient:
         async with self._async_lock:
             if self._login_token:
                 return self._login_token
-            response = await self._asend("POST", self.token_url, auth=False,
-                                         json={"username": self.username, "password": self._password})
+            response = await self._asend(
+                "POST", self.token_url, auth=False, json={"username": self.username, "password": self._password}
+            )
             self._login_token = self._token_from(response)
             return self._login_token
 
@@ -566,8 +606,9 @@ class EscalationClient:
         """
         return self._run(_list_call(state, policy, incident, dag_id, active, limit, offset, ids))
 
-    def iter_escalations(self, state: str | Sequence[str] | None = None, *, page_size: int = 100,
-                         **filters: Any) -> Iterator[dict[str, Any]]:
+    def iter_escalations(
+        self, state: str | Sequence[str] | None = None, *, page_size: int = 100, **filters: Any
+    ) -> Iterator[dict[str, Any]]:
         """Every record matching the filters, fetched ``page_size`` at a time."""
         offset = 0
         while True:
@@ -610,8 +651,9 @@ class EscalationClient:
         """``GET /policies/{name}``."""
         return self._run(_Call("GET", f"/policies/{_rid(name)}"))
 
-    def validate_policy(self, policy: dict[str, Any] | EscalationPolicy | None = None, *,
-                        yaml: str | None = None) -> dict[str, Any]:
+    def validate_policy(
+        self, policy: dict[str, Any] | EscalationPolicy | None = None, *, yaml: str | None = None
+    ) -> dict[str, Any]:
         """``POST /policies/validate``: ``{"valid", "errors", "policies"}`` for a policy or YAML text."""
         return self._run(_validate_call(policy, yaml))
 
@@ -647,8 +689,9 @@ class EscalationClient:
     ) -> dict[str, Any]:
         return await self._arun(_list_call(state, policy, incident, dag_id, active, limit, offset, ids))
 
-    async def aiter_escalations(self, state: str | Sequence[str] | None = None, *, page_size: int = 100,
-                                **filters: Any) -> AsyncIterator[dict[str, Any]]:
+    async def aiter_escalations(
+        self, state: str | Sequence[str] | None = None, *, page_size: int = 100, **filters: Any
+    ) -> AsyncIterator[dict[str, Any]]:
         offset = 0
         while True:
             page = await self.alist_escalations(state, limit=page_size, offset=offset, **filters)
@@ -683,8 +726,9 @@ class EscalationClient:
     async def apolicy(self, name: str) -> dict[str, Any]:
         return await self._arun(_Call("GET", f"/policies/{_rid(name)}"))
 
-    async def avalidate_policy(self, policy: dict[str, Any] | EscalationPolicy | None = None, *,
-                               yaml: str | None = None) -> dict[str, Any]:
+    async def avalidate_policy(
+        self, policy: dict[str, Any] | EscalationPolicy | None = None, *, yaml: str | None = None
+    ) -> dict[str, Any]:
         return await self._arun(_validate_call(policy, yaml))
 
     async def ahealth(self) -> dict[str, Any]:

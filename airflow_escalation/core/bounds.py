@@ -79,8 +79,7 @@ def _first_problem(value: Any, field: str, max_depth: int) -> str | None:
             for key, child in item.items():
                 if isinstance(key, str) and not _utf8_ok(key):
                     return f"{path}: a key is not valid UTF-8 (a lone surrogate such as '\\ud800')"
-                stack.append((child, f"{path}.{key}" if isinstance(key, str) else f"{path}[{key!r}]",
-                              depth + 1))
+                stack.append((child, f"{path}.{key}" if isinstance(key, str) else f"{path}[{key!r}]", depth + 1))
         elif isinstance(item, (list, tuple)):
             if depth >= max_depth:
                 return f"{path}: nested deeper than {max_depth} levels"
@@ -92,12 +91,12 @@ def _first_problem(value: Any, field: str, max_depth: int) -> str | None:
 
 def json_size(value: Any) -> int:
     """Bytes of ``value`` as compact UTF-8 JSON (objects JSON cannot hold count as their str)."""
-    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-               .encode("utf-8", "surrogatepass"))
+    return len(
+        json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8", "surrogatepass")
+    )
 
 
-def check_json(value: Any, field: str, *, max_bytes: int = MAX_CONTEXT_BYTES,
-               max_depth: int = MAX_DEPTH) -> Any:
+def check_json(value: Any, field: str, *, max_bytes: int = MAX_CONTEXT_BYTES, max_depth: int = MAX_DEPTH) -> Any:
     """``value`` if it is JSON of at most ``max_bytes`` bytes, ``max_depth`` levels, UTF-8 text.
 
     The depth is checked first, without recursion, so a 100,000-level value costs no stack.
@@ -140,8 +139,10 @@ def _scrubbed(value: Any, max_depth: int, depth: int) -> Any:
     if isinstance(value, (dict, list, tuple)) and depth >= max_depth:
         return f"(nested deeper than {max_depth} levels)"
     if isinstance(value, dict):
-        return {(_scrubbed(k, max_depth, depth) if isinstance(k, str) else k): _scrubbed(v, max_depth, depth + 1)
-                for k, v in value.items()}
+        return {
+            (_scrubbed(k, max_depth, depth) if isinstance(k, str) else k): _scrubbed(v, max_depth, depth + 1)
+            for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
         return [_scrubbed(v, max_depth, depth + 1) for v in value]
     return value

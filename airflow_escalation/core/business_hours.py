@@ -31,8 +31,9 @@ def is_business_time(policy: EscalationPolicy, when: datetime) -> bool:
 def _opening(policy: EscalationPolicy, day: date, hour: int) -> datetime:
     """``hour`` o'clock local time on ``day``, as an aware UTC datetime."""
     try:
-        local = pendulum.datetime(day.year, day.month, day.day, hour, tz=policy.zone, fold=0,
-                                  raise_on_unknown_times=True)
+        local = pendulum.datetime(
+            day.year, day.month, day.day, hour, tz=policy.zone, fold=0, raise_on_unknown_times=True
+        )
     except NonExistingTime:  # skipped by spring forward: the first instant after the gap
         local = pendulum.datetime(day.year, day.month, day.day, hour, tz=policy.zone, fold=1)
     except AmbiguousTime:  # repeated by fall back: the first of the two

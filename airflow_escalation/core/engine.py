@@ -94,9 +94,13 @@ class _Change:
 class EscalationEngine:
     """Runs escalations: see the module docstring and docs/semantics.md."""
 
-    def __init__(self, config: EscalationEngineConfig | None = None, *,
-                 store: BaseEscalationStore | None = None,
-                 scheduler: BaseEscalationScheduler | None = None) -> None:
+    def __init__(
+        self,
+        config: EscalationEngineConfig | None = None,
+        *,
+        store: BaseEscalationStore | None = None,
+        scheduler: BaseEscalationScheduler | None = None,
+    ) -> None:
         self._config = config = config or EscalationEngineConfig()
         self._clock = config.clock or SYSTEM_CLOCK
         self._store = store or config.store or create_store(config.store_type, **config.store_config)
@@ -118,9 +122,12 @@ class EscalationEngine:
         self._inline = not self._store.blocking
         # a store that prefers batches (SQLite, Redis) gets its calls on threads of its own
         self._store_batches = (
-            _StoreBatches(self._store.run_batch,  # type: ignore[attr-defined]  # stores that prefer batches have it
-                          getattr(self._store, "batch_threads", 1))
-            if self._store.blocking and getattr(self._store, "prefers_batches", False) else None
+            _StoreBatches(
+                self._store.run_batch,  # type: ignore[attr-defined]  # stores that prefer batches have it
+                getattr(self._store, "batch_threads", 1),
+            )
+            if self._store.blocking and getattr(self._store, "prefers_batches", False)
+            else None
         )
         # deliveries are run by up to max_concurrent_jobs workers (created in the running loop)
         self._pool: WorkerPool | None = None
@@ -221,9 +228,11 @@ class EscalationEngine:
         try:
             await asyncio.wait_for(self.drain(), timeout)
         except asyncio.TimeoutError:
-            log.warning("stopping with %d deliveries still queued or in flight; their leases will "
-                        "expire and another engine records them as unknown",
-                        self._pool.unfinished if self._pool is not None else 0)
+            log.warning(
+                "stopping with %d deliveries still queued or in flight; their leases will "
+                "expire and another engine records them as unknown",
+                self._pool.unfinished if self._pool is not None else 0,
+            )
         if self._pool is not None:
             self._pool.close()
             self._pool = None
@@ -249,8 +258,7 @@ class EscalationEngine:
         stalled_at = None
         while True:
             await self.drain()
-            nxt = _earliest(await self._io(self._store.next_due_at),
-                            await self._io(self._store.next_delivery_at))
+            nxt = _earliest(await self._io(self._store.next_due_at), await self._io(self._store.next_delivery_at))
             if nxt is None or nxt > end:
                 break
             if nxt > self._clock.now():
@@ -287,8 +295,9 @@ class EscalationEngine:
             else:
                 policy = self._policies.get(record.policy_name)
                 if policy is None:
-                    raise LookupError(f"policy {record.policy_name!r} is not registered and the "
-                                      f"record holds no snapshot of it")
+                    raise LookupError(
+                        f"policy {record.policy_name!r} is not registered and the record holds no snapshot of it"
+                    )
             self._snapshots[fingerprint or policy.fingerprint] = policy
         return policy
 
@@ -313,8 +322,13 @@ class EscalationEngine:
         return self._store.get_stats()
 
     # ------------------------------------------------------------------ trigger
-    def _select_policy(self, policy_name: str | None, context: dict[str, Any], trigger_type: EscalationTrigger,
-                       inline: EscalationPolicy | dict[str, Any] | None) -> EscalationPolicy | EscalationResult:
+    def _select_policy(
+        self,
+        policy_name: str | None,
+        context: dict[str, Any],
+        trigger_type: EscalationTrigger,
+        inline: EscalationPolicy | dict[str, Any] | None,
+    ) -> EscalationPolicy | EscalationResult:
         severity = context.get("severity")
         if inline is not None:
             try:
@@ -325,23 +339,27 @@ class EscalationEngine:
             policy = self._policies.get(policy_name)
             if policy is None:
                 return EscalationResult.failure_result(
-                    None, "trigger", f"policy {policy_name!r} is not registered", code="not_found")
+                    None, "trigger", f"policy {policy_name!r} is not registered", code="not_found"
+                )
             candidates = [policy]
         else:
             candidates = list(self._policies.values())
             if not candidates:
-                return EscalationResult.failure_result(None, "trigger", "no policy is registered",
-                                                       code="not_found")
+                return EscalationResult.failure_result(None, "trigger", "no policy is registered", code="not_found")
         reasons = []
         for policy in candidates:
             if not policy.enabled:
                 reasons.append(f"policy {policy.name!r} is disabled")
             elif trigger_type not in policy.triggers:
-                reasons.append(f"policy {policy.name!r} does not escalate on {trigger_type.value!r} "
-                               f"(triggers: {[t.value for t in policy.triggers]})")
+                reasons.append(
+                    f"policy {policy.name!r} does not escalate on {trigger_type.value!r} "
+                    f"(triggers: {[t.value for t in policy.triggers]})"
+                )
             elif not policy.matches_severity(severity):
-                reasons.append(f"policy {policy.name!r} filters out severity {severity!r} "
-                               f"(severity_filter: {policy.severity_filter})")
+                reasons.append(
+                    f"policy {policy.name!r} filters out severity {severity!r} "
+                    f"(severity_filter: {policy.severity_filter})"
+                )
             else:
                 return policy
         return EscalationResult.failure_result(None, "trigger", "; ".join(reasons), code="filtered")
@@ -366,11 +384,15 @@ class EscalationEngine:
             trigger_type = EscalationTrigger(trigger_type)
         except ValueError:
             return EscalationResult.failure_result(None, "trigger", f"unknown trigger type {trigger_type!r}")
-        refused = _refuse("trigger", lambda: (
-            bounds.check_text(incident_id, "incident_id", allow_empty=False),
-            bounds.check_mapping(context or {}, "context"),
-            bounds.check_text(triggered_by, "triggered_by"),
-            policy_name is None or bounds.check_text(policy_name, "policy_name")))
+        refused = _refuse(
+            "trigger",
+            lambda: (
+                bounds.check_text(incident_id, "incident_id", allow_empty=False),
+                bounds.check_mapping(context or {}, "context"),
+                bounds.check_text(triggered_by, "triggered_by"),
+                policy_name is None or bounds.check_text(policy_name, "policy_name"),
+            ),
+        )
         if refused is not None:
             return refused
         context = dict(context or {})
@@ -385,8 +407,11 @@ class EscalationEngine:
         dag_id = dag_id_of(context)
         for _ in range(_CAS_ATTEMPTS):
             store = self._store
-            existing = (store.find_open(incident_id, policy.name, dag_id) if self._inline
-                        else await self._io(store.find_open, incident_id, policy.name, dag_id))
+            existing = (
+                store.find_open(incident_id, policy.name, dag_id)
+                if self._inline
+                else await self._io(store.find_open, incident_id, policy.name, dag_id)
+            )
             if existing is not None:
                 return await self._retrigger(existing, trigger_type, triggered_by)
             if policy.cooldown_minutes > 0:
@@ -394,49 +419,74 @@ class EscalationEngine:
                 if last is not None and last.closed_at is not None and now - last.closed_at < policy.cooldown:
                     until = last.closed_at + policy.cooldown
                     return EscalationResult.failure_result(
-                        last, "trigger",
+                        last,
+                        "trigger",
                         f"incident {incident_id!r} is in its cooldown until {until.isoformat()} "
-                        f"(cooldown_minutes={policy.cooldown_minutes})", code="suppressed")
+                        f"(cooldown_minutes={policy.cooldown_minutes})",
+                        code="suppressed",
+                    )
             record = EscalationRecord(
-                id=EscalationRecord.generate_id(), incident_id=incident_id, policy_name=policy.name,
-                state=_PENDING, created_at=now, updated_at=now, context=context,
-                trigger_type=trigger_type.value, policy_snapshot=policy.snapshot,
+                id=EscalationRecord.generate_id(),
+                incident_id=incident_id,
+                policy_name=policy.name,
+                state=_PENDING,
+                created_at=now,
+                updated_at=now,
+                context=context,
+                trigger_type=trigger_type.value,
+                policy_snapshot=policy.snapshot,
                 metadata={"policy_fingerprint": policy.fingerprint, "trigger_count": 1},
             )
             self._snapshots.setdefault(policy.fingerprint, policy)
-            record.add_history_event("triggered", now, triggered_by, trigger_type=trigger_type.value,
-                                     severity=context.get("severity"))
+            record.add_history_event(
+                "triggered", now, triggered_by, trigger_type=trigger_type.value, severity=context.get("severity")
+            )
             change = _Change()
             try:
                 self._run_steps(record, policy, now, change)
             except Exception as exc:  # e.g. a level condition without an evaluator
                 log.exception("escalation of incident %r could not start", incident_id)
                 return EscalationResult.failure_result(
-                    None, "trigger", f"policy {policy.name!r} cannot start: {type(exc).__name__}: {exc}")
-            stored = (store.create(record, change.deliveries) if self._inline
-                      else await self._io(store.create, record, change.deliveries))
+                    None, "trigger", f"policy {policy.name!r} cannot start: {type(exc).__name__}: {exc}"
+                )
+            stored = (
+                store.create(record, change.deliveries)
+                if self._inline
+                else await self._io(store.create, record, change.deliveries)
+            )
             if stored is None:
                 continue  # another engine opened it first: join that one
             record.version = stored.version
             self._after_write(record, change, "trigger")
             if log.isEnabledFor(logging.INFO):
-                log.info("escalation %s triggered for incident %r under policy %r (%s)",
-                         record.id, incident_id, policy.name, _describe(record))
+                log.info(
+                    "escalation %s triggered for incident %r under policy %r (%s)",
+                    record.id,
+                    incident_id,
+                    policy.name,
+                    _describe(record),
+                )
             return EscalationResult.success_result(
-                record, "trigger", [d.target for d in change.deliveries],
-                f"escalation triggered at level {record.current_level}")
-        return EscalationResult.failure_result(None, "trigger", "too many concurrent writers; try again",
-                                               code="conflict")
+                record,
+                "trigger",
+                [d.target for d in change.deliveries],
+                f"escalation triggered at level {record.current_level}",
+            )
+        return EscalationResult.failure_result(
+            None, "trigger", "too many concurrent writers; try again", code="conflict"
+        )
 
-    async def _retrigger(self, existing: EscalationRecord, trigger_type: EscalationTrigger,
-                         actor: str) -> EscalationResult:
+    async def _retrigger(
+        self, existing: EscalationRecord, trigger_type: EscalationTrigger, actor: str
+    ) -> EscalationResult:
         def join(record: EscalationRecord, now: datetime) -> _Change:
             count = record.metadata["trigger_count"] = int(record.metadata.get("trigger_count", 1)) + 1
             # the history keeps the first joins; later ones are only counted, so a failure that
             # re-triggers every minute for a week does not grow the record without bound
             if count <= bounds.MAX_RETRIGGER_EVENTS + 1:
-                record.add_history_event("retriggered", now, actor, trigger_type=trigger_type.value,
-                                         trigger_count=count)
+                record.add_history_event(
+                    "retriggered", now, actor, trigger_type=trigger_type.value, trigger_count=count
+                )
             else:
                 record.metadata["last_triggered_at"] = now.isoformat()
                 record.metadata["last_triggered_by"] = actor
@@ -448,15 +498,17 @@ class EscalationEngine:
         return result
 
     # ------------------------------------------------------------------ human actions
-    async def acknowledge(self, record_id: str, acknowledged_by: str = "system",
-                          note: str | None = None) -> EscalationResult:
+    async def acknowledge(
+        self, record_id: str, acknowledged_by: str = "system", note: str | None = None
+    ) -> EscalationResult:
         if (refused := _refuse_action("acknowledge", acknowledged_by, note)) is not None:
             return refused
 
         def ack(record: EscalationRecord, now: datetime) -> _Change | EscalationResult:
             if record.state == _ACKNOWLEDGED:
                 return EscalationResult.failure_result(
-                    record, "acknowledge", f"already acknowledged by {record.acknowledged_by}", code="conflict")
+                    record, "acknowledge", f"already acknowledged by {record.acknowledged_by}", code="conflict"
+                )
             self._transition(record, EscalationEvent.ACKNOWLEDGE, now, acknowledged_by, note=note)
             if record.acknowledged_at is None:
                 record.acknowledged_at = now
@@ -467,8 +519,7 @@ class EscalationEngine:
 
         return await self._mutate(record_id, "acknowledge", ack)
 
-    async def resolve(self, record_id: str, resolved_by: str = "system",
-                      note: str | None = None) -> EscalationResult:
+    async def resolve(self, record_id: str, resolved_by: str = "system", note: str | None = None) -> EscalationResult:
         if (refused := _refuse_action("resolve", resolved_by, note)) is not None:
             return refused
 
@@ -491,8 +542,7 @@ class EscalationEngine:
 
         return await self._mutate(record_id, "cancel", close)
 
-    async def escalate(self, record_id: str, force: bool = False,
-                       escalated_by: str = "system") -> EscalationResult:
+    async def escalate(self, record_id: str, force: bool = False, escalated_by: str = "system") -> EscalationResult:
         """Escalate now: start a pending record, or climb to the next level.
 
         ``force`` also escalates an acknowledged record (back to active at the next level) and,
@@ -508,11 +558,15 @@ class EscalationEngine:
                 self._start(record, policy, now, change, escalated_by)
             elif record.state == _ACKNOWLEDGED and not force:
                 return EscalationResult.failure_result(
-                    record, "escalate", "acknowledged escalations climb only with force=True", code="conflict")
+                    record, "escalate", "acknowledged escalations climb only with force=True", code="conflict"
+                )
             elif policy.get_next_level(record.current_level) is None and not force:
                 return EscalationResult.failure_result(
-                    record, "escalate", f"already at the highest level ({record.current_level}); "
-                    "use force=True to page it again", code="conflict")
+                    record,
+                    "escalate",
+                    f"already at the highest level ({record.current_level}); use force=True to page it again",
+                    code="conflict",
+                )
             else:
                 target = policy.get_next_level(record.current_level) or policy.get_level(record.current_level)
                 assert target is not None  # an open record's own level is in its policy
@@ -523,9 +577,13 @@ class EscalationEngine:
 
         return await self._mutate(record_id, "escalate", climb)
 
-    async def _mutate(self, record_id: str, action: str,
-                      decide: Callable[[EscalationRecord, datetime], _Change | EscalationResult],
-                      current: EscalationRecord | None = None) -> EscalationResult:
+    async def _mutate(
+        self,
+        record_id: str,
+        action: str,
+        decide: Callable[[EscalationRecord, datetime], _Change | EscalationResult],
+        current: EscalationRecord | None = None,
+    ) -> EscalationResult:
         """Read → decide → compare-and-swap, re-reading on a lost race."""
         store = self._store
         record: EscalationRecord | None
@@ -535,11 +593,13 @@ class EscalationEngine:
             else:
                 record = store.get(record_id) if self._inline else await self._io(store.get, record_id)
             if record is None:
-                return EscalationResult.failure_result(None, action, f"escalation {record_id!r} not found",
-                                                       code="not_found")
+                return EscalationResult.failure_result(
+                    None, action, f"escalation {record_id!r} not found", code="not_found"
+                )
             if not record.is_open:
                 return EscalationResult.failure_result(
-                    record, action, f"escalation is {record.state}; nothing more can change", code="conflict")
+                    record, action, f"escalation is {record.state}; nothing more can change", code="conflict"
+                )
             now = self._clock.now()
             expected, seen = record.version, len(record.history)
             try:
@@ -559,12 +619,12 @@ class EscalationEngine:
                 if log.isEnabledFor(logging.INFO):
                     log.info("escalation %s: %s (%s)", record.id, action, _describe(record))
                 return EscalationResult.success_result(record, action, [d.target for d in change.deliveries])
-        return EscalationResult.failure_result(None, action, "too many concurrent writers; try again",
-                                               code="conflict")
+        return EscalationResult.failure_result(None, action, "too many concurrent writers; try again", code="conflict")
 
     # ------------------------------------------------------------------ transitions (pure)
-    def _transition(self, record: EscalationRecord, event: EscalationEvent, now: datetime,
-                    actor: str = "system", **details: Any) -> None:
+    def _transition(
+        self, record: EscalationRecord, event: EscalationEvent, now: datetime, actor: str = "system", **details: Any
+    ) -> None:
         from_state = record.state
         to_state = _NEXT_STATE.get((from_state, event))
         if to_state is None:
@@ -591,50 +651,77 @@ class EscalationEngine:
         record.next_action = step.action if step else None
         return step
 
-    def _notify(self, record: EscalationRecord, policy: EscalationPolicy, level: EscalationLevel,
-                now: datetime, change: _Change, round_: int) -> None:
+    def _notify(
+        self,
+        record: EscalationRecord,
+        policy: EscalationPolicy,
+        level: EscalationLevel,
+        now: datetime,
+        change: _Change,
+        round_: int,
+    ) -> None:
         """Queue one round of notifications for ``level`` (unless business hours skip it)."""
-        if (self._config.check_business_hours and policy.business_hours_only
-                and policy.business_hours_mode is BusinessHoursMode.SKIP
-                and not is_business_time(policy, now)):
-            record.add_history_event("notification_skipped", now, reason="outside business hours",
-                                     round=round_)
+        if (
+            self._config.check_business_hours
+            and policy.business_hours_only
+            and policy.business_hours_mode is BusinessHoursMode.SKIP
+            and not is_business_time(policy, now)
+        ):
+            record.add_history_event("notification_skipped", now, reason="outside business hours", round=round_)
         else:
             record.notify_rounds += 1
             targets = sorted(level.targets, key=lambda t: t.priority)
             for index, target in enumerate(targets):
-                change.deliveries.append(Delivery(
-                    id=f"{record.id}-{record.notify_rounds}-{index}", record_id=record.id,
-                    level=level.level, round=round_, target=target, created_at=now, updated_at=now))
+                change.deliveries.append(
+                    Delivery(
+                        id=f"{record.id}-{record.notify_rounds}-{index}",
+                        record_id=record.id,
+                        level=level.level,
+                        round=round_,
+                        target=target,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
             record.add_history_event("notified", now, round=round_, targets=[t.key for t in targets])
         if not level.require_ack and round_ >= level.repeat_count:
             # notify-only level: nothing is left to wait for once its last round is out
             self._resolve(record, now, "system", reason="level requires no acknowledgement")
 
-    def _start(self, record: EscalationRecord, policy: EscalationPolicy, now: datetime, change: _Change,
-               actor: str = "system") -> None:
+    def _start(
+        self, record: EscalationRecord, policy: EscalationPolicy, now: datetime, change: _Change, actor: str = "system"
+    ) -> None:
         self._transition(record, EscalationEvent.START, now, actor)
         record.current_level = policy.levels[0].level
         record.level_fired_at = now
         record.repeats_sent = 0
         self._notify(record, policy, policy.levels[0], now, change, 0)
 
-    def _climb(self, record: EscalationRecord, policy: EscalationPolicy, level: EscalationLevel,
-               now: datetime, change: _Change, actor: str = "system", manual: bool = False) -> None:
+    def _climb(
+        self,
+        record: EscalationRecord,
+        policy: EscalationPolicy,
+        level: EscalationLevel,
+        now: datetime,
+        change: _Change,
+        actor: str = "system",
+        manual: bool = False,
+    ) -> None:
         if policy.max_escalations and record.escalation_count >= policy.max_escalations:
-            self._transition(record, EscalationEvent.MAX_LEVEL_REACHED, now, actor,
-                             max_escalations=policy.max_escalations)
+            self._transition(
+                record, EscalationEvent.MAX_LEVEL_REACHED, now, actor, max_escalations=policy.max_escalations
+            )
             self._close(record, now)
             return
         if not self._conditions_met(record, level):
-            record.add_history_event("level_skipped", now, actor, skipped_level=level.level,
-                                     reason="level conditions not met")
+            record.add_history_event(
+                "level_skipped", now, actor, skipped_level=level.level, reason="level conditions not met"
+            )
             record.current_level = level.level
             record.level_fired_at = now
             record.repeats_sent = level.repeat_count  # a skipped level sends no repeats either
             return
-        self._transition(record, EscalationEvent.ESCALATE, now, actor, to_level=level.level,
-                         manual=manual or None)
+        self._transition(record, EscalationEvent.ESCALATE, now, actor, to_level=level.level, manual=manual or None)
         record.current_level = level.level
         record.escalation_count += 1
         record.level_fired_at = now
@@ -654,14 +741,14 @@ class EscalationEngine:
                 raise LookupError(f"level {level.level} condition {name!r}: no evaluator registered")
             verdict = evaluator(record, expected)
             if inspect.isawaitable(verdict):
-                raise TypeError(f"condition evaluator {name!r} must be synchronous (it runs inside a "
-                                "compare-and-swap decision)")
+                raise TypeError(
+                    f"condition evaluator {name!r} must be synchronous (it runs inside a compare-and-swap decision)"
+                )
             if not verdict:
                 return False
         return True
 
-    def _run_steps(self, record: EscalationRecord, policy: EscalationPolicy, now: datetime,
-                         change: _Change) -> None:
+    def _run_steps(self, record: EscalationRecord, policy: EscalationPolicy, now: datetime, change: _Change) -> None:
         """Take every step due by ``now``, then book the next one."""
         for _ in range(_MAX_STEPS):
             step = self._schedule(record, policy, now)
@@ -752,8 +839,9 @@ class EscalationEngine:
                 self._transition(record, EscalationEvent.ERROR, now, error=f"{type(exc).__name__}: {exc}")
                 self._close(record, now)
             record.updated_at = now
-            if await self._io(self._store.update, record, expected, record.history[seen:],
-                              change.deliveries, change.cancel_pending):
+            if await self._io(
+                self._store.update, record, expected, record.history[seen:], change.deliveries, change.cancel_pending
+            ):
                 self._after_write(record, change, "due")
                 if log.isEnabledFor(logging.INFO):
                     log.info("escalation %s: due step done (%s)", record.id, _describe(record))
@@ -770,8 +858,9 @@ class EscalationEngine:
             if self._inline:
                 due, delivery = self._store.next_due_at(), self._store.next_delivery_at()
             else:
-                due, delivery = await asyncio.gather(self._io(self._store.next_due_at),
-                                                     self._io(self._store.next_delivery_at))
+                due, delivery = await asyncio.gather(
+                    self._io(self._store.next_due_at), self._io(self._store.next_delivery_at)
+                )
             if delivery is not None and (self._queued or self._idle_workers() <= 0):
                 delivery = max(delivery, self._clock.now() + _OWN_DELIVERIES_GRACE)
             nxt = _earliest(due, delivery)
@@ -785,11 +874,11 @@ class EscalationEngine:
             return
         self._last_cleanup = now
         if self._config.cleanup_after_days > 0:
-            removed = await self._io(self._store.cleanup_resolved,
-                                     timedelta(days=self._config.cleanup_after_days), now)
+            removed = await self._io(self._store.cleanup_resolved, timedelta(days=self._config.cleanup_after_days), now)
             if removed:
-                log.info("removed %d escalations closed more than %s days ago", removed,
-                         self._config.cleanup_after_days)
+                log.info(
+                    "removed %d escalations closed more than %s days ago", removed, self._config.cleanup_after_days
+                )
 
     def _after_write(self, record: EscalationRecord, change: _Change, action: str) -> None:
         for listener in self._listeners:
@@ -874,9 +963,16 @@ class EscalationEngine:
         if delivery.attempts < cfg.max_attempts:
             backoff = min(cfg.retry_delay_seconds * 2 ** (delivery.attempts - 1), cfg.max_retry_delay_seconds)
             retry_at = now + timedelta(seconds=backoff)
-        log.warning("notification of %s for escalation %s (level %d) failed on attempt %d/%d: %s%s",
-                    delivery.target.key, delivery.record_id, delivery.level, delivery.attempts,
-                    cfg.max_attempts, error, f"; retrying at {retry_at.isoformat()}" if retry_at else "; giving up")
+        log.warning(
+            "notification of %s for escalation %s (level %d) failed on attempt %d/%d: %s%s",
+            delivery.target.key,
+            delivery.record_id,
+            delivery.level,
+            delivery.attempts,
+            cfg.max_attempts,
+            error,
+            f"; retrying at {retry_at.isoformat()}" if retry_at else "; giving up",
+        )
         await self._io(self._store.finish_delivery, delivery.id, now, sent=False, error=error, retry_at=retry_at)
         if retry_at is not None and self._running:
             self._scheduler.wake_at(retry_at)
@@ -906,8 +1002,7 @@ class _StoreBatches:
     _IDLE_SECONDS = 5.0
     _MAX_BATCH = 256  # calls per batch: bounds a batch's transaction and its callers' wait
 
-    def __init__(self, run_batch: Callable[[list[_Call]], list[tuple[Any, Any]]],
-                 threads: int = 1) -> None:
+    def __init__(self, run_batch: Callable[[list[_Call]], list[tuple[Any, Any]]], threads: int = 1) -> None:
         self._run_batch = run_batch
         self._size = max(1, int(threads))
         self._turn: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}  # calls of a loop's current turn
@@ -949,7 +1044,7 @@ class _StoreBatches:
                     self._idle += 1
                     self._ready.wait(idle_until - now)
                     self._idle -= 1
-                calls, self._calls = self._calls[:self._MAX_BATCH], self._calls[self._MAX_BATCH:]
+                calls, self._calls = self._calls[: self._MAX_BATCH], self._calls[self._MAX_BATCH :]
             self._hand_back(calls, self._run(calls))
 
     def _run(self, calls: list[_Pending]) -> list[tuple[Any, Any]]:
@@ -987,12 +1082,14 @@ class _StoreBatches:
 
 
 # the state machine's table keyed by plain strings: a transition is one dict lookup
-_NEXT_STATE = {(state.value, event): target.value
-               for (state, event), target in DEFAULT_STATE_MACHINE.TRANSITIONS.items()}
+_NEXT_STATE = {
+    (state.value, event): target.value for (state, event), target in DEFAULT_STATE_MACHINE.TRANSITIONS.items()
+}
 
 if sys.version_info >= (3, 11):
     _time_limit = asyncio.timeout
 else:  # pragma: no cover - Python 3.10
+
     @contextlib.asynccontextmanager
     async def _time_limit(seconds: float) -> AsyncIterator[None]:
         task = asyncio.current_task()
@@ -1021,9 +1118,13 @@ def _refuse(action: str, check: Callable[[], Any]) -> EscalationResult | None:
 
 
 def _refuse_action(action: str, actor: Any, text: Any, text_field: str = "note") -> EscalationResult | None:
-    return _refuse(action, lambda: (
-        bounds.check_text(actor, "actor"),
-        text is None or bounds.check_text(text, text_field, bounds.MAX_NOTE)))
+    return _refuse(
+        action,
+        lambda: (
+            bounds.check_text(actor, "actor"),
+            text is None or bounds.check_text(text, text_field, bounds.MAX_NOTE),
+        ),
+    )
 
 
 def _earliest(*times: datetime | None) -> datetime | None:

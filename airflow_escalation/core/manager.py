@@ -23,9 +23,20 @@ from airflow_escalation.core.types import EscalationTrigger
 from airflow_escalation.scheduling.base import SchedulerConfig
 
 _CONFIG_FIELDS = {
-    "default_policy", "policies", "global_enabled", "enabled", "store_type", "store_config", "store",
-    "scheduler_type", "scheduler_config", "max_concurrent_escalations", "cleanup_interval_minutes",
-    "metrics_enabled", "check_business_hours", "retention_days",
+    "default_policy",
+    "policies",
+    "global_enabled",
+    "enabled",
+    "store_type",
+    "store_config",
+    "store",
+    "scheduler_type",
+    "scheduler_config",
+    "max_concurrent_escalations",
+    "cleanup_interval_minutes",
+    "metrics_enabled",
+    "check_business_hours",
+    "retention_days",
 }
 
 
@@ -92,8 +103,9 @@ class EscalationPolicyConfig:
                 raise ValueError(f"escalation: expected a mapping, got {type(data).__name__}")
         unknown = sorted(map(str, set(data) - _CONFIG_FIELDS))
         if unknown:
-            raise ValueError(bounds.truncate(
-                f"escalation config: unknown field(s) {', '.join(map(repr, unknown))}", 300))
+            raise ValueError(
+                bounds.truncate(f"escalation config: unknown field(s) {', '.join(map(repr, unknown))}", 300)
+            )
         for key in ("store", "store_config", "scheduler_config"):
             if not isinstance(data.get(key) or {}, dict):
                 raise ValueError(f"{key}: expected a mapping, got {type(data[key]).__name__}")
@@ -131,14 +143,15 @@ class EscalationPolicyConfig:
             store_config=store_config,
             scheduler_type=data.get("scheduler_type", "asyncio"),
             scheduler_config=dict(data.get("scheduler_config") or {}),
-            max_concurrent_escalations=_number(data.get("max_concurrent_escalations", 1000),
-                                               "max_concurrent_escalations", integer=True),
-            cleanup_interval_minutes=_number(data.get("cleanup_interval_minutes", 60),
-                                             "cleanup_interval_minutes", maximum=MAX_MINUTES),
+            max_concurrent_escalations=_number(
+                data.get("max_concurrent_escalations", 1000), "max_concurrent_escalations", integer=True
+            ),
+            cleanup_interval_minutes=_number(
+                data.get("cleanup_interval_minutes", 60), "cleanup_interval_minutes", maximum=MAX_MINUTES
+            ),
             metrics_enabled=data.get("metrics_enabled", True),
             check_business_hours=data.get("check_business_hours", True),
-            retention_days=_number(data.get("retention_days", 30), "retention_days",
-                                   maximum=MAX_MINUTES),
+            retention_days=_number(data.get("retention_days", 30), "retention_days", maximum=MAX_MINUTES),
         )
 
     @classmethod
@@ -199,13 +212,15 @@ def _bounded_yaml_loader() -> type:
             if self.check_event(yaml.AliasEvent):
                 event = self.peek_event()  # type: ignore[no-untyped-call]
                 raise yaml.composer.ComposerError(
-                    None, None, "aliases (*name) are not allowed in escalation policies", event.start_mark)
+                    None, None, "aliases (*name) are not allowed in escalation policies", event.start_mark
+                )
             self._depth += 1
             try:
                 if self._depth > bounds.MAX_YAML_DEPTH:
+                    mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
                     raise yaml.composer.ComposerError(
-                        None, None, f"nested deeper than {bounds.MAX_YAML_DEPTH} levels",
-                        self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+                        None, None, f"nested deeper than {bounds.MAX_YAML_DEPTH} levels", mark
+                    )
                 return super().compose_node(parent, index)
             finally:
                 self._depth -= 1
@@ -216,8 +231,13 @@ def _bounded_yaml_loader() -> type:
 class EscalationPolicyManager:
     """Holds the policies, builds the engine from the config and forwards calls to it."""
 
-    def __init__(self, config: EscalationPolicyConfig | None = None, *, clock: Clock | None = None,
-                 engine_config: EscalationEngineConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: EscalationPolicyConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        engine_config: EscalationEngineConfig | None = None,
+    ) -> None:
         self._config = config or EscalationPolicyConfig()
         self._clock = clock
         self._engine_config = engine_config
@@ -300,24 +320,37 @@ class EscalationPolicyManager:
         if self._engine is not None:
             await self._engine.stop()
 
-    async def trigger(self, incident_id: str, context: dict[str, Any] | None = None,
-                      policy_name: str | None = None,
-                      trigger_type: EscalationTrigger | str = EscalationTrigger.UNACKNOWLEDGED,
-                      **kwargs: Any) -> EscalationResult:
+    async def trigger(
+        self,
+        incident_id: str,
+        context: dict[str, Any] | None = None,
+        policy_name: str | None = None,
+        trigger_type: EscalationTrigger | str = EscalationTrigger.UNACKNOWLEDGED,
+        **kwargs: Any,
+    ) -> EscalationResult:
         """Trigger under ``policy_name`` (default: the config's ``default_policy``)."""
         if not self._config.global_enabled:
-            return EscalationResult.failure_result(None, "trigger", "escalation is disabled globally",
-                                                   code="filtered")
+            return EscalationResult.failure_result(None, "trigger", "escalation is disabled globally", code="filtered")
         engine = self.get_engine()
-        name = policy_name or (self._config.default_policy if self._config.default_policy in self._config.policies else None)
-        if kwargs.get("policy") is None and engine.count_active_escalations() >= self._config.max_concurrent_escalations:
+        name = policy_name or (
+            self._config.default_policy if self._config.default_policy in self._config.policies else None
+        )
+        if (
+            kwargs.get("policy") is None
+            and engine.count_active_escalations() >= self._config.max_concurrent_escalations
+        ):
             if engine.store.find_open(incident_id, name or "", dag_id_of(context)) is None:
                 return EscalationResult.failure_result(
-                    None, "trigger", f"max_concurrent_escalations ({self._config.max_concurrent_escalations}) reached",
-                    code="capacity")
+                    None,
+                    "trigger",
+                    f"max_concurrent_escalations ({self._config.max_concurrent_escalations}) reached",
+                    code="capacity",
+                )
         return await engine.trigger(incident_id, context, name, trigger_type, **kwargs)
 
-    async def acknowledge(self, record_id: str, acknowledged_by: str = "system", note: str | None = None) -> EscalationResult:
+    async def acknowledge(
+        self, record_id: str, acknowledged_by: str = "system", note: str | None = None
+    ) -> EscalationResult:
         return await self.get_engine().acknowledge(record_id, acknowledged_by, note)
 
     async def resolve(self, record_id: str, resolved_by: str = "system", note: str | None = None) -> EscalationResult:

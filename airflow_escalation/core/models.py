@@ -48,8 +48,9 @@ def _enum(enum_cls: type[Enum], value: Any, field_name: str) -> Any:
 MAX_MINUTES = 366 * 24 * 60
 
 
-def _number(value: Any, field_name: str, *, minimum: float = 0, integer: bool = False,
-            maximum: float = math.inf) -> Any:
+def _number(
+    value: Any, field_name: str, *, minimum: float = 0, integer: bool = False, maximum: float = math.inf
+) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{field_name}: expected a number, got {_short(value)}")
     if not math.isfinite(value):
@@ -96,8 +97,7 @@ class EscalationTarget:
         if self.conn_id is not None:
             bounds.check_text(self.conn_id, "target.conn_id", allow_empty=False)
         bounds.check_mapping(self.metadata, "target.metadata")
-        self.priority = _number(self.priority, "target.priority", minimum=-(10**9), maximum=10**9,
-                                integer=True)
+        self.priority = _number(self.priority, "target.priority", minimum=-(10**9), maximum=10**9, integer=True)
 
     @property
     def key(self) -> str:
@@ -184,6 +184,7 @@ def _minutes_cached(value: float) -> timedelta:
         delta = _MINUTES[value] = minutes(value)
     return delta
 
+
 _LEVEL_FIELDS = {
     "level",
     "delay_minutes",
@@ -221,8 +222,9 @@ class EscalationLevel:
         where = f"levels[level={_short(self.level)}]"
         self.level = _number(self.level, f"{where}.level", minimum=1, maximum=10**9, integer=True)
         self.delay_minutes = _number(self.delay_minutes, f"{where}.delay_minutes", maximum=MAX_MINUTES)
-        self.repeat_count = _number(self.repeat_count, f"{where}.repeat_count", integer=True,
-                                    maximum=bounds.MAX_REPEAT_COUNT)
+        self.repeat_count = _number(
+            self.repeat_count, f"{where}.repeat_count", integer=True, maximum=bounds.MAX_REPEAT_COUNT
+        )
         self.repeat_interval_minutes = _number(
             self.repeat_interval_minutes, f"{where}.repeat_interval_minutes", maximum=MAX_MINUTES
         )
@@ -319,9 +321,7 @@ class EscalationPolicy:
     description: str = ""
     levels: list[EscalationLevel] = field(default_factory=list)
     enabled: bool = True
-    triggers: list[EscalationTrigger] = field(
-        default_factory=lambda: [EscalationTrigger.UNACKNOWLEDGED]
-    )
+    triggers: list[EscalationTrigger] = field(default_factory=lambda: [EscalationTrigger.UNACKNOWLEDGED])
     severity_filter: list[str] = field(default_factory=list)
     max_escalations: int = 0
     cooldown_minutes: float = 0
@@ -366,8 +366,7 @@ class EscalationPolicy:
         if not isinstance(self.severity_filter, (list, tuple, set)):
             raise ValueError(f"{where}: severity_filter: expected a list, got {_short(self.severity_filter)}")
         self.severity_filter = [str(s).lower() for s in self.severity_filter]
-        self.max_escalations = _number(self.max_escalations, f"{where}: max_escalations", integer=True,
-                                       maximum=10**9)
+        self.max_escalations = _number(self.max_escalations, f"{where}: max_escalations", integer=True, maximum=10**9)
         self.cooldown_minutes = _number(self.cooldown_minutes, f"{where}: cooldown_minutes", maximum=MAX_MINUTES)
         for flag in ("enabled", "business_hours_only"):
             if not isinstance(getattr(self, flag), bool):
@@ -394,17 +393,14 @@ class EscalationPolicy:
             self._zone: pendulum.Timezone | pendulum.FixedTimezone = pendulum.timezone(self.timezone)
         except (ValueError, TypeError, KeyError):  # pendulum's InvalidTimezone is a ValueError
             raise ValueError(f"{where}: timezone: unknown IANA timezone {_short(self.timezone)}") from None
-        self.business_hours_mode = _enum(
-            BusinessHoursMode, self.business_hours_mode, f"{where}: business_hours_mode"
-        )
+        self.business_hours_mode = _enum(BusinessHoursMode, self.business_hours_mode, f"{where}: business_hours_mode")
         self.delay_basis = _enum(DelayBasis, self.delay_basis, f"{where}: delay_basis")
         if not isinstance(self.metadata, dict):
             raise ValueError(f"{where}: metadata: expected a mapping, got {_short(self.metadata)}")
         self._fingerprint: str | None = None
         self._snapshot: dict[str, Any] | None = None
         # the whole definition: every text UTF-8, nesting and size bounded (metadata, conditions)
-        bounds.check_json(self.snapshot, where, max_bytes=bounds.MAX_POLICY_BYTES,
-                          max_depth=bounds.MAX_DEPTH + 4)
+        bounds.check_json(self.snapshot, where, max_bytes=bounds.MAX_POLICY_BYTES, max_depth=bounds.MAX_DEPTH + 4)
 
     # -- spec properties
     @property
@@ -479,7 +475,9 @@ class EscalationPolicy:
             raise ValueError(f"policy: expected a mapping, got {_short(data)}")
         _known_keys(data, _POLICY_FIELDS, f"policy {_short(data.get('name'))}")
         if data.get("name") is None:
-            raise ValueError(bounds.truncate(f"policy.name: missing in policy with fields {sorted(map(str, data))}", 300))
+            raise ValueError(
+                bounds.truncate(f"policy.name: missing in policy with fields {sorted(map(str, data))}", 300)
+            )
         kwargs = {k: v for k, v in data.items() if v is not None}
         kwargs["levels"] = [EscalationLevel.from_dict(lv) for lv in data.get("levels") or []]
         return cls(**kwargs)
@@ -561,8 +559,9 @@ class EscalationRecord:
         context: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> EscalationRecord:
-        return cls(id=cls.generate_id(), incident_id=incident_id, policy_name=policy_name,
-                   context=context or {}, **kwargs)
+        return cls(
+            id=cls.generate_id(), incident_id=incident_id, policy_name=policy_name, context=context or {}, **kwargs
+        )
 
     @property
     def is_active(self) -> bool:
@@ -603,11 +602,11 @@ class EscalationRecord:
         twin.metadata = dict(self.metadata)
         return twin
 
-    def add_history_event(self, event: str, at: datetime, actor: str = "system", *,
-                          from_state: str | None = None, **details: Any) -> dict[str, Any]:
+    def add_history_event(
+        self, event: str, at: datetime, actor: str = "system", *, from_state: str | None = None, **details: Any
+    ) -> dict[str, Any]:
         """Append ``{event, at, actor, state, level[, from_state][, details]}`` to the history."""
-        entry = {"event": event, "at": _iso(at), "actor": actor, "state": self.state,
-                 "level": self.current_level}
+        entry = {"event": event, "at": _iso(at), "actor": actor, "state": self.state, "level": self.current_level}
         if from_state is not None:  # transitions; kept flat: one dict per event keeps memory lean
             entry["from_state"] = from_state
         if details:
@@ -753,15 +752,22 @@ class EscalationResult:
         targets: list[EscalationTarget] | None = None,
         message: str = "",
     ) -> EscalationResult:
-        return cls(True, record, action, record.current_level, targets or [],
-                   message or f"{action} succeeded")
+        return cls(True, record, action, record.current_level, targets or [], message or f"{action} succeeded")
 
     @classmethod
     def failure_result(
         cls, record: EscalationRecord | None, action: str, error: str, *, code: str = "invalid"
     ) -> EscalationResult:
-        return cls(False, record, action, record.current_level if record else 0, [],
-                   f"{action} failed: {error}", error, {"code": code})
+        return cls(
+            False,
+            record,
+            action,
+            record.current_level if record else 0,
+            [],
+            f"{action} failed: {error}",
+            error,
+            {"code": code},
+        )
 
     @property
     def code(self) -> str:

@@ -42,9 +42,7 @@ class Step:
 
 def is_paging(record: EscalationRecord, policy: EscalationPolicy) -> bool:
     state = record.state
-    return state == _ACTIVE or (
-        state == _ACKNOWLEDGED and policy.continues_after_ack
-    )
+    return state == _ACTIVE or (state == _ACKNOWLEDGED and policy.continues_after_ack)
 
 
 def candidates(record: EscalationRecord, policy: EscalationPolicy) -> list[tuple[datetime, str]]:
@@ -71,8 +69,7 @@ def candidates(record: EscalationRecord, policy: EscalationPolicy) -> list[tuple
     return found
 
 
-def plan(record: EscalationRecord, policy: EscalationPolicy, now: datetime,
-         business_hours: bool = True) -> Step | None:
+def plan(record: EscalationRecord, policy: EscalationPolicy, now: datetime, business_hours: bool = True) -> Step | None:
     """The next step for ``record``: overdue ones first (most decisive wins), else the earliest."""
     found = candidates(record, policy)
     if not found:

@@ -74,8 +74,9 @@ class EscalationStateMachine:
     def get_next_state(self, state: St | str, event: Ev | str) -> St | None:
         return self.TRANSITIONS.get((St(state), Ev(event)))
 
-    def transition(self, state: St | str, event: Ev | str, actor: str = "system",
-                   at: datetime | None = None, **details: Any) -> StateTransition:
+    def transition(
+        self, state: St | str, event: Ev | str, actor: str = "system", at: datetime | None = None, **details: Any
+    ) -> StateTransition:
         state, event = St(state), Ev(event)
         target = self.TRANSITIONS.get((state, event))
         if target is None:

@@ -38,13 +38,17 @@ async def run(db_path: str, policies_file: Path) -> None:
 
     async def notify(record: EscalationRecord, level: EscalationLevel, targets: list[EscalationTarget]) -> bool:
         for target in targets:
-            print(f"  {_clock_text(clock)}  level {level.level}  -> {target.display_name:<22} "
-                  f"[{target.key}]  incident {record.incident_id}")
+            print(
+                f"  {_clock_text(clock)}  level {level.level}  -> {target.display_name:<22} "
+                f"[{target.key}]  incident {record.incident_id}"
+            )
         return True
 
-    engine = EscalationEngine(EscalationEngineConfig(
-        store_type="sqlite", store_config={"db_path": db_path}, clock=clock,
-        default_notification_handler=notify))
+    engine = EscalationEngine(
+        EscalationEngineConfig(
+            store_type="sqlite", store_config={"db_path": db_path}, clock=clock, default_notification_handler=notify
+        )
+    )
     for policy in config.policies.values():
         engine.register_policy(policy)
     await engine.start()
@@ -72,18 +76,22 @@ async def run(db_path: str, policies_file: Path) -> None:
     print("\nTimelines:")
     for result in (never_acked, acked, resolved):
         record = engine.get_record(result.record.id)
-        print(f"\n  {record.incident_id}: {record.state} at level {record.current_level}, "
-              f"{record.notification_count} notifications")
+        print(
+            f"\n  {record.incident_id}: {record.state} at level {record.current_level}, "
+            f"{record.notification_count} notifications"
+        )
         for event in record.history:
             details = event.get("details", {})
             extra = ", ".join(f"{k}={v}" for k, v in details.items())
             print(f"    {event['at'][11:16]}  {event['event']:<18} by {event['actor']:<8} {extra}")
 
     stats = engine.get_stats()
-    print(f"\nStats: {stats.total_escalations} escalations, {stats.active_escalations} still paging, "
-          f"ack rate {stats.acknowledgment_rate:.0%}, resolution rate {stats.resolution_rate:.0%}, "
-          f"mean time to acknowledge {stats.avg_time_to_acknowledge_seconds / 60:.0f} min, "
-          f"{stats.notifications_sent} notifications sent")
+    print(
+        f"\nStats: {stats.total_escalations} escalations, {stats.active_escalations} still paging, "
+        f"ack rate {stats.acknowledgment_rate:.0%}, resolution rate {stats.resolution_rate:.0%}, "
+        f"mean time to acknowledge {stats.avg_time_to_acknowledge_seconds / 60:.0f} min, "
+        f"{stats.notifications_sent} notifications sent"
+    )
     await engine.stop()
 
 

@@ -69,10 +69,19 @@ class LocalAirflow:
     ``extra_env`` adds or overrides environment variables of every process.
     """
 
-    def __init__(self, home: Path, *, port: int | None = None, dags_folder: Path | None = None,
-                 policies_file: Path | None = None, workers: int = 1, jwt_secret: str | None = None,
-                 passwords: dict[str, str] | None = None, db_url: str | None = None,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        *,
+        port: int | None = None,
+        dags_folder: Path | None = None,
+        policies_file: Path | None = None,
+        workers: int = 1,
+        jwt_secret: str | None = None,
+        passwords: dict[str, str] | None = None,
+        db_url: str | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.home = home
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -88,24 +97,26 @@ class LocalAirflow:
         known.setdefault(SERVICE_ACCOUNT, secrets.token_urlsafe(18))
         passwords_file.write_text(json.dumps({**known, **(passwords or {})}) + "\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-        env.update({
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,viewer:viewer,{SERVICE_ACCOUNT}:user",
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.db_url,
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(self.port),
-            "AIRFLOW__API__WORKERS": str(workers),
-            "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret or secrets.token_hex(32),
-            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
-            "AIRFLOW__ESCALATION__CHECK_INTERVAL_SECONDS": "1",
-            # links in notifications point at this server (the browser's cookie is for this host)
-            "AIRFLOW__ESCALATION__BASE_URL": self.base,
-            # where task processes (LocalExecutor) and the triggerer reach the Execution API
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base}/execution/",
-        })
+        env.update(
+            {
+                "AIRFLOW_HOME": str(home),
+                "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,viewer:viewer,{SERVICE_ACCOUNT}:user",
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.db_url,
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(self.port),
+                "AIRFLOW__API__WORKERS": str(workers),
+                "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret or secrets.token_hex(32),
+                "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+                "AIRFLOW__ESCALATION__CHECK_INTERVAL_SECONDS": "1",
+                # links in notifications point at this server (the browser's cookie is for this host)
+                "AIRFLOW__ESCALATION__BASE_URL": self.base,
+                # where task processes (LocalExecutor) and the triggerer reach the Execution API
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base}/execution/",
+            }
+        )
         if policies_file is not None:
             env["AIRFLOW__ESCALATION__POLICIES_FILE"] = str(policies_file)
         # callbacks, operators and sensors reach the service through this connection
@@ -122,15 +133,17 @@ class LocalAirflow:
 
     # ------------------------------------------------------------------ CLI
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run([AIRFLOW, *args], env=self.env, capture_output=True, text=True,
-                              timeout=timeout, cwd=self.home)
+        return subprocess.run(
+            [AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=timeout, cwd=self.home
+        )
 
     def migrate(self) -> None:
         """``airflow db migrate`` (Airflow's tables and, through the provider's DB manager, ours)."""
         done = self.cli("db", "migrate")
         if done.returncode != 0:
-            raise LocalAirflowError(f"airflow db migrate failed ({done.returncode}):\n"
-                                    f"{done.stdout[-3000:]}{done.stderr[-3000:]}")
+            raise LocalAirflowError(
+                f"airflow db migrate failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+            )
 
     # ------------------------------------------------------------------ API server
     def start(self) -> None:
@@ -142,7 +155,10 @@ class LocalAirflow:
             self.started_at = datetime.now().astimezone()
             self.server = subprocess.Popen(
                 [AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(self.port)],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.home,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.home,
                 start_new_session=True,  # its own process group: stop() ends its workers too
             )
         self._remember(self.server)
@@ -183,14 +199,19 @@ class LocalAirflow:
             self._start_component(name, COMPONENT_COMMANDS[name])
 
     def _start_component(self, name: str, command: tuple[str, ...]) -> None:
-        assert name not in self.components or self.components[name][0].poll() is not None, \
-            f"{name} already running"
+        assert name not in self.components or self.components[name][0].poll() is not None, f"{name} already running"
         log_path = self.home / f"{name}.log"
         with log_path.open("a") as log:
             log.write(f"\n===== {name} start {datetime.now().isoformat()} =====\n")
             log.flush()
-            proc = subprocess.Popen([AIRFLOW, *command], env=self.env, stdout=log,
-                                    stderr=subprocess.STDOUT, cwd=self.home, start_new_session=True)
+            proc = subprocess.Popen(
+                [AIRFLOW, *command],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.home,
+                start_new_session=True,
+            )
         self._remember(proc)
         self.components[name] = (proc, log_path)
         self._commands[name] = command
@@ -209,8 +230,9 @@ class LocalAirflow:
         return f"http://127.0.0.1:{port}"
 
     def wait_api_server(self, name: str) -> None:
-        self.wait_healthy(f"http://127.0.0.1:{self.api_ports[name]}", self.components[name][0],
-                          lambda: self.component_log(name))
+        self.wait_healthy(
+            f"http://127.0.0.1:{self.api_ports[name]}", self.components[name][0], lambda: self.component_log(name)
+        )
 
     def wait_healthy(self, base: str, proc: subprocess.Popen, log_tail: Any) -> None:
         """Wait until the API server at ``base`` answers its health check."""
@@ -275,8 +297,12 @@ class LocalAirflow:
     def escalation_connection(self, **extra: Any) -> dict[str, Any]:
         """``escalation_default``: the service account's login (role USER, the least that may
         trigger and act), exchanged for a short-lived token at POST /auth/token."""
-        connection: dict[str, Any] = {"conn_type": "escalation", "host": self.base,
-                                      "login": SERVICE_ACCOUNT, "password": self.password(SERVICE_ACCOUNT)}
+        connection: dict[str, Any] = {
+            "conn_type": "escalation",
+            "host": self.base,
+            "login": SERVICE_ACCOUNT,
+            "password": self.password(SERVICE_ACCOUNT),
+        }
         if extra:
             connection["extra"] = extra
         return connection
@@ -288,8 +314,9 @@ class LocalAirflow:
 
     def token(self, user: str) -> str:
         if user not in self.tokens:
-            r = httpx.post(f"{self.base}/auth/token", json={"username": user, "password": self.password(user)},
-                           timeout=30)
+            r = httpx.post(
+                f"{self.base}/auth/token", json={"username": user, "password": self.password(user)}, timeout=30
+            )
             if r.status_code not in (200, 201):
                 raise LocalAirflowError(f"login of {user} failed: HTTP {r.status_code} {r.text[:300]}")
             self.tokens[user] = r.json()["access_token"]

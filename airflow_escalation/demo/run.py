@@ -46,8 +46,14 @@ class DemoFailed(RuntimeError):
     pass
 
 
-def wait_for(fetch: Callable[[], Any], done: Callable[[Any], bool], timeout: float, what: str,
-             airflow: LocalAirflow, interval: float = 0.5) -> Any:
+def wait_for(
+    fetch: Callable[[], Any],
+    done: Callable[[Any], bool],
+    timeout: float,
+    what: str,
+    airflow: LocalAirflow,
+    interval: float = 0.5,
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = fetch()
@@ -69,8 +75,14 @@ class Demo:
         self.top_level = max(level["level"] for level in policies["escalation"]["policies"][0]["levels"])
         policies_file = home / "policies.yaml"
         policies_file.write_text(yaml.safe_dump(policies, sort_keys=False))
-        self.airflow = LocalAirflow(home, port=port, dags_folder=EXAMPLES, policies_file=policies_file,
-                                    passwords=PASSWORDS, extra_env=self._env(port))
+        self.airflow = LocalAirflow(
+            home,
+            port=port,
+            dags_folder=EXAMPLES,
+            policies_file=policies_file,
+            passwords=PASSWORDS,
+            extra_env=self._env(port),
+        )
 
     def _env(self, port: int) -> dict[str, str]:
         base = f"http://127.0.0.1:{port}"
@@ -84,11 +96,22 @@ class Demo:
             "AIRFLOW__ESCALATION__SPOOL_DIR": str(self.home / "spool"),
             # escalation_default (the service account's login) comes from LocalAirflow
             f"AIRFLOW_CONN_{WEBHOOK_CONN.upper()}": json.dumps(
-                {"conn_type": "http", "host": "127.0.0.1", "port": self.webhook.port, "schema": "http"}),
-            f"AIRFLOW_CONN_{SMTP_CONN.upper()}": json.dumps({
-                "conn_type": "smtp", "host": "127.0.0.1", "port": self.smtp.port,
-                "extra": {"from_email": "airflow@example.com", "disable_ssl": True, "disable_tls": True,
-                          "timeout": 5, "retry_limit": 0}}),
+                {"conn_type": "http", "host": "127.0.0.1", "port": self.webhook.port, "schema": "http"}
+            ),
+            f"AIRFLOW_CONN_{SMTP_CONN.upper()}": json.dumps(
+                {
+                    "conn_type": "smtp",
+                    "host": "127.0.0.1",
+                    "port": self.smtp.port,
+                    "extra": {
+                        "from_email": "airflow@example.com",
+                        "disable_ssl": True,
+                        "disable_tls": True,
+                        "timeout": 5,
+                        "retry_limit": 0,
+                    },
+                }
+            ),
         }
 
     # ------------------------------------------------------------------ steps
@@ -97,15 +120,24 @@ class Demo:
         say(f"Airflow home {af.home} (SQLite, LocalExecutor); logs: {af.home}/*.log")
         began = time.monotonic()
         af.migrate()
-        say(f"  metadata database migrated (Airflow's tables and the escalation tables) in "
-            f"{time.monotonic() - began:.0f} s")
+        say(
+            f"  metadata database migrated (Airflow's tables and the escalation tables) in "
+            f"{time.monotonic() - began:.0f} s"
+        )
         began = time.monotonic()
         af.start_components(*COMPONENTS)
         af.start()
-        say(f"  api-server (with the escalation service), {', '.join(COMPONENTS)} up in "
-            f"{time.monotonic() - began:.0f} s")
-        wait_for(lambda: af.get(f"/api/v2/dags/{DAG_ID}").status_code, lambda code: code == 200, 120,
-                 f"the dag-processor parsing {DAG_ID}", af)
+        say(
+            f"  api-server (with the escalation service), {', '.join(COMPONENTS)} up in "
+            f"{time.monotonic() - began:.0f} s"
+        )
+        wait_for(
+            lambda: af.get(f"/api/v2/dags/{DAG_ID}").status_code,
+            lambda code: code == 200,
+            120,
+            f"the dag-processor parsing {DAG_ID}",
+            af,
+        )
         dags = af.get("/api/v2/dags", params={"tags": "escalation"}).json()["dags"]
         say(f"  example DAGs from {EXAMPLES}: {', '.join(sorted(d['dag_id'] for d in dags))}")
         self.print_access()
@@ -129,15 +161,18 @@ class Demo:
         run_id = r.json()["dag_run_id"]
         say(f"Triggered {DAG_ID} ({run_id}); its task {TASK_ID} raises ValueError.")
         ti = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{TASK_ID}"
-        wait_for(lambda: af.get(ti).json().get("state"), lambda state: state == "failed", 180,
-                 f"{TASK_ID} failing", af)
+        wait_for(lambda: af.get(ti).json().get("state"), lambda state: state == "failed", 180, f"{TASK_ID} failing", af)
         handoff = af.handoff_ms(DAG_ID, TASK_ID, run_id)
-        say(f"  {TASK_ID} failed; its on_failure_callback (EscalationNotifier) handed the incident to the "
-            f"service{f' in {handoff} ms' if handoff is not None else ''}.")
+        say(
+            f"  {TASK_ID} failed; its on_failure_callback (EscalationNotifier) handed the incident to the "
+            f"service{f' in {handoff} ms' if handoff is not None else ''}."
+        )
         record = wait_for(self._find_record, bool, 60, "the escalation of the failed task", af)
         ctx = record["context"]
-        say(f"  escalation {record['id']}: incident {record['incident_id']}, severity {ctx.get('severity')}, "
-            f"policy {record['policy_name']}")
+        say(
+            f"  escalation {record['id']}: incident {record['incident_id']}, severity {ctx.get('severity')}, "
+            f"policy {record['policy_name']}"
+        )
         say(f"  exception: {ctx.get('exception')}")
         say()
         return record["id"]
@@ -161,8 +196,10 @@ class Demo:
                 return record
             self.airflow.check_components()
             if deadline is not None and time.monotonic() > deadline:
-                raise DemoFailed(f"the escalation did not get there in {timeout:.0f} s: state {record['state']}, "
-                                 f"level {record['current_level']} (logs in {self.home})")
+                raise DemoFailed(
+                    f"the escalation did not get there in {timeout:.0f} s: state {record['state']}, "
+                    f"level {record['current_level']} (logs in {self.home})"
+                )
             time.sleep(0.4)
 
     def top_reached(self, record: dict) -> bool:
@@ -172,14 +209,18 @@ class Demo:
         return bool(top) and all(d["state"] in ("sent", "failed", "unknown") for d in top)
 
     def climb(self, record_id: str) -> dict:
-        say(f"The escalation climbs (policy production_critical, {self.speed:g}x: level 2 after "
-            f"{15 * 60 / self.speed:g} s, level 3 {30 * 60 / self.speed:g} s later):")
+        say(
+            f"The escalation climbs (policy production_critical, {self.speed:g}x: level 2 after "
+            f"{15 * 60 / self.speed:g} s, level 3 {30 * 60 / self.speed:g} s later):"
+        )
         # the ladder takes 45 policy minutes; leave room for a slow machine
         return self.follow(record_id, self.top_reached, timeout=45 * 60 / self.speed + 120)
 
     def acknowledge_and_resolve(self, record_id: str) -> dict:
-        for action, body in (("acknowledge", {"note": "the demo acknowledged through the REST API"}),
-                             ("resolve", {"note": "feed restored"})):
+        for action, body in (
+            ("acknowledge", {"note": "the demo acknowledged through the REST API"}),
+            ("resolve", {"note": "feed restored"}),
+        ):
             r = self.airflow.post(f"{API}/escalations/{record_id}/{action}", json=body)
             if r.status_code != 200:
                 raise DemoFailed(f"{action} failed: HTTP {r.status_code} {r.text[:300]}")
@@ -189,9 +230,11 @@ class Demo:
         sent = [d for d in record["deliveries"] if d["state"] == "sent"]
         by_level = {level: len([d for d in sent if d["level"] == level]) for level in range(1, self.top_level + 1)}
         say()
-        say(f"{len(sent)} notifications sent ({', '.join(f'level {k}: {v}' for k, v in by_level.items())}); "
+        say(
+            f"{len(sent)} notifications sent ({', '.join(f'level {k}: {v}' for k, v in by_level.items())}); "
             f"the webhook receiver got {len(self.webhook.requests)}, the SMTP server "
-            f"{len(self.smtp.messages)}; state {record['state']}.")
+            f"{len(self.smtp.messages)}; state {record['state']}."
+        )
 
     def run(self) -> bool:
         self.start_airflow()
@@ -202,8 +245,10 @@ class Demo:
         if reached:
             say(f"Nobody acknowledged: level {self.top_level} was told. Acknowledge or resolve it in the UI:")
         else:
-            say(f"Stopped at level {record['current_level']}: {record['state']} by "
-                f"{record.get('acknowledged_by') or record.get('resolved_by')}.")
+            say(
+                f"Stopped at level {record['current_level']}: {record['state']} by "
+                f"{record.get('acknowledged_by') or record.get('resolved_by')}."
+            )
         self.print_access(record_id)
         if not self.interactive:
             record = self.acknowledge_and_resolve(record_id)
@@ -237,16 +282,23 @@ def _stop_on_sigterm(*_: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m airflow_escalation.demo",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--home", type=Path, default=Path(".demo"),
-                        help="Airflow home, wiped and recreated (default: ./.demo)")
+    parser = argparse.ArgumentParser(prog="python -m airflow_escalation.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--home", type=Path, default=Path(".demo"), help="Airflow home, wiped and recreated (default: ./.demo)"
+    )
     parser.add_argument("--port", type=int, default=8080, help="API server port (another when taken)")
-    parser.add_argument("--speed", type=float, default=60.0,
-                        help="how much faster the policy's clock runs (default 60: a minute per second)")
-    parser.add_argument("--exit", action="store_true",
-                        help="acknowledge and resolve through the REST API after the climb, then stop "
-                             "(the default when stdin is not a terminal)")
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=60.0,
+        help="how much faster the policy's clock runs (default 60: a minute per second)",
+    )
+    parser.add_argument(
+        "--exit",
+        action="store_true",
+        help="acknowledge and resolve through the REST API after the climb, then stop "
+        "(the default when stdin is not a terminal)",
+    )
     args = parser.parse_args(argv)
     if not EXAMPLES.is_dir():
         raise SystemExit(f"the example DAGs are not at {EXAMPLES}: reinstall airflow-provider-escalation")

@@ -36,13 +36,23 @@ class Timeline:
         with self._lock:
             if body.get("links"):
                 self.one_click.update({k: v for k, v in body["links"].items() if v})
-            self.receipts.append((datetime.now().astimezone(), f"webhook  POST {path:<22} {body.get('title', '')}",
-                                  str(body.get("record_id"))))
+            self.receipts.append(
+                (
+                    datetime.now().astimezone(),
+                    f"webhook  POST {path:<22} {body.get('title', '')}",
+                    str(body.get("record_id")),
+                )
+            )
 
     def on_mail(self, recipients: list[str], mail: EmailMessage) -> None:
         with self._lock:
-            self.receipts.append((datetime.now().astimezone(),
-                                  f"e-mail   to {', '.join(recipients):<24} {mail['Subject']}", mail.as_string()))
+            self.receipts.append(
+                (
+                    datetime.now().astimezone(),
+                    f"e-mail   to {', '.join(recipients):<24} {mail['Subject']}",
+                    mail.as_string(),
+                )
+            )
 
     def received(self) -> int:
         with self._lock:
@@ -54,11 +64,14 @@ class Timeline:
         history = record["history"]
         if self.start is None and history:
             self.start = _at(history[0]["at"])
-        lines = [(_at(event["at"]), 0, self._event_text(event)) for event in history[self.seen_events:]
-                 if event["event"] not in self.QUIET_EVENTS]
+        lines = [
+            (_at(event["at"]), 0, self._event_text(event))
+            for event in history[self.seen_events :]
+            if event["event"] not in self.QUIET_EVENTS
+        ]
         self.seen_events = len(history)
         with self._lock:
-            receipts, self.seen_receipts = self.receipts[self.seen_receipts:received], received
+            receipts, self.seen_receipts = self.receipts[self.seen_receipts : received], received
         lines += [(at, 1, f"    {text}") for at, text, about in receipts if record["id"] in about]
         for at, _, text in sorted(lines, key=lambda line: line[:2]):
             say(f"  {self._when(at)}  {text}")

@@ -61,8 +61,9 @@ MAX_JWT_VALID_FOR = 3600.0
 JWT_ROLES = ("VIEWER", "USER", "OP", "ADMIN")
 DEFAULT_JWT_MAX_ROLE = "OP"
 #: claims ``jwt_claims`` may not set: identity (who, which role or team) and validity
-RESERVED_JWT_CLAIMS = frozenset({"sub", "role", "roles", "teams", "groups", "exp", "iat", "nbf", "aud",
-                                 "iss", "jti", "escalation_component"})
+RESERVED_JWT_CLAIMS = frozenset(
+    {"sub", "role", "roles", "teams", "groups", "exp", "iat", "nbf", "aud", "iss", "jti", "escalation_component"}
+)
 
 
 class EscalationConnectionError(EscalationClientError, ValueError):
@@ -83,7 +84,8 @@ def max_jwt_role() -> str:
     value = str(value or DEFAULT_JWT_MAX_ROLE).strip().upper()
     if value not in JWT_ROLES:
         raise EscalationConnectionError(
-            f"[escalation] component_jwt_max_role: unknown role {value!r} (allowed: {', '.join(JWT_ROLES)})")
+            f"[escalation] component_jwt_max_role: unknown role {value!r} (allowed: {', '.join(JWT_ROLES)})"
+        )
     return value
 
 
@@ -96,9 +98,9 @@ def check_jwt_role(role: Any) -> str:
     if JWT_ROLES.index(value) > JWT_ROLES.index(cap):
         raise EscalationConnectionError(
             f"jwt_role: {value} is above [escalation] component_jwt_max_role ({cap}); a DAG's token "
-            f"carries the least role that works (USER acts on escalations)")
+            f"carries the least role that works (USER acts on escalations)"
+        )
     return value
-
 
 
 def airflow_api_jwt_audience() -> str:
@@ -143,11 +145,13 @@ class AirflowJWTTokenProvider:
     ) -> None:
         if not 0 < valid_for <= MAX_JWT_VALID_FOR:
             raise EscalationConnectionError(
-                f"jwt_valid_for: must be > 0 and at most {MAX_JWT_VALID_FOR:.0f} seconds, got {valid_for!r}")
+                f"jwt_valid_for: must be > 0 and at most {MAX_JWT_VALID_FOR:.0f} seconds, got {valid_for!r}"
+            )
         if not isinstance(subject, str) or not subject.startswith(DEFAULT_JWT_SUBJECT) or len(subject) > 255:
             raise EscalationConnectionError(
                 f"jwt_subject: must start with {DEFAULT_JWT_SUBJECT!r} (a signed token never names a "
-                f"real user), got {str(subject)[:80]!r}")
+                f"real user), got {str(subject)[:80]!r}"
+            )
         role = check_jwt_role(role)
         reserved = sorted(RESERVED_JWT_CLAIMS & set(claims or {}))
         if reserved:
@@ -238,8 +242,7 @@ def base_url_from_connection(conn: Connection) -> str:
     host = (conn.host or "").strip()
     if not host:
         raise EscalationConnectionError(
-            f"connection {conn.conn_id!r}: host is empty; set it to the API server URL, "
-            "e.g. http://localhost:8080"
+            f"connection {conn.conn_id!r}: host is empty; set it to the API server URL, e.g. http://localhost:8080"
         )
     scheme = (conn.schema or "").strip().lower()
     if "://" in host:
@@ -288,8 +291,9 @@ def client_kwargs_from_connection(conn: Connection) -> dict[str, Any]:
         raise EscalationConnectionError(
             f"connection {conn.conn_id!r}: no credentials. Set login/password of a service account "
             f"(role USER is enough; exchanged at POST /auth/token), or opt in to signing tokens with "
-            f"[api_auth] jwt_secret in this process with extra {{\"auth_type\": \"jwt\"}} (the secret "
-            f"must then be readable by every task: see docs/security.md)")
+            f'[api_auth] jwt_secret in this process with extra {{"auth_type": "jwt"}} (the secret '
+            f"must then be readable by every task: see docs/security.md)"
+        )
     auth_type = str(auth_type).strip().lower() if auth_type else "password"
     if auth_type not in AUTH_TYPES:
         raise EscalationConnectionError(
@@ -359,8 +363,9 @@ class EscalationHook(BaseHook):
     ) -> None:
         super().__init__(**kwargs)
         self.escalation_conn_id = escalation_conn_id
-        self._overrides = {k: v for k, v in (("timeout", timeout), ("retries", retries),
-                                               ("backoff", backoff)) if v is not None}
+        self._overrides = {
+            k: v for k, v in (("timeout", timeout), ("retries", retries), ("backoff", backoff)) if v is not None
+        }
         self._client: EscalationClient | None = None
 
     # ------------------------------------------------------------------ connection form
@@ -379,12 +384,18 @@ class EscalationHook(BaseHook):
 
         fields = _info.CONN_FIELDS
         return {
-            "timeout": IntegerField(lazy_gettext(fields["timeout"]["label"]), widget=BS3TextFieldWidget(),
-                                    default=fields["timeout"]["schema"]["default"],
-                                    description=fields["timeout"]["description"]),
-            "retries": IntegerField(lazy_gettext(fields["retries"]["label"]), widget=BS3TextFieldWidget(),
-                                    default=fields["retries"]["schema"]["default"],
-                                    description=fields["retries"]["description"]),
+            "timeout": IntegerField(
+                lazy_gettext(fields["timeout"]["label"]),
+                widget=BS3TextFieldWidget(),
+                default=fields["timeout"]["schema"]["default"],
+                description=fields["timeout"]["description"],
+            ),
+            "retries": IntegerField(
+                lazy_gettext(fields["retries"]["label"]),
+                widget=BS3TextFieldWidget(),
+                default=fields["retries"]["schema"]["default"],
+                description=fields["retries"]["description"],
+            ),
             "verify": BooleanField(lazy_gettext(fields["verify"]["label"]), default=True),
         }
 
@@ -465,17 +476,27 @@ class EscalationHook(BaseHook):
         if status != "ok":
             return False, f"escalation service at {client.api_url} answered status {status!r}"
         running = "running" if health.get("running") else "NOT running"
-        return True, (f"escalation service at {client.api_url} is healthy: engine {health.get('engine_id')}, "
-                      f"store {health.get('store')}, clock {running}")
+        return True, (
+            f"escalation service at {client.api_url} is healthy: engine {health.get('engine_id')}, "
+            f"store {health.get('store')}, clock {running}"
+        )
 
     # ------------------------------------------------------------------ routes (sync)
 
-    def trigger(self, incident_id: str, context: dict[str, Any] | None = None, *,
-                policy_name: str | None = None, severity: str | None = None,
-                trigger_type: str | None = None, policy: Any = None) -> dict[str, Any]:
+    def trigger(
+        self,
+        incident_id: str,
+        context: dict[str, Any] | None = None,
+        *,
+        policy_name: str | None = None,
+        severity: str | None = None,
+        trigger_type: str | None = None,
+        policy: Any = None,
+    ) -> dict[str, Any]:
         """Start (or join) the escalation of ``incident_id``; see ``EscalationClient.trigger``."""
-        return self.get_conn().trigger(incident_id, context, policy_name=policy_name, severity=severity,
-                                       trigger_type=trigger_type, policy=policy)
+        return self.get_conn().trigger(
+            incident_id, context, policy_name=policy_name, severity=severity, trigger_type=trigger_type, policy=policy
+        )
 
     def list_escalations(self, state: str | Sequence[str] | None = None, **filters: Any) -> dict[str, Any]:
         """Filters: ``policy``, ``incident``, ``dag_id``, ``active``, ``limit``, ``offset``."""
@@ -513,12 +534,20 @@ class EscalationHook(BaseHook):
 
     # ------------------------------------------------------------------ routes (async)
 
-    async def atrigger(self, incident_id: str, context: dict[str, Any] | None = None, *,
-                       policy_name: str | None = None, severity: str | None = None,
-                       trigger_type: str | None = None, policy: Any = None) -> dict[str, Any]:
+    async def atrigger(
+        self,
+        incident_id: str,
+        context: dict[str, Any] | None = None,
+        *,
+        policy_name: str | None = None,
+        severity: str | None = None,
+        trigger_type: str | None = None,
+        policy: Any = None,
+    ) -> dict[str, Any]:
         client = await self.aget_conn()
-        return await client.atrigger(incident_id, context, policy_name=policy_name, severity=severity,
-                                     trigger_type=trigger_type, policy=policy)
+        return await client.atrigger(
+            incident_id, context, policy_name=policy_name, severity=severity, trigger_type=trigger_type, policy=policy
+        )
 
     async def alist_escalations(self, state: str | Sequence[str] | None = None, **filters: Any) -> dict[str, Any]:
         return await (await self.aget_conn()).alist_escalations(state, **filters)

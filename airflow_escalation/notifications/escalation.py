@@ -180,11 +180,18 @@ class EscalationNotifier(BaseNotifier):
     def resolver(self, **overrides: Any) -> EscalationNotifier:
         """The matching ``on_success_callback``: same incident key, policy and connection."""
         kwargs = dict(
-            incident_key=self.incident_key, severity=self.severity, policy_name=self.policy_name,
-            policy=copy.deepcopy(self.policy), action="resolve", message=self.message,
-            extra_context=copy.deepcopy(self.extra_context), trigger_type=self.trigger_type,
-            escalation_conn_id=self.escalation_conn_id, timeout=self.timeout,
-            drain_budget=self.drain_budget, spool_dir=self.spool_dir,
+            incident_key=self.incident_key,
+            severity=self.severity,
+            policy_name=self.policy_name,
+            policy=copy.deepcopy(self.policy),
+            action="resolve",
+            message=self.message,
+            extra_context=copy.deepcopy(self.extra_context),
+            trigger_type=self.trigger_type,
+            escalation_conn_id=self.escalation_conn_id,
+            timeout=self.timeout,
+            drain_budget=self.drain_budget,
+            spool_dir=self.spool_dir,
         )
         kwargs.update(overrides)
         return type(self)(**kwargs)
@@ -210,8 +217,13 @@ class EscalationNotifier(BaseNotifier):
                     env = self.get_template_env(dag=context.get("dag"))
                 rendered[name] = self.render_template(value, context, env)
             except Exception as exc:  # noqa: BLE001
-                self.log.error("escalation notifier: cannot render %s %r (%s: %s); using it as written",
-                               name, value, type(exc).__name__, exc)
+                self.log.error(
+                    "escalation notifier: cannot render %s %r (%s: %s); using it as written",
+                    name,
+                    value,
+                    type(exc).__name__,
+                    exc,
+                )
                 rendered[name] = value
         self._rendered = rendered
 
@@ -234,16 +246,28 @@ class EscalationNotifier(BaseNotifier):
         if self.action == "resolve":
             template = values.get("incident_key") if isinstance(values.get("incident_key"), str) else ""
             map_index = fields.get("map_index")
-            if (fields["source"] == SOURCE_TASK and isinstance(map_index, int) and map_index >= 0
-                    and not callable(self.incident_key) and "{map_index}" not in (template or "")):
-                self._done("resolve", key, "skipped",
-                           f"mapped instance {fields['map_index']} succeeded; the task-wide incident "
-                           f"{key!r} stays open (its other instances may be failing)", 0.0)
+            if (
+                fields["source"] == SOURCE_TASK
+                and isinstance(map_index, int)
+                and map_index >= 0
+                and not callable(self.incident_key)
+                and "{map_index}" not in (template or "")
+            ):
+                self._done(
+                    "resolve",
+                    key,
+                    "skipped",
+                    f"mapped instance {fields['map_index']} succeeded; the task-wide incident "
+                    f"{key!r} stays open (its other instances may be failing)",
+                    0.0,
+                )
                 return None
             name = policy_name or (self.policy or {}).get("name")
-            note = (f"resolved by the success of {fields.get('dag_id')}"
-                    + (f".{fields['task_id']}" if fields.get("task_id") else "")
-                    + (f" (run {fields['run_id']}, try {fields['try_number']})" if fields.get("run_id") else ""))
+            note = (
+                f"resolved by the success of {fields.get('dag_id')}"
+                + (f".{fields['task_id']}" if fields.get("task_id") else "")
+                + (f" (run {fields['run_id']}, try {fields['try_number']})" if fields.get("run_id") else "")
+            )
             return "resolve", {"incident_id": key, "policy_name": name, "note": note[:4000]}
         esc_context = {k: v for k, v in fields.items() if v is not None}
         if values.get("message"):
@@ -287,8 +311,13 @@ class EscalationNotifier(BaseNotifier):
             kind, request = built
             self._handoff(kind, request, started)
         except Exception as exc:  # noqa: BLE001 - never raise into Airflow's finalisation
-            self._done(self.action, "?", "error", f"escalation notifier failed: {type(exc).__name__}: {exc}",
-                       time.perf_counter() - started)
+            self._done(
+                self.action,
+                "?",
+                "error",
+                f"escalation notifier failed: {type(exc).__name__}: {exc}",
+                time.perf_counter() - started,
+            )
 
     def _handoff(self, kind: str, request: dict[str, Any], started: float) -> None:
         from airflow_escalation.notifications.handoff import HandoffSender
@@ -302,17 +331,29 @@ class EscalationNotifier(BaseNotifier):
             if self.drain_budget > 0 and spool.pending():
                 report = spool.drain(sender.send_entry, budget_seconds=self.drain_budget)
                 if report.sent or report.dead:
-                    self.log.info("escalation spool %s: sent %d earlier request(s), %d dead, %d left",
-                                  spool.directory, report.sent, report.dead, report.left)
+                    self.log.info(
+                        "escalation spool %s: sent %d earlier request(s), %d dead, %d left",
+                        spool.directory,
+                        report.sent,
+                        report.dead,
+                        report.left,
+                    )
                 if report.stopped == "unavailable" and (report.failed_conn_id or conn_id) == conn_id:
-                    self._spool(spool, kind, request, report.last_error, started,
-                                f"the escalation service is unreachable (an earlier spooled request failed "
-                                f"just now: {report.last_error})")
+                    self._spool(
+                        spool,
+                        kind,
+                        request,
+                        report.last_error,
+                        started,
+                        f"the escalation service is unreachable (an earlier spooled request failed "
+                        f"just now: {report.last_error})",
+                    )
                     return
                 blocked = incident in report.blocked_incidents
             if blocked:
-                self._spool(spool, kind, request, "", started,
-                            "queued behind earlier spooled requests of the same incident")
+                self._spool(
+                    spool, kind, request, "", started, "queued behind earlier spooled requests of the same incident"
+                )
                 return
             outcome, message, answer = sender.send(kind, conn_id, request)
         seconds = time.perf_counter() - started
@@ -321,20 +362,39 @@ class EscalationNotifier(BaseNotifier):
             self._done(kind, incident, "sent", message, seconds, record_id=record_id)
         elif outcome == DEAD:
             path = spool.put_dead(kind, request, conn_id=conn_id, reason=message)
-            self._done(kind, incident, "dead", f"the escalation service refused it: {message}; kept in {path}",
-                       seconds, spool_path=str(path))
+            self._done(
+                kind,
+                incident,
+                "dead",
+                f"the escalation service refused it: {message}; kept in {path}",
+                seconds,
+                spool_path=str(path),
+            )
         else:
             self._spool(spool, kind, request, message, started, f"could not reach the escalation service: {message}")
 
     def _spool(self, spool: Any, kind: str, request: dict[str, Any], error: str, started: float, why: str) -> None:
         path = spool.put(kind, request, conn_id=self.escalation_conn_id, error=error)
-        self._done(kind, request["incident_id"], "spooled",
-                   f"{why}; spooled to {path}: the next escalation callback, operator, sensor or "
-                   f"`airflow escalation spool drain` on this machine sends it",
-                   time.perf_counter() - started, spool_path=str(path))
+        self._done(
+            kind,
+            request["incident_id"],
+            "spooled",
+            f"{why}; spooled to {path}: the next escalation callback, operator, sensor or "
+            f"`airflow escalation spool drain` on this machine sends it",
+            time.perf_counter() - started,
+            spool_path=str(path),
+        )
 
-    def _done(self, action: str, incident: str, outcome: str, message: str, seconds: float,
-              record_id: str | None = None, spool_path: str | None = None) -> None:
+    def _done(
+        self,
+        action: str,
+        incident: str,
+        outcome: str,
+        message: str,
+        seconds: float,
+        record_id: str | None = None,
+        spool_path: str | None = None,
+    ) -> None:
         self.last_handoff = HandoffResult(action, incident, outcome, message, seconds, record_id, spool_path)
         line = "escalation %s of incident %r: %s (%.0f ms)"
         args = (action, incident, message, seconds * 1000)
@@ -355,8 +415,13 @@ class EscalationNotifier(BaseNotifier):
             kind, request = built
             await self._ahandoff(kind, request, started)
         except Exception as exc:  # noqa: BLE001
-            self._done(self.action, "?", "error", f"escalation notifier failed: {type(exc).__name__}: {exc}",
-                       time.perf_counter() - started)
+            self._done(
+                self.action,
+                "?",
+                "error",
+                f"escalation notifier failed: {type(exc).__name__}: {exc}",
+                time.perf_counter() - started,
+            )
 
     async def _ahandoff(self, kind: str, request: dict[str, Any], started: float) -> None:
         import asyncio
@@ -372,13 +437,27 @@ class EscalationNotifier(BaseNotifier):
             if self.drain_budget > 0 and await asyncio.to_thread(spool.pending):
                 report = await spool.adrain(sender.asend_entry, budget_seconds=self.drain_budget)
                 if report.stopped == "unavailable" and (report.failed_conn_id or conn_id) == conn_id:
-                    await asyncio.to_thread(self._spool, spool, kind, request, report.last_error, started,
-                                            f"the escalation service is unreachable (an earlier spooled "
-                                            f"request failed just now: {report.last_error})")
+                    await asyncio.to_thread(
+                        self._spool,
+                        spool,
+                        kind,
+                        request,
+                        report.last_error,
+                        started,
+                        f"the escalation service is unreachable (an earlier spooled "
+                        f"request failed just now: {report.last_error})",
+                    )
                     return
                 if incident in report.blocked_incidents:
-                    await asyncio.to_thread(self._spool, spool, kind, request, "", started,
-                                            "queued behind earlier spooled requests of the same incident")
+                    await asyncio.to_thread(
+                        self._spool,
+                        spool,
+                        kind,
+                        request,
+                        "",
+                        started,
+                        "queued behind earlier spooled requests of the same incident",
+                    )
                     return
             outcome, message, answer = await sender.asend(kind, conn_id, request)
         finally:
@@ -389,11 +468,24 @@ class EscalationNotifier(BaseNotifier):
             self._done(kind, incident, "sent", message, seconds, record_id=record_id)
         elif outcome == DEAD:
             path = await asyncio.to_thread(spool.put_dead, kind, request, conn_id=conn_id, reason=message)
-            self._done(kind, incident, "dead", f"the escalation service refused it: {message}; kept in {path}",
-                       seconds, spool_path=str(path))
+            self._done(
+                kind,
+                incident,
+                "dead",
+                f"the escalation service refused it: {message}; kept in {path}",
+                seconds,
+                spool_path=str(path),
+            )
         else:
-            await asyncio.to_thread(self._spool, spool, kind, request, message, started,
-                                    f"could not reach the escalation service: {message}")
+            await asyncio.to_thread(
+                self._spool,
+                spool,
+                kind,
+                request,
+                message,
+                started,
+                f"could not reach the escalation service: {message}",
+            )
 
 
 #: the providers' naming convention (``send_slack_notification``)

@@ -42,8 +42,9 @@ def classify(exc: BaseException) -> tuple[str, str]:
         return RETRY, message
     if isinstance(exc, EscalationAuthError):
         # a configuration problem (JWT secret, role, password) someone can fix: keep it
-        return RETRY, message + (" (check the escalation connection's login and password, or "
-                                 "[api_auth] jwt_secret with auth_type jwt)")
+        return RETRY, message + (
+            " (check the escalation connection's login and password, or [api_auth] jwt_secret with auth_type jwt)"
+        )
     if isinstance(exc, EscalationConflict):
         return RETRY, message  # the service's "too many concurrent writers; retry"
     if isinstance(exc, EscalationNotFound):
@@ -72,8 +73,19 @@ def _client_for(conn_id: str, timeout: float) -> Any:
     from airflow_escalation.hooks.escalation import EscalationHook, client_kwargs_from_connection
 
     conn = EscalationHook.get_connection(conn_id)
-    key = (os.getpid(), conn_id, conn.conn_type, conn.host, conn.schema, conn.port, conn.login,
-           conn.password, conn.extra, timeout, _signing_key())
+    key = (
+        os.getpid(),
+        conn_id,
+        conn.conn_type,
+        conn.host,
+        conn.schema,
+        conn.port,
+        conn.login,
+        conn.password,
+        conn.extra,
+        timeout,
+        _signing_key(),
+    )
     with _CLIENTS_LOCK:
         client = _CLIENTS.get(key)
         if client is None:
@@ -91,8 +103,11 @@ def _signing_key() -> str:
     try:
         from airflow.configuration import conf
 
-        return (conf.get("api_auth", "jwt_secret", fallback="") or "") + "|" + (
-            conf.get("api_auth", "jwt_private_key_path", fallback="") or "")
+        return (
+            (conf.get("api_auth", "jwt_secret", fallback="") or "")
+            + "|"
+            + (conf.get("api_auth", "jwt_private_key_path", fallback="") or "")
+        )
     except Exception:  # noqa: BLE001
         return ""
 
@@ -151,8 +166,10 @@ class HandoffSender:
             hook = self.client(conn_id)
             if kind == KIND_TRIGGER:
                 answer = hook.trigger(
-                    request["incident_id"], request.get("context") or {},
-                    policy_name=request.get("policy_name"), trigger_type=request.get("trigger_type"),
+                    request["incident_id"],
+                    request.get("context") or {},
+                    policy_name=request.get("policy_name"),
+                    trigger_type=request.get("trigger_type"),
                     policy=request.get("policy"),
                 )
                 return SENT, describe_trigger(answer), answer
@@ -170,14 +187,18 @@ class HandoffSender:
     def send_entry(self, entry: SpoolEntry) -> tuple[str, str]:
         outcome, message, _ = self.send(entry.kind, entry.conn_id, entry.request)
         if outcome == SENT:
-            log.info("escalation spool: sent %s %s (%d earlier attempts): %s",
-                     entry.kind, entry.path.name, entry.attempts, message)
+            log.info(
+                "escalation spool: sent %s %s (%d earlier attempts): %s",
+                entry.kind,
+                entry.path.name,
+                entry.attempts,
+                message,
+            )
         return outcome, message
 
     @staticmethod
     def _open_records(list_fn: Any, request: dict[str, Any]) -> list[dict[str, Any]]:
-        page = list_fn(list(OPEN_STATES), incident=request["incident_id"],
-                       policy=request.get("policy_name"), limit=100)
+        page = list_fn(list(OPEN_STATES), incident=request["incident_id"], policy=request.get("policy_name"), limit=100)
         return list(page.get("escalations") or [])
 
     @staticmethod
@@ -197,16 +218,19 @@ class HandoffSender:
             hook = self.hook(conn_id)
             if kind == KIND_TRIGGER:
                 answer = await hook.atrigger(
-                    request["incident_id"], request.get("context") or {},
-                    policy_name=request.get("policy_name"), trigger_type=request.get("trigger_type"),
+                    request["incident_id"],
+                    request.get("context") or {},
+                    policy_name=request.get("policy_name"),
+                    trigger_type=request.get("trigger_type"),
                     policy=request.get("policy"),
                 )
                 return SENT, describe_trigger(answer), answer
             if kind == KIND_RESOLVE:
                 from airflow_escalation.client.errors import EscalationConflict, EscalationNotFound
 
-                page = await hook.alist_escalations(list(OPEN_STATES), incident=request["incident_id"],
-                                                    policy=request.get("policy_name"), limit=100)
+                page = await hook.alist_escalations(
+                    list(OPEN_STATES), incident=request["incident_id"], policy=request.get("policy_name"), limit=100
+                )
                 resolved = []
                 for record in page.get("escalations") or []:
                     try:
@@ -223,8 +247,13 @@ class HandoffSender:
     async def asend_entry(self, entry: SpoolEntry) -> tuple[str, str]:
         outcome, message, _ = await self.asend(entry.kind, entry.conn_id, entry.request)
         if outcome == SENT:
-            log.info("escalation spool: sent %s %s (%d earlier attempts): %s",
-                     entry.kind, entry.path.name, entry.attempts, message)
+            log.info(
+                "escalation spool: sent %s %s (%d earlier attempts): %s",
+                entry.kind,
+                entry.path.name,
+                entry.attempts,
+                message,
+            )
         return outcome, message
 
 
@@ -234,8 +263,10 @@ def describe_trigger(answer: Any) -> str:
     record = answer.get("record") or {}
     if answer.get("success"):
         verb = "joined the open escalation" if answer.get("action") == "trigger_existing" else "escalation"
-        return (f"{verb} {record.get('id')} (incident {record.get('incident_id')!r}, policy "
-                f"{record.get('policy_name')!r}, level {record.get('current_level')}, {record.get('state')})")
+        return (
+            f"{verb} {record.get('id')} (incident {record.get('incident_id')!r}, policy "
+            f"{record.get('policy_name')!r}, level {record.get('current_level')}, {record.get('state')})"
+        )
     return f"refused by the service ({answer.get('code')}): {answer.get('error') or answer.get('message')}"
 
 
@@ -245,11 +276,13 @@ def describe_resolve(request: dict[str, Any], resolved: list[str]) -> str:
     return f"resolved {', '.join(resolved)} (incident {request.get('incident_id')!r})"
 
 
-
-
-
-def drain_local_spool(*, budget_seconds: float = 1.0, timeout: float = DEFAULT_HANDOFF_TIMEOUT,
-                      spool_dir: str | None = None, logger: Any = None) -> Any:
+def drain_local_spool(
+    *,
+    budget_seconds: float = 1.0,
+    timeout: float = DEFAULT_HANDOFF_TIMEOUT,
+    spool_dir: str | None = None,
+    logger: Any = None,
+) -> Any:
     """Send what this machine's spool holds, for at most ``budget_seconds``; never raises.
 
     Returns the :class:`~airflow_escalation.spool.DrainReport`, or ``None`` when the spool is
@@ -265,12 +298,18 @@ def drain_local_spool(*, budget_seconds: float = 1.0, timeout: float = DEFAULT_H
         with HandoffSender(timeout=timeout) as sender:
             report = spool.drain(sender.send_entry, budget_seconds=budget_seconds)
         if report.sent or report.dead or report.left:
-            logger.info("escalation spool %s: sent %d earlier request(s), %d dead, %d left%s",
-                        spool.directory, report.sent, report.dead, report.left,
-                        f" ({report.stopped}: {report.last_error})" if report.stopped == "unavailable" else "")
+            logger.info(
+                "escalation spool %s: sent %d earlier request(s), %d dead, %d left%s",
+                spool.directory,
+                report.sent,
+                report.dead,
+                report.left,
+                f" ({report.stopped}: {report.last_error})" if report.stopped == "unavailable" else "",
+            )
         return report
     except Exception as exc:  # noqa: BLE001
         logger.warning("escalation spool: drain failed: %s: %s", type(exc).__name__, exc)
         return None
+
 
 __all__ = ["DEFAULT_HANDOFF_TIMEOUT", "OPEN_STATES", "HandoffSender", "classify", "drain_local_spool"]

@@ -32,8 +32,17 @@ DEFAULT_INCIDENT_KEYS = {
     SOURCE_DAG: "{dag_id}",
     SOURCE_DEADLINE: "{dag_id}.deadline",
 }
-KEY_FIELDS = ("dag_id", "task_id", "run_id", "map_index", "try_number", "logical_date", "source",
-              "severity", "deadline_id")
+KEY_FIELDS = (
+    "dag_id",
+    "task_id",
+    "run_id",
+    "map_index",
+    "try_number",
+    "logical_date",
+    "source",
+    "severity",
+    "deadline_id",
+)
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
@@ -121,8 +130,9 @@ class IncidentKeyError(ValueError):
 
 class _Fields(dict):
     def __missing__(self, key: str) -> Any:
-        raise IncidentKeyError(f"incident_key: unknown field {{{key}}} (known: "
-                               f"{', '.join('{' + k + '}' for k in sorted(self))})")
+        raise IncidentKeyError(
+            f"incident_key: unknown field {{{key}}} (known: {', '.join('{' + k + '}' for k in sorted(self))})"
+        )
 
 
 def render_incident_key(template: str, fields: dict[str, Any]) -> str:

@@ -154,19 +154,29 @@ class EscalationOperator(BaseOperator):
         from airflow_escalation.notifications.handoff import drain_local_spool
 
         incident, fields = self._incident(context)
-        esc_context = {k: v for k, v in fields.items()
-                       if v is not None and k not in ("exception", "exception_type", "reason")}
+        esc_context = {
+            k: v for k, v in fields.items() if v is not None and k not in ("exception", "exception_type", "reason")
+        }
         if not isinstance(self.escalation_context, dict):
-            raise AirflowException(f"escalation_context: expected a mapping, got "
-                                   f"{type(self.escalation_context).__name__}")
+            raise AirflowException(
+                f"escalation_context: expected a mapping, got {type(self.escalation_context).__name__}"
+            )
         esc_context.update(self.escalation_context)
         drain_local_spool(budget_seconds=1.0, logger=self.log)
         hook = self._hook()
-        result = hook.trigger(incident, esc_context, policy_name=self.policy_name, severity=str(self.severity),
-                              trigger_type=self.trigger_type, policy=self.policy)
+        result = hook.trigger(
+            incident,
+            esc_context,
+            policy_name=self.policy_name,
+            severity=str(self.severity),
+            trigger_type=self.trigger_type,
+            policy=self.policy,
+        )
         if not result.get("success"):
-            message = (f"the escalation service refused to escalate incident {incident!r} "
-                       f"({result.get('code')}): {result.get('error') or result.get('message')}")
+            message = (
+                f"the escalation service refused to escalate incident {incident!r} "
+                f"({result.get('code')}): {result.get('error') or result.get('message')}"
+            )
             if self.fail_on_refused:
                 raise AirflowException(message)
             self.log.warning("%s; succeeding without an escalation (fail_on_refused=False)", message)
@@ -174,9 +184,15 @@ class EscalationOperator(BaseOperator):
         record = result["record"]
         record_id = record["id"]
         joined = result.get("action") == "trigger_existing"
-        self.log.info("%s escalation %s of incident %r (policy %s, level %s, %s)",
-                      "joined the open" if joined else "started", record_id, incident,
-                      record.get("policy_name"), record.get("current_level"), record.get("state"))
+        self.log.info(
+            "%s escalation %s of incident %r (policy %s, level %s, %s)",
+            "joined the open" if joined else "started",
+            record_id,
+            incident,
+            record.get("policy_name"),
+            record.get("current_level"),
+            record.get("state"),
+        )
         if self.wait_for is None:
             return record_id
         states = WAIT_STATES[self.wait_for]
@@ -193,16 +209,26 @@ class EscalationOperator(BaseOperator):
         if self.wait_timeout is not None:
             timeout_at = datetime.now(timezone.utc) + timedelta(seconds=self.wait_timeout)
             deferral_timeout = timedelta(seconds=self.wait_timeout) + DEFERRAL_GRACE
-        self.log.info("waiting until escalation %s is %s%s", record_id, self.wait_for,
-                      f" (until {timeout_at.isoformat()})" if timeout_at else "")
+        self.log.info(
+            "waiting until escalation %s is %s%s",
+            record_id,
+            self.wait_for,
+            f" (until {timeout_at.isoformat()})" if timeout_at else "",
+        )
         if self.end_from_trigger:
             # the XCom is known now: if the trigger ends the task, it needs push nothing
             context["ti"].xcom_push(key="return_value", value=record_id)
         self.defer(
-            trigger=EscalationStateTrigger(record_id, states, poll_interval=self.poll_interval,
-                                           escalation_conn_id=self.escalation_conn_id, timeout_at=timeout_at,
-                                           end_from_trigger=self.end_from_trigger, success_xcom=None,
-                                           deferred_at=datetime.now(timezone.utc)),
+            trigger=EscalationStateTrigger(
+                record_id,
+                states,
+                poll_interval=self.poll_interval,
+                escalation_conn_id=self.escalation_conn_id,
+                timeout_at=timeout_at,
+                end_from_trigger=self.end_from_trigger,
+                success_xcom=None,
+                deferred_at=datetime.now(timezone.utc),
+            ),
             method_name="execute_complete",
             kwargs={"record_id": record_id},
             timeout=deferral_timeout,
@@ -215,8 +241,12 @@ class EscalationOperator(BaseOperator):
 
         states = WAIT_STATES[self.wait_for or "acknowledged"]
         deadline = None if self.wait_timeout is None else time.monotonic() + self.wait_timeout
-        self.log.info("waiting in the worker until escalation %s is %s (polling every %ss)",
-                      record_id, self.wait_for, self.poll_interval)
+        self.log.info(
+            "waiting in the worker until escalation %s is %s (polling every %ss)",
+            record_id,
+            self.wait_for,
+            self.poll_interval,
+        )
         while True:
             record = hook.get_escalation(record_id)
             state = record.get("state")
@@ -227,14 +257,20 @@ class EscalationOperator(BaseOperator):
             if state in TERMINAL:
                 raise AirflowException(f"escalation {record_id} ended {state}; it will never be {self.wait_for}")
             if deadline is not None and time.monotonic() >= deadline:
-                raise AirflowException(f"escalation {record_id} was not {self.wait_for} within "
-                                       f"{timedelta(seconds=self.wait_timeout or 0)} (still {state})")
-            pause = self.poll_interval if deadline is None else min(self.poll_interval,
-                                                                     max(deadline - time.monotonic(), 0.0))
+                raise AirflowException(
+                    f"escalation {record_id} was not {self.wait_for} within "
+                    f"{timedelta(seconds=self.wait_timeout or 0)} (still {state})"
+                )
+            pause = (
+                self.poll_interval
+                if deadline is None
+                else min(self.poll_interval, max(deadline - time.monotonic(), 0.0))
+            )
             time.sleep(pause)
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None,
-                         record_id: str | None = None) -> str:
+    def execute_complete(
+        self, context: Context, event: dict[str, Any] | None = None, record_id: str | None = None
+    ) -> str:
         from airflow.sdk.exceptions import AirflowException
 
         if not isinstance(event, dict):
@@ -259,8 +295,10 @@ class EscalationOperator(BaseOperator):
             self.log.info("escalation %s is %s%s", record_id, event.get("state"), f" by {who}" if who else "")
             return record_id
         if status == "timeout":
-            raise AirflowException(f"escalation {record_id} was not {self.wait_for} within "
-                                   f"{timedelta(seconds=self.wait_timeout or 0)}: {event.get('message')}")
+            raise AirflowException(
+                f"escalation {record_id} was not {self.wait_for} within "
+                f"{timedelta(seconds=self.wait_timeout or 0)}: {event.get('message')}"
+            )
         raise AirflowException(event.get("message") or f"escalation {record_id}: unexpected event {event!r}")
 
 

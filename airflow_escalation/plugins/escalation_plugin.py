@@ -31,15 +31,35 @@ URL_PREFIX = "/escalation"
 _UI = URL_PREFIX.lstrip("/") + "/ui"
 _ICON = {"icon": f"{_UI}/static/icon.svg", "icon_dark_mode": f"{_UI}/static/icon-dark.svg"}
 EXTERNAL_VIEWS = [
-    {"name": "Escalations", "href": f"{_UI}/", "destination": "nav", "url_route": NAV_URL_ROUTE,
-     "nav_top_level": True, **_ICON},
-    {"name": "Escalation", "destination": "task_instance", "url_route": "escalation-ti",
-     "href": f"{_UI}/ti?dag_id={{DAG_ID}}&run_id={{RUN_ID}}&task_id={{TASK_ID}}&map_index={{MAP_INDEX}}",
-     **_ICON},
-    {"name": "Escalations", "destination": "task", "url_route": "escalation-task",
-     "href": f"{_UI}/ti?dag_id={{DAG_ID}}&task_id={{TASK_ID}}", **_ICON},
-    {"name": "Escalations", "destination": "dag_run", "url_route": "escalation-run",
-     "href": f"{_UI}/ti?dag_id={{DAG_ID}}&run_id={{RUN_ID}}", **_ICON},
+    {
+        "name": "Escalations",
+        "href": f"{_UI}/",
+        "destination": "nav",
+        "url_route": NAV_URL_ROUTE,
+        "nav_top_level": True,
+        **_ICON,
+    },
+    {
+        "name": "Escalation",
+        "destination": "task_instance",
+        "url_route": "escalation-ti",
+        "href": f"{_UI}/ti?dag_id={{DAG_ID}}&run_id={{RUN_ID}}&task_id={{TASK_ID}}&map_index={{MAP_INDEX}}",
+        **_ICON,
+    },
+    {
+        "name": "Escalations",
+        "destination": "task",
+        "url_route": "escalation-task",
+        "href": f"{_UI}/ti?dag_id={{DAG_ID}}&task_id={{TASK_ID}}",
+        **_ICON,
+    },
+    {
+        "name": "Escalations",
+        "destination": "dag_run",
+        "url_route": "escalation-run",
+        "href": f"{_UI}/ti?dag_id={{DAG_ID}}&run_id={{RUN_ID}}",
+        **_ICON,
+    },
 ]
 
 

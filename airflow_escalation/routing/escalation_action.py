@@ -50,11 +50,13 @@ class EscalationAction:
         except ValueError as exc:
             raise ValueError(f"incident_id_template: {exc} in {incident_id_template!r}") from None
         if any(f == "" or f.isdigit() for f in fields):
-            raise ValueError(f"incident_id_template: use named fields like {{checkpoint_name}}, "
-                             f"got {incident_id_template!r}")
+            raise ValueError(
+                f"incident_id_template: use named fields like {{checkpoint_name}}, got {incident_id_template!r}"
+            )
         try:
             self.trigger_type = EscalationTrigger(
-                trigger_type.value if isinstance(trigger_type, EscalationTrigger) else trigger_type)
+                trigger_type.value if isinstance(trigger_type, EscalationTrigger) else trigger_type
+            )
         except ValueError:
             allowed = ", ".join(t.value for t in EscalationTrigger)
             raise ValueError(f"trigger_type: unknown value {trigger_type!r} (allowed: {allowed})") from None
@@ -79,15 +81,23 @@ class EscalationAction:
             incident_id = self.incident_id(context)
         except KeyError as exc:
             return EscalationResult.failure_result(
-                None, "trigger",
+                None,
+                "trigger",
                 f"incident_id_template {self.incident_id_template!r} needs context key {exc.args[0]!r}, "
-                f"which the context lacks (keys: {sorted(map(str, context))})", code="invalid")
+                f"which the context lacks (keys: {sorted(map(str, context))})",
+                code="invalid",
+            )
         except (AttributeError, IndexError, TypeError, ValueError) as exc:
             return EscalationResult.failure_result(
-                None, "trigger", f"incident_id_template {self.incident_id_template!r} cannot be formatted "
-                f"from the context: {type(exc).__name__}: {exc}", code="invalid")
-        result = await self.engine.trigger(incident_id, context, self.policy_name, self.trigger_type,
-                                           triggered_by=self.triggered_by)
+                None,
+                "trigger",
+                f"incident_id_template {self.incident_id_template!r} cannot be formatted "
+                f"from the context: {type(exc).__name__}: {exc}",
+                code="invalid",
+            )
+        result = await self.engine.trigger(
+            incident_id, context, self.policy_name, self.trigger_type, triggered_by=self.triggered_by
+        )
         if result.success and self.cooldown_rule is not None:
             self.cooldown_rule.record_trigger(context)
         return result
@@ -99,8 +109,9 @@ class EscalationAction:
         except RuntimeError:
             pass
         else:
-            raise RuntimeError("execute_sync() cannot run inside a running event loop; "
-                               "use `await action.execute(context)`")
+            raise RuntimeError(
+                "execute_sync() cannot run inside a running event loop; use `await action.execute(context)`"
+            )
 
         async def run() -> EscalationResult:
             result = await self.execute(context)
@@ -110,5 +121,7 @@ class EscalationAction:
         return asyncio.run(run())
 
     def __repr__(self) -> str:
-        return (f"EscalationAction(policy_name={self.policy_name!r}, "
-                f"incident_id_template={self.incident_id_template!r}, trigger_type={self.trigger_type.value!r})")
+        return (
+            f"EscalationAction(policy_name={self.policy_name!r}, "
+            f"incident_id_template={self.incident_id_template!r}, trigger_type={self.trigger_type.value!r})"
+        )

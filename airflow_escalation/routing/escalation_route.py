@@ -39,11 +39,17 @@ def create_escalation_route(
         rule = EscalationRule(EscalationRuleConfig(policy_name=policy_name), clock=engine.clock)
     cooldown_rule = rule if isinstance(rule, EscalationRule) else None
     if cooldown_rule is not None and cooldown_rule.policy_name != policy_name:
-        raise ValueError(f"rule is an EscalationRule for policy {cooldown_rule.policy_name!r}, "
-                         f"but the route escalates to {policy_name!r}")
+        raise ValueError(
+            f"rule is an EscalationRule for policy {cooldown_rule.policy_name!r}, "
+            f"but the route escalates to {policy_name!r}"
+        )
     if trigger_type is None:
         trigger_type = cooldown_rule.trigger_type if cooldown_rule else EscalationTrigger.UNACKNOWLEDGED
-    action = EscalationAction(engine, policy_name, incident_id_template, trigger_type,
-                              cooldown_rule=cooldown_rule)
-    return Route(name=name or f"escalation:{policy_name}", rule=rule,
-                 actions=[action, *(extra_actions or [])], priority=priority, stop_on_match=stop_on_match)
+    action = EscalationAction(engine, policy_name, incident_id_template, trigger_type, cooldown_rule=cooldown_rule)
+    return Route(
+        name=name or f"escalation:{policy_name}",
+        rule=rule,
+        actions=[action, *(extra_actions or [])],
+        priority=priority,
+        stop_on_match=stop_on_match,
+    )

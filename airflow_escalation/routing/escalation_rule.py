@@ -77,8 +77,9 @@ class EscalationRule(RoutingRule):
     ``clock`` (default: the system clock) times the cooldown; pass the engine's clock in tests.
     """
 
-    def __init__(self, config: EscalationRuleConfig | None = None, *, clock: Clock | None = None,
-                 **config_fields: Any) -> None:
+    def __init__(
+        self, config: EscalationRuleConfig | None = None, *, clock: Clock | None = None, **config_fields: Any
+    ) -> None:
         if config is None:
             config = EscalationRuleConfig(**config_fields)
         elif config_fields:

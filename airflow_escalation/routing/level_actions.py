@@ -100,8 +100,7 @@ class LevelActionHandler:
         # (record id, level) -> {delivery id: indexes of the actions that succeeded}
         self._partial: OrderedDict[tuple[str, int], dict[str, set[int]]] = OrderedDict()
 
-    async def __call__(self, record: EscalationRecord, level: EscalationLevel,
-                       targets: list[EscalationTarget]) -> Any:
+    async def __call__(self, record: EscalationRecord, level: EscalationLevel, targets: list[EscalationTarget]) -> Any:
         actions = self.level_actions.get(level.level) if record.policy_name == self.policy_name else None
         if actions is None:
             return await self._pass_on(record, level, targets)
@@ -111,8 +110,13 @@ class LevelActionHandler:
         await self.run_round(record, level, actions, anchor)
         return True
 
-    async def run_round(self, record: EscalationRecord, level: EscalationLevel, actions: list[Any],
-                        anchor: EscalationTarget | None = None) -> None:
+    async def run_round(
+        self,
+        record: EscalationRecord,
+        level: EscalationLevel,
+        actions: list[Any],
+        anchor: EscalationTarget | None = None,
+    ) -> None:
         """Run the level's actions once (those still owed, on a retry); raise if any failed."""
         key = (record.id, level.level)
         delivery_id = None
@@ -124,7 +128,8 @@ class LevelActionHandler:
         owed = [i for i in range(len(actions)) if i not in done]
         outcomes = await asyncio.gather(
             *(run_action(actions[i], dict(context), sync_in_thread=self.sync_in_thread) for i in owed),
-            return_exceptions=True)
+            return_exceptions=True,
+        )
         errors = []
         for index, outcome in zip(owed, outcomes):
             if isinstance(outcome, BaseException):
@@ -146,21 +151,24 @@ class LevelActionHandler:
                 self._remember(key, delivery_id, done)
         raise LevelActionsFailed(
             f"policy {self.policy_name!r} level {level.level}: {len(errors)} of {len(actions)} "
-            f"action(s) failed: " + "; ".join(errors))
+            f"action(s) failed: " + "; ".join(errors)
+        )
 
-    async def _pass_on(self, record: EscalationRecord, level: EscalationLevel,
-                       targets: list[EscalationTarget]) -> Any:
+    async def _pass_on(self, record: EscalationRecord, level: EscalationLevel, targets: list[EscalationTarget]) -> Any:
         if self.fallback is None:
             keys = ", ".join(t.key for t in targets)
-            raise LookupError(f"no notification handler delivers to {keys} (policy {record.policy_name!r} "
-                              f"level {level.level} has no level actions and no handler was set before)")
+            raise LookupError(
+                f"no notification handler delivers to {keys} (policy {record.policy_name!r} "
+                f"level {level.level} has no level actions and no handler was set before)"
+            )
         outcome = self.fallback(record, level, targets)
         if inspect.isawaitable(outcome):
             outcome = await outcome
         return outcome
 
-    async def _anchor_delivery_id(self, record: EscalationRecord, level: EscalationLevel,
-                                  anchor: EscalationTarget) -> str | None:
+    async def _anchor_delivery_id(
+        self, record: EscalationRecord, level: EscalationLevel, anchor: EscalationTarget
+    ) -> str | None:
         """The anchor's delivery being sent right now (it identifies the round across retries)."""
         if self.engine is None:
             return None
@@ -172,8 +180,11 @@ class LevelActionHandler:
         except Exception:
             log.warning("could not read the deliveries of escalation %s", record.id, exc_info=True)
             return None
-        sending = [d for d in deliveries if d.level == level.level and d.target.key == anchor.key
-                   and d.state == DeliveryState.SENDING]
+        sending = [
+            d
+            for d in deliveries
+            if d.level == level.level and d.target.key == anchor.key and d.state == DeliveryState.SENDING
+        ]
         return sending[0].id if len(sending) == 1 else None
 
     def _remember(self, key: tuple[str, int], delivery_id: str, done: set[int]) -> None:
@@ -196,16 +207,18 @@ class LevelActionHandler:
 
 def _normalize(level_actions: Mapping[int, Any]) -> dict[int, list[Any]]:
     if not isinstance(level_actions, Mapping) or not level_actions:
-        raise ValueError(f"level_actions: expected a non-empty mapping of level number to actions, "
-                         f"got {level_actions!r}")
+        raise ValueError(
+            f"level_actions: expected a non-empty mapping of level number to actions, got {level_actions!r}"
+        )
     normalized: dict[int, list[Any]] = {}
     for level, actions in level_actions.items():
         if isinstance(level, bool) or not isinstance(level, int) or level < 1:
             raise ValueError(f"level_actions: level numbers must be integers >= 1, got {level!r}")
         actions = list(actions) if isinstance(actions, (list, tuple)) else [actions]
         if not actions:
-            raise ValueError(f"level_actions[{level}]: no actions (leave the level out to keep it "
-                             f"with the notification handler)")
+            raise ValueError(
+                f"level_actions[{level}]: no actions (leave the level out to keep it with the notification handler)"
+            )
         for index, action in enumerate(actions):
             try:
                 action_kind(action)
@@ -222,19 +235,26 @@ def _check_against_policy(engine: EscalationEngine, policy_name: str, levels: li
         return
     unknown = [n for n in levels if policy.get_level(n) is None]
     if unknown:
-        raise ValueError(f"level_actions: policy {policy_name!r} has no level(s) {unknown} "
-                         f"(levels: {[lv.level for lv in policy.levels]})")
+        raise ValueError(
+            f"level_actions: policy {policy_name!r} has no level(s) {unknown} "
+            f"(levels: {[lv.level for lv in policy.levels]})"
+        )
     for number in levels:
         level = policy.get_level(number)
         if not level.targets:
             raise ValueError(
                 f"level_actions[{number}]: level {number} of policy {policy_name!r} has no targets, so the "
                 f"engine sends it no notification round and its actions would never run; give it a "
-                f"target (e.g. EscalationTarget.custom('level-{number}-actions'))")
+                f"target (e.g. EscalationTarget.custom('level-{number}-actions'))"
+            )
         if all(t.conn_id for t in level.targets):
-            log.warning("level %d of policy %r: every target has a conn_id; its actions run only if the "
-                        "delivery of %s reaches the notification handler", number, policy_name,
-                        anchor_target(level).key)
+            log.warning(
+                "level %d of policy %r: every target has a conn_id; its actions run only if the "
+                "delivery of %s reaches the notification handler",
+                number,
+                policy_name,
+                anchor_target(level).key,
+            )
 
 
 def setup_escalation_with_existing_actions(

@@ -31,8 +31,9 @@ class APSchedulerScheduler(BaseEscalationScheduler):
 
         options = {"timezone": "UTC", **self._config.apscheduler_config}
         self._scheduler = AsyncIOScheduler(**options)
-        self._scheduler.add_job(self._sweep, "interval", seconds=self._config.check_interval_seconds,
-                                id=_SWEEP_JOB, **_JOB_OPTIONS)
+        self._scheduler.add_job(
+            self._sweep, "interval", seconds=self._config.check_interval_seconds, id=_SWEEP_JOB, **_JOB_OPTIONS
+        )
         self._scheduler.start()
         self._running = True
         if self._next is not None:
@@ -51,8 +52,7 @@ class APSchedulerScheduler(BaseEscalationScheduler):
             self._add_wake(when)
 
     def _add_wake(self, when: datetime) -> None:
-        self._scheduler.add_job(self._fire, "date", run_date=when, id=_WAKE_JOB, replace_existing=True,
-                                **_JOB_OPTIONS)
+        self._scheduler.add_job(self._fire, "date", run_date=when, id=_WAKE_JOB, replace_existing=True, **_JOB_OPTIONS)
 
     async def _fire(self) -> None:
         self._next = None  # APScheduler removed the date job when it went off

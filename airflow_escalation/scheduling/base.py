@@ -77,8 +77,9 @@ class BaseEscalationScheduler(ABC):
     the sweep run again at once, because the running sweep looked at the store before that time.
     """
 
-    def __init__(self, config: SchedulerConfig | None = None, callback: WakeCallback | None = None,
-                 clock: Clock | None = None) -> None:
+    def __init__(
+        self, config: SchedulerConfig | None = None, callback: WakeCallback | None = None, clock: Clock | None = None
+    ) -> None:
         self._config = config or SchedulerConfig()
         self._callback = callback
         self._clock = clock or SYSTEM_CLOCK

@@ -11,8 +11,9 @@ from airflow_escalation.scheduling.base import (
 )
 
 
-def create_scheduler(config: SchedulerConfig | None = None, callback: WakeCallback | None = None,
-                     clock: Clock | None = None) -> BaseEscalationScheduler:
+def create_scheduler(
+    config: SchedulerConfig | None = None, callback: WakeCallback | None = None, clock: Clock | None = None
+) -> BaseEscalationScheduler:
     config = config or SchedulerConfig()
     kind = SchedulerType(config.scheduler_type)
     if kind is SchedulerType.MEMORY:

@@ -110,8 +110,11 @@ class EscalationSensor(BaseSensorOperator):
         if self.failed_states is None:
             failed = tuple(s for s in TERMINAL_STATES if s not in target)
         else:
-            failed = tuple(s for s in normalise_states(self.failed_states, "failed_states") if s not in target) \
-                if self.failed_states else ()
+            failed = (
+                tuple(s for s in normalise_states(self.failed_states, "failed_states") if s not in target)
+                if self.failed_states
+                else ()
+            )
         return target, failed
 
     def _record_id(self, context: Context, hook: Any) -> str:
@@ -136,8 +139,9 @@ class EscalationSensor(BaseSensorOperator):
         if not records:
             raise AirflowException(f"no escalation of incident {incident!r} to wait for")
         self._resolved_id = records[0]["id"]
-        self.log.info("incident %r: waiting on escalation %s (%s)", incident, self._resolved_id,
-                      records[0].get("state"))
+        self.log.info(
+            "incident %r: waiting on escalation %s (%s)", incident, self._resolved_id, records[0].get("state")
+        )
         return self._resolved_id
 
     def _check(self, record: dict[str, Any]) -> bool:
@@ -148,8 +152,9 @@ class EscalationSensor(BaseSensorOperator):
         if state in target:
             return True
         if state in failed:
-            raise AirflowException(f"escalation {record.get('id')} ended {state} without becoming "
-                                   f"{' or '.join(target)}")
+            raise AirflowException(
+                f"escalation {record.get('id')} ended {state} without becoming {' or '.join(target)}"
+            )
         return False
 
     # ------------------------------------------------------------------ execution
@@ -169,11 +174,17 @@ class EscalationSensor(BaseSensorOperator):
         target, failed = self._states()
         timeout_at = datetime.now(timezone.utc) + timedelta(seconds=self.timeout)
         self.defer(
-            trigger=EscalationStateTrigger(record_id, target, failed_states=list(failed),
-                                           poll_interval=self.poke_interval,
-                                           escalation_conn_id=self.escalation_conn_id, timeout_at=timeout_at,
-                                           end_from_trigger=self.end_from_trigger, success_xcom="record",
-                                           deferred_at=datetime.now(timezone.utc)),
+            trigger=EscalationStateTrigger(
+                record_id,
+                target,
+                failed_states=list(failed),
+                poll_interval=self.poke_interval,
+                escalation_conn_id=self.escalation_conn_id,
+                timeout_at=timeout_at,
+                end_from_trigger=self.end_from_trigger,
+                success_xcom="record",
+                deferred_at=datetime.now(timezone.utc),
+            ),
             method_name="execute_complete",
             kwargs={"record_id": record_id},
             timeout=timedelta(seconds=self.timeout) + DEFERRAL_GRACE,
@@ -187,8 +198,9 @@ class EscalationSensor(BaseSensorOperator):
             return PokeReturnValue(is_done=True, xcom_value=slim_record(record))
         return False
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None,
-                         record_id: str | None = None) -> Any:
+    def execute_complete(
+        self, context: Context, event: dict[str, Any] | None = None, record_id: str | None = None
+    ) -> Any:
         from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
         if not isinstance(event, dict):
@@ -198,8 +210,9 @@ class EscalationSensor(BaseSensorOperator):
             record = hook.get_escalation(record_id or self._record_id(context, hook))
             if self._check(record):
                 return slim_record(record)
-            raise AirflowException(f"escalation {record.get('id')} is {record.get('state')}, "
-                                   f"not {' or '.join(self._states()[0])}")
+            raise AirflowException(
+                f"escalation {record.get('id')} is {record.get('state')}, not {' or '.join(self._states()[0])}"
+            )
         status = event.get("status")
         if status == "success":
             self.log.info("%s", event.get("message"))

@@ -82,9 +82,12 @@ def remove_engine_setup(setup: EngineSetup) -> None:
 class EscalationService:
     """What the lifespan builds: settings, policy config, store, engine, and any errors."""
 
-    def __init__(self, settings: Optional[EscalationSettings] = None,
-                 engine: Optional[EscalationEngine] = None,
-                 policy_config: Optional[EscalationPolicyConfig] = None) -> None:
+    def __init__(
+        self,
+        settings: Optional[EscalationSettings] = None,
+        engine: Optional[EscalationEngine] = None,
+        policy_config: Optional[EscalationPolicyConfig] = None,
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.policy_config = policy_config or EscalationPolicyConfig()
@@ -160,15 +163,21 @@ class EscalationService:
                 if asyncio.iscoroutine(outcome):
                     await outcome
             except Exception as exc:  # noqa: BLE001
-                self._error(f"engine setup {getattr(setup, '__qualname__', setup)!r} failed: "
-                            f"{type(exc).__name__}: {exc}")
+                self._error(
+                    f"engine setup {getattr(setup, '__qualname__', setup)!r} failed: {type(exc).__name__}: {exc}"
+                )
         try:
             await self.engine.start()
         except Exception as exc:  # noqa: BLE001 - the clock is running; its sweeps retry
-            self._error(f"the first sweep of due escalations failed (the interval sweep retries): "
-                        f"{type(exc).__name__}: {exc}")
-        log.info("escalation service started: engine %s, store %s, %d policies",
-                 self.engine.engine_id, self.engine.store.name, len(self.engine.policies))
+            self._error(
+                f"the first sweep of due escalations failed (the interval sweep retries): {type(exc).__name__}: {exc}"
+            )
+        log.info(
+            "escalation service started: engine %s, store %s, %d policies",
+            self.engine.engine_id,
+            self.engine.store.name,
+            len(self.engine.policies),
+        )
 
     async def stop(self) -> None:
         if self.engine is not None:
@@ -197,9 +206,12 @@ class EscalationService:
             self._error(f"[escalation] policies_file {str(path)!r}: {exc}")
             return EscalationPolicyConfig()
         if config.store_type != "memory" or config.store_config:
-            log.info("escalation service: the policies file's store section (%s) is ignored; "
-                     "escalations are stored at [escalation] store_url (default: the metadata "
-                     "database)", config.store_type)
+            log.info(
+                "escalation service: the policies file's store section (%s) is ignored; "
+                "escalations are stored at [escalation] store_url (default: the metadata "
+                "database)",
+                config.store_type,
+            )
         return config
 
     async def _open_store(self, settings: EscalationSettings) -> Optional[BaseEscalationStore]:
@@ -222,8 +234,10 @@ class EscalationService:
                     store = await asyncio.to_thread(SQLEscalationStore, url=url, create_tables=False)
                     if not await asyncio.to_thread(_tables_migrated, store):
                         store.close()
-                        self._error("the escalation tables in the metadata database are missing or "
-                                    "not migrated: run `airflow db migrate`")
+                        self._error(
+                            "the escalation tables in the metadata database are missing or "
+                            "not migrated: run `airflow db migrate`"
+                        )
                         return None
                     return store
                 # a separate database: the store creates its tables (workers may race on that,
@@ -232,8 +246,13 @@ class EscalationService:
             except Exception as exc:  # noqa: BLE001
                 last = exc
                 if attempt < _STORE_OPEN_ATTEMPTS:
-                    log.warning("escalation service: opening the store on %s failed (attempt %d/%d): %s",
-                                where, attempt, _STORE_OPEN_ATTEMPTS, exc)
+                    log.warning(
+                        "escalation service: opening the store on %s failed (attempt %d/%d): %s",
+                        where,
+                        attempt,
+                        _STORE_OPEN_ATTEMPTS,
+                        exc,
+                    )
                     await asyncio.sleep(_STORE_OPEN_RETRY_SECONDS * attempt)
         self._error(f"cannot open the escalation store on {where}: {type(last).__name__}: {last}")
         return None
@@ -252,14 +271,16 @@ class EscalationService:
         except (TypeError, ValueError) as exc:
             self._error(f"[escalation] policies_file: scheduler_config: {exc}; using the defaults")
             scheduler_config = SchedulerConfig(**base)
-        engine = EscalationEngine(EscalationEngineConfig(
-            store=store,
-            scheduler_config=scheduler_config,
-            default_notification_handler=make_log_handler(settings.base_url),
-            check_business_hours=cfg.check_business_hours,
-            metrics_enabled=cfg.metrics_enabled,
-            cleanup_after_days=cfg.retention_days,
-        ))
+        engine = EscalationEngine(
+            EscalationEngineConfig(
+                store=store,
+                scheduler_config=scheduler_config,
+                default_notification_handler=make_log_handler(settings.base_url),
+                check_business_hours=cfg.check_business_hours,
+                metrics_enabled=cfg.metrics_enabled,
+                cleanup_after_days=cfg.retention_days,
+            )
+        )
         for policy in cfg.policies.values():
             engine.register_policy(policy)
         try:
@@ -295,10 +316,16 @@ async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
     """FastAPI's 422 without its ``input`` echo: the answer names the field and the problem, in
     a bounded message, and never repeats what was sent (it may be large, or not UTF-8)."""
-    errors = [{"type": error.get("type"), "loc": [bounds.truncate(part, 100) if isinstance(part, str) else part
-                                                  for part in error.get("loc", ())][:bounds.MAX_DEPTH],
-               "msg": bounds.truncate(error.get("msg", ""))}
-              for error in exc.errors()[:20]]
+    errors = [
+        {
+            "type": error.get("type"),
+            "loc": [bounds.truncate(part, 100) if isinstance(part, str) else part for part in error.get("loc", ())][
+                : bounds.MAX_DEPTH
+            ],
+            "msg": bounds.truncate(error.get("msg", "")),
+        }
+        for error in exc.errors()[:20]
+    ]
     return JSONResponse(status_code=422, content={"detail": bounds.scrub(errors)})
 
 
@@ -307,8 +334,10 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Any:
     UTF-8) is a 422 like any other invalid body, not a 400; a 405 lists every method of the path
     (Starlette names only those of the first route that matched it)."""
     if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
-        return JSONResponse(status_code=422, content={"detail": [
-            {"type": "json_invalid", "loc": ["body"], "msg": "the body is not valid JSON"}]})
+        return JSONResponse(
+            status_code=422,
+            content={"detail": [{"type": "json_invalid", "loc": ["body"], "msg": "the body is not valid JSON"}]},
+        )
     if exc.status_code == 405:
         from starlette.routing import Match
 
@@ -323,8 +352,9 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Any:
                 (templated if child.get("path_params") else literal).update(methods)
         allowed = literal or templated
         if allowed:
-            return JSONResponse(status_code=405, content={"detail": exc.detail},
-                                headers={"Allow": ", ".join(sorted(allowed))})
+            return JSONResponse(
+                status_code=405, content={"detail": exc.detail}, headers={"Allow": ", ".join(sorted(allowed))}
+            )
     return await http_exception_handler(request, exc)
 
 
@@ -339,8 +369,9 @@ async def _record_hidden(request: Request, exc: Exception) -> JSONResponse:
 
     assert isinstance(exc, RecordHidden)
     action = request.url.path.rstrip("/").rsplit("/", 1)[-1]
-    return _answer(EscalationResult.failure_result(None, action, f"escalation {exc.record_id!r} not found",
-                                                   code="not_found"))
+    return _answer(
+        EscalationResult.failure_result(None, action, f"escalation {exc.record_id!r} not found", code="not_found")
+    )
 
 
 def _swagger_enabled() -> bool:
@@ -353,9 +384,12 @@ def _swagger_enabled() -> bool:
         return True
 
 
-def create_app(*, settings: Optional[EscalationSettings] = None,
-               engine: Optional[EscalationEngine] = None,
-               policy_config: Optional[EscalationPolicyConfig] = None) -> FastAPI:
+def create_app(
+    *,
+    settings: Optional[EscalationSettings] = None,
+    engine: Optional[EscalationEngine] = None,
+    policy_config: Optional[EscalationPolicyConfig] = None,
+) -> FastAPI:
     """The escalation service app; mount it at ``/escalation``.
 
     By default the lifespan builds everything from ``[escalation]``. ``settings`` replaces the
@@ -441,9 +475,13 @@ class BodyLimit:
 
 async def _too_large(send: Callable) -> None:
     body = json.dumps({"detail": f"body: at most {bounds.MAX_BODY_BYTES} bytes"}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 
 # Same schemes (and so the same OpenAPI security entries) as Airflow's core API.
 oauth2_scheme = OAuth2PasswordBearer(
-    tokenUrl="/auth/token", auto_error=False,
+    tokenUrl="/auth/token",
+    auto_error=False,
     description="A JWT from the Airflow API server's POST /auth/token.",
 )
 bearer_scheme = HTTPBearer(auto_error=False)
@@ -108,8 +109,9 @@ class DagScope:
 def _dag_wide(method: str, user: "BaseUser") -> bool:
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 
-    return bool(_auth_manager().is_authorized_dag(method=method, access_entity=DagAccessEntity.RUN,
-                                                  details=None, user=user))
+    return bool(
+        _auth_manager().is_authorized_dag(method=method, access_entity=DagAccessEntity.RUN, details=None, user=user)
+    )
 
 
 async def read_scope(user: "BaseUser" = Depends(require_read)) -> DagScope:
@@ -129,8 +131,9 @@ async def may_edit(user: "BaseUser", dag_id: Any = None) -> bool:
     if isinstance(dag_id, str) and dag_id:
         team = await asyncio.to_thread(_team_of, dag_id)
         details = DagDetails(id=dag_id, team_name=team)
-    return bool(_auth_manager().is_authorized_dag(
-        method="PUT", access_entity=DagAccessEntity.RUN, details=details, user=user))
+    return bool(
+        _auth_manager().is_authorized_dag(method="PUT", access_entity=DagAccessEntity.RUN, details=details, user=user)
+    )
 
 
 async def may_manage_connections(user: "BaseUser") -> bool:
@@ -214,10 +217,14 @@ async def _authorize_trigger(request: Request, user: "BaseUser") -> None:
         return
     conn_ids = sorted({t.conn_id for level in policy.levels for t in level.targets if t.conn_id})
     if conn_ids and not await may_manage_connections(user):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, (
-            f"policy: an inline policy may send through Airflow connections ({', '.join(conn_ids)}) "
-            "only for users allowed to edit connections; trigger a registered policy instead "
-            "(policy_name, from the policies file) or ask a connection admin"))
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            (
+                f"policy: an inline policy may send through Airflow connections ({', '.join(conn_ids)}) "
+                "only for users allowed to edit connections; trigger a registered policy instead "
+                "(policy_name, from the policies file) or ask a connection admin"
+            ),
+        )
 
 
 # ---------------------------------------------------------------------------------- browsers
@@ -286,9 +293,11 @@ def check_cookie_write(request: Request) -> None:
     if not _cookie_authenticated(request):
         return
     if foreign_origin(request) or (not _json_body(request) and not same_origin(request)):
-        raise HTTPException(status.HTTP_403_FORBIDDEN,
-                            "Forbidden: a write with the session cookie must come from Airflow's own "
-                            "origin ([api] base_url) and send a JSON body unless it names that origin")
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            "Forbidden: a write with the session cookie must come from Airflow's own "
+            "origin ([api] base_url) and send a JSON body unless it names that origin",
+        )
 
 
 def actor_name(user: "BaseUser") -> str:

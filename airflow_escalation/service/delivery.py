@@ -65,9 +65,15 @@ def _names_connections(record: EscalationRecord) -> bool:
 class ChannelDelivery:
     """The channel resolver installed on an engine, and the PagerDuty follow-ups."""
 
-    def __init__(self, engine: EscalationEngine, resolver: ChannelResolver, *,
-                 follow_up_attempts: int = 3, follow_up_retry_seconds: float = 1.0,
-                 in_flight_wait_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        engine: EscalationEngine,
+        resolver: ChannelResolver,
+        *,
+        follow_up_attempts: int = 3,
+        follow_up_retry_seconds: float = 1.0,
+        in_flight_wait_seconds: float = 30.0,
+    ) -> None:
         self.engine = engine
         self.resolver = resolver
         self._attempts = max(1, follow_up_attempts)
@@ -102,8 +108,9 @@ class ChannelDelivery:
                 record = found
             deliveries = await self._deliveries(record.id)
         except Exception:
-            log.exception("follow-up %s of escalation %s: cannot read its deliveries", action,
-                          getattr(record, "id", record))
+            log.exception(
+                "follow-up %s of escalation %s: cannot read its deliveries", action, getattr(record, "id", record)
+            )
             return []
 
         # one event per connection (a routing key dedups by record id anyway)
@@ -123,9 +130,12 @@ class ChannelDelivery:
             deliveries = await self._store(self.engine.store.get_deliveries, record_id)
             # being sent, or written with the change and not yet tried (a notify-only level
             # resolves in the same write that queues its notifications)
-            waiting = [d for d in deliveries if d.target.conn_id and (
-                d.state is DeliveryState.SENDING
-                or (d.state is DeliveryState.PENDING and d.attempts == 0))]
+            waiting = [
+                d
+                for d in deliveries
+                if d.target.conn_id
+                and (d.state is DeliveryState.SENDING or (d.state is DeliveryState.PENDING and d.attempts == 0))
+            ]
             if not waiting or loop.time() >= deadline:
                 return deliveries
             await asyncio.sleep(0.2)
@@ -135,8 +145,7 @@ class ChannelDelivery:
         try:
             info, channel = await self.resolver.channel_for(target.conn_id)
         except Exception as exc:  # noqa: BLE001
-            log.warning("follow-up %s of escalation %s via %r skipped: %s", action, record.id,
-                        target.conn_id, exc)
+            log.warning("follow-up %s of escalation %s via %r skipped: %s", action, record.id, target.conn_id, exc)
             return False
         if not channel.supports_resolve:
             return False
@@ -144,20 +153,37 @@ class ChannelDelivery:
         for attempt in range(1, self._attempts + 1):
             try:
                 await channel.resolve(record, target, info, action, message=message)
-                log.info("escalation %s: sent %s to %s via connection %r", record.id, action,
-                         type(channel).__name__, target.conn_id)
+                log.info(
+                    "escalation %s: sent %s to %s via connection %r",
+                    record.id,
+                    action,
+                    type(channel).__name__,
+                    target.conn_id,
+                )
                 return True
             except PermanentChannelError as exc:
-                log.error("escalation %s: cannot send %s via connection %r: %s", record.id,
-                          action, target.conn_id, exc)
+                log.error("escalation %s: cannot send %s via connection %r: %s", record.id, action, target.conn_id, exc)
                 return False
             except Exception as exc:  # noqa: BLE001
                 if attempt == self._attempts:
-                    log.error("escalation %s: %s via connection %r failed after %d attempts: %s",
-                              record.id, action, target.conn_id, attempt, exc)
+                    log.error(
+                        "escalation %s: %s via connection %r failed after %d attempts: %s",
+                        record.id,
+                        action,
+                        target.conn_id,
+                        attempt,
+                        exc,
+                    )
                     return False
-                log.warning("escalation %s: %s via connection %r failed (attempt %d/%d): %s",
-                            record.id, action, target.conn_id, attempt, self._attempts, exc)
+                log.warning(
+                    "escalation %s: %s via connection %r failed (attempt %d/%d): %s",
+                    record.id,
+                    action,
+                    target.conn_id,
+                    attempt,
+                    self._attempts,
+                    exc,
+                )
                 await asyncio.sleep(self._retry * 2 ** (attempt - 1))
         return False
 
@@ -167,10 +193,16 @@ class ChannelDelivery:
         return fn(*args)
 
 
-def install_delivery(engine: EscalationEngine, *, base_url: str = "",
-                     action_secret: str | None = None, action_ttl_seconds: int = 86400,
-                     registry: ChannelRegistry | None = None, connection_getter: Any = None,
-                     cache_seconds: float = 30.0) -> ChannelDelivery:
+def install_delivery(
+    engine: EscalationEngine,
+    *,
+    base_url: str = "",
+    action_secret: str | None = None,
+    action_ttl_seconds: int = 86400,
+    registry: ChannelRegistry | None = None,
+    connection_getter: Any = None,
+    cache_seconds: float = 30.0,
+) -> ChannelDelivery:
     """Deliver ``engine``'s conn_id targets through channels; return the installed delivery.
 
     ``action_secret`` defaults to :func:`default_action_secret`. The PagerDuty follow-ups listen
@@ -178,10 +210,15 @@ def install_delivery(engine: EscalationEngine, *, base_url: str = "",
     """
     if action_secret is None:
         action_secret = default_action_secret()
-    resolver = ChannelResolver(base_url=base_url, action_secret=action_secret,
-                               action_ttl_seconds=action_ttl_seconds, registry=registry,
-                               connection_getter=connection_getter, cache_seconds=cache_seconds,
-                               clock=engine.clock)
+    resolver = ChannelResolver(
+        base_url=base_url,
+        action_secret=action_secret,
+        action_ttl_seconds=action_ttl_seconds,
+        registry=registry,
+        connection_getter=connection_getter,
+        cache_seconds=cache_seconds,
+        clock=engine.clock,
+    )
     engine.add_channel_resolver(resolver)
     delivery = ChannelDelivery(engine, resolver)
     engine.add_listener(delivery.on_change)

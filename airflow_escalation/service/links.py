@@ -143,8 +143,14 @@ def _utc(now: Optional[datetime]) -> datetime:
     return now.astimezone(timezone.utc)
 
 
-def make_action_token(record_id: str, action: Literal["acknowledge", "resolve"], *, secret: str,
-                      ttl_seconds: int = DEFAULT_TTL_SECONDS, now: datetime | None = None) -> str:
+def make_action_token(
+    record_id: str,
+    action: Literal["acknowledge", "resolve"],
+    *,
+    secret: str,
+    ttl_seconds: int = DEFAULT_TTL_SECONDS,
+    now: datetime | None = None,
+) -> str:
     """A signed token that lets a logged-in user ``action`` the escalation ``record_id`` once.
 
     It expires ``ttl_seconds`` after ``now`` (default: the current time). ``secret`` is the
@@ -178,8 +184,9 @@ def action_url(base_url: str, token: str) -> str:
     return f"{base_url.rstrip('/')}{ACT_PATH}{token}"
 
 
-def verify_action_token(token: str, *, secret: str, now: datetime | None = None,
-                        record_id: str | None = None, action: str | None = None) -> ActionToken:
+def verify_action_token(
+    token: str, *, secret: str, now: datetime | None = None, record_id: str | None = None, action: str | None = None
+) -> ActionToken:
     """The token's claims if it is authentic and not expired; else an :class:`ActionLinkError`.
 
     ``record_id`` / ``action``, when given, must be the ones the token was made for
@@ -190,8 +197,9 @@ def verify_action_token(token: str, *, secret: str, now: datetime | None = None,
         raise InvalidActionLink("the link is malformed (was it cut or changed?)")
     payload_b64, signature = token.split(".")
     if not hmac.compare_digest(signature, _sign(secret, payload_b64)):
-        raise InvalidActionLink("the link's signature does not match: it was changed, or it was "
-                                "not made by this Airflow")
+        raise InvalidActionLink(
+            "the link's signature does not match: it was changed, or it was not made by this Airflow"
+        )
     try:
         payload = json.loads(_unb64(payload_b64))
         if payload.get("v") != _VERSION:
@@ -208,8 +216,7 @@ def verify_action_token(token: str, *, secret: str, now: datetime | None = None,
     if _utc(now) >= claims.expires_at:
         raise ExpiredActionLink(f"the link expired at {claims.expires_at.isoformat()}")
     if record_id is not None and record_id != claims.record_id:
-        raise WrongRecordActionLink(f"the link is for escalation {claims.record_id!r}, "
-                                    f"not {record_id!r}")
+        raise WrongRecordActionLink(f"the link is for escalation {claims.record_id!r}, not {record_id!r}")
     if action is not None and action != claims.action:
         raise WrongRecordActionLink(f"the link is to {claims.action}, not to {action}")
     return claims
@@ -253,14 +260,30 @@ def default_link_secret(conf: Any = None) -> str:
             return str(value)
     raise ActionLinkConfigError(
         "one-click links need a server secret: set [api_auth] jwt_secret (or [api] secret_key), "
-        "the same on every API-server worker and replica")
+        "the same on every API-server worker and replica"
+    )
 
 
-def signed_action_urls(record_id: str, *, base_url: str, secret: str | None = None,
-                       ttl_seconds: int = DEFAULT_TTL_SECONDS,
-                       now: datetime | None = None) -> dict[str, str]:
+def signed_action_urls(
+    record_id: str,
+    *,
+    base_url: str,
+    secret: str | None = None,
+    ttl_seconds: int = DEFAULT_TTL_SECONDS,
+    now: datetime | None = None,
+) -> dict[str, str]:
     """``{"acknowledge": url, "resolve": url}`` for a notification about ``record_id``."""
     key = secret if secret is not None else default_link_secret()
-    return {action: action_url(base_url, make_action_token(record_id, action, secret=key,  # type: ignore[arg-type]
-                                                           ttl_seconds=ttl_seconds, now=now))
-            for action in ACTIONS}
+    return {
+        action: action_url(
+            base_url,
+            make_action_token(
+                record_id,
+                action,
+                secret=key,  # type: ignore[arg-type]
+                ttl_seconds=ttl_seconds,
+                now=now,
+            ),
+        )
+        for action in ACTIONS
+    }

@@ -20,10 +20,14 @@ def make_log_handler(base_url: str = "") -> Callable[..., Awaitable[bool]]:
     async def log_notification(record: Any, level: Any, targets: list[Any]) -> bool:
         for target in targets:
             log.info(
-                "ESCALATION NOTIFICATION target=%s level=%s incident=%s escalation=%s policy=%s "
-                "state=%s%s",
-                target.key, level.level, record.incident_id, record.id, record.policy_name,
-                record.state, f" url={api}/{record.id}" if api else "",
+                "ESCALATION NOTIFICATION target=%s level=%s incident=%s escalation=%s policy=%s state=%s%s",
+                target.key,
+                level.level,
+                record.incident_id,
+                record.id,
+                record.policy_name,
+                record.state,
+                f" url={api}/{record.id}" if api else "",
             )
         return True
 

@@ -156,8 +156,7 @@ class Record(BaseModel):
     closed_at: Optional[datetime] = None
     history: list[HistoryEvent] = Field(default_factory=list)
 
-    @field_serializer("created_at", "updated_at", "acknowledged_at", "resolved_at",
-                      "next_escalation_at", "closed_at")
+    @field_serializer("created_at", "updated_at", "acknowledged_at", "resolved_at", "next_escalation_at", "closed_at")
     def _times(self, value: Optional[datetime]) -> Optional[str]:
         return _iso(value)
 
@@ -291,15 +290,17 @@ class TriggerRequest(_Body):
     context: dict[str, Any] = Field(
         default_factory=dict,
         description="free-form; `severity` is matched by severity filters, `dag_id` scopes "
-                    f"authorization and the dag_id filter of the listing. At most "
-                    f"{bounds.MAX_CONTEXT_BYTES} bytes as JSON, nested at most {bounds.MAX_DEPTH} "
-                    "levels, text valid UTF-8",
+        f"authorization and the dag_id filter of the listing. At most "
+        f"{bounds.MAX_CONTEXT_BYTES} bytes as JSON, nested at most {bounds.MAX_DEPTH} "
+        "levels, text valid UTF-8",
     )
     policy_name: Optional[Name] = None
     trigger_type: EscalationTrigger = EscalationTrigger.UNACKNOWLEDGED
     policy: Optional[dict[str, Any]] = Field(
-        None, description="an inline policy definition (EscalationPolicy.to_dict() form), "
-                          f"snapshotted on the record; at most {bounds.MAX_POLICY_BYTES} bytes as JSON")
+        None,
+        description="an inline policy definition (EscalationPolicy.to_dict() form), "
+        f"snapshotted on the record; at most {bounds.MAX_POLICY_BYTES} bytes as JSON",
+    )
 
     @field_validator("context")
     @classmethod
@@ -328,9 +329,11 @@ class EscalateRequest(_Body):
 
 class ValidateRequest(_Body):
     policy: Optional[dict[str, Any]] = None
-    yaml: Optional[str] = Field(None, max_length=bounds.MAX_YAML_BYTES,
-                                description=f"at most {bounds.MAX_YAML_BYTES} bytes; aliases (*name) "
-                                            "are refused")
+    yaml: Optional[str] = Field(
+        None,
+        max_length=bounds.MAX_YAML_BYTES,
+        description=f"at most {bounds.MAX_YAML_BYTES} bytes; aliases (*name) are refused",
+    )
 
     @field_validator("policy")
     @classmethod

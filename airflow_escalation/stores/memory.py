@@ -107,7 +107,8 @@ class InMemoryEscalationStore(BaseEscalationStore):
     def count_active(self, policy_name: str | None = None) -> int:
         with self._lock:
             return sum(
-                1 for r in self._records.values()
+                1
+                for r in self._records.values()
                 if r.is_active and (policy_name is None or r.policy_name == policy_name)
             )
 
@@ -135,7 +136,8 @@ class InMemoryEscalationStore(BaseEscalationStore):
         dags = set(dag_ids) if dag_ids is not None else None
         with self._lock:
             found = [
-                r for r in self._records.values()
+                r
+                for r in self._records.values()
                 if (wanted is None or r.state in wanted)
                 and (policy_name is None or r.policy_name == policy_name)
                 and (incident_id is None or r.incident_id == incident_id)
@@ -143,7 +145,7 @@ class InMemoryEscalationStore(BaseEscalationStore):
                 and (dags is None or r.dag_id in dags)
             ]
         found.sort(key=lambda r: (r.created_at, r.id), reverse=True)
-        return [r.clone() for r in found[offset:offset + limit]], len(found)
+        return [r.clone() for r in found[offset : offset + limit]], len(found)
 
     def save(self, record: EscalationRecord) -> EscalationRecord:
         with self._lock:

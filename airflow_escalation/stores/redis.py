@@ -644,8 +644,7 @@ def _record_args(record: EscalationRecord) -> list[str]:
 
 def _incident_key(incident_id: str, policy_name: str, dag_id: str | None) -> str:
     """``incident_key`` of the Lua library: lengths in UTF-8 bytes, as Lua counts them."""
-    return (f"{len(incident_id.encode())}:{incident_id}{len(policy_name.encode())}:{policy_name}"
-            f"{dag_id or ''}")
+    return f"{len(incident_id.encode())}:{incident_id}{len(policy_name.encode())}:{policy_name}{dag_id or ''}"
 
 
 def _dag_args(dag_ids: DagIds) -> list[str]:
@@ -665,8 +664,16 @@ def _delivery_args(deliveries: Sequence[Delivery]) -> list[str]:
         args += [
             d.id,
             d.record_id,
-            _dumps({"id": d.id, "record_id": d.record_id, "level": d.level, "round": d.round,
-                    "target": d.target.to_dict(), "created_at": _iso(d.created_at)}),
+            _dumps(
+                {
+                    "id": d.id,
+                    "record_id": d.record_id,
+                    "level": d.level,
+                    "round": d.round,
+                    "target": d.target.to_dict(),
+                    "created_at": _iso(d.created_at),
+                }
+            ),
             DeliveryState(d.state).value,
             str(int(d.attempts)),
             _iso(d.updated_at),
@@ -783,6 +790,7 @@ class RedisEscalationStore(BaseEscalationStore):
                 raise ValueError("client: the Redis client must be created with decode_responses=True")
             self._owns_client = False
         self._client = client
+
         # register_script keeps the SHA and re-sends the body on NOSCRIPT (after a restart/flush)
         def script(body: str) -> Any:
             return client.register_script(_LUA_LIB + body)
@@ -888,8 +896,9 @@ class RedisEscalationStore(BaseEscalationStore):
             return outcomes
         try:
             with self._errors("run a batch of calls"):
-                replies = self._pipeline([("EVALSHA", call.script.sha, 0, self._prefix, *call.args)
-                                          for _, call in piped])
+                replies = self._pipeline(
+                    [("EVALSHA", call.script.sha, 0, self._prefix, *call.args) for _, call in piped]
+                )
         except StoreError as exc:  # the connection failed: none of the piped calls has an outcome
             for i, _ in piped:
                 outcomes[i] = (None, exc)
@@ -913,7 +922,7 @@ class RedisEscalationStore(BaseEscalationStore):
         found: list[EscalationRecord] = []
         with self._errors("read records"):
             for start in range(0, len(ids), _BATCH):
-                chunk = ids[start:start + _BATCH]
+                chunk = ids[start : start + _BATCH]
                 pipe = self._client.pipeline(transaction=True)
                 for record_id in chunk:
                     # only the fields a record is built from: replies parse faster than HGETALL
@@ -947,10 +956,7 @@ class RedisEscalationStore(BaseEscalationStore):
         with self._errors("get_active"):
             ids = self._client.zrange(key, 0, -1)
         # an index read and the record reads are separate steps: re-check what was read
-        return [
-            r for r in self._load(ids)
-            if r.is_active and (policy_name is None or r.policy_name == policy_name)
-        ]
+        return [r for r in self._load(ids) if r.is_active and (policy_name is None or r.policy_name == policy_name)]
 
     def count_active(self, policy_name: str | None = None) -> int:
         key = self._key("active") if policy_name is None else self._key("active:", policy_name)
@@ -962,7 +968,8 @@ class RedisEscalationStore(BaseEscalationStore):
             ids = self._client.zrangebyscore(self._key("due"), "-inf", _ts(before))
         before = ensure_aware(before)
         return [
-            r for r in self._load(ids)
+            r
+            for r in self._load(ids)
             if r.is_open and r.next_escalation_at is not None and r.next_escalation_at <= before
         ]
 
@@ -984,15 +991,27 @@ class RedisEscalationStore(BaseEscalationStore):
         if dag_ids is not None and None in dag_ids:
             self._index_no_dag()
         reply = self._run(
-            self._list, "list_records", str(max(0, int(offset))), str(max(0, int(limit))),
-            str(len(wanted)), *wanted, policy_name or "", incident_id or "", dag_id or "", *dags,
+            self._list,
+            "list_records",
+            str(max(0, int(offset))),
+            str(max(0, int(limit))),
+            str(len(wanted)),
+            *wanted,
+            policy_name or "",
+            incident_id or "",
+            dag_id or "",
+            *dags,
         )
         records = (_record_from(dict(zip(_READ_FIELDS, values)), history) for values, history in reply[1:])
         return [r for r in records if r is not None], int(reply[0])
 
     def save(self, record: EscalationRecord) -> EscalationRecord:
         version = self._run(
-            self._save, "save", record.id, *_record_args(record), str(int(record.notification_count)),
+            self._save,
+            "save",
+            record.id,
+            *_record_args(record),
+            str(int(record.notification_count)),
             *_history_args(record.history),
         )
         stored = record.clone()
@@ -1052,7 +1071,7 @@ class RedisEscalationStore(BaseEscalationStore):
                 pipe.zrange(key, 0, -1)
             ids = sorted({i for found in (pipe.execute() if keys else []) for i in found})
         for chunk in range(0, len(ids), _BATCH):
-            for record in self._load(ids[chunk:chunk + _BATCH]):
+            for record in self._load(ids[chunk : chunk + _BATCH]):
                 acc.add_record(record)
                 for delivery in self.get_deliveries(record.id):
                     acc.add_delivery(delivery.target.key, delivery.state)
@@ -1105,8 +1124,11 @@ class RedisEscalationStore(BaseEscalationStore):
             return stored
 
         args = [
-            record.id, *_record_args(record), str(int(record.notification_count)),
-            *_history_args(record.history), *_delivery_args(deliveries),
+            record.id,
+            *_record_args(record),
+            str(int(record.notification_count)),
+            *_history_args(record.history),
+            *_delivery_args(deliveries),
         ]
         return _Call(self._create, "create", args, parse)
 
@@ -1118,10 +1140,10 @@ class RedisEscalationStore(BaseEscalationStore):
 
     def last_closed(self, incident_id: str, policy_name: str, dag_id: str | None = None) -> EscalationRecord | None:
         with self._errors("last_closed"):
-            record_id = self._client.hget(self._key("last_closed_dag"),
-                                          _incident_key(incident_id, policy_name, dag_id))
-            legacy = None if record_id else self._client.hget(self._key("last_closed"),
-                                                              incident_id + _SEP + policy_name)
+            record_id = self._client.hget(self._key("last_closed_dag"), _incident_key(incident_id, policy_name, dag_id))
+            legacy = (
+                None if record_id else self._client.hget(self._key("last_closed"), incident_id + _SEP + policy_name)
+            )
         if record_id:
             return self.get(record_id)
         record = self.get(legacy) if legacy else None
@@ -1153,8 +1175,13 @@ class RedisEscalationStore(BaseEscalationStore):
             return True
 
         args = [
-            record.id, str(int(expected_version)), "1" if cancel_pending else "0", _iso(record.updated_at),
-            *_record_args(record), *_history_args(list(new_events)), *_delivery_args(deliveries),
+            record.id,
+            str(int(expected_version)),
+            "1" if cancel_pending else "0",
+            _iso(record.updated_at),
+            *_record_args(record),
+            *_history_args(list(new_events)),
+            *_delivery_args(deliveries),
         ]
         return _Call(self._update, "update", args, parse)
 
@@ -1189,7 +1216,12 @@ class RedisEscalationStore(BaseEscalationStore):
             return []
         now = ensure_aware(now)
         replies = self._run(
-            self._claim_deliveries, "claim_deliveries", _ts(now), _iso(now), str(int(limit)), owner,
+            self._claim_deliveries,
+            "claim_deliveries",
+            _ts(now),
+            _iso(now),
+            str(int(limit)),
+            owner,
             _ts(now + lease),
         )
         return [d for d in (_delivery_from(_pairs(r)) for r in replies) if d is not None]
@@ -1226,9 +1258,7 @@ class RedisEscalationStore(BaseEscalationStore):
         return _Call(self._finish_delivery, "finish_delivery", args, _delivery_reply)
 
     def expire_deliveries(self, now: datetime) -> int:
-        return int(self._run(
-            self._expire_deliveries, "expire_deliveries", _ts(now), _iso(now), _dumps(_UNKNOWN_ERROR)
-        ))
+        return int(self._run(self._expire_deliveries, "expire_deliveries", _ts(now), _iso(now), _dumps(_UNKNOWN_ERROR)))
 
     def next_delivery_at(self) -> datetime | None:
         with self._errors("next_delivery_at"):

@@ -233,7 +233,7 @@ def _event_time(event: Any, fallback: datetime) -> datetime:
 
 def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def _check_deliveries(record: EscalationRecord, deliveries: Sequence[Delivery]) -> None:
@@ -432,8 +432,10 @@ class _Statements:
                 record.c.closed_at.is_(None),
                 sa.or_(
                     record.c.open_key + "" == key,
-                    sa.and_(record.c.open_key + "" == legacy,
-                            record.c.dag_id.is_not_distinct_from(bind(_W + "dag_id", type_=sa.String))),
+                    sa.and_(
+                        record.c.open_key + "" == legacy,
+                        record.c.dag_id.is_not_distinct_from(bind(_W + "dag_id", type_=sa.String)),
+                    ),
                 ),
             ).order_by(event.c.seq)
         )
@@ -453,18 +455,14 @@ class _Statements:
             .values({name: bind(name) for name in self.update_columns})
         )
         self.version_of = compiled(
-            sa.select(record.c.version, record.c.history_len)
-            .where(record.c.id == bind(_W + "id"))
-            .with_for_update()
+            sa.select(record.c.version, record.c.history_len).where(record.c.id == bind(_W + "id")).with_for_update()
         )
         self.count_sent = compiled(
             sa.update(record)
             .where(record.c.id == bind(_W + "id"))
             .values(notification_count=record.c.notification_count + 1)
         )
-        self.insert_event = compiled(
-            sa.insert(event).values({c.name: bind(c.name) for c in event.c})
-        )
+        self.insert_event = compiled(sa.insert(event).values({c.name: bind(c.name) for c in event.c}))
 
         # ---- deliveries
         self.insert_delivery = compiled(
@@ -480,9 +478,7 @@ class _Statements:
             .where(delivery.c.record_id == bind(_W + "record_id"), delivery_state == DeliveryState.PENDING.value)
             .values(state=DeliveryState.CANCELLED.value, updated_at=bind("updated_at"))
         )
-        self.delivery_by_id = compiled(
-            sa.select(*codec.delivery_reads).where(delivery.c.id == bind(_W + "id"))
-        )
+        self.delivery_by_id = compiled(sa.select(*codec.delivery_reads).where(delivery.c.id == bind(_W + "id")))
 
         def move(from_state: DeliveryState, *criteria: Any, **values: Any) -> _Statement:
             """One delivery from ``from_state`` to the given values; its new row where RETURNING is."""
@@ -529,10 +525,21 @@ class _Statements:
             "SELECT w.id, %(e_start)s::integer + x.n::integer - 1, (x.doc->>'at')::timestamptz, x.doc->'event' "
             "FROM w, json_array_elements(%(e_docs)s::json) WITH ORDINALITY AS x(doc, n)"
         )
-        columns = {"i": "integer", "id": "text", "level": "integer", "round": "integer", "target": "json",
-                   "target_key": "text", "state": "text", "attempts": "integer", "created_at": "timestamptz",
-                   "updated_at": "timestamptz", "next_attempt_at": "timestamptz", "sent_at": "timestamptz",
-                   "last_error": "text"}
+        columns = {
+            "i": "integer",
+            "id": "text",
+            "level": "integer",
+            "round": "integer",
+            "target": "json",
+            "target_key": "text",
+            "state": "text",
+            "attempts": "integer",
+            "created_at": "timestamptz",
+            "updated_at": "timestamptz",
+            "next_attempt_at": "timestamptz",
+            "sent_at": "timestamptz",
+            "last_error": "text",
+        }
         names = [name for name in columns if name != "i"]
         shape = ", ".join(f"{name} {kind}" for name, kind in columns.items())
 
@@ -697,8 +704,7 @@ class SQLEscalationStore(BaseEscalationStore):
         self._url = self._engine.url.render_as_string(hide_password=True)
         if self._dialect not in _SUPPORTED:
             raise ValueError(
-                f"{name} store: unsupported database {self._dialect!r} "
-                f"(supported: {', '.join(sorted(_SUPPORTED))})"
+                f"{name} store: unsupported database {self._dialect!r} (supported: {', '.join(sorted(_SUPPORTED))})"
             )
         self._sqlite = self._dialect == "sqlite"
         if self._sqlite:
@@ -708,9 +714,7 @@ class SQLEscalationStore(BaseEscalationStore):
         self._serial: AbstractContextManager[Any] = threading.Lock() if shared else nullcontext()
         # SQLite has one writer at a time; the store's own writers wait here, woken as soon as the
         # lock is free, rather than in SQLite's busy handler (other processes still wait there)
-        self._writer: AbstractContextManager[Any] = (
-            threading.Lock() if self._sqlite and not shared else nullcontext()
-        )
+        self._writer: AbstractContextManager[Any] = threading.Lock() if self._sqlite and not shared else nullcontext()
         self._dbapi = self._engine.dialect.loaded_dbapi
         self._statements: _Statements | None = None  # compiled at first use, once the dialect knows the server
         self._local = threading.local()  # .batch: the Connection of the thread's open batch()
@@ -958,9 +962,7 @@ class SQLEscalationStore(BaseEscalationStore):
                     histories[record_id].append(codec.load_json(entry))
         return [codec.record(row, histories[row[0]]) for row in rows]
 
-    def _records(
-        self, *criteria: Any, order_by: Sequence[Any], limit: int | None = None
-    ) -> list[EscalationRecord]:
+    def _records(self, *criteria: Any, order_by: Sequence[Any], limit: int | None = None) -> list[EscalationRecord]:
         query = self._record_query().where(*criteria).order_by(*order_by).limit(limit)
         return self._run(lambda conn: self._with_history(conn, conn.execute(query).all()))
 
@@ -1061,8 +1063,9 @@ class SQLEscalationStore(BaseEscalationStore):
 
     def _run_plan(self, plan: _Plan, *, write: bool = True) -> Any:
         """One plan alone: its statement in autocommit on PostgreSQL (a transaction elsewhere)."""
-        return self._direct(lambda cursor, _: plan.result(plan.statement.rows(cursor, plan.values)),
-                            write=write, single=True)
+        return self._direct(
+            lambda cursor, _: plan.result(plan.statement.rows(cursor, plan.values)), write=write, single=True
+        )
 
     def _plan_get(self, record_id: str) -> _Plan:
         sql = self._sql()
@@ -1305,8 +1308,11 @@ class SQLEscalationStore(BaseEscalationStore):
         criteria = [] if dag_ids is None else [self._of_dags(dag_ids)]
         if states:
             criteria.append(record.c.state.in_(sorted({_value(s) for s in states})))
-        for column, wanted in ((record.c.policy_name, policy_name), (record.c.incident_id, incident_id),
-                               (record.c.dag_id, dag_id)):
+        for column, wanted in (
+            (record.c.policy_name, policy_name),
+            (record.c.incident_id, incident_id),
+            (record.c.dag_id, dag_id),
+        ):
             if wanted is not None:
                 criteria.append(column == wanted)
         newest_first = (record.c.created_at.desc(), record.c.id.desc())
@@ -1317,8 +1323,9 @@ class SQLEscalationStore(BaseEscalationStore):
         ids = ids.limit(max(0, limit)).offset(max(0, offset)).subquery("page")
         page = self._record_query().join_from(record, ids, ids.c.id == record.c.id).order_by(*newest_first)
         total = sa.select(sa.func.count()).select_from(record).where(*criteria)
-        return self._run(lambda conn: (self._with_history(conn, conn.execute(page).all()),
-                                       conn.execute(total).scalar_one()))
+        return self._run(
+            lambda conn: (self._with_history(conn, conn.execute(page).all()), conn.execute(total).scalar_one())
+        )
 
     def save(self, record: EscalationRecord) -> EscalationRecord:
         table, event = self._tables.record, self._tables.event
@@ -1326,9 +1333,7 @@ class SQLEscalationStore(BaseEscalationStore):
         values["history_len"] = len(record.history)
 
         def work(conn: Connection) -> int:
-            current = conn.execute(
-                sa.select(table.c.version).where(table.c.id == record.id).with_for_update()
-            ).scalar()
+            current = conn.execute(sa.select(table.c.version).where(table.c.id == record.id).with_for_update()).scalar()
             version = (current or 0) + 1
             row = {**values, "version": version}
             if current is None:
@@ -1520,8 +1525,9 @@ class SQLEscalationStore(BaseEscalationStore):
         if self._one_statement():
             # one statement when the stored history is as the caller's record says (the usual
             # case); otherwise, or when the version moved on, the transaction below finds out which
-            written = self._run_plan(self._plan_update(record, expected_version, new_events, deliveries,
-                                                       cancel_pending))
+            written = self._run_plan(
+                self._plan_update(record, expected_version, new_events, deliveries, cancel_pending)
+            )
             if written is not _ALONE:
                 return True
         if not self._direct(work):
@@ -1661,9 +1667,7 @@ class SQLEscalationStore(BaseEscalationStore):
         new = delivery.c.next_attempt_at.is_(None)
         first_new = sa.select(sa.func.min(delivery.c.created_at)).where(pending, new)
         first_retry = sa.select(sa.func.min(delivery.c.next_attempt_at)).where(pending)
-        times = self._run(
-            lambda conn: [conn.execute(first_new).scalar(), conn.execute(first_retry).scalar()]
-        )
+        times = self._run(lambda conn: [conn.execute(first_new).scalar(), conn.execute(first_retry).scalar()])
         return min((t for t in times if t is not None), default=None)
 
     # ------------------------------------------------------------------ lifecycle

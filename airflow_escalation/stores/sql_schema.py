@@ -47,9 +47,7 @@ TARGET_KEY = 512
 
 # SQLite keeps datetimes as text; this fixed-width UTC format sorts in time order and puts the
 # microseconds at characters 21-26, which the store's duration arithmetic relies on.
-SQLITE_DATETIME_FORMAT = (
-    "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d"
-)
+SQLITE_DATETIME_FORMAT = "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d"
 
 
 class UTCDateTime(TypeDecorator):

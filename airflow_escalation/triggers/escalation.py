@@ -52,9 +52,20 @@ RACE_WINDOW_SECONDS = 30.0
 TERMINAL_STATES = ("resolved", "cancelled", "timed_out", "failed")
 ALL_STATES = ("pending", "active", "escalating", "acknowledged", *TERMINAL_STATES)
 # what the trigger event carries of the record (events are stored in the metadata database)
-EVENT_RECORD_FIELDS = ("id", "incident_id", "policy_name", "state", "current_level", "escalation_count",
-                       "acknowledged_at", "acknowledged_by", "resolved_at", "resolved_by", "closed_at",
-                       "updated_at")
+EVENT_RECORD_FIELDS = (
+    "id",
+    "incident_id",
+    "policy_name",
+    "state",
+    "current_level",
+    "escalation_count",
+    "acknowledged_at",
+    "acknowledged_by",
+    "resolved_at",
+    "resolved_by",
+    "closed_at",
+    "updated_at",
+)
 
 
 def normalise_states(states: str | Iterable[Any], name: str = "states") -> tuple[str, ...]:
@@ -131,8 +142,11 @@ class EscalationStateTrigger(BaseTrigger):
         if failed_states is None:
             self.failed_states = tuple(s for s in TERMINAL_STATES if s not in self.states)
         else:
-            self.failed_states = tuple(s for s in normalise_states(failed_states, "failed_states")
-                                       if s not in self.states) if failed_states else ()
+            self.failed_states = (
+                tuple(s for s in normalise_states(failed_states, "failed_states") if s not in self.states)
+                if failed_states
+                else ()
+            )
         self.poll_interval = float(poll_interval)
         self.escalation_conn_id = escalation_conn_id
         moment = _parse_time(timeout_at)
@@ -159,13 +173,15 @@ class EscalationStateTrigger(BaseTrigger):
         )
 
     def _event(self, status: str, message: str, record: dict[str, Any] | None = None) -> TriggerEvent:
-        return TriggerEvent({
-            "status": status,
-            "record_id": self.record_id,
-            "state": (record or {}).get("state"),
-            "message": message,
-            "record": slim_record(record),
-        })
+        return TriggerEvent(
+            {
+                "status": status,
+                "record_id": self.record_id,
+                "state": (record or {}).get("state"),
+                "message": message,
+                "record": slim_record(record),
+            }
+        )
 
     def _end_here(self) -> bool:
         """End the task from the trigger (soon after the deferral, see the module docstring)?"""
@@ -188,13 +204,25 @@ class EscalationStateTrigger(BaseTrigger):
             from airflow.sdk.execution_time.xcom import XCom
 
             started = time.monotonic()
-            await XCom.aset("return_value", value, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id,
-                            map_index=ti.map_index if ti.map_index is not None else -1)
-            self.log.info("pushed the XCom of %s.%s in %.0f ms", ti.dag_id, ti.task_id,
-                          (time.monotonic() - started) * 1000)
+            await XCom.aset(
+                "return_value",
+                value,
+                dag_id=ti.dag_id,
+                task_id=ti.task_id,
+                run_id=ti.run_id,
+                map_index=ti.map_index if ti.map_index is not None else -1,
+            )
+            self.log.info(
+                "pushed the XCom of %s.%s in %.0f ms", ti.dag_id, ti.task_id, (time.monotonic() - started) * 1000
+            )
         except Exception as exc:  # noqa: BLE001 - resume the task instead; it pushes the XCom itself
-            self.log.warning("cannot push the XCom of %s.%s from the triggerer (%s: %s); resuming the task",
-                             ti.dag_id, ti.task_id, type(exc).__name__, exc)
+            self.log.warning(
+                "cannot push the XCom of %s.%s from the triggerer (%s: %s); resuming the task",
+                ti.dag_id,
+                ti.task_id,
+                type(exc).__name__,
+                exc,
+            )
             return False
         return True
 
@@ -210,8 +238,10 @@ class EscalationStateTrigger(BaseTrigger):
                     remaining = (deadline - datetime.now(timezone.utc)).total_seconds()
                 update = await sub.next(remaining)
                 if update is None:
-                    yield self._event("timeout", f"escalation {self.record_id} did not reach "
-                                                 f"{' or '.join(self.states)} by {self.timeout_at}")
+                    yield self._event(
+                        "timeout",
+                        f"escalation {self.record_id} did not reach {' or '.join(self.states)} by {self.timeout_at}",
+                    )
                     return
                 if update.error is not None:
                     if update.fatal:
@@ -231,8 +261,11 @@ class EscalationStateTrigger(BaseTrigger):
                         yield self._event("success", f"escalation {self.record_id} is {state}", record)
                     return
                 if state in self.failed_states:
-                    yield self._event("failed_state", f"escalation {self.record_id} ended {state} "
-                                                      f"without becoming {' or '.join(self.states)}", record)
+                    yield self._event(
+                        "failed_state",
+                        f"escalation {self.record_id} ended {state} without becoming {' or '.join(self.states)}",
+                        record,
+                    )
                     return
 
 

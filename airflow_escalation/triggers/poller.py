@@ -97,9 +97,15 @@ class SharedEscalationPoller:
     :param drain_spool: drain this machine's escalation spool after successful polls.
     """
 
-    def __init__(self, conn_id: str, *, max_ids_per_request: int = DEFAULT_MAX_IDS,
-                 hook_factory: Callable[[str], Any] | None = None, drain_spool: bool = True,
-                 coalesce_seconds: float = COALESCE_SECONDS) -> None:
+    def __init__(
+        self,
+        conn_id: str,
+        *,
+        max_ids_per_request: int = DEFAULT_MAX_IDS,
+        hook_factory: Callable[[str], Any] | None = None,
+        drain_spool: bool = True,
+        coalesce_seconds: float = COALESCE_SECONDS,
+    ) -> None:
         if max_ids_per_request < 1:
             raise ValueError(f"max_ids_per_request: must be >= 1, got {max_ids_per_request}")
         self.conn_id = conn_id
@@ -173,7 +179,7 @@ class SharedEscalationPoller:
                     if ok:
                         next_full = now + self._interval()
                     else:
-                        next_full = loop.time() + min(MAX_BACKOFF, self._interval() * 2 ** self._failures)
+                        next_full = loop.time() + min(MAX_BACKOFF, self._interval() * 2**self._failures)
                     if ok:
                         await self._maybe_drain()
                 elif self._new:
@@ -195,8 +201,9 @@ class SharedEscalationPoller:
             raise
         except Exception as exc:
             log.exception("escalation poller %s stopped", self.conn_id)
-            self._broadcast(list(self._subs), error=f"the escalation poller failed: {type(exc).__name__}: {exc}",
-                            fatal=True)
+            self._broadcast(
+                list(self._subs), error=f"the escalation poller failed: {type(exc).__name__}: {exc}", fatal=True
+            )
         finally:
             self._task = None
 
@@ -225,21 +232,25 @@ class SharedEscalationPoller:
             hook = await self._get_hook()
         except Exception as exc:  # noqa: BLE001 - connection missing or misconfigured
             self._hook = None
-            self._broadcast(ids, error=f"escalation connection {self.conn_id!r}: {type(exc).__name__}: {exc}",
-                            fatal=True)
+            self._broadcast(
+                ids, error=f"escalation connection {self.conn_id!r}: {type(exc).__name__}: {exc}", fatal=True
+            )
             return True
         ids = sorted(ids)
         try:
             for start in range(0, len(ids), self.max_ids_per_request):
-                chunk = ids[start:start + self.max_ids_per_request]
+                chunk = ids[start : start + self.max_ids_per_request]
                 if self._supports_ids:
                     self.requests += 1
                     page = await hook.alist_escalations(ids=chunk, limit=len(chunk))
                     records = {r.get("id"): r for r in page.get("escalations") or []}
                     if any(rid not in set(chunk) for rid in records):
                         self._supports_ids = False
-                        log.warning("escalation service at %s ignores GET /escalations?ids=: polling one "
-                                    "record per request (upgrade the provider in the API server)", self.conn_id)
+                        log.warning(
+                            "escalation service at %s ignores GET /escalations?ids=: polling one "
+                            "record per request (upgrade the provider in the API server)",
+                            self.conn_id,
+                        )
                     else:
                         for rid in chunk:
                             self._deliver(RecordUpdate(rid, records.get(rid)))
@@ -257,8 +268,12 @@ class SharedEscalationPoller:
         except EscalationAuthError as exc:
             self._auth_failures += 1
             if self._auth_failures >= FATAL_AUTH_FAILURES:
-                self._broadcast(ids, error=f"the escalation service refused the triggerer's credentials "
-                                           f"{self._auth_failures} times: {exc}", fatal=True)
+                self._broadcast(
+                    ids,
+                    error=f"the escalation service refused the triggerer's credentials "
+                    f"{self._auth_failures} times: {exc}",
+                    fatal=True,
+                )
                 return True
             self._transient(exc)
             return False
@@ -269,8 +284,9 @@ class SharedEscalationPoller:
             self._transient(exc)
             return False
         if self._failures:
-            log.info("escalation service reachable again through %s after %d failed polls",
-                     self.conn_id, self._failures)
+            log.info(
+                "escalation service reachable again through %s after %d failed polls", self.conn_id, self._failures
+            )
         self._failures = 0
         self._auth_failures = 0
         return True
@@ -278,8 +294,9 @@ class SharedEscalationPoller:
     def _transient(self, exc: BaseException) -> None:
         self._failures += 1
         if self._failures == 1 or self._failures % 10 == 0:
-            log.warning("escalation poll through %s failed (%d in a row, retrying): %s",
-                        self.conn_id, self._failures, exc)
+            log.warning(
+                "escalation poll through %s failed (%d in a row, retrying): %s", self.conn_id, self._failures, exc
+            )
 
     def _deliver(self, update: RecordUpdate) -> None:
         for sub in list(self._subs.get(update.record_id, ())):
@@ -306,8 +323,13 @@ class SharedEscalationPoller:
             finally:
                 await sender.aclose()
             if report.sent or report.dead:
-                log.info("escalation spool %s: sent %d, dead %d, left %d", spool.directory,
-                         report.sent, report.dead, report.left)
+                log.info(
+                    "escalation spool %s: sent %d, dead %d, left %d",
+                    spool.directory,
+                    report.sent,
+                    report.dead,
+                    report.left,
+                )
         except Exception:
             log.debug("escalation spool drain failed", exc_info=True)
 

@@ -14,15 +14,21 @@ import httpx
 
 Caller = Callable[..., httpx.Response]
 API = "/api/v1"
-CONN_POLICY = {"name": "inline-conn", "levels": [
-    {"level": 1, "targets": [{"type": "webhook", "identifier": "/x", "conn_id": "ops_webhook"}]}]}
+CONN_POLICY = {
+    "name": "inline-conn",
+    "levels": [{"level": 1, "targets": [{"type": "webhook", "identifier": "/x", "conn_id": "ops_webhook"}]}],
+}
 PLAIN_POLICY = {"name": "inline-plain", "levels": [{"level": 1, "targets": ["lead"]}]}
 
 
 def trigger(call: Caller, user: str | None, incident: str, dag_id: str | None, **body: Any) -> httpx.Response:
     context = {"severity": "high", **({"dag_id": dag_id} if dag_id else {})}
-    return call(user, "POST", f"{API}/escalations",
-                json={"incident_id": incident, "context": context, "policy": PLAIN_POLICY, **body})
+    return call(
+        user,
+        "POST",
+        f"{API}/escalations",
+        json={"incident_id": incident, "context": context, "policy": PLAIN_POLICY, **body},
+    )
 
 
 def seed(call: Caller, tag: str) -> dict[str, str]:
@@ -101,9 +107,14 @@ def check_viewer(call: Caller, ids: dict[str, str]) -> None:
 
 
 def check_anonymous(call: Caller, ids: dict[str, str]) -> None:
-    for method, path in [("GET", f"{API}/escalations"), ("GET", f"{API}/escalations/{ids['a']}"),
-                         ("GET", f"{API}/stats"), ("GET", f"{API}/me?dag_id=A"),
-                         ("POST", f"{API}/escalations/{ids['a']}/acknowledge"), ("POST", f"{API}/escalations")]:
+    for method, path in [
+        ("GET", f"{API}/escalations"),
+        ("GET", f"{API}/escalations/{ids['a']}"),
+        ("GET", f"{API}/stats"),
+        ("GET", f"{API}/me?dag_id=A"),
+        ("POST", f"{API}/escalations/{ids['a']}/acknowledge"),
+        ("POST", f"{API}/escalations"),
+    ]:
         r = call(None, method, path, json={"incident_id": "anon"})
         assert r.status_code == 401, (method, path, r.text)
     assert call(None, "GET", f"/ui/records/{ids['b']}").status_code == 401

@@ -24,6 +24,7 @@ from airflow_stack import API, FAST_DELAY_S, JWT_SECRET, WORKERS, AirflowStack, 
 
 pytestmark = pytest.mark.slow
 
+
 def _trigger(stack: AirflowStack, incident: str, user: str = "admin", **body: Any) -> httpx.Response:
     return stack.post(f"{API}/escalations", user, json={"incident_id": incident, **body})
 
@@ -62,8 +63,12 @@ def test_plugin_app_is_mounted_and_engine_runs(stack):
 
 
 def test_unauthenticated_is_401(stack):
-    for method, path in [("GET", f"{API}/escalations"), ("GET", f"{API}/health"),
-                         ("POST", f"{API}/escalations"), ("POST", f"{API}/escalations/x/acknowledge")]:
+    for method, path in [
+        ("GET", f"{API}/escalations"),
+        ("GET", f"{API}/health"),
+        ("POST", f"{API}/escalations"),
+        ("POST", f"{API}/escalations/x/acknowledge"),
+    ]:
         r = stack.request(method, path, user=None, json={"incident_id": "nobody"})
         assert r.status_code == 401, (method, path, r.text)
         assert r.json() == {"detail": "Not authenticated"}
@@ -85,14 +90,22 @@ def test_expired_token_is_401(stack):
     header = jwt.get_unverified_header(token)
     claims = jwt.decode(token, options={"verify_signature": False})
     claims.update(iat=int(time.time()) - 600, nbf=int(time.time()) - 600, exp=int(time.time()) - 300)
-    expired = jwt.encode(claims, JWT_SECRET, algorithm=header["alg"],
-                         headers={k: v for k, v in header.items() if k not in ("alg", "typ")})
+    expired = jwt.encode(
+        claims,
+        JWT_SECRET,
+        algorithm=header["alg"],
+        headers={k: v for k, v in header.items() if k not in ("alg", "typ")},
+    )
     r = stack.get(f"{API}/health", user=None, headers={"Authorization": f"Bearer {expired}"})
     assert r.status_code == 401 and r.json() == {"detail": "Token Expired"}
     # the same claims, still valid, pass: only the expiry made the difference
     claims["exp"] = int(time.time()) + 300
-    fresh = jwt.encode(claims, JWT_SECRET, algorithm=header["alg"],
-                       headers={k: v for k, v in header.items() if k not in ("alg", "typ")})
+    fresh = jwt.encode(
+        claims,
+        JWT_SECRET,
+        algorithm=header["alg"],
+        headers={k: v for k, v in header.items() if k not in ("alg", "typ")},
+    )
     assert stack.get(f"{API}/health", user=None, headers={"Authorization": f"Bearer {fresh}"}).status_code == 200
 
 
@@ -150,8 +163,10 @@ def test_error_statuses(stack):
     r = stack.post(f"{API}/escalations/{rid}/resolve")
     assert r.status_code == 409 and r.json()["code"] == "conflict"
     assert stack.post(f"{API}/escalations", json={"incident_id": ""}).status_code == 422
-    assert stack.post(f"{API}/escalations", content=b"{oops",
-                      headers={"content-type": "application/json"}).status_code == 422
+    assert (
+        stack.post(f"{API}/escalations", content=b"{oops", headers={"content-type": "application/json"}).status_code
+        == 422
+    )
     r = _trigger(stack, "e3", policy={"name": "bad", "levels": [{"level": 1, "delay_minutes": -5}]})
     assert r.status_code == 422 and "delay_minutes" in r.json()["detail"]
     assert stack.get(f"{API}/escalations?limit=0").status_code == 422
@@ -168,20 +183,24 @@ def test_level_two_arrives_on_time_from_the_server_clock(stack):
 
     def level2_sent(record: dict) -> bool:
         # the record and its deliveries are two reads: wait until both show the sent delivery
-        return record["current_level"] == 2 and record["notification_count"] == 2 and any(
-            d["level"] == 2 and d["state"] == "sent" for d in record["deliveries"])
+        return (
+            record["current_level"] == 2
+            and record["notification_count"] == 2
+            and any(d["level"] == 2 and d["state"] == "sent" for d in record["deliveries"])
+        )
 
-    record = _wait_for(lambda: stack.get(f"{API}/escalations/{rid}").json(), level2_sent,
-                       timeout=FAST_DELAY_S + 20)
+    record = _wait_for(lambda: stack.get(f"{API}/escalations/{rid}").json(), level2_sent, timeout=FAST_DELAY_S + 20)
     created_at = _parse(record["created_at"])
     (climb,) = [h for h in record["history"] if h["event"] == "escalate"]
     late = (_parse(climb["at"]) - created_at).total_seconds() - FAST_DELAY_S
     assert -0.05 <= late < 3.0, f"level 2 fired {late:+.2f}s from its due time"
     (sent,) = [d for d in record["deliveries"] if d["level"] == 2]
     assert sent["target"]["identifier"] == "manager" and sent["attempts"] == 1
-    _wait_for(lambda: stack.log_path.read_text(),
-              lambda text: f"target=user:manager level=2 incident=clock-case escalation={rid}" in text,
-              timeout=10)
+    _wait_for(
+        lambda: stack.log_path.read_text(),
+        lambda text: f"target=user:manager level=2 incident=clock-case escalation={rid}" in text,
+        timeout=10,
+    )
     assert stack.post(f"{API}/escalations/{rid}/resolve").status_code == 200
 
 
@@ -204,18 +223,26 @@ def test_cli_lists_provider_plugin_and_config(stack):
     assert ours["version"] == "0.1.0"
     plugins = json.loads(_json_part(stack.background_output("plugins")))
     (plugin,) = [p for p in plugins if p["name"] == "escalation"]
-    assert plugin["fastapi_apps"] == [{"app": "fastapi.applications.FastAPI", "url_prefix": "/escalation",
-                                       "name": "Escalation service"}]
+    assert plugin["fastapi_apps"] == [
+        {"app": "fastapi.applications.FastAPI", "url_prefix": "/escalation", "name": "Escalation service"}
+    ]
     config = stack.background_output("config")
     assert "[escalation]" in config
-    for option in ("policies_file", "store_url", "scheduler", "check_interval_seconds",
-                   "max_concurrent_deliveries", "enabled", "base_url"):
+    for option in (
+        "policies_file",
+        "store_url",
+        "scheduler",
+        "check_interval_seconds",
+        "max_concurrent_deliveries",
+        "enabled",
+        "base_url",
+    ):
         assert option in config, option
 
 
 def _json_part(text: str) -> str:
     start = min(i for i in (text.find("["), text.find("{")) if i >= 0)
-    return text[start:text.rindex("]") + 1]
+    return text[start : text.rindex("]") + 1]
 
 
 # ---------------------------------------------------------------------------------- restart
@@ -245,7 +272,8 @@ def test_restart_loses_nothing_and_fires_a_missed_escalation_once(stack):
 
     def level2_sent(record: dict) -> bool:
         return record["current_level"] == 2 and any(
-            d["level"] == 2 and d["state"] == "sent" for d in record["deliveries"])
+            d["level"] == 2 and d["state"] == "sent" for d in record["deliveries"]
+        )
 
     record = _wait_for(lambda: stack.get(f"{API}/escalations/{rid}").json(), level2_sent, timeout=30)
     climbs = [h for h in record["history"] if h["event"] == "escalate"]

@@ -15,18 +15,15 @@ from test_attack_probe import (  # the probes, collected here with this module's
     seeded as seeded,
     test_anonymous_and_bad_tokens_read_nothing as test_anonymous_and_bad_tokens_read_nothing,
     test_cookie_writes_from_another_origin_are_refused as test_cookie_writes_from_another_origin_are_refused,
-    test_cross_dag_actions_are_refused_through_every_route_and_body as
-    test_cross_dag_actions_are_refused_through_every_route_and_body,
+    test_cross_dag_actions_are_refused_through_every_route_and_body as test_cross_dag_actions_are_refused_through_every_route_and_body,
     test_cross_dag_reads_never_show_another_dags_records as test_cross_dag_reads_never_show_another_dags_records,
     test_cross_dag_record_reads_are_404_as_if_missing as test_cross_dag_record_reads_are_404_as_if_missing,
     test_deep_huge_surrogate_and_nan_contexts_are_refused as test_deep_huge_surrogate_and_nan_contexts_are_refused,
     test_an_incident_never_joins_another_dags_record as test_an_incident_never_joins_another_dags_record,
-    test_inline_policies_never_name_connections_for_a_dag_user as
-    test_inline_policies_never_name_connections_for_a_dag_user,
+    test_inline_policies_never_name_connections_for_a_dag_user as test_inline_policies_never_name_connections_for_a_dag_user,
     test_odd_limits_offsets_and_ids_are_refused as test_odd_limits_offsets_and_ids_are_refused,
     test_retrigger_floods_keep_history_bounded as test_retrigger_floods_keep_history_bounded,
-    test_triggers_for_another_dag_no_dag_or_odd_dag_ids_are_refused as
-    test_triggers_for_another_dag_no_dag_or_odd_dag_ids_are_refused,
+    test_triggers_for_another_dag_no_dag_or_odd_dag_ids_are_refused as test_triggers_for_another_dag_no_dag_or_odd_dag_ids_are_refused,
     test_yaml_bombs_and_deep_yaml_are_refused as test_yaml_bombs_and_deep_yaml_are_refused,
 )
 from test_authz_api_server import MOUNT, per_dag_stack as per_dag_stack

@@ -28,9 +28,15 @@ def _metadata_dags(*dag_ids: str) -> None:
     from airflow.models.revoked_token import RevokedToken
     from airflow.models.team import dag_bundle_team_association_table
 
-    Base.metadata.create_all(settings.engine, tables=[
-        DagBundleModel.__table__, DagModel.__table__, dag_bundle_team_association_table,
-        RevokedToken.__table__])
+    Base.metadata.create_all(
+        settings.engine,
+        tables=[
+            DagBundleModel.__table__,
+            DagModel.__table__,
+            dag_bundle_team_association_table,
+            RevokedToken.__table__,
+        ],
+    )
     with settings.Session() as session:
         session.merge(DagBundleModel(name="dags-folder"))
         session.commit()
@@ -79,12 +85,15 @@ def app() -> Iterator[App]:
         previous = airflow_app._AuthManagerState.instance
         manager = airflow_app.create_auth_manager()
         mp.setattr(airflow_app._AuthManagerState, "instance", manager)
-        tokens = {name: manager.generate_jwt(SimpleAuthManagerUser(username=name, role=role))
-                  for name, role in USERS.items()}
-        engine = EscalationEngine(EscalationEngineConfig(
-            store=InMemoryEscalationStore(),
-            scheduler_config=SchedulerConfig(scheduler_type="asyncio", check_interval_seconds=3600),
-        ))
+        tokens = {
+            name: manager.generate_jwt(SimpleAuthManagerUser(username=name, role=role)) for name, role in USERS.items()
+        }
+        engine = EscalationEngine(
+            EscalationEngineConfig(
+                store=InMemoryEscalationStore(),
+                scheduler_config=SchedulerConfig(scheduler_type="asyncio", check_interval_seconds=3600),
+            )
+        )
         service = create_app(engine=engine, policy_config=EscalationPolicyConfig())
         service.state.link_secret = SECRET
         try:

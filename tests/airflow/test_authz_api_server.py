@@ -42,12 +42,16 @@ def per_dag_stack(tmp_path_factory) -> Iterator[AirflowStack]:
     dags.mkdir(parents=True, exist_ok=True)
     (dags / "team_dags.py").write_text(DAG_FILE)
     python_path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p)
-    stack = AirflowStack(home, dags_folder=dags, extra_env={
-        "AIRFLOW__CORE__AUTH_MANAGER": AUTH_MANAGER,
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": USERS_SETTING,
-        "PYTHONPATH": python_path,
-        "AIRFLOW__API__WORKERS": "1",  # one engine is enough here: a faster start
-    })
+    stack = AirflowStack(
+        home,
+        dags_folder=dags,
+        extra_env={
+            "AIRFLOW__CORE__AUTH_MANAGER": AUTH_MANAGER,
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": USERS_SETTING,
+            "PYTHONPATH": python_path,
+            "AIRFLOW__API__WORKERS": "1",  # one engine is enough here: a faster start
+        },
+    )
     try:
         stack.migrate()
         parsed = stack.cli("dags", "reserialize")
@@ -72,8 +76,9 @@ def _call(stack: AirflowStack):
 
 def _cookie_call(stack: AirflowStack):
     def call(user: str, method: str, path: str, **kw: Any) -> httpx.Response:
-        return httpx.request(method, f"{stack.base}{MOUNT}{path}", cookies={"_token": stack.token(user)},
-                             timeout=30, **kw)
+        return httpx.request(
+            method, f"{stack.base}{MOUNT}{path}", cookies={"_token": stack.token(user)}, timeout=30, **kw
+        )
 
     return call
 

@@ -42,10 +42,12 @@ FUZZ_EXAMPLES = int(os.environ.get("ESCALATION_FUZZ_EXAMPLES", "8"))
 
 def build_app():
     policy_config = EscalationPolicyConfig.from_dict(POLICIES)
-    engine = EscalationEngine(EscalationEngineConfig(
-        store=InMemoryEscalationStore(),
-        scheduler_config=SchedulerConfig(scheduler_type="asyncio", check_interval_seconds=3600),
-    ))
+    engine = EscalationEngine(
+        EscalationEngineConfig(
+            store=InMemoryEscalationStore(),
+            scheduler_config=SchedulerConfig(scheduler_type="asyncio", check_interval_seconds=3600),
+        )
+    )
     for policy in policy_config.policies.values():
         engine.register_policy(policy)
     return create_app(engine=engine, policy_config=policy_config)
@@ -69,12 +71,14 @@ class Served:
         RevokedToken.__table__.create(airflow_settings.engine, checkfirst=True)
         purge_cached_app()  # another test may have built a different auth manager
         manager = init_auth_manager()
-        self.tokens = {role: manager.generate_jwt(SimpleAuthManagerUser(username=role, role=role))
-                       for role in ("admin", "viewer")}
+        self.tokens = {
+            role: manager.generate_jwt(SimpleAuthManagerUser(username=role, role=role)) for role in ("admin", "viewer")
+        }
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(APP, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(APP, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> "Served":
@@ -108,8 +112,9 @@ def served():
 @pytest.mark.filterwarnings("ignore")
 @pytest.mark.parametrize("role", ["admin", "viewer"])
 @schema.parametrize()
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
 def test_every_operation_answers_within_the_schema(served, role, case):
     # Two checks are left out. The schema cannot say every bound (a context's depth or size, a
     # lone surrogate): data valid by the schema may get a 422 naming the field, so "valid data is
@@ -118,5 +123,9 @@ def test_every_operation_answers_within_the_schema(served, role, case):
     # "invalid data is rejected" would flag it (invalid bodies and parameters are refused, see
     # test_input_bounds.py). Every other check applies: no 5xx, statuses, content types, bodies
     # and headers as documented, authentication not ignored.
-    case.call_and_validate(base_url=served.base_url, headers={"Authorization": f"Bearer {served.tokens[role]}"},
-                           excluded_checks=[positive_data_acceptance, negative_data_rejection], timeout=30)
+    case.call_and_validate(
+        base_url=served.base_url,
+        headers={"Authorization": f"Bearer {served.tokens[role]}"},
+        excluded_checks=[positive_data_acceptance, negative_data_rejection],
+        timeout=30,
+    )

@@ -52,24 +52,51 @@ def total(client) -> int:
 # ------------------------------------------------------------------ refused, nothing stored
 
 
-@pytest.mark.parametrize("raw, field", [
-    (SURROGATE_BODY, "context"),
-    (b'{"incident_id": "\\udfff"}', "incident_id"),
-    (b'{"incident_id": "i", "policy_name": "\\ud800x"}', "policy_name"),
-    (b'{"incident_id": "i", "context": {"\\ud800": 1}}', "context"),
-    (b'{"incident_id": "i", "context": {"x": NaN}}', "context"),
-    (b'{"incident_id": "i", "context": {"x": [Infinity]}}', "context"),
-    (json.dumps({"incident_id": "i", "context": nested(33)}).encode(), "context"),
-    (json.dumps({"incident_id": "i", "context": nested(300)}).encode(), "context"),
-    (json.dumps({"incident_id": "i", "context": {"x": "y" * (64 * 1024)}}).encode(), "context"),
-    (json.dumps({"incident_id": "i" * 256}).encode(), "incident_id"),
-    (json.dumps({"incident_id": "i", "policy": {"name": "p", "description": "\ud800",
-                                                "levels": [{"level": 1}]}}).encode(), "description"),
-    (json.dumps({"incident_id": "i", "policy": {"name": "p", "levels": [
-        {"level": 1, "targets": [{"identifier": "x", "metadata": nested(40)}]}]}}).encode(), "policy"),
-    (json.dumps({"incident_id": "i", "policy": {"name": "p", "levels": [
-        {"level": 1, "repeat_count": 10**6, "repeat_interval_minutes": 0.01}]}}).encode(), "repeat_count"),
-])
+@pytest.mark.parametrize(
+    "raw, field",
+    [
+        (SURROGATE_BODY, "context"),
+        (b'{"incident_id": "\\udfff"}', "incident_id"),
+        (b'{"incident_id": "i", "policy_name": "\\ud800x"}', "policy_name"),
+        (b'{"incident_id": "i", "context": {"\\ud800": 1}}', "context"),
+        (b'{"incident_id": "i", "context": {"x": NaN}}', "context"),
+        (b'{"incident_id": "i", "context": {"x": [Infinity]}}', "context"),
+        (json.dumps({"incident_id": "i", "context": nested(33)}).encode(), "context"),
+        (json.dumps({"incident_id": "i", "context": nested(300)}).encode(), "context"),
+        (json.dumps({"incident_id": "i", "context": {"x": "y" * (64 * 1024)}}).encode(), "context"),
+        (json.dumps({"incident_id": "i" * 256}).encode(), "incident_id"),
+        (
+            json.dumps(
+                {"incident_id": "i", "policy": {"name": "p", "description": "\ud800", "levels": [{"level": 1}]}}
+            ).encode(),
+            "description",
+        ),
+        (
+            json.dumps(
+                {
+                    "incident_id": "i",
+                    "policy": {
+                        "name": "p",
+                        "levels": [{"level": 1, "targets": [{"identifier": "x", "metadata": nested(40)}]}],
+                    },
+                }
+            ).encode(),
+            "policy",
+        ),
+        (
+            json.dumps(
+                {
+                    "incident_id": "i",
+                    "policy": {
+                        "name": "p",
+                        "levels": [{"level": 1, "repeat_count": 10**6, "repeat_interval_minutes": 0.01}],
+                    },
+                }
+            ).encode(),
+            "repeat_count",
+        ),
+    ],
+)
 def test_trigger_refused_422_and_nothing_stored(client, raw, field):
     assert_422_naming(post_raw(client, f"{API}/escalations", raw), field)
     assert total(client) == 0
@@ -85,19 +112,23 @@ def test_eight_megabyte_context_is_413(client):
     response = post_raw(client, f"{API}/escalations", raw)
     assert response.status_code == 413 and "body" in response.json()["detail"]
     # without a Content-Length (chunked) too
-    response = client.post(f"{API}/escalations", content=iter([raw[:1_000_000]] * 3),
-                           headers={"content-type": "application/json"})
+    response = client.post(
+        f"{API}/escalations", content=iter([raw[:1_000_000]] * 3), headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
     assert total(client) == 0
 
 
-@pytest.mark.parametrize("action, raw, field", [
-    ("acknowledge", b'{"note": "\\ud800"}', "note"),
-    ("acknowledge", json.dumps({"note": "n" * 4001}).encode(), "note"),
-    ("resolve", b'{"note": "ok \\udc00"}', "note"),
-    ("cancel", b'{"reason": "\\ud800"}', "reason"),
-    ("cancel", json.dumps({"reason": "r" * 4001}).encode(), "reason"),
-])
+@pytest.mark.parametrize(
+    "action, raw, field",
+    [
+        ("acknowledge", b'{"note": "\\ud800"}', "note"),
+        ("acknowledge", json.dumps({"note": "n" * 4001}).encode(), "note"),
+        ("resolve", b'{"note": "ok \\udc00"}', "note"),
+        ("cancel", b'{"reason": "\\ud800"}', "reason"),
+        ("cancel", json.dumps({"reason": "r" * 4001}).encode(), "reason"),
+    ],
+)
 def test_actions_refuse_bad_text_and_change_nothing(client, action, raw, field):
     record = client.post(f"{API}/escalations", json={"incident_id": "a"}).json()["record"]
     assert_422_naming(post_raw(client, f"{API}/escalations/{record['id']}/{action}", raw), field)
@@ -105,14 +136,17 @@ def test_actions_refuse_bad_text_and_change_nothing(client, action, raw, field):
     assert after["state"] == record["state"] and after["version"] == record["version"]
 
 
-@pytest.mark.parametrize("query, field", [
-    ("offset=1e23", "offset"),
-    (f"offset={10**23}", "offset"),
-    (f"offset={bounds.MAX_LIST_OFFSET + 1}", "offset"),
-    ("limit=501", "limit"),
-    ("limit=0", "limit"),
-    ("incident=" + "x" * 256, "incident"),
-])
+@pytest.mark.parametrize(
+    "query, field",
+    [
+        ("offset=1e23", "offset"),
+        (f"offset={10**23}", "offset"),
+        (f"offset={bounds.MAX_LIST_OFFSET + 1}", "offset"),
+        ("limit=501", "limit"),
+        ("limit=0", "limit"),
+        ("incident=" + "x" * 256, "incident"),
+    ],
+)
 def test_list_query_bounds(client, query, field):
     assert_422_naming(client.get(f"{API}/escalations?{query}"), field)
 
@@ -138,21 +172,29 @@ def test_validate_refuses_yaml_aliases_quickly_and_briefly(client):
     assert len(response.content) < 2000
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("policies:\n  - &p {name: a, levels: [{level: 1}]}\n  - *p\n", "aliases"),
-    ("x: " + "[" * 200 + "]" * 200, "nested deeper"),
-    ("x: " + "[" * 100_000, "yaml"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("policies:\n  - &p {name: a, levels: [{level: 1}]}\n  - *p\n", "aliases"),
+        ("x: " + "[" * 200 + "]" * 200, "nested deeper"),
+        ("x: " + "[" * 100_000, "yaml"),
+    ],
+)
 def test_validate_unreadable_yaml_is_422_briefly(client, text, fragment):
     response = client.post(f"{API}/policies/validate", json={"yaml": text})
     assert_422_naming(response, fragment)
     assert len(response.json()["detail"][0]["msg"]) <= bounds.MAX_ERROR_CHARS + 40
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("name: p\nlevels: [{level: 1}]\n" + "".join(f"bogus_field_{i:04d}_{'z' * 40}: 1\n" for i in range(300)),
-     "unknown field"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        (
+            "name: p\nlevels: [{level: 1}]\n" + "".join(f"bogus_field_{i:04d}_{'z' * 40}: 1\n" for i in range(300)),
+            "unknown field",
+        ),
+    ],
+)
 def test_validate_yaml_errors_are_bounded(client, text, fragment):
     response = client.post(f"{API}/policies/validate", json={"yaml": text})
     assert response.status_code == 200 and response.json()["valid"] is False
@@ -210,16 +252,27 @@ def test_retriggers_are_counted_not_appended(client):
 
 def _bad_record(incident: str, context: dict) -> EscalationRecord:
     now = datetime.now(timezone.utc)
-    record = EscalationRecord(id=EscalationRecord.generate_id(), incident_id=incident, policy_name="ops",
-                              state="active", created_at=now, updated_at=now, context=context)
+    record = EscalationRecord(
+        id=EscalationRecord.generate_id(),
+        incident_id=incident,
+        policy_name="ops",
+        state="active",
+        created_at=now,
+        updated_at=now,
+        context=context,
+    )
     record.add_history_event("triggered", now, "\ud800someone", note="\udc00")
     return record
 
 
-@pytest.mark.parametrize("make_store", [
-    InMemoryEscalationStore,
-    lambda: SQLEscalationStore(url="sqlite://", create_tables=True),
-], ids=["memory", "sqlite"])
+@pytest.mark.parametrize(
+    "make_store",
+    [
+        InMemoryEscalationStore,
+        lambda: SQLEscalationStore(url="sqlite://", create_tables=True),
+    ],
+    ids=["memory", "sqlite"],
+)
 def test_stored_bad_values_never_break_a_read(make_store):
     store = make_store()
     records = [
@@ -229,8 +282,14 @@ def test_stored_bad_values_never_break_a_read(make_store):
         _bad_record("huge", {"x": "y" * 200_000}),
     ]
     for record in records:
-        delivery = Delivery(id=EscalationRecord.generate_id(), record_id=record.id, level=1, round=0,
-                            target=EscalationTarget.user("u"), last_error="boom " * 10_000)
+        delivery = Delivery(
+            id=EscalationRecord.generate_id(),
+            record_id=record.id,
+            level=1,
+            round=0,
+            target=EscalationTarget.user("u"),
+            last_error="boom " * 10_000,
+        )
         assert store.create(record, [delivery]) is not None
     with make_client(store=store) as c:
         listing = c.get(f"{API}/escalations")
@@ -257,9 +316,14 @@ def test_a_body_that_is_not_utf8_is_422(client):
     assert total(client) == 0
 
 
-@pytest.mark.parametrize("path, allow", [
-    ("/policies/validate", "POST"), ("/escalations", "GET, POST"), ("/policies/ops", "GET"),
-])
+@pytest.mark.parametrize(
+    "path, allow",
+    [
+        ("/policies/validate", "POST"),
+        ("/escalations", "GET, POST"),
+        ("/policies/ops", "GET"),
+    ],
+)
 def test_405_lists_the_paths_methods(client, path, allow):
     response = client.request("OPTIONS", f"{API}{path}")
     assert response.status_code == 405 and response.headers["allow"] == allow

@@ -26,14 +26,18 @@ AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 def home(tmp_path_factory) -> dict[str, str]:
     home = tmp_path_factory.mktemp("airflow_home")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
-    env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-               AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db")
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
+    )
     return env
 
 
 def airflow(env: dict[str, str], *argv: str) -> str:
-    done = subprocess.run([AIRFLOW, *argv], env=env, capture_output=True, text=True, timeout=300,
-                          stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [AIRFLOW, *argv], env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 
@@ -69,8 +73,10 @@ def test_plugin_is_loaded(home):
     assert [app["url_prefix"] for app in apps] == ["/escalation"], apps
 
 
-@pytest.mark.skipif(not os.environ.get("ESCALATION_EXPECT_INSTALLED"),
-                    reason="only when testing an installed wheel (scripts/test_airflow_versions.sh)")
+@pytest.mark.skipif(
+    not os.environ.get("ESCALATION_EXPECT_INSTALLED"),
+    reason="only when testing an installed wheel (scripts/test_airflow_versions.sh)",
+)
 def test_the_package_under_test_is_the_installed_wheel():
     import airflow_escalation
     from airflow_escalation.demo import EXAMPLES

@@ -132,10 +132,13 @@ def test_db_manager_entry_names_the_db_manager():
 def test_entry_points_are_installed():
     eps = metadata.distribution(DIST).entry_points
     by_group = {(ep.group, ep.name): ep.value for ep in eps}
-    assert by_group[("apache_airflow_provider", "provider_info")] == \
-        "airflow_escalation.get_provider_info:get_provider_info"
-    assert by_group[("airflow.plugins", "escalation")] == \
-        "airflow_escalation.plugins.escalation_plugin:EscalationPlugin"
+    assert (
+        by_group[("apache_airflow_provider", "provider_info")]
+        == "airflow_escalation.get_provider_info:get_provider_info"
+    )
+    assert (
+        by_group[("airflow.plugins", "escalation")] == "airflow_escalation.plugins.escalation_plugin:EscalationPlugin"
+    )
     (provider_ep,) = metadata.distribution(DIST).entry_points.select(group="apache_airflow_provider")
     assert provider_ep.load() is get_provider_info
 
@@ -152,8 +155,7 @@ class FakeConf:
 
 
 def test_settings_defaults():
-    conf = FakeConf({("database", "sql_alchemy_conn"): "sqlite:////tmp/airflow.db",
-                     ("api", "port"): "8080"})
+    conf = FakeConf({("database", "sql_alchemy_conn"): "sqlite:////tmp/airflow.db", ("api", "port"): "8080"})
     settings = load_settings(conf)
     assert settings.enabled is True
     assert settings.policies_file == ""
@@ -166,16 +168,18 @@ def test_settings_defaults():
 
 
 def test_settings_values_and_base_url_fallback():
-    conf = FakeConf({
-        ("escalation", "enabled"): "false",
-        ("escalation", "policies_file"): "/etc/p.yaml",
-        ("escalation", "store_url"): "postgresql://u:p@db/esc",
-        ("escalation", "scheduler"): "AsyncIO",
-        ("escalation", "check_interval_seconds"): "0.5",
-        ("escalation", "max_concurrent_deliveries"): "7",
-        ("api", "base_url"): "https://airflow.example.com/",
-        ("database", "sql_alchemy_conn"): "sqlite:////tmp/airflow.db",
-    })
+    conf = FakeConf(
+        {
+            ("escalation", "enabled"): "false",
+            ("escalation", "policies_file"): "/etc/p.yaml",
+            ("escalation", "store_url"): "postgresql://u:p@db/esc",
+            ("escalation", "scheduler"): "AsyncIO",
+            ("escalation", "check_interval_seconds"): "0.5",
+            ("escalation", "max_concurrent_deliveries"): "7",
+            ("api", "base_url"): "https://airflow.example.com/",
+            ("database", "sql_alchemy_conn"): "sqlite:////tmp/airflow.db",
+        }
+    )
     settings = load_settings(conf)
     assert settings.enabled is False
     assert settings.effective_store_url == "postgresql://u:p@db/esc" and not settings.uses_metadata_db
@@ -188,15 +192,18 @@ def test_settings_values_and_base_url_fallback():
     assert load_settings(conf).base_url == "https://alerts.example.com/airflow"
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("scheduler", "cron", "[escalation] scheduler: unknown value 'cron'"),
-    ("check_interval_seconds", "0", "[escalation] check_interval_seconds: must be > 0"),
-    ("check_interval_seconds", "soon", "[escalation] check_interval_seconds: expected a number"),
-    ("check_interval_seconds", "nan", "expected a finite number"),
-    ("max_concurrent_deliveries", "0", "[escalation] max_concurrent_deliveries: must be >= 1"),
-    ("max_concurrent_deliveries", "2.5", "expected a whole number, got '2.5'"),
-    ("enabled", "maybe", "[escalation] enabled: expected true or false, got 'maybe'"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("scheduler", "cron", "[escalation] scheduler: unknown value 'cron'"),
+        ("check_interval_seconds", "0", "[escalation] check_interval_seconds: must be > 0"),
+        ("check_interval_seconds", "soon", "[escalation] check_interval_seconds: expected a number"),
+        ("check_interval_seconds", "nan", "expected a finite number"),
+        ("max_concurrent_deliveries", "0", "[escalation] max_concurrent_deliveries: must be >= 1"),
+        ("max_concurrent_deliveries", "2.5", "expected a whole number, got '2.5'"),
+        ("enabled", "maybe", "[escalation] enabled: expected true or false, got 'maybe'"),
+    ],
+)
 def test_settings_errors_name_the_option_and_value(key, value, message):
     with pytest.raises(EscalationConfigError, match=None) as info:
         load_settings(FakeConf({("escalation", key): value}))

@@ -25,13 +25,21 @@ POLICIES = {
     "escalation": {
         "default_policy": "ops",
         "policies": [
-            {"name": "ops", "levels": [
-                {"level": 1, "targets": [{"type": "user", "identifier": "lead"}]},
-                {"level": 2, "delay_minutes": 60, "targets": [{"type": "user", "identifier": "manager"}]},
-            ]},
-            {"name": "critical_only", "severity_filter": ["critical"], "cooldown_minutes": 60, "levels": [
-                {"level": 1, "targets": ["oncall"]},
-            ]},
+            {
+                "name": "ops",
+                "levels": [
+                    {"level": 1, "targets": [{"type": "user", "identifier": "lead"}]},
+                    {"level": 2, "delay_minutes": 60, "targets": [{"type": "user", "identifier": "manager"}]},
+                ],
+            },
+            {
+                "name": "critical_only",
+                "severity_filter": ["critical"],
+                "cooldown_minutes": 60,
+                "levels": [
+                    {"level": 1, "targets": ["oncall"]},
+                ],
+            },
         ],
     }
 }
@@ -52,10 +60,12 @@ def make_client(policy_data: dict | None = None, store: Any = None, **cfg: Any) 
     policy_config = EscalationPolicyConfig.from_dict(policy_data or POLICIES)
     for key, value in cfg.items():
         setattr(policy_config, key, value)
-    engine = EscalationEngine(EscalationEngineConfig(
-        store=store or InMemoryEscalationStore(),
-        scheduler_config=SchedulerConfig(scheduler_type="asyncio", check_interval_seconds=3600),
-    ))
+    engine = EscalationEngine(
+        EscalationEngineConfig(
+            store=store or InMemoryEscalationStore(),
+            scheduler_config=SchedulerConfig(scheduler_type="asyncio", check_interval_seconds=3600),
+        )
+    )
     for policy in policy_config.policies.values():
         engine.register_policy(policy)
     app = create_app(engine=engine, policy_config=policy_config)
@@ -132,22 +142,24 @@ def test_trigger_inline_policy(client):
     assert r.status_code == 201 and r.json()["record"]["policy_name"] == "inline"
 
 
-@pytest.mark.parametrize("body, fragment", [
-    ({"incident_id": ""}, "incident_id"),
-    ({"incident_id": "x" * 256}, "incident_id"),
-    ({"incident_id": 5}, "incident_id"),
-    ({}, "incident_id"),
-    ({"incident_id": "i", "context": "not a mapping"}, "context"),
-    ({"incident_id": "i", "trigger_type": "whenever"}, "trigger_type"),
-    ({"incident_id": "i", "triggered_by": "mallory"}, "triggered_by"),
-    ({"incident_id": "i", "policy": {"name": "p", "levels": 5}}, "policy"),
-    ({"incident_id": "i", "policy": {"name": "p", "levels": [{"level": 2}]}}, "levels"),
-    ({"incident_id": "i", "policy": {"name": "p", "levels": [{"level": 1, "delay_minutes": -1}]}},
-     "delay_minutes"),
-    ({"incident_id": "i", "policy": {"levels": [{"level": 1}]}}, "policy.name"),
-    ({"incident_id": "i", "policy": {"name": "p", "triggers": 5, "levels": [{"level": 1}]}}, "policy"),
-    ({"incident_id": "i", "policy": {"name": "p" * 300, "levels": [{"level": 1}]}}, "policy.name"),
-])
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ({"incident_id": ""}, "incident_id"),
+        ({"incident_id": "x" * 256}, "incident_id"),
+        ({"incident_id": 5}, "incident_id"),
+        ({}, "incident_id"),
+        ({"incident_id": "i", "context": "not a mapping"}, "context"),
+        ({"incident_id": "i", "trigger_type": "whenever"}, "trigger_type"),
+        ({"incident_id": "i", "triggered_by": "mallory"}, "triggered_by"),
+        ({"incident_id": "i", "policy": {"name": "p", "levels": 5}}, "policy"),
+        ({"incident_id": "i", "policy": {"name": "p", "levels": [{"level": 2}]}}, "levels"),
+        ({"incident_id": "i", "policy": {"name": "p", "levels": [{"level": 1, "delay_minutes": -1}]}}, "delay_minutes"),
+        ({"incident_id": "i", "policy": {"levels": [{"level": 1}]}}, "policy.name"),
+        ({"incident_id": "i", "policy": {"name": "p", "triggers": 5, "levels": [{"level": 1}]}}, "policy"),
+        ({"incident_id": "i", "policy": {"name": "p" * 300, "levels": [{"level": 1}]}}, "policy.name"),
+    ],
+)
 def test_trigger_invalid_body_422(client, body, fragment):
     r = client.post(f"{API}/escalations", json=body)
     assert r.status_code == 422, r.text
@@ -160,10 +172,13 @@ def test_trigger_not_json_422(client):
 
 
 def test_trigger_unknown_condition_is_422_not_500(client):
-    policy = {"name": "cond", "levels": [
-        {"level": 1, "targets": ["a"]},
-        {"level": 2, "delay_minutes": 0, "conditions": {"moon_phase": "full"}, "targets": ["b"]},
-    ]}
+    policy = {
+        "name": "cond",
+        "levels": [
+            {"level": 1, "targets": ["a"]},
+            {"level": 2, "delay_minutes": 0, "conditions": {"moon_phase": "full"}, "targets": ["b"]},
+        ],
+    }
     r = trigger(client, "inc-cond", policy=policy)
     assert r.status_code == 422 and "moon_phase" in r.json()["detail"]
 
@@ -236,11 +251,17 @@ def test_cancel_records_actor_and_reason(client):
     assert r.json()["record"]["metadata"]["cancelled_by"] == "alice"
 
 
-@pytest.mark.parametrize("action, body", [
-    ("acknowledge", {"note": 5}), ("acknowledge", {"acknowledged_by": "mallory"}),
-    ("resolve", {"note": "x" * 5000}), ("cancel", {"reason": ["x"]}), ("escalate", {"force": "very"}),
-    ("acknowledge", [1, 2]),
-])
+@pytest.mark.parametrize(
+    "action, body",
+    [
+        ("acknowledge", {"note": 5}),
+        ("acknowledge", {"acknowledged_by": "mallory"}),
+        ("resolve", {"note": "x" * 5000}),
+        ("cancel", {"reason": ["x"]}),
+        ("escalate", {"force": "very"}),
+        ("acknowledge", [1, 2]),
+    ],
+)
 def test_action_bad_body_422(client, action, body):
     rid = trigger(client).json()["record"]["id"]
     assert client.post(f"{API}/escalations/{rid}/{action}", json=body).status_code == 422
@@ -258,16 +279,26 @@ def test_policies(client):
     assert client.get(f"{API}/policies/nope").status_code == 404
 
 
-@pytest.mark.parametrize("body, valid, names, error", [
-    ({"policy": {"name": "p", "levels": [{"level": 1}]}}, True, ["p"], None),
-    ({"policy": {"name": "p", "levels": []}}, False, [], "at least one level"),
-    ({"yaml": "name: p\nlevels:\n  - level: 1\n"}, True, ["p"], None),
-    ({"yaml": "escalation:\n  policies:\n    - name: a\n      levels: [{level: 1}]\n"
-              "    - name: b\n      levels: [{level: 1}]\n"}, True, ["a", "b"], None),
-    ({"yaml": "- {name: a, levels: [{level: 1}]}\n- {name: a, levels: [{level: 1}]}\n"}, False, [], "duplicate"),
-    ({"yaml": "/etc/passwd"}, False, [], "expected a mapping"),  # text, never a path to read
-    ({"yaml": "name: p\nlevels: 5\n"}, False, [], ""),
-])
+@pytest.mark.parametrize(
+    "body, valid, names, error",
+    [
+        ({"policy": {"name": "p", "levels": [{"level": 1}]}}, True, ["p"], None),
+        ({"policy": {"name": "p", "levels": []}}, False, [], "at least one level"),
+        ({"yaml": "name: p\nlevels:\n  - level: 1\n"}, True, ["p"], None),
+        (
+            {
+                "yaml": "escalation:\n  policies:\n    - name: a\n      levels: [{level: 1}]\n"
+                "    - name: b\n      levels: [{level: 1}]\n"
+            },
+            True,
+            ["a", "b"],
+            None,
+        ),
+        ({"yaml": "- {name: a, levels: [{level: 1}]}\n- {name: a, levels: [{level: 1}]}\n"}, False, [], "duplicate"),
+        ({"yaml": "/etc/passwd"}, False, [], "expected a mapping"),  # text, never a path to read
+        ({"yaml": "name: p\nlevels: 5\n"}, False, [], ""),
+    ],
+)
 def test_validate(client, body, valid, names, error):
     r = client.post(f"{API}/policies/validate", json=body)
     assert r.status_code == 200, r.text
@@ -359,8 +390,9 @@ def test_bad_policies_file_degrades_but_runs(tmp_path):
         assert health["status"] == "degraded" and health["running"] is True
         assert "policies_file" in health["errors"][0] and "at least one level" in health["errors"][0]
         assert c.get(f"{API}/policies").json() == {"policies": []}
-    with _client_for(_settings(policies_file=str(tmp_path / "missing.yaml"),
-                               store_url=f"sqlite:///{tmp_path}/s.db")) as c:
+    with _client_for(
+        _settings(policies_file=str(tmp_path / "missing.yaml"), store_url=f"sqlite:///{tmp_path}/s.db")
+    ) as c:
         assert "file not found" in c.get(f"{API}/health").json()["errors"][0]
 
 
@@ -368,7 +400,8 @@ def test_service_from_settings_uses_sql_store_and_policies_file(tmp_path):
     policies = tmp_path / "p.yaml"
     policies.write_text(
         "escalation:\n  store: {type: sqlite, db_path: ignored.db}\n  policies:\n"
-        "    - name: p\n      levels: [{level: 1, targets: [lead]}]\n")
+        "    - name: p\n      levels: [{level: 1, targets: [lead]}]\n"
+    )
     with _client_for(_settings(policies_file=str(policies), store_url=f"sqlite:///{tmp_path}/s.db")) as c:
         health = c.get(f"{API}/health").json()
         assert health == {**health, "status": "ok", "store": "sql", "running": True, "errors": []}

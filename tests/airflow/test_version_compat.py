@@ -16,15 +16,24 @@ from airflow_escalation.version_compat import (
     check_airflow_version,
 )
 
-AIRFLOW_LAYER = ["airflow_escalation.hooks.escalation", "airflow_escalation.operators.escalation",
-                 "airflow_escalation.sensors.escalation", "airflow_escalation.triggers.escalation",
-                 "airflow_escalation.notifications.escalation", "airflow_escalation.plugins.escalation_plugin",
-                 "airflow_escalation.models.db", "airflow_escalation.cli.definition"]
+AIRFLOW_LAYER = [
+    "airflow_escalation.hooks.escalation",
+    "airflow_escalation.operators.escalation",
+    "airflow_escalation.sensors.escalation",
+    "airflow_escalation.triggers.escalation",
+    "airflow_escalation.notifications.escalation",
+    "airflow_escalation.plugins.escalation_plugin",
+    "airflow_escalation.models.db",
+    "airflow_escalation.cli.definition",
+]
 
 
 def test_pyproject_floor_is_the_checked_floor():
-    (airflow,) = [Requirement(r) for r in metadata.requires("airflow-provider-escalation")
-                  if Requirement(r).name == "apache-airflow" and not Requirement(r).marker]
+    (airflow,) = [
+        Requirement(r)
+        for r in metadata.requires("airflow-provider-escalation")
+        if Requirement(r).name == "apache-airflow" and not Requirement(r).marker
+    ]
     assert str(airflow.specifier) == f">={MIN_AIRFLOW_VERSION}"
 
 
@@ -62,7 +71,9 @@ def test_every_airflow_layer_module_refuses_an_old_airflow():
 
 def test_the_core_does_not_check():
     """The core runs without Airflow: importing it never asks Airflow's version."""
-    code = ("import sys, airflow_escalation.core.engine, airflow_escalation.stores.sql; "
-            "sys.exit('airflow' in sys.modules or 'airflow_escalation.version_compat' in sys.modules)")
+    code = (
+        "import sys, airflow_escalation.core.engine, airflow_escalation.stores.sql; "
+        "sys.exit('airflow' in sys.modules or 'airflow_escalation.version_compat' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -14,9 +14,14 @@ SECRET = "test-action-secret"
 
 def policy(*level_targets: list[dict[str, Any]], name: str = "pipeline", **kw: Any) -> dict[str, Any]:
     """A policy dict: level N notifies ``level_targets[N-1]``, 15 minutes after the one before."""
-    return {"name": name, **kw, "levels": [
-        {"level": i + 1, "delay_minutes": 0 if i == 0 else 15, "targets": targets}
-        for i, targets in enumerate(level_targets)]}
+    return {
+        "name": name,
+        **kw,
+        "levels": [
+            {"level": i + 1, "delay_minutes": 0 if i == 0 else 15, "targets": targets}
+            for i, targets in enumerate(level_targets)
+        ],
+    }
 
 
 FAILURE_CONTEXT = {

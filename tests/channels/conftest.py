@@ -81,8 +81,11 @@ class HttpSink:
             dedup = request.json.get("dedup_key")
         except Exception:
             pass
-        return 200, json.dumps({"ok": True, "status": "success", "message": "Event processed",
-                                "dedup_key": dedup}), "application/json"
+        return (
+            200,
+            json.dumps({"ok": True, "status": "success", "message": "Event processed", "dedup_key": dedup}),
+            "application/json",
+        )
 
 
 @pytest.fixture
@@ -166,16 +169,25 @@ def connections(monkeypatch):
 
 @pytest.fixture
 def http_conn(connections, sink):
-    connections("hooks", conn_type="http", host="127.0.0.1", port=sink.port,
-                extra={"X-Api-Key": "k-123"})
+    connections("hooks", conn_type="http", host="127.0.0.1", port=sink.port, extra={"X-Api-Key": "k-123"})
     return "hooks"
 
 
 @pytest.fixture
 def smtp_conn(connections, smtp_server):
-    connections("mail", conn_type="smtp", host=smtp_server.host, port=smtp_server.port,
-                extra={"from_email": "airflow@example.com", "disable_ssl": True,
-                       "disable_tls": True, "timeout": 5, "retry_limit": 0})
+    connections(
+        "mail",
+        conn_type="smtp",
+        host=smtp_server.host,
+        port=smtp_server.port,
+        extra={
+            "from_email": "airflow@example.com",
+            "disable_ssl": True,
+            "disable_tls": True,
+            "timeout": 5,
+            "retry_limit": 0,
+        },
+    )
     return "mail"
 
 
@@ -198,11 +210,18 @@ async def make_engine(clock, recorder):
     engines: list[EscalationEngine] = []
 
     async def factory(*policies, action_secret: str | None = SECRET, **sched: Any):
-        sched = {"scheduler_type": "memory", "retry_delay_seconds": 60, "max_attempts": 3,
-                 "job_timeout_seconds": 15, **sched}
-        engine = EscalationEngine(EscalationEngineConfig(
-            clock=clock, default_notification_handler=recorder,
-            scheduler_config=SchedulerConfig(**sched)))
+        sched = {
+            "scheduler_type": "memory",
+            "retry_delay_seconds": 60,
+            "max_attempts": 3,
+            "job_timeout_seconds": 15,
+            **sched,
+        }
+        engine = EscalationEngine(
+            EscalationEngineConfig(
+                clock=clock, default_notification_handler=recorder, scheduler_config=SchedulerConfig(**sched)
+            )
+        )
         for policy in policies:
             engine.register_policy(policy)
         delivery = install_delivery(engine, base_url=BASE_URL, action_secret=action_secret)

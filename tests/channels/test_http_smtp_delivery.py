@@ -21,12 +21,18 @@ def deliveries_by_target(engine, record_id):
 
 
 async def test_level_one_reaches_the_http_sink_and_the_smtp_server(
-        make_engine, sink, smtp_server, http_conn, smtp_conn, recorder):
-    engine, _ = await make_engine(policy(
-        [{"type": "webhook", "identifier": "/hooks/escalation", "conn_id": http_conn},
-         {"type": "email", "identifier": "oncall@example.com", "name": "On-call", "conn_id": smtp_conn},
-         {"type": "user", "identifier": "lead"}],  # no conn_id: the notification handler
-        [{"type": "email", "identifier": "boss@example.com", "conn_id": smtp_conn}]))
+    make_engine, sink, smtp_server, http_conn, smtp_conn, recorder
+):
+    engine, _ = await make_engine(
+        policy(
+            [
+                {"type": "webhook", "identifier": "/hooks/escalation", "conn_id": http_conn},
+                {"type": "email", "identifier": "oncall@example.com", "name": "On-call", "conn_id": smtp_conn},
+                {"type": "user", "identifier": "lead"},
+            ],  # no conn_id: the notification handler
+            [{"type": "email", "identifier": "boss@example.com", "conn_id": smtp_conn}],
+        )
+    )
 
     result = await engine.trigger("orders_etl.load", FAILURE_CONTEXT, "pipeline")
     assert result.success
@@ -44,11 +50,16 @@ async def test_level_one_reaches_the_http_sink_and_the_smtp_server(
     assert body["level"] == 1 and body["max_level"] == 2 and body["state"] == "active"
     assert body["severity"] == "critical" and body["policy"] == "pipeline"
     assert body["title"] == "[ESCALATION L1] orders_etl.load failed"
-    assert body["target"] == {"type": "webhook", "identifier": "/hooks/escalation",
-                              "name": "/hooks/escalation"}
+    assert body["target"] == {"type": "webhook", "identifier": "/hooks/escalation", "name": "/hooks/escalation"}
     assert [t["name"] for t in body["targets"]] == ["/hooks/escalation", "On-call", "lead"]
-    assert body["dag"] == {"dag_id": "orders_etl", "run_id": "scheduled__2026-03-02T09:00:00+00:00",
-                           "task_id": "load", "map_index": None, "try_number": 2, "logical_date": None}
+    assert body["dag"] == {
+        "dag_id": "orders_etl",
+        "run_id": "scheduled__2026-03-02T09:00:00+00:00",
+        "task_id": "load",
+        "map_index": None,
+        "try_number": 2,
+        "logical_date": None,
+    }
     assert body["exception"] == FAILURE_CONTEXT["exception"]
     run = f"{BASE_URL}/dags/orders_etl/runs/scheduled__2026-03-02T09%3A00%3A00%2B00%3A00"
     assert body["links"]["run"] == run
@@ -74,18 +85,20 @@ async def test_level_one_reaches_the_http_sink_and_the_smtp_server(
     assert "<script>" not in html and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; more" in html
     # each message signs its own one-click links (each token has its own id)
     [ack] = re.findall(r"Acknowledge: (\S+)", text)
-    assert links.verify_action_token(ack.rsplit("/", 1)[1], secret=SECRET, record_id=record_id,
-                                     action="acknowledge")
+    assert links.verify_action_token(ack.rsplit("/", 1)[1], secret=SECRET, record_id=record_id, action="acknowledge")
     [resolve_href] = re.findall(r'href="([^"]+/escalation/act/[^"]+)"[^>]*>Resolve<', html)
-    assert links.verify_action_token(resolve_href.rsplit("/", 1)[1], secret=SECRET,
-                                     record_id=record_id, action="resolve")
+    assert links.verify_action_token(
+        resolve_href.rsplit("/", 1)[1], secret=SECRET, record_id=record_id, action="resolve"
+    )
 
     # --- the target without a connection went to the handler; every delivery is recorded sent
     assert recorder.timeline() == [(0, "user:lead")]
     sent = deliveries_by_target(engine, record_id)
     assert {k: d.state for k, d in sent.items()} == {
-        "webhook:/hooks/escalation": DeliveryState.SENT, "email:oncall@example.com": DeliveryState.SENT,
-        "user:lead": DeliveryState.SENT}
+        "webhook:/hooks/escalation": DeliveryState.SENT,
+        "email:oncall@example.com": DeliveryState.SENT,
+        "user:lead": DeliveryState.SENT,
+    }
 
     # --- level 2, 15 minutes later, by e-mail only
     await engine.advance(timedelta(minutes=15))
@@ -137,8 +150,7 @@ async def test_unknown_connection_fails_with_a_clear_error(make_engine, sink, ca
     assert sink.requests == []
 
 
-async def test_connection_defined_after_a_failed_attempt_is_used_on_the_retry(
-        make_engine, sink, connections):
+async def test_connection_defined_after_a_failed_attempt_is_used_on_the_retry(make_engine, sink, connections):
     engine, _ = await make_engine(policy([{"type": "webhook", "identifier": "/late", "conn_id": "late"}]))
     record_id = (await engine.trigger("inc-late", {}, "pipeline")).record.id
     await engine.advance(timedelta(seconds=1))
@@ -160,18 +172,21 @@ async def test_unsupported_connection_type_fails_with_a_clear_error(make_engine,
     assert "slackwebhook" in delivery.last_error and "pagerduty_events" in delivery.last_error
 
 
-@pytest.mark.parametrize("identifier, fragment", [
-    ("{sink}/abs/path?q=1", "not an absolute"),  # even on the connection's own host
-    ("http://evil.example.net/steal", "not an absolute"),
-    ("//evil.example.net/steal", "not an absolute"),
-    ("hooks/../../admin", "'..'"),
-    ("hooks/%2e%2e/admin", "'..'"),
-    ("hooks/%2E%2E%2Fadmin", "'..'"),
-    ("hooks/%252e%252e/admin", "'..'"),
-    ("hooks/./x", "'..'"),
-    ("hooks\\..\\admin", "not an absolute"),
-    ("hooks/x\r\nX-Injected: 1", "control characters"),
-])
+@pytest.mark.parametrize(
+    "identifier, fragment",
+    [
+        ("{sink}/abs/path?q=1", "not an absolute"),  # even on the connection's own host
+        ("http://evil.example.net/steal", "not an absolute"),
+        ("//evil.example.net/steal", "not an absolute"),
+        ("hooks/../../admin", "'..'"),
+        ("hooks/%2e%2e/admin", "'..'"),
+        ("hooks/%2E%2E%2Fadmin", "'..'"),
+        ("hooks/%252e%252e/admin", "'..'"),
+        ("hooks/./x", "'..'"),
+        ("hooks\\..\\admin", "not an absolute"),
+        ("hooks/x\r\nX-Injected: 1", "control characters"),
+    ],
+)
 async def test_target_path_stays_under_the_connection(make_engine, sink, http_conn, identifier, fragment):
     identifier = identifier.format(sink=sink.url)
     engine, _ = await make_engine(policy([{"type": "webhook", "identifier": identifier, "conn_id": http_conn}]))
@@ -206,9 +221,14 @@ async def test_redirects_are_not_followed(make_engine, sink, http_conn):
 
 async def test_connection_without_host_is_refused(make_engine, sink, connections):
     connections("anywhere", conn_type="http", login="bot", password="pw")
-    engine, _ = await make_engine(policy(
-        [{"type": "webhook", "identifier": f"{sink.url}/any", "conn_id": "anywhere"},
-         {"type": "webhook", "identifier": "/relative", "conn_id": "anywhere"}]))
+    engine, _ = await make_engine(
+        policy(
+            [
+                {"type": "webhook", "identifier": f"{sink.url}/any", "conn_id": "anywhere"},
+                {"type": "webhook", "identifier": "/relative", "conn_id": "anywhere"},
+            ]
+        )
+    )
     record_id = (await engine.trigger("inc-any", {}, "pipeline")).record.id
     await engine.advance(timedelta(hours=1))
     for delivery in engine.get_deliveries(record_id):
@@ -217,8 +237,9 @@ async def test_connection_without_host_is_refused(make_engine, sink, connections
 
 
 async def test_connection_lookups_are_cached_briefly(make_engine, sink, http_conn):
-    engine, delivery = await make_engine(policy(
-        [{"type": "webhook", "identifier": f"/t{i}", "conn_id": http_conn} for i in range(5)]))
+    engine, delivery = await make_engine(
+        policy([{"type": "webhook", "identifier": f"/t{i}", "conn_id": http_conn} for i in range(5)])
+    )
     calls = []
     getter = delivery.resolver._getter
 
@@ -234,10 +255,19 @@ async def test_connection_lookups_are_cached_briefly(make_engine, sink, http_con
 
 
 async def test_smtp_target_that_is_not_an_address_fails_clearly(make_engine, smtp_conn, smtp_server):
-    engine, _ = await make_engine(policy(
-        [{"type": "user", "identifier": "lead", "conn_id": smtp_conn},
-         {"type": "user", "identifier": "manager", "conn_id": smtp_conn,
-          "metadata": {"email": "manager@example.com"}}]))
+    engine, _ = await make_engine(
+        policy(
+            [
+                {"type": "user", "identifier": "lead", "conn_id": smtp_conn},
+                {
+                    "type": "user",
+                    "identifier": "manager",
+                    "conn_id": smtp_conn,
+                    "metadata": {"email": "manager@example.com"},
+                },
+            ]
+        )
+    )
     record_id = (await engine.trigger("inc-addr", {}, "pipeline")).record.id
     await engine.advance(timedelta(hours=1))
     states = deliveries_by_target(engine, record_id)
@@ -248,11 +278,14 @@ async def test_smtp_target_that_is_not_an_address_fails_clearly(make_engine, smt
 
 
 async def test_smtp_server_down_is_retried(make_engine, connections):
-    connections("dead_mail", conn_type="smtp", host="127.0.0.1", port=free_port(),
-                extra={"from_email": "a@example.com", "disable_ssl": True, "disable_tls": True,
-                       "timeout": 2, "retry_limit": 0})
-    engine, _ = await make_engine(policy([{"type": "email", "identifier": "x@example.com",
-                                           "conn_id": "dead_mail"}]))
+    connections(
+        "dead_mail",
+        conn_type="smtp",
+        host="127.0.0.1",
+        port=free_port(),
+        extra={"from_email": "a@example.com", "disable_ssl": True, "disable_tls": True, "timeout": 2, "retry_limit": 0},
+    )
+    engine, _ = await make_engine(policy([{"type": "email", "identifier": "x@example.com", "conn_id": "dead_mail"}]))
     record_id = (await engine.trigger("inc-dead", {}, "pipeline")).record.id
     await engine.advance(timedelta(seconds=1))
     [delivery] = engine.get_deliveries(record_id)

@@ -28,15 +28,25 @@ EVIL = "<img src=x onerror=alert(1)> & \"quotes\" 'single' </pre>"
 
 def make_record(context=None, state="active", **kw) -> EscalationRecord:
     return EscalationRecord(
-        id="esc-abc123", incident_id="orders_etl.load", policy_name="pipeline", state=state,
-        created_at=T0, updated_at=T0, context=dict(FAILURE_CONTEXT if context is None else context),
+        id="esc-abc123",
+        incident_id="orders_etl.load",
+        policy_name="pipeline",
+        state=state,
+        created_at=T0,
+        updated_at=T0,
+        context=dict(FAILURE_CONTEXT if context is None else context),
         policy_snapshot={"name": "pipeline", "levels": [{"level": 1}, {"level": 2}, {"level": 3}]},
-        **kw)
+        **kw,
+    )
 
 
-LEVEL = EscalationLevel(level=2, targets=[
-    EscalationTarget.user("lead", name="Team lead", priority=1),
-    EscalationTarget.channel("#alerts", priority=0, conn_id="slack")])
+LEVEL = EscalationLevel(
+    level=2,
+    targets=[
+        EscalationTarget.user("lead", name="Team lead", priority=1),
+        EscalationTarget.channel("#alerts", priority=0, conn_id="slack"),
+    ],
+)
 
 
 def build(record=None, level=LEVEL, **kw) -> EscalationMessage:
@@ -51,28 +61,54 @@ def build(record=None, level=LEVEL, **kw) -> EscalationMessage:
 def test_title_from_dag_and_task_and_fallbacks():
     assert build().title == "[ESCALATION L2] orders_etl.load failed"
     assert build(make_record({"dag_id": "d"})).title == "[ESCALATION L2] d failed"
-    assert build(make_record({"message": "Critical validation failure"})).title == \
-        "[ESCALATION L2] Critical validation failure"
+    assert (
+        build(make_record({"message": "Critical validation failure"})).title
+        == "[ESCALATION L2] Critical validation failure"
+    )
     assert build(make_record({})).title == "[ESCALATION L2] incident orders_etl.load"
-    assert build(make_record({"title": "nightly load\r\nBcc: x@evil", "dag_id": "d"})).title == \
-        "[ESCALATION L2] nightly load Bcc: x@evil"  # one line: no header injection
+    assert (
+        build(make_record({"title": "nightly load\r\nBcc: x@evil", "dag_id": "d"})).title
+        == "[ESCALATION L2] nightly load Bcc: x@evil"
+    )  # one line: no header injection
     assert len(build(make_record({"title": "x" * 500})).title) == 200
 
 
 def test_context_from_the_provider_notifier():
     """The keys EscalationNotifier puts in the context (notifications/incident.py)."""
-    task = build(make_record({"source": "task", "dag_id": "etl", "run_id": "r", "task_id": "load",
-                              "map_index": -1, "try_number": 1, "exception": "bad row",
-                              "exception_type": "ValueError", "log_url": f"{BASE_URL}/log"}))
+    task = build(
+        make_record(
+            {
+                "source": "task",
+                "dag_id": "etl",
+                "run_id": "r",
+                "task_id": "load",
+                "map_index": -1,
+                "try_number": 1,
+                "exception": "bad row",
+                "exception_type": "ValueError",
+                "log_url": f"{BASE_URL}/log",
+            }
+        )
+    )
     assert task.title == "[ESCALATION L2] etl.load failed"
     assert task.exception == "ValueError: bad row" and task.map_index is None
     assert task.links["log"] == f"{BASE_URL}/log"
-    deadline = build(make_record({"source": "deadline", "dag_id": "etl", "run_id": "r",
-                                  "deadline_id": "d1", "deadline_time": "2026-03-02T11:00:00+00:00"}))
+    deadline = build(
+        make_record(
+            {
+                "source": "deadline",
+                "dag_id": "etl",
+                "run_id": "r",
+                "deadline_id": "d1",
+                "deadline_time": "2026-03-02T11:00:00+00:00",
+            }
+        )
+    )
     assert deadline.title == "[ESCALATION L2] etl missed its deadline"
     assert ("Deadline", "2026-03-02T11:00:00+00:00") in deadline.facts()
-    assert build(make_record({"exception": "ValueError: x", "exception_type": "ValueError"})).exception == \
-        "ValueError: x"
+    assert (
+        build(make_record({"exception": "ValueError: x", "exception_type": "ValueError"})).exception == "ValueError: x"
+    )
 
 
 def test_facts_level_of_max_targets_by_priority():
@@ -87,23 +123,31 @@ def test_facts_level_of_max_targets_by_priority():
 def test_ui_links_follow_the_airflow_3_routes():
     links = airflow_ui_links("http://af/", "my dag", "manual__2026-01-01T00:00:00+00:00", "grp.task", 4, 3)
     run = "http://af/dags/my%20dag/runs/manual__2026-01-01T00%3A00%3A00%2B00%3A00"
-    assert links == {"task": f"{run}/tasks/grp.task/mapped/4?try_number=3", "run": run,
-                     "dag": "http://af/dags/my%20dag"}
+    assert links == {
+        "task": f"{run}/tasks/grp.task/mapped/4?try_number=3",
+        "run": run,
+        "dag": "http://af/dags/my%20dag",
+    }
     assert airflow_ui_links("", "d", "r", "t") == {}
     assert airflow_ui_links("http://af", "d") == {"dag": "http://af/dags/d"}
 
 
 def test_links_in_order_and_only_airflow_urls_from_the_context():
     # the context is whatever the triggering caller wrote: only Airflow's own URLs become links
-    for foreign in ("javascript:alert(1)", "https://logs.example.com/x", "https://evil.example/phish",
-                    f"{BASE_URL}.evil.example/x", "//evil.example/x", f"{BASE_URL}@evil.example/x"):
+    for foreign in (
+        "javascript:alert(1)",
+        "https://logs.example.com/x",
+        "https://evil.example/phish",
+        f"{BASE_URL}.evil.example/x",
+        "//evil.example/x",
+        f"{BASE_URL}@evil.example/x",
+    ):
         assert "log" not in build(make_record({**FAILURE_CONTEXT, "log_url": foreign})).links, foreign
     log = f"{BASE_URL}/dags/etl/runs/r/tasks/load?try_number=2"
     message = build(make_record({**FAILURE_CONTEXT, "log_url": log}))
     assert message.links["log"] == log
     assert list(message.links) == ["task", "run", "dag", "log", "escalation"]  # no secret: no actions
-    assert message.links["escalation"] == \
-        f"{BASE_URL}/plugin/escalations/escalation/ui/records/esc-abc123"
+    assert message.links["escalation"] == f"{BASE_URL}/plugin/escalations/escalation/ui/records/esc-abc123"
 
 
 def test_escalation_page_url_matches_the_ui_routes():
@@ -136,8 +180,7 @@ def test_real_links_module_signs_links_the_ui_accepts():
     for action in ("acknowledge", "resolve"):
         url = message.links[action]
         assert url.startswith(f"{BASE_URL}/escalation/act/")
-        claims = links.verify_action_token(url.rsplit("/", 1)[1], secret=SECRET,
-                                           record_id="esc-abc123", action=action)
+        claims = links.verify_action_token(url.rsplit("/", 1)[1], secret=SECRET, record_id="esc-abc123", action=action)
         assert (claims.expires_at - claims.issued_at).total_seconds() == 3600
     with pytest.raises(links.InvalidActionLink):
         links.verify_action_token(message.links["resolve"].rsplit("/", 1)[1], secret="other")
@@ -209,9 +252,29 @@ def test_slack_escape_and_links():
 def test_webhook_json_schema_is_stable(fake_links):
     body = build(action_secret=SECRET).to_webhook_json()
     assert list(body) == [
-        "event", "schema_version", "sent_at", "title", "text", "record_id", "incident_id", "policy",
-        "state", "level", "max_level", "severity", "trigger_type", "triggered_at", "escalation_count",
-        "target", "targets", "dag", "exception", "summary", "links", "context"]
+        "event",
+        "schema_version",
+        "sent_at",
+        "title",
+        "text",
+        "record_id",
+        "incident_id",
+        "policy",
+        "state",
+        "level",
+        "max_level",
+        "severity",
+        "trigger_type",
+        "triggered_at",
+        "escalation_count",
+        "target",
+        "targets",
+        "dag",
+        "exception",
+        "summary",
+        "links",
+        "context",
+    ]
     assert body["event"] == "escalation.notify" and body["schema_version"] == 1
     assert body["target"] == {"type": "user", "identifier": "lead", "name": "Team lead"}
     assert set(body["links"]) == {"task", "run", "dag", "escalation", "acknowledge", "resolve"}
@@ -270,7 +333,13 @@ def test_pagerduty_payload_builder():
     with pytest.raises(ValueError):
         event_fields(build(), "page")
     assert [pagerduty_severity(s) for s in ("critical", "HIGH", "medium", "low", None, "weird")] == [
-        "critical", "error", "warning", "info", "error", "error"]
+        "critical",
+        "error",
+        "warning",
+        "info",
+        "error",
+        "error",
+    ]
 
 
 def test_pagerduty_events_base_url():

@@ -46,20 +46,35 @@ def _wait(predicate, timeout: float = 10.0) -> Any:
 
 
 def test_service_delivers_conn_id_targets_through_channels(tmp_path, sink, http_conn, caplog):
-    settings = EscalationSettings(metadata_db_url="sqlite://", store_url=f"sqlite:///{tmp_path}/s.db",
-                                  scheduler="asyncio", check_interval_seconds=3600,
-                                  base_url="http://airflow.test:8080")
-    policy = {"name": "p", "levels": [{"level": 1, "targets": [
-        {"type": "webhook", "identifier": "/from-service", "conn_id": http_conn},
-        {"type": "user", "identifier": "lead"}]}]}
+    settings = EscalationSettings(
+        metadata_db_url="sqlite://",
+        store_url=f"sqlite:///{tmp_path}/s.db",
+        scheduler="asyncio",
+        check_interval_seconds=3600,
+        base_url="http://airflow.test:8080",
+    )
+    policy = {
+        "name": "p",
+        "levels": [
+            {
+                "level": 1,
+                "targets": [
+                    {"type": "webhook", "identifier": "/from-service", "conn_id": http_conn},
+                    {"type": "user", "identifier": "lead"},
+                ],
+            }
+        ],
+    }
     with caplog.at_level(logging.INFO, logger="airflow_escalation.notifications"), _client(settings) as c:
         service = c.app.state.service
         assert isinstance(service.delivery, ChannelDelivery)
         assert any(isinstance(r, ChannelResolver) for r in service.engine._channel_resolvers)
         assert c.get(f"{API}/health").json()["errors"] == []
 
-        r = c.post(f"{API}/escalations", json={"incident_id": "svc-1", "policy": policy,
-                                               "context": {"dag_id": "d", "run_id": "r", "task_id": "t"}})
+        r = c.post(
+            f"{API}/escalations",
+            json={"incident_id": "svc-1", "policy": policy, "context": {"dag_id": "d", "run_id": "r", "task_id": "t"}},
+        )
         assert r.status_code == 201
         record_id = r.json()["record"]["id"]
         _wait(lambda: sink.requests)
@@ -80,8 +95,9 @@ def test_injected_engine_gets_no_channels_unless_installed():
     from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
     from airflow_escalation.scheduling.base import SchedulerConfig
 
-    engine = EscalationEngine(EscalationEngineConfig(
-        scheduler_config=SchedulerConfig(scheduler_type="asyncio", check_interval_seconds=3600)))
+    engine = EscalationEngine(
+        EscalationEngineConfig(scheduler_config=SchedulerConfig(scheduler_type="asyncio", check_interval_seconds=3600))
+    )
     with _client_for_engine(engine) as c:
         assert c.app.state.service.delivery is None
         assert engine._channel_resolvers == []

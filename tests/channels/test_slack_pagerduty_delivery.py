@@ -21,10 +21,14 @@ from channel_support import BASE_URL, FAILURE_CONTEXT, policy
 
 async def test_slack_webhook_posts_blocks_to_the_connections_webhook(make_engine, sink, connections, fake_links):
     # the hook builds {schema}://{host}/{password}: point host at the sink
-    connections("slack_hook", conn_type="slackwebhook", schema="http",
-                host=f"127.0.0.1:{sink.port}/services", password="T000/B000/XXXX")
-    engine, _ = await make_engine(policy([{"type": "channel", "identifier": "#data-alerts",
-                                           "conn_id": "slack_hook"}]))
+    connections(
+        "slack_hook",
+        conn_type="slackwebhook",
+        schema="http",
+        host=f"127.0.0.1:{sink.port}/services",
+        password="T000/B000/XXXX",
+    )
+    engine, _ = await make_engine(policy([{"type": "channel", "identifier": "#data-alerts", "conn_id": "slack_hook"}]))
     record_id = (await engine.trigger("orders_etl.load", FAILURE_CONTEXT, "pipeline")).record.id
     await engine.advance(timedelta(seconds=1))
 
@@ -34,8 +38,10 @@ async def test_slack_webhook_posts_blocks_to_the_connections_webhook(make_engine
     assert body["text"] == "[ESCALATION L1] orders_etl.load failed"
     assert body["unfurl_links"] is False and body["unfurl_media"] is False
     blocks = body["blocks"]
-    assert blocks[0] == {"type": "header", "text": {"type": "plain_text",
-                                                     "text": "[ESCALATION L1] orders_etl.load failed"}}
+    assert blocks[0] == {
+        "type": "header",
+        "text": {"type": "plain_text", "text": "[ESCALATION L1] orders_etl.load failed"},
+    }
     error = next(b for b in blocks if b["type"] == "section" and "Error" in b.get("text", {}).get("text", ""))
     assert "&lt;script&gt;" in error["text"]["text"] and "<script>" not in error["text"]["text"]
     assert "&amp; more" in error["text"]["text"]
@@ -60,10 +66,8 @@ async def test_slack_webhook_error_status_fails_the_attempt(make_engine, sink, c
 
 
 async def test_slack_api_posts_to_the_target_channel(make_engine, sink, connections):
-    connections("slack_api", conn_type="slack", password="xoxb-test-token",
-                extra={"base_url": f"{sink.url}/api/"})
-    engine, _ = await make_engine(policy([{"type": "channel", "identifier": "C0123ALERTS",
-                                           "conn_id": "slack_api"}]))
+    connections("slack_api", conn_type="slack", password="xoxb-test-token", extra={"base_url": f"{sink.url}/api/"})
+    engine, _ = await make_engine(policy([{"type": "channel", "identifier": "C0123ALERTS", "conn_id": "slack_api"}]))
     record_id = (await engine.trigger("orders_etl.load", FAILURE_CONTEXT, "pipeline")).record.id
     await engine.advance(timedelta(seconds=1))
     [request] = sink.requests
@@ -93,15 +97,19 @@ async def test_missing_slack_provider_names_the_extra_to_install(make_engine, co
 @pytest.fixture
 def pd_conn(connections, sink):
     # the connection's host replaces https://events.pagerduty.com
-    connections("pd", conn_type="pagerduty_events", password="ROUTING-KEY-1", schema="http",
-                host="127.0.0.1", port=sink.port)
+    connections(
+        "pd", conn_type="pagerduty_events", password="ROUTING-KEY-1", schema="http", host="127.0.0.1", port=sink.port
+    )
     return "pd"
 
 
 async def test_pagerduty_trigger_uses_the_record_as_dedup_key(make_engine, sink, pd_conn, fake_links):
-    engine, _ = await make_engine(policy(
-        [{"type": "schedule", "identifier": "data-oncall", "conn_id": pd_conn}],
-        [{"type": "schedule", "identifier": "data-oncall", "conn_id": pd_conn}]))
+    engine, _ = await make_engine(
+        policy(
+            [{"type": "schedule", "identifier": "data-oncall", "conn_id": pd_conn}],
+            [{"type": "schedule", "identifier": "data-oncall", "conn_id": pd_conn}],
+        )
+    )
     record_id = (await engine.trigger("orders_etl.load", FAILURE_CONTEXT, "pipeline")).record.id
     await engine.advance(timedelta(seconds=1))
 
@@ -130,10 +138,15 @@ async def test_pagerduty_trigger_uses_the_record_as_dedup_key(make_engine, sink,
 async def test_pagerduty_is_acknowledged_then_resolved_with_the_record(make_engine, sink, pd_conn, http_conn):
     """The delivery listens to the engine: acknowledging and resolving (whoever does it) tells
     PagerDuty, once per PagerDuty connection, with the record id as dedup key."""
-    engine, _ = await make_engine(policy(
-        [{"type": "schedule", "identifier": "data-oncall", "conn_id": pd_conn},
-         {"type": "webhook", "identifier": "/w", "conn_id": http_conn},  # not PagerDuty: no follow-up
-         {"type": "user", "identifier": "lead"}]))
+    engine, _ = await make_engine(
+        policy(
+            [
+                {"type": "schedule", "identifier": "data-oncall", "conn_id": pd_conn},
+                {"type": "webhook", "identifier": "/w", "conn_id": http_conn},  # not PagerDuty: no follow-up
+                {"type": "user", "identifier": "lead"},
+            ]
+        )
+    )
     record_id = (await engine.trigger("inc-pd", {"severity": "high"}, "pipeline")).record.id
     await engine.advance(timedelta(seconds=1))
     assert sorted(r.path for r in sink.requests) == ["/v2/enqueue", "/w"]
@@ -146,15 +159,26 @@ async def test_pagerduty_is_acknowledged_then_resolved_with_the_record(make_engi
 
     follow_ups = [r.json for r in sink.requests[before:]]
     assert [(e["event_action"], e["dedup_key"], e["routing_key"]) for e in follow_ups] == [
-        ("acknowledge", record_id, "ROUTING-KEY-1"), ("resolve", record_id, "ROUTING-KEY-1")]
+        ("acknowledge", record_id, "ROUTING-KEY-1"),
+        ("resolve", record_id, "ROUTING-KEY-1"),
+    ]
     assert all(r.path == "/v2/enqueue" for r in sink.requests[before:])
 
 
 async def test_cancel_and_auto_resolve_resolve_the_pagerduty_alert(make_engine, sink, pd_conn):
     engine, _ = await make_engine(
         policy([{"type": "schedule", "identifier": "x", "conn_id": pd_conn}], name="cancelled"),
-        {"name": "auto", "levels": [{"level": 1, "auto_resolve_minutes": 30,
-                                     "targets": [{"type": "schedule", "identifier": "x", "conn_id": pd_conn}]}]})
+        {
+            "name": "auto",
+            "levels": [
+                {
+                    "level": 1,
+                    "auto_resolve_minutes": 30,
+                    "targets": [{"type": "schedule", "identifier": "x", "conn_id": pd_conn}],
+                }
+            ],
+        },
+    )
     first = (await engine.trigger("inc-cancel", {}, "cancelled")).record.id
     second = (await engine.trigger("inc-auto", {}, "auto")).record.id
     await engine.advance(timedelta(seconds=1))
@@ -162,22 +186,32 @@ async def test_cancel_and_auto_resolve_resolve_the_pagerduty_alert(make_engine, 
     await engine.advance(timedelta(minutes=31))  # auto_resolve_minutes
     assert engine.get_record(second).state == "resolved"
     events = [(r.json["event_action"], r.json["dedup_key"]) for r in sink.requests]
-    assert sorted(events) == sorted([("trigger", first), ("trigger", second),
-                                     ("resolve", first), ("resolve", second)])
+    assert sorted(events) == sorted([("trigger", first), ("trigger", second), ("resolve", first), ("resolve", second)])
 
 
 async def test_notify_only_level_triggers_then_resolves_in_that_order(make_engine, sink, pd_conn):
     """A level that requires no acknowledgement resolves in the write that queues its
     notification: the resolve waits until the trigger went out."""
-    engine, _ = await make_engine({"name": "fyi", "levels": [
-        {"level": 1, "require_ack": False,
-         "targets": [{"type": "schedule", "identifier": "x", "conn_id": pd_conn}]}]})
+    engine, _ = await make_engine(
+        {
+            "name": "fyi",
+            "levels": [
+                {
+                    "level": 1,
+                    "require_ack": False,
+                    "targets": [{"type": "schedule", "identifier": "x", "conn_id": pd_conn}],
+                }
+            ],
+        }
+    )
     record = (await engine.trigger("inc-fyi", {"severity": "info"}, "fyi")).record
     assert record.state == "resolved"
     await engine.advance(timedelta(seconds=1))
     await engine.drain()
     assert [(r.json["event_action"], r.json["dedup_key"]) for r in sink.requests] == [
-        ("trigger", record.id), ("resolve", record.id)]
+        ("trigger", record.id),
+        ("resolve", record.id),
+    ]
     assert sink.requests[0].json["payload"]["severity"] == "info"
 
 

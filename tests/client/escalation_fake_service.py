@@ -35,9 +35,16 @@ DEFAULT_POLICY = {
     "description": "Production critical alerts",
     "severity_filter": ["critical", "high"],
     "levels": [
-        {"level": 1, "delay_minutes": 0, "repeat_count": 2, "repeat_interval_minutes": 5,
-         "targets": [{"type": "user", "identifier": "team-lead", "name": "Team Lead"},
-                     {"type": "channel", "identifier": "#alerts"}]},
+        {
+            "level": 1,
+            "delay_minutes": 0,
+            "repeat_count": 2,
+            "repeat_interval_minutes": 5,
+            "targets": [
+                {"type": "user", "identifier": "team-lead", "name": "Team Lead"},
+                {"type": "channel", "identifier": "#alerts"},
+            ],
+        },
         {"level": 2, "delay_minutes": 15, "targets": [{"type": "user", "identifier": "eng-manager"}]},
         {"level": 3, "delay_minutes": 30, "targets": [{"type": "user", "identifier": "director"}]},
     ],
@@ -66,9 +73,7 @@ class FakeEscalationService:
     require_auth: bool = True
 
     def __post_init__(self) -> None:
-        self.policies: dict[str, dict] = {
-            DEFAULT_POLICY["name"]: EscalationPolicy.from_dict(DEFAULT_POLICY).to_dict()
-        }
+        self.policies: dict[str, dict] = {DEFAULT_POLICY["name"]: EscalationPolicy.from_dict(DEFAULT_POLICY).to_dict()}
         self.records: dict[str, dict] = {}
         self.tokens: dict[str, str] = {}  # login token -> username
         self.faults: deque[Any] = deque()
@@ -94,8 +99,7 @@ class FakeEscalationService:
         Handler.service = service
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 
@@ -116,9 +120,12 @@ class FakeEscalationService:
         return [s for s in self.seen if (path is None or s.path == path) and (method is None or s.method == method)]
 
     def add_record(self, **fields: Any) -> dict:
-        record = self._new_record(fields.pop("incident_id", "inc-seeded"),
-                                  fields.pop("policy_name", "production_critical"),
-                                  fields.pop("context", {}), "seed")
+        record = self._new_record(
+            fields.pop("incident_id", "inc-seeded"),
+            fields.pop("policy_name", "production_critical"),
+            fields.pop("context", {}),
+            "seed",
+        )
         record.update(fields)
         return record
 
@@ -133,8 +140,13 @@ class FakeEscalationService:
             return self.tokens[token]
         if self.jwt_secret and token.count(".") == 2:
             try:
-                claims = jwt.decode(token, self.jwt_secret, algorithms=["HS512"], audience=self.jwt_audience,
-                                    options={"require": ["exp", "iat", "nbf"]})
+                claims = jwt.decode(
+                    token,
+                    self.jwt_secret,
+                    algorithms=["HS512"],
+                    audience=self.jwt_audience,
+                    options={"require": ["exp", "iat", "nbf"]},
+                )
             except jwt.ExpiredSignatureError:
                 return 401, "Token Expired"
             except jwt.InvalidTokenError:
@@ -147,19 +159,48 @@ class FakeEscalationService:
     def _new_record(self, incident: str, policy: str, context: dict, actor: str) -> dict:
         now = _now()
         record = {
-            "id": uuid.uuid4().hex, "incident_id": incident, "policy_name": policy, "current_level": 1,
-            "state": "active", "created_at": now, "updated_at": now, "acknowledged_at": None,
-            "acknowledged_by": None, "resolved_at": None, "resolved_by": None,
-            "next_escalation_at": now, "next_action": "escalate", "escalation_count": 0,
-            "notification_count": 2, "context": context, "metadata": {}, "version": 1,
-            "trigger_type": "unacknowledged", "closed_at": None,
+            "id": uuid.uuid4().hex,
+            "incident_id": incident,
+            "policy_name": policy,
+            "current_level": 1,
+            "state": "active",
+            "created_at": now,
+            "updated_at": now,
+            "acknowledged_at": None,
+            "acknowledged_by": None,
+            "resolved_at": None,
+            "resolved_by": None,
+            "next_escalation_at": now,
+            "next_action": "escalate",
+            "escalation_count": 0,
+            "notification_count": 2,
+            "context": context,
+            "metadata": {},
+            "version": 1,
+            "trigger_type": "unacknowledged",
+            "closed_at": None,
             "history": [{"event": "trigger", "at": now, "actor": actor, "state": "active", "level": 1}],
             "deliveries": [
-                {"id": uuid.uuid4().hex, "record_id": "", "level": 1, "round": 0,
-                 "target": {"type": "user", "identifier": "team-lead", "name": "Team Lead", "priority": 0,
-                            "metadata": {}},
-                 "state": "sent", "attempts": 1, "created_at": now, "updated_at": now,
-                 "next_attempt_at": None, "sent_at": now, "last_error": None},
+                {
+                    "id": uuid.uuid4().hex,
+                    "record_id": "",
+                    "level": 1,
+                    "round": 0,
+                    "target": {
+                        "type": "user",
+                        "identifier": "team-lead",
+                        "name": "Team Lead",
+                        "priority": 0,
+                        "metadata": {},
+                    },
+                    "state": "sent",
+                    "attempts": 1,
+                    "created_at": now,
+                    "updated_at": now,
+                    "next_attempt_at": None,
+                    "sent_at": now,
+                    "last_error": None,
+                },
             ],
         }
         record["deliveries"][0]["record_id"] = record["id"]
@@ -173,18 +214,35 @@ class FakeEscalationService:
             out["deliveries"] = record["deliveries"]
         return out
 
-    def _result(self, record: dict | None, action: str, *, success: bool = True, code: str = "ok",
-                message: str = "", error: str | None = None) -> dict:
-        return {"success": success, "action": action, "code": code,
-                "message": message or f"{action} {'succeeded' if success else 'failed'}", "error": error,
-                "record": self._public(record) if record else None,
-                "targets_notified": [{"type": "user", "identifier": "team-lead", "name": "Team Lead",
-                                      "priority": 0, "metadata": {}}] if success and action == "trigger" else []}
+    def _result(
+        self,
+        record: dict | None,
+        action: str,
+        *,
+        success: bool = True,
+        code: str = "ok",
+        message: str = "",
+        error: str | None = None,
+    ) -> dict:
+        return {
+            "success": success,
+            "action": action,
+            "code": code,
+            "message": message or f"{action} {'succeeded' if success else 'failed'}",
+            "error": error,
+            "record": self._public(record) if record else None,
+            "targets_notified": [
+                {"type": "user", "identifier": "team-lead", "name": "Team Lead", "priority": 0, "metadata": {}}
+            ]
+            if success and action == "trigger"
+            else [],
+        }
 
     # ------------------------------------------------------------------ routes
 
-    def handle(self, method: str, path: str, query: dict[str, list[str]], body: Any,
-               headers: dict[str, str]) -> tuple[int, Any]:
+    def handle(
+        self, method: str, path: str, query: dict[str, list[str]], body: Any, headers: dict[str, str]
+    ) -> tuple[int, Any]:
         if path == "/auth/token" and method == "POST":
             if not isinstance(body, dict) or self.users.get(body.get("username")) != body.get("password"):
                 return 401, {"detail": "Invalid credentials"}
@@ -193,7 +251,7 @@ class FakeEscalationService:
             return 201, {"access_token": token}
         if not path.startswith(API):
             return 404, {"detail": "Not Found"}
-        route = path[len(API):]
+        route = path[len(API) :]
         actor = "anonymous"
         if self.require_auth:
             who = self._identity(headers)
@@ -203,8 +261,7 @@ class FakeEscalationService:
         with self._lock:
             return self._route(method, route, query, body, actor)
 
-    def _route(self, method: str, route: str, query: dict[str, list[str]], body: Any,
-               actor: str) -> tuple[int, Any]:
+    def _route(self, method: str, route: str, query: dict[str, list[str]], body: Any, actor: str) -> tuple[int, Any]:
         if route == "/health" and method == "GET":
             return 200, {"status": "ok", "engine_id": "fake-engine", "store": "memory", "running": True}
         if route == "/stats" and method == "GET":
@@ -213,15 +270,21 @@ class FakeEscalationService:
             acked = sum(1 for r in records if r["acknowledged_at"])
             resolved = sum(1 for r in records if r["state"] == "resolved")
             return 200, {
-                "total_escalations": total, "active_escalations": sum(r["state"] in ACTIVE for r in records),
-                "acknowledged_count": acked, "resolved_count": resolved, "timed_out_count": 0,
-                "cancelled_count": sum(r["state"] == "cancelled" for r in records), "failed_count": 0,
+                "total_escalations": total,
+                "active_escalations": sum(r["state"] in ACTIVE for r in records),
+                "acknowledged_count": acked,
+                "resolved_count": resolved,
+                "timed_out_count": 0,
+                "cancelled_count": sum(r["state"] == "cancelled" for r in records),
+                "failed_count": 0,
                 "acknowledgment_rate": acked / total if total else 0.0,
                 "resolution_rate": resolved / total if total else 0.0,
-                "avg_time_to_acknowledge_seconds": 0.0, "avg_time_to_resolve_seconds": 0.0,
+                "avg_time_to_acknowledge_seconds": 0.0,
+                "avg_time_to_resolve_seconds": 0.0,
                 "escalations_by_level": {"1": total} if total else {},
                 "escalations_by_policy": {"production_critical": total} if total else {},
-                "notifications_sent": 2 * total, "notifications_by_target": {"user:team-lead": total},
+                "notifications_sent": 2 * total,
+                "notifications_by_target": {"user:team-lead": total},
                 "notifications_failed": 0,
             }
         if route == "/policies" and method == "GET":
@@ -242,8 +305,9 @@ class FakeEscalationService:
             if record is None:
                 return 404, {"detail": f"escalation {m.group(1)!r} not found"}
             return 200, self._public(record, deliveries=True)
-        if (m := re.fullmatch(r"/escalations/([^/]+)/(acknowledge|resolve|cancel|escalate)", route)) \
-                and method == "POST":
+        if (
+            m := re.fullmatch(r"/escalations/([^/]+)/(acknowledge|resolve|cancel|escalate)", route)
+        ) and method == "POST":
             return self._act(m.group(1), m.group(2), body or {}, actor)
         return 404, {"detail": "Not Found"}
 
@@ -263,8 +327,9 @@ class FakeEscalationService:
 
     def _trigger(self, body: Any, actor: str) -> tuple[int, Any]:
         if not isinstance(body, dict) or not isinstance(body.get("incident_id"), str):
-            return 422, {"detail": [{"type": "missing", "loc": ["body", "incident_id"], "msg": "Field required",
-                                     "input": body}]}
+            return 422, {
+                "detail": [{"type": "missing", "loc": ["body", "incident_id"], "msg": "Field required", "input": body}]
+            }
         context = body.get("context") or {}
         if body.get("policy") is not None:
             try:
@@ -278,11 +343,19 @@ class FakeEscalationService:
             policy = self.policies[name]
         severity = str(context.get("severity", "")).lower()
         if policy["severity_filter"] and severity not in policy["severity_filter"]:
-            return 200, self._result(None, "trigger", success=False, code="filtered",
-                                     error=f"severity {severity or None!r} is not in the policy's severity_filter")
+            return 200, self._result(
+                None,
+                "trigger",
+                success=False,
+                code="filtered",
+                error=f"severity {severity or None!r} is not in the policy's severity_filter",
+            )
         for record in self.records.values():
-            if record["incident_id"] == body["incident_id"] and record["policy_name"] == policy["name"] \
-                    and record["state"] in OPEN:
+            if (
+                record["incident_id"] == body["incident_id"]
+                and record["policy_name"] == policy["name"]
+                and record["state"] in OPEN
+            ):
                 return 200, self._result(record, "trigger_existing")
         record = self._new_record(body["incident_id"], policy["name"], context, actor)
         if body.get("trigger_type"):
@@ -308,9 +381,13 @@ class FakeEscalationService:
             rows = [r for r in rows if r["context"].get("dag_id") == dag_id[0]]
         if query.get("active") == ["true"]:
             rows = [r for r in rows if r["state"] in ACTIVE]
-        page = rows[offset: offset + limit]
-        return 200, {"escalations": [self._public(r) for r in page], "total": len(rows), "limit": limit,
-                     "offset": offset}
+        page = rows[offset : offset + limit]
+        return 200, {
+            "escalations": [self._public(r) for r in page],
+            "total": len(rows),
+            "limit": limit,
+            "offset": offset,
+        }
 
     def _act(self, record_id: str, action: str, body: dict, actor: str) -> tuple[int, Any]:
         record = self.records.get(record_id)
@@ -332,13 +409,13 @@ class FakeEscalationService:
             record.update(state="cancelled", closed_at=now)
         else:
             if state not in ACTIVE or (record["current_level"] >= 3 and not body.get("force")):
-                return 409, {"detail": f"cannot escalate an escalation in state {state!r} at level "
-                                       f"{record['current_level']}"}
+                return 409, {
+                    "detail": f"cannot escalate an escalation in state {state!r} at level {record['current_level']}"
+                }
             record.update(state="escalating", current_level=min(3, record["current_level"] + 1))
             record["escalation_count"] += 1
         details = {k: v for k, v in body.items() if v not in (None, "", False)}
-        event = {"event": action, "at": now, "actor": actor, "state": record["state"],
-                 "level": record["current_level"]}
+        event = {"event": action, "at": now, "actor": actor, "state": record["state"], "level": record["current_level"]}
         if details:
             event["details"] = details
         record["history"].append(event)

@@ -22,8 +22,14 @@ AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 def airflow(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("ESCALATION_", "AIRFLOW_CONN_"))}
-    return subprocess.run([AIRFLOW, *argv], capture_output=True, text=True, timeout=240,
-                          env={**environ, **(env or {})}, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [AIRFLOW, *argv],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_provider_info_names_the_cli_function():
@@ -43,8 +49,7 @@ def test_airflow_escalation_help_lists_the_commands():
     done = airflow("escalation", "--help")
     assert done.returncode == 0, done.stderr[-3000:]
     listed = {line.split()[0] for line in done.stdout.splitlines() if line.startswith("    ")}
-    assert {"list", "show", "ack", "resolve", "cancel", "trigger", "policy", "spool", "stats",
-            "health"} <= listed
+    assert {"list", "show", "ack", "resolve", "cancel", "trigger", "policy", "spool", "stats", "health"} <= listed
     assert not {"validate", "policies"} & listed  # old names work but stay out of the help
 
 

@@ -37,10 +37,16 @@ def login_client(service, **kwargs) -> EscalationClient:
     [
         ("http://localhost:8080", "http://localhost:8080", "http://localhost:8080/escalation/api/v1"),
         ("localhost:8080/", "http://localhost:8080", "http://localhost:8080/escalation/api/v1"),
-        ("https://af.example.com/airflow", "https://af.example.com/airflow",
-         "https://af.example.com/airflow/escalation/api/v1"),
-        ("https://af.example.com/airflow/escalation", "https://af.example.com/airflow",
-         "https://af.example.com/airflow/escalation/api/v1"),
+        (
+            "https://af.example.com/airflow",
+            "https://af.example.com/airflow",
+            "https://af.example.com/airflow/escalation/api/v1",
+        ),
+        (
+            "https://af.example.com/airflow/escalation",
+            "https://af.example.com/airflow",
+            "https://af.example.com/airflow/escalation/api/v1",
+        ),
         ("http://h:1/escalation/api/v1/", "http://h:1", "http://h:1/escalation/api/v1"),
     ],
 )
@@ -73,8 +79,9 @@ def test_constructor_validation():
 
 def test_every_route_sync(service):
     with login_client(service) as client:
-        created = client.trigger("orders-etl:1", {"dag_id": "orders_etl"}, policy_name="production_critical",
-                                 severity="critical")
+        created = client.trigger(
+            "orders-etl:1", {"dag_id": "orders_etl"}, policy_name="production_critical", severity="critical"
+        )
         assert created["success"] is True and created["action"] == "trigger" and created["code"] == "ok"
         record = created["record"]
         assert record["context"] == {"dag_id": "orders_etl", "severity": "critical"}
@@ -86,12 +93,19 @@ def test_every_route_sync(service):
         refused = client.trigger("orders-etl:2", {"severity": "low"})
         assert refused["success"] is False and refused["code"] == "filtered"
 
-        page = client.list_escalations(["active", "escalating"], policy="production_critical",
-                                       dag_id="orders_etl", active=True, limit=10, offset=0)
+        page = client.list_escalations(
+            ["active", "escalating"], policy="production_critical", dag_id="orders_etl", active=True, limit=10, offset=0
+        )
         assert page["total"] == 1 and page["escalations"][0]["id"] == record["id"]
         seen = service.requests("/escalation/api/v1/escalations", "GET")[-1]
-        assert seen.query == {"state": ["active", "escalating"], "policy": ["production_critical"],
-                              "dag_id": ["orders_etl"], "active": ["true"], "limit": ["10"], "offset": ["0"]}
+        assert seen.query == {
+            "state": ["active", "escalating"],
+            "policy": ["production_critical"],
+            "dag_id": ["orders_etl"],
+            "active": ["true"],
+            "limit": ["10"],
+            "offset": ["0"],
+        }
 
         detail = client.get_escalation(record["id"])
         assert detail["deliveries"][0]["state"] == "sent"
@@ -120,8 +134,7 @@ def test_every_route_sync(service):
         assert [p["name"] for p in policies] == ["production_critical"]
         assert client.policy("production_critical")["levels"][1]["delay_minutes"] == 15
 
-        assert client.validate_policy(policies[0]) == {"valid": True, "errors": [],
-                                                       "policies": ["production_critical"]}
+        assert client.validate_policy(policies[0]) == {"valid": True, "errors": [], "policies": ["production_critical"]}
         bad = client.validate_policy(yaml="policies:\n  - name: x\n    levels: []\n")
         assert bad["valid"] is False and "levels" in bad["errors"][0]
 
@@ -190,7 +203,10 @@ def test_4xx_is_not_retried(open_service):
         before = len(open_service.seen)
         with pytest.raises(EscalationAPIError) as err:
             client.list_escalations(limit=1000)
-        assert err.value.status_code == 422 and err.value.detail == "query.limit: Input should be less than or equal to 500"
+        assert (
+            err.value.status_code == 422
+            and err.value.detail == "query.limit: Input should be less than or equal to 500"
+        )
         assert len(open_service.seen) == before + 1
 
         open_service.fail_next(403)
@@ -461,7 +477,9 @@ def test_async_client_survives_new_event_loops(open_service):
 def test_client_module_imports_no_airflow():
     import subprocess
 
-    code = ("import sys, airflow_escalation.client.http as h; "
-            "print(any(m == 'airflow' or m.startswith('airflow.') for m in sys.modules))")
+    code = (
+        "import sys, airflow_escalation.client.http as h; "
+        "print(any(m == 'airflow' or m.startswith('airflow.') for m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -92,15 +92,30 @@ def test_validate_remote(capsys, svc_args, tmp_path):
 
 
 def test_lifecycle(capsys, service, svc_args):
-    code, out, err = run(capsys, *svc_args, "trigger", "orders-etl:1", "--policy", "production_critical",
-                         "--severity", "critical", "--context", "dag_id=orders_etl",
-                         "--context", "try_number=2", "--context", "run_id=manual__2024")
+    code, out, err = run(
+        capsys,
+        *svc_args,
+        "trigger",
+        "orders-etl:1",
+        "--policy",
+        "production_critical",
+        "--severity",
+        "critical",
+        "--context",
+        "dag_id=orders_etl",
+        "--context",
+        "try_number=2",
+        "--context",
+        "run_id=manual__2024",
+    )
     assert code == 0, err
     assert out.startswith("trigger: ") and "state active, level 1" in out and "Team Lead <team-lead>" in out
     body = service.requests("/escalation/api/v1/escalations", "POST")[-1].body
-    assert body == {"incident_id": "orders-etl:1", "policy_name": "production_critical",
-                    "context": {"dag_id": "orders_etl", "try_number": 2, "run_id": "manual__2024",
-                                "severity": "critical"}}
+    assert body == {
+        "incident_id": "orders-etl:1",
+        "policy_name": "production_critical",
+        "context": {"dag_id": "orders_etl", "try_number": 2, "run_id": "manual__2024", "severity": "critical"},
+    }
     rid = next(iter(service.records))
 
     code, out, _ = run(capsys, *svc_args, "list", "--state", "active", "--dag-id", "orders_etl")
@@ -155,8 +170,12 @@ def test_json_output(capsys, service, svc_args):
     result = json.loads(out)
     assert result["success"] and result["code"] == "ok"
     rid = result["record"]["id"]
-    for argv, key in ((["list"], "escalations"), (["show", rid], "deliveries"), (["stats"], "total_escalations"),
-                      (["health"], "engine_id")):
+    for argv, key in (
+        (["list"], "escalations"),
+        (["show", rid], "deliveries"),
+        (["stats"], "total_escalations"),
+        (["health"], "engine_id"),
+    ):
         code, out, _ = run(capsys, *svc_args, *argv, "--json")  # --json after the command works too
         assert code == 0 and key in json.loads(out)
     code, out, _ = run(capsys, *svc_args, "policies", "--json")
@@ -173,8 +192,10 @@ def test_env_configuration(capsys, service, monkeypatch):
 
 
 def test_conn_id(capsys, service, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_ESCALATION_CLI", json.dumps(
-        {"conn_type": "escalation", "host": service.url, "login": "admin", "password": "secret"}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ESCALATION_CLI",
+        json.dumps({"conn_type": "escalation", "host": service.url, "login": "admin", "password": "secret"}),
+    )
     code, out, err = run(capsys, "--conn-id", "escalation_cli", "trigger", "inc-conn", "--severity", "critical")
     assert code == 0, err and "trigger:" in out
     code, _, err = run(capsys, "--conn-id", "escalation_nowhere", "stats")

@@ -58,8 +58,9 @@ def test_ui_field_behaviour_matches_airflow_schema():
 
     import jsonschema
 
-    schema = json.loads(importlib.resources.files("airflow").joinpath(
-        "customized_form_field_behaviours.schema.json").read_text())
+    schema = json.loads(
+        importlib.resources.files("airflow").joinpath("customized_form_field_behaviours.schema.json").read_text()
+    )
     behaviour = EscalationHook.get_ui_field_behaviour()
     jsonschema.validate(behaviour, schema)
     assert behaviour["relabeling"]["host"] == "API server URL or host"
@@ -77,8 +78,10 @@ def test_connection_type_entry_for_provider_info():
     from airflow_escalation.hooks.connection_info import CONNECTION_TYPE
 
     schema = json.loads(importlib.resources.files("airflow").joinpath("provider_info.schema.json").read_text())
-    jsonschema.validate({"connection-types": [CONNECTION_TYPE]},
-                        {"type": "object", "properties": {"connection-types": schema["properties"]["connection-types"]}})
+    jsonschema.validate(
+        {"connection-types": [CONNECTION_TYPE]},
+        {"type": "object", "properties": {"connection-types": schema["properties"]["connection-types"]}},
+    )
     assert CONNECTION_TYPE["hook-class-name"] == f"{EscalationHook.__module__}.{EscalationHook.__name__}"
     pm = ProvidersManager.__new__(ProvidersManager)
     for name, field_def in CONNECTION_TYPE["conn-fields"].items():
@@ -109,23 +112,38 @@ def test_base_url_from_connection(fields, api_url):
 
 
 def test_extras_and_password_auth():
-    client = EscalationHook.from_connection(conn(
-        host="localhost", port=8080, login="admin", password="pw",
-        extra={"timeout": "2.5", "retries": "1", "verify": "false", "backoff": 0.1},
-    )).get_conn()
+    client = EscalationHook.from_connection(
+        conn(
+            host="localhost",
+            port=8080,
+            login="admin",
+            password="pw",
+            extra={"timeout": "2.5", "retries": "1", "verify": "false", "backoff": 0.1},
+        )
+    ).get_conn()
     assert (client.timeout, client.retries, client.backoff, client.verify) == (2.5, 1, 0.1, False)
     assert client.username == "admin" and client.token_url == "http://localhost:8080/auth/token"
 
 
 def test_prefixed_extras_ca_bundle_and_overrides():
-    hook = EscalationHook.from_connection(conn(
-        host="h", login="u", password="p",
-        extra={"extra__escalation__timeout": 7, "extra__escalation__verify": "/etc/ssl/ca.pem"},
-    ), retries=0, timeout=1.5)
+    hook = EscalationHook.from_connection(
+        conn(
+            host="h",
+            login="u",
+            password="p",
+            extra={"extra__escalation__timeout": 7, "extra__escalation__verify": "/etc/ssl/ca.pem"},
+        ),
+        retries=0,
+        timeout=1.5,
+    )
     client = hook.get_conn()
     assert client.timeout == 1.5 and client.retries == 0 and client.verify == "/etc/ssl/ca.pem"
-    assert EscalationHook.from_connection(conn(host="h", login="u", password="p",
-                                               extra={"extra__escalation__timeout": 7})).get_conn().timeout == 7
+    assert (
+        EscalationHook.from_connection(conn(host="h", login="u", password="p", extra={"extra__escalation__timeout": 7}))
+        .get_conn()
+        .timeout
+        == 7
+    )
 
 
 def test_token_and_none_auth_types():
@@ -153,15 +171,20 @@ def test_token_and_none_auth_types():
         ({"host": "h"}, "no credentials. Set login/password of a service account"),
         ({"host": "h", "extra": {"jwt_role": "USER"}}, "no credentials"),
         # signing is capped: role, lifetime, subject, claims
-        ({"host": "h", "extra": {"auth_type": "jwt", "jwt_role": "ADMIN"}},
-         "jwt_role: ADMIN is above"),
+        ({"host": "h", "extra": {"auth_type": "jwt", "jwt_role": "ADMIN"}}, "jwt_role: ADMIN is above"),
         ({"host": "h", "extra": {"auth_type": "jwt", "jwt_role": "ROOT"}}, "jwt_role: unknown role 'ROOT'"),
-        ({"host": "h", "extra": {"auth_type": "jwt", "jwt_valid_for": 315_360_000}},
-         "jwt_valid_for: must be > 0 and at most 3600 seconds"),
-        ({"host": "h", "extra": {"auth_type": "jwt", "jwt_subject": "admin"}},
-         "jwt_subject: must start with 'airflow-escalation'"),
-        ({"host": "h", "extra": {"auth_type": "jwt", "jwt_claims": {"exp": 9999999999, "role": "ADMIN"}}},
-         "jwt_claims: may not set exp, role"),
+        (
+            {"host": "h", "extra": {"auth_type": "jwt", "jwt_valid_for": 315_360_000}},
+            "jwt_valid_for: must be > 0 and at most 3600 seconds",
+        ),
+        (
+            {"host": "h", "extra": {"auth_type": "jwt", "jwt_subject": "admin"}},
+            "jwt_subject: must start with 'airflow-escalation'",
+        ),
+        (
+            {"host": "h", "extra": {"auth_type": "jwt", "jwt_claims": {"exp": 9999999999, "role": "ADMIN"}}},
+            "jwt_claims: may not set exp, role",
+        ),
     ],
 )
 def test_bad_connections_name_the_field(fields, message):
@@ -192,7 +215,9 @@ def test_connection_from_env_uri(monkeypatch, service):
 
 def test_connection_uri_form(monkeypatch, service):
     host, port = service.url.removeprefix("http://").split(":")
-    monkeypatch.setenv("AIRFLOW_CONN_ESCALATION_URI", f"escalation://admin:secret@{host}:{port}/http?retries=1&timeout=2")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ESCALATION_URI", f"escalation://admin:secret@{host}:{port}/http?retries=1&timeout=2"
+    )
     with EscalationHook("escalation_uri") as hook:
         assert hook.health()["status"] == "ok"
         assert hook.get_conn().retries == 1
@@ -202,8 +227,7 @@ def test_test_connection(monkeypatch, service, dead_url):
     set_conn(monkeypatch, host=service.url, login="admin", password="secret")
     ok, message = EscalationHook().test_connection()
     assert ok and "is healthy" in message and "fake-engine" in message
-    set_conn(monkeypatch, "escalation_dead", host=dead_url, login="admin", password="secret",
-             extra={"retries": 0})
+    set_conn(monkeypatch, "escalation_dead", host=dead_url, login="admin", password="secret", extra={"retries": 0})
     ok, message = EscalationHook("escalation_dead").test_connection()
     assert not ok and f"unavailable at {dead_url}/auth/token" in message
     ok, message = EscalationHook("escalation_missing").test_connection()
@@ -224,8 +248,11 @@ async def test_async_methods_use_async_lookup(monkeypatch, service):
         return await original(cls, conn_id)
 
     monkeypatch.setattr(EscalationHook, "aget_connection", classmethod(spy))
-    monkeypatch.setattr(EscalationHook, "get_connection",
-                        classmethod(lambda cls, conn_id: pytest.fail("sync lookup inside the event loop")))
+    monkeypatch.setattr(
+        EscalationHook,
+        "get_connection",
+        classmethod(lambda cls, conn_id: pytest.fail("sync lookup inside the event loop")),
+    )
     result = await hook.atrigger("async-inc", severity="critical")
     rid = result["record"]["id"]
     assert (await hook.alist_escalations("active"))["total"] == 1
@@ -279,9 +306,12 @@ def _validator(**kwargs):
     from airflow.api_fastapi.auth.tokens import JWTValidator, get_sig_validation_args
     from airflow.configuration import conf
 
-    return JWTValidator(**get_sig_validation_args(make_secret_key_if_needed=False),
-                        leeway=conf.getint("api_auth", "jwt_leeway"),
-                        audience=BaseAuthManager._get_jwt_audience(), **kwargs)
+    return JWTValidator(
+        **get_sig_validation_args(make_secret_key_if_needed=False),
+        leeway=conf.getint("api_auth", "jwt_leeway"),
+        audience=BaseAuthManager._get_jwt_audience(),
+        **kwargs,
+    )
 
 
 @pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
@@ -314,13 +344,30 @@ def test_jwt_follows_configured_audience(monkeypatch, jwt_env):
 
 
 def test_jwt_extras(jwt_env):
-    provider = EscalationHook.from_connection(conn(host="h", extra={
-        "auth_type": "jwt", "jwt_subject": "airflow-escalation-etl", "jwt_role": "op", "jwt_valid_for": 30,
-        "jwt_audience": "escalation", "jwt_claims": {"dept": "data"},
-    })).get_conn()._token_provider
+    provider = (
+        EscalationHook.from_connection(
+            conn(
+                host="h",
+                extra={
+                    "auth_type": "jwt",
+                    "jwt_subject": "airflow-escalation-etl",
+                    "jwt_role": "op",
+                    "jwt_valid_for": 30,
+                    "jwt_audience": "escalation",
+                    "jwt_claims": {"dept": "data"},
+                },
+            )
+        )
+        .get_conn()
+        ._token_provider
+    )
     claims = jwt.decode(provider(), JWT_SECRET, algorithms=["HS512"], audience="escalation")
-    assert (claims["sub"], claims["role"], claims["dept"], claims["exp"] - claims["iat"]) == \
-        ("airflow-escalation-etl", "OP", "data", 30)
+    assert (claims["sub"], claims["role"], claims["dept"], claims["exp"] - claims["iat"]) == (
+        "airflow-escalation-etl",
+        "OP",
+        "data",
+        30,
+    )
 
 
 def test_jwt_role_admin_only_when_the_deployment_says_so(monkeypatch, jwt_env):
@@ -375,7 +422,9 @@ async def test_jwt_end_to_end_async(monkeypatch, service, jwt_env):
 
 
 def test_wrong_secret_is_rejected(monkeypatch, service):
-    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "another-secret-of-sufficient-length-0123456789abcdef-0123456789abcdef")
+    monkeypatch.setenv(
+        "AIRFLOW__API_AUTH__JWT_SECRET", "another-secret-of-sufficient-length-0123456789abcdef-0123456789abcdef"
+    )
     set_conn(monkeypatch, host=service.url, extra={**JWT, "retries": 0})
     from airflow_escalation.client import EscalationAuthError
 

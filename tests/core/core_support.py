@@ -80,13 +80,18 @@ def seed_policy(**overrides: Any) -> EscalationPolicy:
     return EscalationPolicy(**kwargs)
 
 
-def ladder(name: str = "ladder", delays: tuple[float, ...] = (0, 15, 30), level_kwargs: dict[int, dict] | None = None,
-           **policy_kwargs: Any) -> EscalationPolicy:
+def ladder(
+    name: str = "ladder",
+    delays: tuple[float, ...] = (0, 15, 30),
+    level_kwargs: dict[int, dict] | None = None,
+    **policy_kwargs: Any,
+) -> EscalationPolicy:
     """A policy whose level n notifies only ``user:l<n>``, after ``delays[n-1]`` minutes."""
     level_kwargs = level_kwargs or {}
     levels = [
-        EscalationLevel(**{"level": n, "delay_minutes": d, "targets": [EscalationTarget.user(f"l{n}")],
-                           **level_kwargs.get(n, {})})
+        EscalationLevel(
+            **{"level": n, "delay_minutes": d, "targets": [EscalationTarget.user(f"l{n}")], **level_kwargs.get(n, {})}
+        )
         for n, d in enumerate(delays, start=1)
     ]
     return EscalationPolicy(name=name, levels=levels, **policy_kwargs)

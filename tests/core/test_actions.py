@@ -49,8 +49,9 @@ async def test_forced_escalate_at_the_top_level_pages_it_again(make_engine, reco
     result = await engine.escalate(record_id, force=True)
     assert result.success and result.record.current_level == 3 and result.record.state == "active"
     await engine.advance(DAY)
-    assert recorder.timeline() == (at(0, SEED_L1) + at(5, SEED_L1) + at(10, SEED_L1) + at(15, SEED_L2)
-                                   + at(45, SEED_L3) + at(50, SEED_L3))
+    assert recorder.timeline() == (
+        at(0, SEED_L1) + at(5, SEED_L1) + at(10, SEED_L1) + at(15, SEED_L2) + at(45, SEED_L3) + at(50, SEED_L3)
+    )
 
 
 async def test_escalate_an_acknowledged_record_needs_force(make_engine, recorder):
@@ -177,8 +178,9 @@ async def test_unresolved_trigger_keeps_escalating_after_acknowledgement(make_en
     await engine.advance(timedelta(minutes=3))
     assert (await engine.acknowledge(record_id, "alice")).success
     await engine.advance(timedelta(minutes=47))  # t = 50
-    assert recorder.timeline() == (at(0, SEED_L1) + at(5, SEED_L1) + at(10, SEED_L1) + at(15, SEED_L2)
-                                   + at(45, SEED_L3))
+    assert recorder.timeline() == (
+        at(0, SEED_L1) + at(5, SEED_L1) + at(10, SEED_L1) + at(15, SEED_L2) + at(45, SEED_L3)
+    )
     assert (await engine.resolve(record_id)).success
     await engine.advance(DAY)
     assert len(recorder.sent) == 10
@@ -262,7 +264,12 @@ async def test_listeners_hear_every_committed_change_in_order(make_engine):
     await engine.acknowledge(result.record.id, "alice")
     await engine.resolve(result.record.id, "alice")
     await engine.drain()
-    assert heard == [("trigger", "active"), ("trigger_existing", "active"), ("due", "active"),
-                     ("acknowledge", "acknowledged"), ("resolve", "resolved")]
+    assert heard == [
+        ("trigger", "active"),
+        ("trigger_existing", "active"),
+        ("due", "active"),
+        ("acknowledge", "acknowledged"),
+        ("resolve", "resolved"),
+    ]
     assert async_heard == [action for action, _ in heard]
     assert engine.get_record(result.record.id).state == "resolved"  # a failing listener changes nothing

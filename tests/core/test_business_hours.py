@@ -59,8 +59,9 @@ async def test_saturday_trigger_waits_for_monday_morning_seoul(bh):
 
     await engine.advance(WEEK)
     m = lambda minutes: monday9 + timedelta(minutes=minutes)  # noqa: E731
-    assert sent(recorder) == (keys(m(0), SEED_L1) + keys(m(5), SEED_L1) + keys(m(10), SEED_L1)
-                              + keys(m(15), SEED_L2) + keys(m(45), SEED_L3))
+    assert sent(recorder) == (
+        keys(m(0), SEED_L1) + keys(m(5), SEED_L1) + keys(m(10), SEED_L1) + keys(m(15), SEED_L2) + keys(m(45), SEED_L3)
+    )
 
 
 async def test_sunday_night_trigger_new_york_waits_until_monday_0900(bh):
@@ -82,8 +83,9 @@ async def test_weekday_before_opening_waits_for_0900(bh):
 
 async def test_level_due_after_closing_waits_for_the_next_business_morning(bh):
     tuesday = datetime(2026, 1, 13, 17, 55, tzinfo=NY)
-    engine, recorder = await bh(ladder(delays=(0, 15, 30), business_hours_only=True,
-                                       timezone="America/New_York"), tuesday)
+    engine, recorder = await bh(
+        ladder(delays=(0, 15, 30), business_hours_only=True, timezone="America/New_York"), tuesday
+    )
     record_id = (await engine.trigger("inc", {}, "ladder")).record.id
     await engine.advance(timedelta(minutes=20))
     record = engine.get_record(record_id)
@@ -91,8 +93,11 @@ async def test_level_due_after_closing_waits_for_the_next_business_morning(bh):
     assert record.state == "active" and record.current_level == 1
     assert record.next_escalation_at == wednesday9.astimezone(UTC)
     await engine.advance(WEEK)
-    assert sent(recorder) == (keys(tuesday, ["user:l1"]) + keys(wednesday9, ["user:l2"])
-                              + keys(wednesday9 + timedelta(minutes=30), ["user:l3"]))
+    assert sent(recorder) == (
+        keys(tuesday, ["user:l1"])
+        + keys(wednesday9, ["user:l2"])
+        + keys(wednesday9 + timedelta(minutes=30), ["user:l3"])
+    )
 
 
 async def test_friday_evening_level_waits_for_monday(bh):
@@ -100,8 +105,7 @@ async def test_friday_evening_level_waits_for_monday(bh):
     engine, recorder = await bh(ladder(delays=(0, 15), business_hours_only=True, timezone="Asia/Seoul"), friday)
     await engine.trigger("inc", {}, "ladder")
     await engine.advance(WEEK)
-    assert sent(recorder) == (keys(friday, ["user:l1"])
-                              + keys(datetime(2026, 1, 19, 9, 0, tzinfo=SEOUL), ["user:l2"]))
+    assert sent(recorder) == (keys(friday, ["user:l1"]) + keys(datetime(2026, 1, 19, 9, 0, tzinfo=SEOUL), ["user:l2"]))
 
 
 async def test_repeats_held_past_closing_are_not_sent_in_a_burst(bh):
@@ -112,8 +116,9 @@ async def test_repeats_held_past_closing_are_not_sent_in_a_burst(bh):
     await engine.trigger("inc", {"severity": "critical"}, "production_critical")
     await engine.advance(WEEK)
     wednesday9 = datetime(2026, 1, 14, 9, 0, tzinfo=NY)
-    assert sent(recorder) == (keys(tuesday, SEED_L1) + keys(wednesday9, SEED_L2)
-                              + keys(wednesday9 + timedelta(minutes=30), SEED_L3))
+    assert sent(recorder) == (
+        keys(tuesday, SEED_L1) + keys(wednesday9, SEED_L2) + keys(wednesday9 + timedelta(minutes=30), SEED_L3)
+    )
 
 
 @pytest.mark.parametrize(
@@ -127,8 +132,7 @@ async def test_repeats_held_past_closing_are_not_sent_in_a_burst(bh):
     ids=["march-dst", "november-dst"],
 )
 async def test_dst_weekend_trigger_fires_at_local_0900(bh, saturday, monday_utc):
-    engine, recorder = await bh(ladder(delays=(0, 15), business_hours_only=True, timezone="America/New_York"),
-                                saturday)
+    engine, recorder = await bh(ladder(delays=(0, 15), business_hours_only=True, timezone="America/New_York"), saturday)
     await engine.trigger("inc", {}, "ladder")
     await engine.advance(WEEK)
     assert sent(recorder) == [(monday_utc, "user:l1"), (monday_utc + timedelta(minutes=15), "user:l2")]
@@ -136,12 +140,13 @@ async def test_dst_weekend_trigger_fires_at_local_0900(bh, saturday, monday_utc)
 
 async def test_level_held_over_the_dst_weekend(bh):
     friday = datetime(2026, 3, 6, 17, 50, tzinfo=NY)  # 22:50 UTC, EST
-    engine, recorder = await bh(ladder(delays=(0, 15), business_hours_only=True, timezone="America/New_York"),
-                                friday)
+    engine, recorder = await bh(ladder(delays=(0, 15), business_hours_only=True, timezone="America/New_York"), friday)
     await engine.trigger("inc", {}, "ladder")
     await engine.advance(WEEK)
-    assert sent(recorder) == [(datetime(2026, 3, 6, 22, 50, tzinfo=UTC), "user:l1"),
-                              (datetime(2026, 3, 9, 13, 0, tzinfo=UTC), "user:l2")]
+    assert sent(recorder) == [
+        (datetime(2026, 3, 6, 22, 50, tzinfo=UTC), "user:l1"),
+        (datetime(2026, 3, 9, 13, 0, tzinfo=UTC), "user:l2"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -155,8 +160,14 @@ async def test_level_held_over_the_dst_weekend(bh):
     ids=["gap", "fold"],
 )
 async def test_window_opening_inside_a_dst_transition(bh, start_hour, saturday, expected_utc):
-    policy = ladder(delays=(0,), business_hours_only=True, timezone="America/New_York",
-                    business_days=[6], business_hours_start=start_hour, business_hours_end=5)
+    policy = ladder(
+        delays=(0,),
+        business_hours_only=True,
+        timezone="America/New_York",
+        business_days=[6],
+        business_hours_start=start_hour,
+        business_hours_end=5,
+    )
     engine, recorder = await bh(policy, saturday)
     await engine.trigger("inc", {}, "ladder")
     await engine.advance(WEEK)
@@ -202,9 +213,11 @@ async def test_notify_mode_sends_outside_hours(bh):
     engine, recorder = await bh(policy, saturday)
     await engine.trigger("inc", {}, "ladder")
     await engine.advance(WEEK)
-    assert sent(recorder) == [(saturday.astimezone(UTC), "user:l1"),
-                              ((saturday + timedelta(minutes=15)).astimezone(UTC), "user:l2"),
-                              ((saturday + timedelta(minutes=45)).astimezone(UTC), "user:l3")]
+    assert sent(recorder) == [
+        (saturday.astimezone(UTC), "user:l1"),
+        ((saturday + timedelta(minutes=15)).astimezone(UTC), "user:l2"),
+        ((saturday + timedelta(minutes=45)).astimezone(UTC), "user:l3"),
+    ]
 
 
 @pytest.mark.parametrize("mode", ["wait", "skip"])
@@ -215,8 +228,10 @@ async def test_engine_check_business_hours_false_ignores_them(bh, mode):
     result = await engine.trigger("inc", {}, "ladder")
     assert result.record.state == "active"
     await engine.advance(WEEK)
-    assert sent(recorder) == [(saturday.astimezone(UTC), "user:l1"),
-                              ((saturday + timedelta(minutes=15)).astimezone(UTC), "user:l2")]
+    assert sent(recorder) == [
+        (saturday.astimezone(UTC), "user:l1"),
+        ((saturday + timedelta(minutes=15)).astimezone(UTC), "user:l2"),
+    ]
 
 
 async def test_business_hours_fields_are_ignored_without_business_hours_only(bh):
@@ -248,8 +263,10 @@ async def test_manual_escalate_starts_a_held_record_now(bh):
     assert result.success and result.record.state == "active" and result.record.current_level == 1
     await engine.advance(WEEK)
     # L1 now (manually), L2 waits for Monday 09:00 KST
-    assert sent(recorder) == [(saturday.astimezone(UTC), "user:l1"),
-                              (datetime(2026, 1, 12, 0, 0, tzinfo=UTC), "user:l2")]
+    assert sent(recorder) == [
+        (saturday.astimezone(UTC), "user:l1"),
+        (datetime(2026, 1, 12, 0, 0, tzinfo=UTC), "user:l2"),
+    ]
 
 
 def test_next_business_time_helpers():
@@ -259,14 +276,23 @@ def test_next_business_time_helpers():
     assert next_business_time(policy, inside) == inside
     assert not is_business_time(policy, datetime(2026, 1, 13, 18, 0, tzinfo=NY))  # end is exclusive
     assert is_business_time(policy, datetime(2026, 1, 13, 17, 59, 59, tzinfo=NY))
-    assert next_business_time(policy, datetime(2026, 1, 13, 18, 0, tzinfo=NY)) == datetime(2026, 1, 14, 14, 0, tzinfo=UTC)
-    assert next_business_time(policy, datetime(2026, 1, 17, 9, 0, tzinfo=NY)) == datetime(2026, 1, 19, 14, 0, tzinfo=UTC)
+    assert next_business_time(policy, datetime(2026, 1, 13, 18, 0, tzinfo=NY)) == datetime(
+        2026, 1, 14, 14, 0, tzinfo=UTC
+    )
+    assert next_business_time(policy, datetime(2026, 1, 17, 9, 0, tzinfo=NY)) == datetime(
+        2026, 1, 19, 14, 0, tzinfo=UTC
+    )
 
 
 async def test_notify_only_level_skipped_outside_hours_does_not_stay_open_forever(bh):
     saturday = datetime(2026, 1, 10, 12, 0, tzinfo=NY)
-    policy = ladder(delays=(0,), level_kwargs={1: dict(require_ack=False)}, business_hours_only=True,
-                    timezone="America/New_York", business_hours_mode="skip")
+    policy = ladder(
+        delays=(0,),
+        level_kwargs={1: dict(require_ack=False)},
+        business_hours_only=True,
+        timezone="America/New_York",
+        business_hours_mode="skip",
+    )
     engine, recorder = await bh(policy, saturday)
     first = await engine.trigger("inc", {}, "ladder")
     await engine.advance(timedelta(days=2, hours=-2))  # Monday 10:00

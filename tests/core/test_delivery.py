@@ -31,8 +31,13 @@ async def test_failing_target_is_retried_with_doubling_backoff_then_failed(make_
 
     # attempts at 0, +60 s, +120 s more; the other record and the other target on time
     assert [a for a in log.attempts if a[1] == "channel:#alerts"] == [
-        (0, "channel:#alerts"), (0.5, "channel:#alerts"), (1, "channel:#alerts"), (1.5, "channel:#alerts"),
-        (3, "channel:#alerts"), (3.5, "channel:#alerts")]
+        (0, "channel:#alerts"),
+        (0.5, "channel:#alerts"),
+        (1, "channel:#alerts"),
+        (1.5, "channel:#alerts"),
+        (3, "channel:#alerts"),
+        (3.5, "channel:#alerts"),
+    ]
     assert recorder.timeline("inc") == [(0, "user:l1"), (15, "user:l2")]
     assert recorder.timeline("other") == [(0.5, "user:l1"), (15.5, "user:l2")]
 
@@ -59,8 +64,9 @@ async def test_retry_that_succeeds_is_sent_once(make_engine, clock):
             raise TimeoutError("upstream busy")
         return True
 
-    engine = await make_engine(ladder(delays=(0,)), handler=flaky,
-                               scheduler_config=dict(retry_delay_seconds=10, max_attempts=5))
+    engine = await make_engine(
+        ladder(delays=(0,)), handler=flaky, scheduler_config=dict(retry_delay_seconds=10, max_attempts=5)
+    )
     record_id = (await engine.trigger("inc", {}, "ladder")).record.id
     await engine.advance(DAY)
     assert calls == [T0, T0 + timedelta(seconds=10), T0 + timedelta(seconds=30)]
@@ -77,9 +83,11 @@ async def test_backoff_is_capped(make_engine, clock):
         times.append((clock.now() - T0).total_seconds())
         raise OSError("down")
 
-    engine = await make_engine(ladder(delays=(0,)), handler=always_down,
-                               scheduler_config=dict(retry_delay_seconds=10, max_retry_delay_seconds=25,
-                                                     max_attempts=5))
+    engine = await make_engine(
+        ladder(delays=(0,)),
+        handler=always_down,
+        scheduler_config=dict(retry_delay_seconds=10, max_retry_delay_seconds=25, max_attempts=5),
+    )
     await engine.trigger("inc", {}, "ladder")
     await engine.advance(DAY)
     assert times == [0, 10, 30, 55, 80]
@@ -92,8 +100,9 @@ async def test_handler_returning_false_is_a_failed_attempt(make_engine, clock):
         attempts.append(clock.now())
         return False
 
-    engine = await make_engine(ladder(delays=(0,)), handler=refuses,
-                               scheduler_config=dict(retry_delay_seconds=5, max_attempts=2))
+    engine = await make_engine(
+        ladder(delays=(0,)), handler=refuses, scheduler_config=dict(retry_delay_seconds=5, max_attempts=2)
+    )
     record_id = (await engine.trigger("inc", {}, "ladder")).record.id
     await engine.advance(DAY)
     assert attempts == [T0, T0 + timedelta(seconds=5)]
@@ -122,8 +131,9 @@ async def test_slow_handler_is_recorded_as_timed_out(make_engine, clock, recorde
             await asyncio.sleep(5)
         return await recorder(record, level, targets)
 
-    engine = await make_engine(two_target_policy(), handler=slow_for_l1,
-                               scheduler_config=dict(job_timeout_seconds=0.05, max_attempts=1))
+    engine = await make_engine(
+        two_target_policy(), handler=slow_for_l1, scheduler_config=dict(job_timeout_seconds=0.05, max_attempts=1)
+    )
     record_id = (await engine.trigger("inc", {}, "ladder")).record.id
     await engine.advance(DAY)
     deliveries = {d.target.key: d for d in engine.get_deliveries(record_id)}
@@ -134,8 +144,9 @@ async def test_slow_handler_is_recorded_as_timed_out(make_engine, clock, recorde
 
 
 async def test_no_handler_fails_the_delivery_without_breaking_the_ladder(make_engine, clock):
-    engine = await make_engine(ladder(delays=(0, 5)), handler=None,
-                               default_notification_handler=None, scheduler_config=dict(max_attempts=1))
+    engine = await make_engine(
+        ladder(delays=(0, 5)), handler=None, default_notification_handler=None, scheduler_config=dict(max_attempts=1)
+    )
     record_id = (await engine.trigger("inc", {}, "ladder")).record.id
     await engine.advance(DAY)
     deliveries = engine.get_deliveries(record_id)
@@ -159,9 +170,12 @@ async def test_acknowledge_cancels_a_pending_retry(make_engine, clock):
 
 async def test_one_failing_record_does_not_delay_others(make_engine, clock):
     recorder = RecordingHandler(clock, fail_targets={"user:l1"})
-    engine = await make_engine(ladder("bad", delays=(0, 15)),
-                               ladder("good", delays=(0, 15), level_kwargs={1: dict(targets=["ok"])}),
-                               handler=recorder, scheduler_config=RETRY)
+    engine = await make_engine(
+        ladder("bad", delays=(0, 15)),
+        ladder("good", delays=(0, 15), level_kwargs={1: dict(targets=["ok"])}),
+        handler=recorder,
+        scheduler_config=RETRY,
+    )
     for n in range(5):
         await engine.trigger(f"bad-{n}", {}, "bad")
         await engine.trigger(f"good-{n}", {}, "good")
@@ -182,9 +196,12 @@ async def test_concurrent_triggers_are_delivered_concurrently_on_the_real_clock(
     from core_support import OverlapCounter
 
     handler = OverlapCounter(sleep=0.05)
-    engine = EscalationEngine(EscalationEngineConfig(
-        scheduler_config=SchedulerConfig(scheduler_type="asyncio", max_concurrent_jobs=50),
-        default_notification_handler=handler))
+    engine = EscalationEngine(
+        EscalationEngineConfig(
+            scheduler_config=SchedulerConfig(scheduler_type="asyncio", max_concurrent_jobs=50),
+            default_notification_handler=handler,
+        )
+    )
     engine.register_policy(ladder(delays=(0, 60)))
     await engine.start()
     try:
@@ -215,13 +232,15 @@ async def test_a_sweep_claims_no_more_deliveries_than_idle_workers_can_start(mak
         await stuck.wait()
         return True
 
-    first = await make_engine(ladder(delays=(0, 60)), handler=hangs, store=store,
-                              scheduler_config=dict(max_concurrent_jobs=4))
+    first = await make_engine(
+        ladder(delays=(0, 60)), handler=hangs, store=store, scheduler_config=dict(max_concurrent_jobs=4)
+    )
     for n in range(30):
         await first.trigger(f"inc-{n}", {}, "ladder")
     await asyncio.sleep(0)
-    second = await make_engine(ladder(delays=(0, 60)), handler=hangs, store=store,
-                               scheduler_config=dict(max_concurrent_jobs=3))
+    second = await make_engine(
+        ladder(delays=(0, 60)), handler=hangs, store=store, scheduler_config=dict(max_concurrent_jobs=3)
+    )
     await second.process_due()
     await asyncio.sleep(0)
     states = [d.state for r in store.list_records(limit=100)[0] for d in store.get_deliveries(r.id)]

@@ -115,7 +115,9 @@ async def test_without_policy_name_the_first_matching_enabled_policy_is_used(mak
 
 
 async def test_without_policy_name_nothing_matching_is_filtered_with_every_reason(make_engine, recorder):
-    engine = await make_engine(ladder("a", delays=(0,), enabled=False), ladder("b", delays=(0,), severity_filter=["low"]))
+    engine = await make_engine(
+        ladder("a", delays=(0,), enabled=False), ladder("b", delays=(0,), severity_filter=["low"])
+    )
     result = await engine.trigger("inc", CRIT)
     assert not result.success and result.code == "filtered"
     assert "'a'" in result.error and "'b'" in result.error

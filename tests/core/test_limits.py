@@ -101,8 +101,9 @@ async def test_auto_resolve_also_closes_an_acknowledged_record(make_engine, reco
 
 
 async def test_auto_resolve_tied_with_a_repeat_wins(make_engine, recorder):
-    policy = ladder(delays=(0, 30), level_kwargs={1: dict(repeat_count=3, repeat_interval_minutes=5,
-                                                          auto_resolve_minutes=10)})
+    policy = ladder(
+        delays=(0, 30), level_kwargs={1: dict(repeat_count=3, repeat_interval_minutes=5, auto_resolve_minutes=10)}
+    )
     engine = await make_engine(policy)
     await engine.trigger("inc", {}, "ladder")
     await engine.advance(DAY)

@@ -76,8 +76,11 @@ SPEC_DICT = {
             "name": "critical_alerts",
             "levels": [
                 {"level": 1, "delay_minutes": 0, "targets": [{"type": "user", "identifier": "lead"}]},
-                {"level": 2, "delay_minutes": 15, "targets": [{"type": "user", "identifier": "manager"},
-                                                              {"type": "team", "identifier": "platform"}]},
+                {
+                    "level": 2,
+                    "delay_minutes": 15,
+                    "targets": [{"type": "user", "identifier": "manager"}, {"type": "team", "identifier": "platform"}],
+                },
             ],
         }
     ],
@@ -95,11 +98,25 @@ def _assert_spec_yaml_config(config: EscalationPolicyConfig) -> None:
     assert policy.severity_filter == ["critical", "high"]
     assert policy.triggers == [EscalationTrigger.UNACKNOWLEDGED]
     assert policy.cooldown_minutes == 60 and policy.enabled
-    shape = [(lv.level, lv.delay_minutes, lv.repeat_count, lv.repeat_interval_minutes,
-              [(t.type, t.identifier, t.name) for t in lv.targets]) for lv in policy.levels]
+    shape = [
+        (
+            lv.level,
+            lv.delay_minutes,
+            lv.repeat_count,
+            lv.repeat_interval_minutes,
+            [(t.type, t.identifier, t.name) for t in lv.targets],
+        )
+        for lv in policy.levels
+    ]
     assert shape == [
         (1, 0, 2, 5, [(TargetType.USER, "team-lead", "Team Lead"), (TargetType.CHANNEL, "#alerts", "Alerts Channel")]),
-        (2, 15, 0, 5, [(TargetType.USER, "eng-manager", "Engineering Manager"), (TargetType.SCHEDULE, "oncall-primary", "")]),
+        (
+            2,
+            15,
+            0,
+            5,
+            [(TargetType.USER, "eng-manager", "Engineering Manager"), (TargetType.SCHEDULE, "oncall-primary", "")],
+        ),
         (3, 30, 0, 5, [(TargetType.USER, "director", ""), (TargetType.EMAIL, "leadership@company.com", "")]),
     ]
     # the same ladder as the spec's Python example policy (names aside)
@@ -146,21 +163,32 @@ def test_from_dict_spec_shape():
     assert config.store_config == {}
     policy = manager.get_policy("critical_alerts")
     assert [(lv.level, lv.delay_minutes, [t.key for t in lv.targets]) for lv in policy.levels] == [
-        (1, 0, ["user:lead"]), (2, 15, ["user:manager", "team:platform"])]
+        (1, 0, ["user:lead"]),
+        (2, 15, ["user:manager", "team:platform"]),
+    ]
 
 
 def test_store_config_merges_store_block_and_store_config():
-    config = EscalationPolicyConfig.from_dict({
-        "store": {"type": "sqlite", "db_path": "/tmp/a.db"}, "store_config": {"timeout": 5},
-        "policies": [{"name": "p", "levels": [{"level": 1}]}]})
+    config = EscalationPolicyConfig.from_dict(
+        {
+            "store": {"type": "sqlite", "db_path": "/tmp/a.db"},
+            "store_config": {"timeout": 5},
+            "policies": [{"name": "p", "levels": [{"level": 1}]}],
+        }
+    )
     assert config.store_type == "sqlite" and config.store_config == {"db_path": "/tmp/a.db", "timeout": 5}
     assert config.default_policy == "p"  # the first policy when none is named
 
 
 def test_spec_constructor_and_round_trip():
-    config = EscalationPolicyConfig(default_policy="default", global_enabled=True, store_type="redis",
-                                    store_config={"redis_url": "redis://localhost:6379"},
-                                    max_concurrent_escalations=1000, cleanup_interval_minutes=60)
+    config = EscalationPolicyConfig(
+        default_policy="default",
+        global_enabled=True,
+        store_type="redis",
+        store_config={"redis_url": "redis://localhost:6379"},
+        max_concurrent_escalations=1000,
+        cleanup_interval_minutes=60,
+    )
     config.add_policy(seed_policy(name="default"))
     again = EscalationPolicyConfig.from_dict(config.to_dict())
     assert again.to_dict() == config.to_dict()
@@ -208,9 +236,10 @@ async def test_manager_filters_like_the_engine(yaml_manager, recorder):
 
 
 async def test_manager_globally_disabled_triggers_nothing(clock, recorder):
-    manager = EscalationPolicyManager.from_yaml(SPEC_YAML.replace("enabled: true", "enabled: false"),
-                                                engine_config=EscalationEngineConfig(
-                                                    clock=clock, default_notification_handler=recorder))
+    manager = EscalationPolicyManager.from_yaml(
+        SPEC_YAML.replace("enabled: true", "enabled: false"),
+        engine_config=EscalationEngineConfig(clock=clock, default_notification_handler=recorder),
+    )
     await manager.start()
     try:
         result = await manager.trigger("inc", CRIT)

@@ -26,26 +26,31 @@ TERMINAL = {s.value for s in EscalationState if s.is_terminal}
 INCIDENTS = ("inc-0", "inc-1")
 
 levels_st = st.lists(
-    st.fixed_dictionaries({
-        "delay_minutes": st.sampled_from([0, 0, 0.5, 1, 5, 15, 30]),
-        "repeat_count": st.integers(0, 3),
-        "repeat_interval_minutes": st.sampled_from([1, 2.5, 5]),
-        "require_ack": st.sampled_from([True, True, True, False]),
-        "auto_resolve_minutes": st.sampled_from([0, 0, 0, 7, 20, 90]),
-        "targets": st.integers(1, 2),
-    }),
-    min_size=1, max_size=4,
+    st.fixed_dictionaries(
+        {
+            "delay_minutes": st.sampled_from([0, 0, 0.5, 1, 5, 15, 30]),
+            "repeat_count": st.integers(0, 3),
+            "repeat_interval_minutes": st.sampled_from([1, 2.5, 5]),
+            "require_ack": st.sampled_from([True, True, True, False]),
+            "auto_resolve_minutes": st.sampled_from([0, 0, 0, 7, 20, 90]),
+            "targets": st.integers(1, 2),
+        }
+    ),
+    min_size=1,
+    max_size=4,
 )
 
-policy_st = st.fixed_dictionaries({
-    "levels": levels_st,
-    "max_escalations": st.sampled_from([0, 0, 1, 2, 3]),
-    "cooldown_minutes": st.sampled_from([0, 0, 10]),
-    "delay_basis": st.sampled_from(["previous_level", "trigger"]),
-    "until_resolved": st.sampled_from([False, False, False, True]),
-    "business_hours_only": st.sampled_from([False, False, True]),
-    "business_hours_mode": st.sampled_from(["wait", "skip", "notify"]),
-})
+policy_st = st.fixed_dictionaries(
+    {
+        "levels": levels_st,
+        "max_escalations": st.sampled_from([0, 0, 1, 2, 3]),
+        "cooldown_minutes": st.sampled_from([0, 0, 10]),
+        "delay_basis": st.sampled_from(["previous_level", "trigger"]),
+        "until_resolved": st.sampled_from([False, False, False, True]),
+        "business_hours_only": st.sampled_from([False, False, True]),
+        "business_hours_mode": st.sampled_from(["wait", "skip", "notify"]),
+    }
+)
 
 incident_st = st.sampled_from(INCIDENTS)
 action_st = st.one_of(
@@ -69,9 +74,14 @@ def build_policy(spec: dict) -> EscalationPolicy:
     ]
     triggers = ["unacknowledged"] + (["unresolved"] if spec["until_resolved"] else [])
     return EscalationPolicy(
-        name="prop", levels=levels, triggers=triggers, max_escalations=spec["max_escalations"],
-        cooldown_minutes=spec["cooldown_minutes"], delay_basis=spec["delay_basis"],
-        business_hours_only=spec["business_hours_only"], business_hours_mode=spec["business_hours_mode"],
+        name="prop",
+        levels=levels,
+        triggers=triggers,
+        max_escalations=spec["max_escalations"],
+        cooldown_minutes=spec["cooldown_minutes"],
+        delay_basis=spec["delay_basis"],
+        business_hours_only=spec["business_hours_only"],
+        business_hours_mode=spec["business_hours_mode"],
         timezone="America/New_York",
     )
 
@@ -120,8 +130,10 @@ class Checker:
             deliveries = self.engine.get_deliveries(record.id)
             sent_deliveries = sum(d.state is DeliveryState.SENT for d in deliveries)
             assert record.notification_count == sent_deliveries == sent[record.id]
-            assert not any(d.state in (DeliveryState.PENDING, DeliveryState.SENDING) and d.next_attempt_at is None
-                           for d in deliveries), "a delivery was left behind"
+            assert not any(
+                d.state in (DeliveryState.PENDING, DeliveryState.SENDING) and d.next_attempt_at is None
+                for d in deliveries
+            ), "a delivery was left behind"
             # bounds
             assert 1 <= record.current_level <= self.policy.max_level
             if self.policy.max_escalations:

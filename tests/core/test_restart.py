@@ -99,8 +99,9 @@ async def test_pending_retry_survives_a_restart(make_engine, clock):
 
     store = InMemoryEscalationStore()
     failing = RecordingHandler(clock, fail_targets={"user:l1"})
-    a = await make_engine(ladder(delays=(0,)), store=store, handler=failing,
-                          scheduler_config=dict(retry_delay_seconds=60, max_attempts=3))
+    a = await make_engine(
+        ladder(delays=(0,)), store=store, handler=failing, scheduler_config=dict(retry_delay_seconds=60, max_attempts=3)
+    )
     record_id = (await a.trigger("inc", {}, "ladder")).record.id
     await a.stop()
     clock.set(T0 + timedelta(minutes=5))

@@ -59,8 +59,9 @@ class Sweeps:
 
 
 def started(kind: str, callback) -> object:
-    scheduler = create_scheduler(SchedulerConfig(scheduler_type=kind, check_interval_seconds=NO_SAFETY_SWEEP),
-                                 callback, SYSTEM_CLOCK)
+    scheduler = create_scheduler(
+        SchedulerConfig(scheduler_type=kind, check_interval_seconds=NO_SAFETY_SWEEP), callback, SYSTEM_CLOCK
+    )
     scheduler.start()
     return scheduler
 
@@ -102,6 +103,7 @@ async def test_a_wake_booked_during_a_sweep_for_after_it_is_honoured(kind):
 async def test_wakes_booked_just_ahead_of_a_sweep_are_each_honoured(kind):
     """A wake-up a few milliseconds after a sweep is waited for by the sweep itself; one asked
     for while it waits (here: at once, then again just ahead) is honoured too."""
+
     async def book_just_ahead(call: int) -> None:
         if call == 1:
             scheduler.wake_at(SYSTEM_CLOCK.now() + timedelta(milliseconds=30))
@@ -154,14 +156,23 @@ async def test_a_burst_larger_than_a_batch_drains_without_the_safety_sweep(kind,
         return True
 
     store_config = {"db_path": str(tmp_path / "burst.db")} if store == "sqlite" else {}
-    engine = EscalationEngine(EscalationEngineConfig(
-        store_type=store, store_config=store_config, default_notification_handler=handler,
-        scheduler_config=SchedulerConfig(scheduler_type=kind, check_interval_seconds=NO_SAFETY_SWEEP,
-                                         batch_size=5)))
-    engine.register_policy(EscalationPolicy(name="burst", levels=[
-        EscalationLevel(level=1, delay_minutes=0, targets=[EscalationTarget.user("first")]),
-        EscalationLevel(level=2, delay_minutes=0.3 / 60, targets=[EscalationTarget.user("second")]),
-    ]))
+    engine = EscalationEngine(
+        EscalationEngineConfig(
+            store_type=store,
+            store_config=store_config,
+            default_notification_handler=handler,
+            scheduler_config=SchedulerConfig(scheduler_type=kind, check_interval_seconds=NO_SAFETY_SWEEP, batch_size=5),
+        )
+    )
+    engine.register_policy(
+        EscalationPolicy(
+            name="burst",
+            levels=[
+                EscalationLevel(level=1, delay_minutes=0, targets=[EscalationTarget.user("first")]),
+                EscalationLevel(level=2, delay_minutes=0.3 / 60, targets=[EscalationTarget.user("second")]),
+            ],
+        )
+    )
     await engine.start()
     try:
         for wave in (range(10), range(10, 17), range(17, burst)):

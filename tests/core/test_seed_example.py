@@ -185,10 +185,14 @@ async def test_reregistering_a_policy_does_not_change_a_running_ladder(make_engi
     engine = await make_engine(seed_policy())
     old_id = (await engine.trigger("inc-old", CRIT, SEED)).record.id
     await engine.advance(timedelta(minutes=1))
-    engine.register_policy(seed_policy(levels=[
-        EscalationLevel(1, 0, [EscalationTarget.user("new-l1")]),
-        EscalationLevel(2, 2, [EscalationTarget.user("new-l2")]),
-    ]))
+    engine.register_policy(
+        seed_policy(
+            levels=[
+                EscalationLevel(1, 0, [EscalationTarget.user("new-l1")]),
+                EscalationLevel(2, 2, [EscalationTarget.user("new-l2")]),
+            ]
+        )
+    )
     new_id = (await engine.trigger("inc-new", CRIT, SEED)).record.id
     await engine.advance(DAY)
 

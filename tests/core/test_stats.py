@@ -68,10 +68,18 @@ async def test_notifications_are_counted_per_target(make_engine, recorder):
     stats = engine.get_stats()
     per_target = Counter(n.target for n in recorder.sent)
     assert stats.notifications_sent == len(recorder.sent) == 2 * len(SEED_TIMELINE)
-    assert stats.notifications_by_target == dict(per_target) == {
-        "user:team-lead": 6, "channel:#alerts": 6, "user:eng-manager": 2, "schedule:oncall-primary": 2,
-        "user:director": 2, "email:leadership@company.com": 2,
-    }
+    assert (
+        stats.notifications_by_target
+        == dict(per_target)
+        == {
+            "user:team-lead": 6,
+            "channel:#alerts": 6,
+            "user:eng-manager": 2,
+            "schedule:oncall-primary": 2,
+            "user:director": 2,
+            "email:leadership@company.com": 2,
+        }
+    )
     assert stats.notifications_failed == 0
     assert stats.escalations_by_level == {3: 2}
 
@@ -84,5 +92,11 @@ async def test_stats_count_every_terminal_state(make_engine):
     await engine.acknowledge(ids[2])
     await engine.advance(DAY)  # ids[3] times out
     stats = engine.get_stats()
-    assert (stats.cancelled_count, stats.resolved_count, stats.acknowledged_count, stats.timed_out_count,
-            stats.active_escalations, stats.failed_count) == (1, 1, 1, 1, 0, 0)
+    assert (
+        stats.cancelled_count,
+        stats.resolved_count,
+        stats.acknowledged_count,
+        stats.timed_out_count,
+        stats.active_escalations,
+        stats.failed_count,
+    ) == (1, 1, 1, 1, 0, 0)

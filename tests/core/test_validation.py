@@ -29,55 +29,84 @@ def policy_dict(**kw):
 
 CASES = {
     # id: (callable, substrings the message must contain)
-    "negative-delay": (lambda: EscalationPolicy(name="p", levels=[lv(1), lv(2, -5)]),
-                       ["delay_minutes", "-5"]),
-    "negative-delay-dict": (lambda: EscalationPolicy.from_dict(policy_dict(levels=[level_dict(1, delay_minutes=-0.5)])),
-                            ["delay_minutes", "-0.5"]),
-    "negative-repeat-interval": (lambda: lv(1, repeat_count=1, repeat_interval_minutes=-1),
-                                 ["repeat_interval_minutes", "-1"]),
-    "zero-repeat-interval-with-repeats": (lambda: lv(1, repeat_count=2, repeat_interval_minutes=0),
-                                          ["repeat_interval_minutes", "0"]),
+    "negative-delay": (lambda: EscalationPolicy(name="p", levels=[lv(1), lv(2, -5)]), ["delay_minutes", "-5"]),
+    "negative-delay-dict": (
+        lambda: EscalationPolicy.from_dict(policy_dict(levels=[level_dict(1, delay_minutes=-0.5)])),
+        ["delay_minutes", "-0.5"],
+    ),
+    "negative-repeat-interval": (
+        lambda: lv(1, repeat_count=1, repeat_interval_minutes=-1),
+        ["repeat_interval_minutes", "-1"],
+    ),
+    "zero-repeat-interval-with-repeats": (
+        lambda: lv(1, repeat_count=2, repeat_interval_minutes=0),
+        ["repeat_interval_minutes", "0"],
+    ),
     "negative-repeat-count": (lambda: lv(1, repeat_count=-1), ["repeat_count", "-1"]),
     "negative-auto-resolve": (lambda: lv(1, auto_resolve_minutes=-3), ["auto_resolve_minutes", "-3"]),
     "non-bool-require-ack": (lambda: lv(1, require_ack="no"), ["require_ack", "'no'"]),
     "string-delay": (lambda: lv(1, "5"), ["delay_minutes", "'5'"]),
-    "duplicate-levels": (lambda: EscalationPolicy(name="p", levels=[lv(1), lv(2), lv(2)]),
-                         ["duplicate", "[2]"]),
+    "duplicate-levels": (lambda: EscalationPolicy(name="p", levels=[lv(1), lv(2), lv(2)]), ["duplicate", "[2]"]),
     "gap": (lambda: EscalationPolicy(name="p", levels=[lv(1), lv(3)]), ["levels", "[1, 3]", "missing [2]"]),
     "no-level-one": (lambda: EscalationPolicy(name="p", levels=[lv(2)]), ["levels", "missing [1]"]),
     "level-zero": (lambda: lv(0), ["level", "0"]),
-    "unknown-target-type": (lambda: EscalationPolicy.from_dict(policy_dict(levels=[
-        {"level": 1, "targets": [{"type": "pager", "identifier": "x"}]}])), ["target.type", "'pager'"]),
+    "unknown-target-type": (
+        lambda: EscalationPolicy.from_dict(
+            policy_dict(levels=[{"level": 1, "targets": [{"type": "pager", "identifier": "x"}]}])
+        ),
+        ["target.type", "'pager'"],
+    ),
     "empty-target-identifier": (lambda: EscalationTarget.user(""), ["identifier", "''"]),
-    "bad-timezone": (lambda: EscalationPolicy(name="p", levels=[lv(1)], timezone="Mars/Olympus"),
-                     ["timezone", "'Mars/Olympus'"]),
-    "start-after-end": (lambda: EscalationPolicy(name="p", levels=[lv(1)], business_hours_start=18,
-                                                 business_hours_end=9), ["business_hours_start", "18", "9"]),
-    "start-equals-end": (lambda: EscalationPolicy(name="p", levels=[lv(1)], business_hours_start=9,
-                                                  business_hours_end=9), ["business_hours_start", "9"]),
-    "hour-out-of-range": (lambda: EscalationPolicy(name="p", levels=[lv(1)], business_hours_end=25),
-                          ["business_hours_end", "25"]),
-    "weekday-7": (lambda: EscalationPolicy(name="p", levels=[lv(1)], business_days=[0, 7]),
-                  ["business_days", "7"]),
-    "weekday-minus-1": (lambda: EscalationPolicy(name="p", levels=[lv(1)], business_days=[-1, 2]),
-                        ["business_days", "-1"]),
+    "bad-timezone": (
+        lambda: EscalationPolicy(name="p", levels=[lv(1)], timezone="Mars/Olympus"),
+        ["timezone", "'Mars/Olympus'"],
+    ),
+    "start-after-end": (
+        lambda: EscalationPolicy(name="p", levels=[lv(1)], business_hours_start=18, business_hours_end=9),
+        ["business_hours_start", "18", "9"],
+    ),
+    "start-equals-end": (
+        lambda: EscalationPolicy(name="p", levels=[lv(1)], business_hours_start=9, business_hours_end=9),
+        ["business_hours_start", "9"],
+    ),
+    "hour-out-of-range": (
+        lambda: EscalationPolicy(name="p", levels=[lv(1)], business_hours_end=25),
+        ["business_hours_end", "25"],
+    ),
+    "weekday-7": (lambda: EscalationPolicy(name="p", levels=[lv(1)], business_days=[0, 7]), ["business_days", "7"]),
+    "weekday-minus-1": (
+        lambda: EscalationPolicy(name="p", levels=[lv(1)], business_days=[-1, 2]),
+        ["business_days", "-1"],
+    ),
     "no-business-days": (lambda: EscalationPolicy(name="p", levels=[lv(1)], business_days=[]), ["business_days"]),
     "empty-levels": (lambda: EscalationPolicy(name="p", levels=[]), ["levels", "[]"]),
     "empty-name": (lambda: EscalationPolicy(name="", levels=[lv(1)]), ["name", "''"]),
-    "negative-cooldown": (lambda: EscalationPolicy(name="p", levels=[lv(1)], cooldown_minutes=-1),
-                          ["cooldown_minutes", "-1"]),
-    "negative-max-escalations": (lambda: EscalationPolicy(name="p", levels=[lv(1)], max_escalations=-2),
-                                 ["max_escalations", "-2"]),
-    "severity-filter-not-a-list": (lambda: EscalationPolicy(name="p", levels=[lv(1)], severity_filter="critical"),
-                                   ["severity_filter", "'critical'"]),
+    "negative-cooldown": (
+        lambda: EscalationPolicy(name="p", levels=[lv(1)], cooldown_minutes=-1),
+        ["cooldown_minutes", "-1"],
+    ),
+    "negative-max-escalations": (
+        lambda: EscalationPolicy(name="p", levels=[lv(1)], max_escalations=-2),
+        ["max_escalations", "-2"],
+    ),
+    "severity-filter-not-a-list": (
+        lambda: EscalationPolicy(name="p", levels=[lv(1)], severity_filter="critical"),
+        ["severity_filter", "'critical'"],
+    ),
     "unknown-trigger": (lambda: EscalationPolicy(name="p", levels=[lv(1)], triggers=["boom"]), ["triggers", "'boom'"]),
-    "unknown-mode": (lambda: EscalationPolicy(name="p", levels=[lv(1)], business_hours_mode="sometimes"),
-                     ["business_hours_mode", "'sometimes'"]),
-    "unknown-delay-basis": (lambda: EscalationPolicy(name="p", levels=[lv(1)], delay_basis="yesterday"),
-                            ["delay_basis", "'yesterday'"]),
+    "unknown-mode": (
+        lambda: EscalationPolicy(name="p", levels=[lv(1)], business_hours_mode="sometimes"),
+        ["business_hours_mode", "'sometimes'"],
+    ),
+    "unknown-delay-basis": (
+        lambda: EscalationPolicy(name="p", levels=[lv(1)], delay_basis="yesterday"),
+        ["delay_basis", "'yesterday'"],
+    ),
     "unknown-policy-field": (lambda: EscalationPolicy.from_dict(policy_dict(colour="red")), ["'colour'"]),
-    "unknown-level-field": (lambda: EscalationPolicy.from_dict(policy_dict(levels=[{"level": 1, "delay": 3}])),
-                            ["'delay'"]),
+    "unknown-level-field": (
+        lambda: EscalationPolicy.from_dict(policy_dict(levels=[{"level": 1, "delay": 3}])),
+        ["'delay'"],
+    ),
 }
 
 
@@ -112,8 +141,13 @@ def test_policy_boolean_fields_reject_strings(field):
 
 
 def test_valid_policy_normalises_and_exposes_its_levels():
-    policy = EscalationPolicy(name="p", levels=[lv(3, 30), lv(1), lv(2, 15)], severity_filter=["CRITICAL"],
-                              business_days=[4, 0, 0], triggers=["unacknowledged"])
+    policy = EscalationPolicy(
+        name="p",
+        levels=[lv(3, 30), lv(1), lv(2, 15)],
+        severity_filter=["CRITICAL"],
+        business_days=[4, 0, 0],
+        triggers=["unacknowledged"],
+    )
     assert [level.level for level in policy.levels] == [1, 2, 3]
     assert policy.max_level == 3
     assert policy.get_level(2).delay == timedelta(minutes=15)

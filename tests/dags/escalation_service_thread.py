@@ -100,15 +100,25 @@ async def jwt_writer(user: TokenUser = Depends(jwt_user)) -> TokenUser:
 class ServiceThread:
     """``with ServiceThread() as service:`` ... ``service.base_url``, ``service.requests``."""
 
-    def __init__(self, policies: dict[str, Any] | None = None, *, port: int | None = None,
-                 check_interval_seconds: float = 1.0, access_log: bool = False) -> None:
+    def __init__(
+        self,
+        policies: dict[str, Any] | None = None,
+        *,
+        port: int | None = None,
+        check_interval_seconds: float = 1.0,
+        access_log: bool = False,
+    ) -> None:
         self.policy_config = EscalationPolicyConfig.from_dict(policies or FAST_POLICIES)
         self.store = InMemoryEscalationStore()
-        self.engine = EscalationEngine(EscalationEngineConfig(
-            store=self.store,
-            scheduler_config=SchedulerConfig(scheduler_type="asyncio", check_interval_seconds=check_interval_seconds),
-            default_notification_handler=make_log_handler(),
-        ))
+        self.engine = EscalationEngine(
+            EscalationEngineConfig(
+                store=self.store,
+                scheduler_config=SchedulerConfig(
+                    scheduler_type="asyncio", check_interval_seconds=check_interval_seconds
+                ),
+                default_notification_handler=make_log_handler(),
+            )
+        )
         for policy in self.policy_config.policies.values():
             self.engine.register_policy(policy)
         self.app = create_app(engine=self.engine, policy_config=self.policy_config)
@@ -122,6 +132,7 @@ class ServiceThread:
             if (body.get("username"), body.get("password")) != (SERVICE_ACCOUNT, SERVICE_PASSWORD):
                 raise HTTPException(401, "Invalid credentials")
             return {"access_token": sign(SERVICE_ACCOUNT, "USER")}
+
         self.requests: collections.Counter[str] = collections.Counter()
         self._fail_next = 0
         self._lock = threading.Lock()
@@ -152,8 +163,9 @@ class ServiceThread:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> ServiceThread:
         # the app alone (its lifespan starts the engine); the connection's api_path says where
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                access_log=self._access_log, lifespan="on")
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", access_log=self._access_log, lifespan="on"
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="escalation-service", daemon=True)
         self._thread.start()
@@ -195,13 +207,18 @@ class ServiceThread:
 
     def connection(self, **extra: Any) -> dict[str, Any]:
         """The ``escalation_default`` connection as JSON (for ``AIRFLOW_CONN_...``)."""
-        return {"conn_type": "escalation", "host": self.base_url,
-                "login": SERVICE_ACCOUNT, "password": SERVICE_PASSWORD,
-                "extra": {"api_path": "/api/v1", "retries": 0, **extra}}
+        return {
+            "conn_type": "escalation",
+            "host": self.base_url,
+            "login": SERVICE_ACCOUNT,
+            "password": SERVICE_PASSWORD,
+            "extra": {"api_path": "/api/v1", "retries": 0, **extra},
+        }
 
     def client(self) -> Any:
         """An ``EscalationClient`` of a person ("tester", role OP) acting on escalations."""
         from airflow_escalation.client.http import EscalationClient
 
-        return EscalationClient(self.base_url, api_path="/api/v1", token_provider=lambda: sign("tester", "OP"),
-                                retries=0)
+        return EscalationClient(
+            self.base_url, api_path="/api/v1", token_provider=lambda: sign("tester", "OP"), retries=0
+        )

@@ -14,7 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import asyncio, json, os, socket, sys
     from dataclasses import asdict
     from types import SimpleNamespace
@@ -69,17 +69,21 @@ SCRIPT = textwrap.dedent('''
         return (await anext(trigger.run())).payload
     out["trigger"] = asyncio.run(wait())
     print("RESULT " + json.dumps(out, default=str))
-''')
+""")
 
 
 def test_notifier_spool_and_trigger_work_with_the_orm_blocked(service, clean_spool, dag_env, tmp_path):
-    env = {**os.environ, "AIRFLOW_CONN_ESCALATION_DEFAULT": json.dumps(service.connection()),
-           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True,
-                          timeout=180, cwd=tmp_path)
+    env = {
+        **os.environ,
+        "AIRFLOW_CONN_ESCALATION_DEFAULT": json.dumps(service.connection()),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path
+    )
     lines = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stdout[-4000:] + done.stderr[-4000:]
-    out = json.loads(lines[-1][len("RESULT "):])
+    out = json.loads(lines[-1][len("RESULT ") :])
     assert out["sql_alchemy_conn"] == "airflow-db-not-allowed:///"
     assert out["session"].startswith("blocked: Direct database access via the ORM is not allowed")
     assert out["sent"]["outcome"] == "sent" and out["sent"]["record_id"]

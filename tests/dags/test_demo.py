@@ -26,9 +26,24 @@ REPO = Path(__file__).resolve().parents[2]
 def test_demo_runs_the_real_stack_and_shows_the_climb(tmp_path):
     port = free_port()
     done = subprocess.run(
-        [sys.executable, "-m", "airflow_escalation.demo", "--exit", "--speed", "120", "--port", str(port),
-         "--home", str(tmp_path / "demo")],
-        cwd=REPO, capture_output=True, text=True, timeout=360, stdin=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "airflow_escalation.demo",
+            "--exit",
+            "--speed",
+            "120",
+            "--port",
+            str(port),
+            "--home",
+            str(tmp_path / "demo"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=360,
+        stdin=subprocess.DEVNULL,
+    )
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-6000:]
 
@@ -40,11 +55,18 @@ def test_demo_runs_the_real_stack_and_shows_the_climb(tmp_path):
     assert "load_orders failed; its on_failure_callback (EscalationNotifier) handed the incident" in out
 
     # the ladder in order: level 1 and its two reminders, level 2, level 3, then the acknowledgement
-    steps = ["escalation opened at level 1", "level 1: notify user:team-lead, channel:#alerts",
-             "level 1: reminder 1 to", "level 1: reminder 2 to", "escalated to level 2",
-             "level 2: notify user:eng-manager, schedule:oncall-primary", "escalated to level 3",
-             "level 3: notify user:director, email:leadership@company.com",
-             "acknowledged by admin", "resolved by admin"]
+    steps = [
+        "escalation opened at level 1",
+        "level 1: notify user:team-lead, channel:#alerts",
+        "level 1: reminder 1 to",
+        "level 1: reminder 2 to",
+        "escalated to level 2",
+        "level 2: notify user:eng-manager, schedule:oncall-primary",
+        "escalated to level 3",
+        "level 3: notify user:director, email:leadership@company.com",
+        "acknowledged by admin",
+        "resolved by admin",
+    ]
     positions = [out.find(step) for step in steps]
     assert -1 not in positions and positions == sorted(positions), list(zip(steps, positions))
     # what the local receivers got, through the policy's targets' connections
@@ -53,8 +75,10 @@ def test_demo_runs_the_real_stack_and_shows_the_climb(tmp_path):
     assert "webhook  POST /eng-manager" in out and "webhook  POST /oncall-primary" in out
     assert "webhook  POST /director" in out
     assert re.search(r"e-mail   to leadership@company\.com +\[ESCALATION L3\]", out)
-    assert ("10 notifications sent (level 1: 6, level 2: 2, level 3: 2); the webhook receiver got 9, "
-            "the SMTP server 1; state resolved.") in out
+    assert (
+        "10 notifications sent (level 1: 6, level 2: 2, level 3: 2); the webhook receiver got 9, "
+        "the SMTP server 1; state resolved."
+    ) in out
 
     # level 2 on time: 15 policy minutes at 120x is 7.5 s after the escalation opened
     climbed = re.search(r"\+ *([\d.]+)s \( *[\d.]+ policy min\)  nobody acknowledged: escalated to level 2", out)
@@ -66,9 +90,13 @@ def test_demo_runs_the_real_stack_and_shows_the_climb(tmp_path):
 
 
 def test_fake_clock_demo_prints_the_spec_example(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "airflow_escalation.demo.fake_clock",
-                           "--db", str(tmp_path / "esc.db")],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow_escalation.demo.fake_clock", "--db", str(tmp_path / "esc.db")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     assert "alice acknowledged customers-freshness" in out and "bob resolved payments-nulls" in out
@@ -84,10 +112,19 @@ def test_demo_policies_speed_up_the_clock_and_wire_every_target():
     policy = block["policies"][0]
     assert policy["cooldown_minutes"] == 1
     assert [(lv["delay_minutes"], lv.get("repeat_interval_minutes")) for lv in policy["levels"]] == [
-        (0, 5 / 60), (15 / 60, None), (30 / 60, None)]
+        (0, 5 / 60),
+        (15 / 60, None),
+        (30 / 60, None),
+    ]
     wiring = [(t["identifier"], t["conn_id"]) for lv in policy["levels"] for t in lv["targets"]]
-    assert wiring == [("team-lead", "hook"), ("#alerts", "hook"), ("eng-manager", "hook"),
-                      ("oncall-primary", "hook"), ("director", "hook"), ("leadership@company.com", "mail")]
+    assert wiring == [
+        ("team-lead", "hook"),
+        ("#alerts", "hook"),
+        ("eng-manager", "hook"),
+        ("oncall-primary", "hook"),
+        ("director", "hook"),
+        ("leadership@company.com", "mail"),
+    ]
 
 
 def test_leftover_processes_of_a_killed_demo_are_stopped(tmp_path):
@@ -116,24 +153,41 @@ def test_timeline_prints_each_step_once_in_time_order(capsys):
     t0 = datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)
 
     def event(seconds, name, actor="system", level=1, state="active", **details):
-        entry = {"event": name, "at": (t0 + timedelta(seconds=seconds)).isoformat(), "actor": actor,
-                 "level": level, "state": state}
+        entry = {
+            "event": name,
+            "at": (t0 + timedelta(seconds=seconds)).isoformat(),
+            "actor": actor,
+            "level": level,
+            "state": state,
+        }
         return {**entry, "details": details} if details else entry
 
     timeline = Timeline(speed=60)
-    record = {"id": "r1", "history": [event(0, "triggered", "airflow-escalation"), event(0, "start"),
-                                      event(0, "notified", round=0, targets=["user:lead"])]}
+    record = {
+        "id": "r1",
+        "history": [
+            event(0, "triggered", "airflow-escalation"),
+            event(0, "start"),
+            event(0, "notified", round=0, targets=["user:lead"]),
+        ],
+    }
     # a receipt of level 1 that came in before the record was read, one of another record, and
     # one that came in after (it waits for the next read)
-    timeline.receipts += [(t0 + timedelta(seconds=0.2), "webhook  POST /lead", "r1"),
-                          (t0 + timedelta(seconds=0.3), "webhook  POST /other", "r2")]
+    timeline.receipts += [
+        (t0 + timedelta(seconds=0.2), "webhook  POST /lead", "r1"),
+        (t0 + timedelta(seconds=0.3), "webhook  POST /other", "r2"),
+    ]
     received = timeline.received()
     timeline.receipts.append((t0 + timedelta(seconds=15.1), "webhook  POST /manager", "r1"))
     timeline.print_new(record, received)
-    record["history"] += [event(15, "escalate"), event(15, "escalate_success", level=2),
-                          event(15, "notified", level=2, round=0, targets=["user:manager"]),
-                          event(20, "escalate", "alice", 2), event(20, "escalate_success", "alice", 3),
-                          event(21, "acknowledge", "bob", 3, "acknowledged", note="on it")]
+    record["history"] += [
+        event(15, "escalate"),
+        event(15, "escalate_success", level=2),
+        event(15, "notified", level=2, round=0, targets=["user:manager"]),
+        event(20, "escalate", "alice", 2),
+        event(20, "escalate_success", "alice", 3),
+        event(21, "acknowledge", "bob", 3, "acknowledged", note="on it"),
+    ]
     timeline.print_new(record, timeline.received())
     timeline.print_new(record, timeline.received())  # nothing new: nothing printed
 

@@ -17,8 +17,13 @@ from dag_helpers import EXAMPLES, load_example
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
-EXAMPLE_DAGS = {"escalation_on_failure", "escalation_dag_callback", "escalation_operator",
-                "escalation_sensor", "escalation_deadline"}
+EXAMPLE_DAGS = {
+    "escalation_on_failure",
+    "escalation_dag_callback",
+    "escalation_operator",
+    "escalation_sensor",
+    "escalation_deadline",
+}
 
 
 def records(service, **filters) -> list[dict]:
@@ -98,8 +103,12 @@ def test_operator_example_waits_for_the_acknowledgement(service, clean_spool):
         run = load_example("escalation_operator").test(run_conf={"null_rate": 0.2})
     finally:
         acker.stop.set()
-    assert states(run) == {"check_orders": "success", "has_failures": "success",
-                           "escalate_bad_data": "success", "publish": "success"}
+    assert states(run) == {
+        "check_orders": "success",
+        "has_failures": "success",
+        "escalate_bad_data": "success",
+        "publish": "success",
+    }
     (record,) = records(service, incident="escalation_operator.orders_quality")
     assert record["id"] == acker.record_id and record["state"] == "acknowledged"
     assert record["context"]["failed_checks"] == "['null_rate 20.0% > 1%']"
@@ -146,8 +155,10 @@ def test_deadline_example_runs_and_its_alert_escalates_from_the_triggerer_path(s
     run = dag.test(run_conf={"work_seconds": 0})
     assert states(run) == {"build_orders_mart": "success"}
     # what the scheduler stores and the triggerer runs when the deadline is missed
-    context = {"dag_run": {"dag_id": dag.dag_id, "dag_run_id": run.run_id, "logical_date": None},
-               "deadline": {"id": "deadline-1", "deadline_time": "2024-06-01T00:30:00+00:00"}}
+    context = {
+        "dag_run": {"dag_id": dag.dag_id, "dag_run_id": run.run_id, "logical_date": None},
+        "deadline": {"id": "deadline-1", "deadline_time": "2024-06-01T00:30:00+00:00"},
+    }
     trigger = CallbackTrigger(alert.callback.path, {**alert.callback.kwargs, "context": context})
 
     async def drive():

@@ -106,7 +106,12 @@ def test_deferrable_defaults_to_operators_default_deferrable(configured):
         "from airflow_escalation.sensors.escalation import EscalationSensor as S\n"
         "print(O(task_id='o', wait_for='resolved').deferrable, S(task_id='s', record_id='r').deferrable)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
-                          env={**os.environ, "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": configured})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": configured},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == [configured, configured]

@@ -22,8 +22,9 @@ from escalation_service_thread import SERVICE_ACCOUNT, SERVICE_PASSWORD
 class FakeTI:
     """What a callback context's ``ti`` offers the notifier (RuntimeTaskInstance's attributes)."""
 
-    def __init__(self, dag_id: str, task_id: str, run_id: str = "manual__2024-06-01", try_number: int = 1,
-                 map_index: int = -1) -> None:
+    def __init__(
+        self, dag_id: str, task_id: str, run_id: str = "manual__2024-06-01", try_number: int = 1, map_index: int = -1
+    ) -> None:
         self.dag_id, self.task_id, self.run_id = dag_id, task_id, run_id
         self.try_number, self.map_index = try_number, map_index
 
@@ -75,8 +76,13 @@ def conn_to(monkeypatch):
     """Point ``escalation_default`` at another URL for one test."""
 
     def point(url: str, **extra):
-        conn = {"conn_type": "escalation", "host": url, "login": SERVICE_ACCOUNT, "password": SERVICE_PASSWORD,
-                "extra": {"api_path": "/api/v1", **extra}}
+        conn = {
+            "conn_type": "escalation",
+            "host": url,
+            "login": SERVICE_ACCOUNT,
+            "password": SERVICE_PASSWORD,
+            "extra": {"api_path": "/api/v1", **extra},
+        }
         monkeypatch.setenv("AIRFLOW_CONN_ESCALATION_DEFAULT", json.dumps(conn))
 
     return point
@@ -86,9 +92,12 @@ def conn_to(monkeypatch):
 
 
 def test_failure_builds_the_incident_from_the_context(service, clean_spool):
-    notifier = EscalationNotifier(policy_name="production_critical", severity="critical",
-                                  message="{{ ti.task_id }} failed in {{ run_id }}",
-                                  extra_context={"team": "data"})
+    notifier = EscalationNotifier(
+        policy_name="production_critical",
+        severity="critical",
+        message="{{ ti.task_id }} failed in {{ run_id }}",
+        extra_context={"team": "data"},
+    )
     long_error = ValueError("x" * 5000)
     notifier(task_context("orders_etl", "load", exc=long_error, try_number=2))
     assert notifier.last_handoff.outcome == "sent", notifier.last_handoff
@@ -180,10 +189,13 @@ def test_deadline_async_callback_through_airflows_callback_trigger(service, clea
     from airflow.sdk import AsyncCallback
     from airflow.triggers.callback import CallbackTrigger
 
-    callback = AsyncCallback(EscalationNotifier, kwargs={"policy_name": "production_critical",
-                                                         "severity": "high", "message": "late"})
-    context = {"dag_run": {"dag_id": "cbtrigger_etl", "dag_run_id": "r1"},
-               "deadline": {"id": "d1", "deadline_time": "2024-06-01T01:00:00+00:00"}}
+    callback = AsyncCallback(
+        EscalationNotifier, kwargs={"policy_name": "production_critical", "severity": "high", "message": "late"}
+    )
+    context = {
+        "dag_run": {"dag_id": "cbtrigger_etl", "dag_run_id": "r1"},
+        "deadline": {"id": "d1", "deadline_time": "2024-06-01T01:00:00+00:00"},
+    }
     trigger = CallbackTrigger(callback.path, {**callback.kwargs, "context": context})
 
     async def events():
@@ -232,8 +244,10 @@ def test_service_down_spools_fast_and_the_next_callback_drains(service, clean_sp
     notifier = EscalationNotifier()
     notifier(task_context("down_etl", "load"))
     assert notifier.last_handoff.outcome == "spooled", notifier.last_handoff
-    assert "spooled to" in notifier.last_handoff.message and "airflow escalation spool drain" in \
-        notifier.last_handoff.message
+    assert (
+        "spooled to" in notifier.last_handoff.message
+        and "airflow escalation spool drain" in notifier.last_handoff.message
+    )
     notifier.resolver()(task_context("down_etl", "load", exc=None))  # the resolve waits behind it
     spool = EscalationSpool()
     assert [e.kind for e in spool.entries()] == ["trigger", "resolve"]
@@ -298,8 +312,9 @@ def test_the_resolve_waits_behind_a_spooled_trigger_of_the_same_incident(service
     assert records(service, "fifo_b")[0]["state"] == "resolved"
 
 
-def test_bad_credentials_and_a_missing_connection_spool_with_a_clear_message(clean_spool, service, conn_to,
-                                                                                monkeypatch):
+def test_bad_credentials_and_a_missing_connection_spool_with_a_clear_message(
+    clean_spool, service, conn_to, monkeypatch
+):
     monkeypatch.setenv("AIRFLOW_CONN_ESCALATION_DEFAULT", json.dumps({**service.connection(), "password": "wrong"}))
     notifier = EscalationNotifier()
     notifier(task_context("auth_etl", "load"))
@@ -323,8 +338,10 @@ def test_concurrent_callbacks_and_drainers_lose_nothing(service, clean_spool, co
         EscalationNotifier(drain_budget=0)(task_context("burst_etl", f"t{n}"))
     assert len(EscalationSpool()) == 20
     conn_to(service.base_url, retries=0)
-    threads = [threading.Thread(target=lambda i=i: EscalationNotifier(drain_budget=5)(
-        task_context("burst_etl", f"new{i}"))) for i in range(4)]
+    threads = [
+        threading.Thread(target=lambda i=i: EscalationNotifier(drain_budget=5)(task_context("burst_etl", f"new{i}")))
+        for i in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -19,8 +19,7 @@ from airflow_escalation.triggers.escalation import EscalationStateTrigger
 
 class FakeTI:
     def __init__(self, dag_id: str, task_id: str) -> None:
-        self.dag_id, self.task_id, self.run_id, self.try_number, self.map_index = \
-            dag_id, task_id, "manual__1", 1, -1
+        self.dag_id, self.task_id, self.run_id, self.try_number, self.map_index = dag_id, task_id, "manual__1", 1, -1
         self.log_url = f"http://localhost:8080/dags/{dag_id}/runs/manual__1/tasks/{task_id}"
         self.xcoms: dict = {}
 
@@ -58,8 +57,12 @@ def deferred(operator, context) -> TaskDeferred:
 
 
 def test_operator_triggers_and_returns_the_record_id(service):
-    op = EscalationOperator(task_id="check", policy_name="production_critical", severity="critical",
-                            escalation_context={"failed_checks": ["nulls"]})
+    op = EscalationOperator(
+        task_id="check",
+        policy_name="production_critical",
+        severity="critical",
+        escalation_context={"failed_checks": ["nulls"]},
+    )
     record_id = op.execute(ctx("op_etl", "check"))
     with service.client() as client:
         record = client.get_escalation(record_id)
@@ -70,8 +73,9 @@ def test_operator_triggers_and_returns_the_record_id(service):
 
 
 def test_operator_waits_for_the_acknowledgement(service):
-    op = EscalationOperator(deferrable=True, task_id="wait", wait_for="acknowledged", timeout=timedelta(minutes=5),
-                            poll_interval=0.2)
+    op = EscalationOperator(
+        deferrable=True, task_id="wait", wait_for="acknowledged", timeout=timedelta(minutes=5), poll_interval=0.2
+    )
     context = ctx("opwait_etl", "wait")
     defer = deferred(op, context)
     trigger = defer.trigger
@@ -89,8 +93,9 @@ def test_operator_waits_for_the_acknowledgement(service):
     assert op.execute_complete(context, event="success", **defer.kwargs) == record_id
     assert op.execute_complete(context, event="success") == record_id  # found by its incident
     # without end_from_trigger the task resumes with the event
-    resumed = EscalationOperator(deferrable=True, task_id="wait2", wait_for="acknowledged", end_from_trigger=False,
-                                 poll_interval=0.2)
+    resumed = EscalationOperator(
+        deferrable=True, task_id="wait2", wait_for="acknowledged", end_from_trigger=False, poll_interval=0.2
+    )
     context2 = ctx("opwait_etl", "wait2")
     defer2 = deferred(resumed, context2)
     rid2 = defer2.kwargs["record_id"]
@@ -134,8 +139,7 @@ def test_operator_already_handled_returns_without_deferring(service):
 def test_operator_refused_by_a_policy_gate(service):
     low = EscalationOperator(task_id="low", severity="low", policy_name="production_critical")
     assert low.execute(ctx("opgate_etl", "low")) is None
-    strict = EscalationOperator(task_id="low", severity="low", policy_name="production_critical",
-                                fail_on_refused=True)
+    strict = EscalationOperator(task_id="low", severity="low", policy_name="production_critical", fail_on_refused=True)
     with pytest.raises(AirflowException, match=r"refused to escalate incident 'opgate_etl.low' \(filtered\)"):
         strict.execute(ctx("opgate_etl", "low"))
 
@@ -159,8 +163,9 @@ def make_record(service, incident: str, dag_id: str | None = None) -> str:
 
 def test_sensor_defers_on_the_incident_and_returns_the_record(service):
     rid = make_record(service, "sensor_etl.load")
-    sensor = EscalationSensor(deferrable=True, task_id="wait", incident_id="{dag_id}.load", poke_interval=0.2,
-                              timeout=60)
+    sensor = EscalationSensor(
+        deferrable=True, task_id="wait", incident_id="{dag_id}.load", poke_interval=0.2, timeout=60
+    )
     context = ctx("sensor_etl", "wait")
     defer = deferred(sensor, context)
     assert defer.trigger.record_id == rid and defer.trigger.failed_states == ("cancelled", "timed_out", "failed")
@@ -168,8 +173,10 @@ def test_sensor_defers_on_the_incident_and_returns_the_record(service):
     record = sensor.execute_complete(context, event=event, **defer.kwargs)
     assert record["id"] == rid and record["state"] == "resolved" and record["resolved_by"] == "tester"
     assert record == event["record"]
-    assert EscalationSensor(task_id="wait", incident_id="{dag_id}.load").execute_complete(
-        context, event="success")["id"] == rid
+    assert (
+        EscalationSensor(task_id="wait", incident_id="{dag_id}.load").execute_complete(context, event="success")["id"]
+        == rid
+    )
 
 
 def test_sensor_waits_on_its_own_dags_incident_never_another_dags(service):
@@ -177,8 +184,9 @@ def test_sensor_waits_on_its_own_dags_incident_never_another_dags(service):
     own = make_record(service, "sensor_mine.load")
     decoy = make_record(service, "sensor_mine.load", dag_id="someone_else")
     assert decoy != own
-    sensor = EscalationSensor(deferrable=True, task_id="wait", incident_id="{dag_id}.load",
-                              poke_interval=0.2, timeout=60)
+    sensor = EscalationSensor(
+        deferrable=True, task_id="wait", incident_id="{dag_id}.load", poke_interval=0.2, timeout=60
+    )
     assert deferred(sensor, ctx("sensor_mine", "wait")).trigger.record_id == own
 
 
@@ -195,8 +203,9 @@ def test_sensor_already_there_and_not_found(service):
 
 def test_sensor_failed_state_timeout_and_soft_fail(service):
     rid = make_record(service, "sensor_fail.load")
-    sensor = EscalationSensor(deferrable=True, task_id="wait", record_id=rid, target_states=["resolved"],
-                              poke_interval=0.2)
+    sensor = EscalationSensor(
+        deferrable=True, task_id="wait", record_id=rid, target_states=["resolved"], poke_interval=0.2
+    )
     context = ctx("sensor_fail", "wait")
     defer = deferred(sensor, context)
     event = first_event(defer.trigger, then=lambda: service.client().cancel(rid, "noise"))

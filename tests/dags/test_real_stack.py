@@ -112,8 +112,9 @@ def _wait(fetch, done, timeout: float, what: str, stack: AirflowStack, interval:
         stack.check_components()
         time.sleep(interval)
     logs = "\n".join(f"--- {name} ---\n{stack.component_log(name, 3000)}" for name in stack.components)
-    raise AssertionError(f"{what}: not within {timeout}s; last: {str(last)[:2000]}\n{logs}\n"
-                         f"--- api-server ---\n{stack.log_tail(3000)}")
+    raise AssertionError(
+        f"{what}: not within {timeout}s; last: {str(last)[:2000]}\n{logs}\n--- api-server ---\n{stack.log_tail(3000)}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -130,25 +131,38 @@ def real_stack(tmp_path_factory):
     (dags / "it_deadline.py").write_text(DEADLINE_DAG)
     http_sink, smtp_sink = HttpSink(), SmtpSink()
     stack = AirflowStack(home, policies_yaml=POLICIES_YAML, dags_folder=dags, extra_env={})
-    stack.env.update({
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-        "AIRFLOW__ESCALATION__SPOOL_DIR": str(home / "spool"),
-        "AIRFLOW__API__BASE_URL": stack.base,
-        # every component reaches the service through this connection: the service account's
-        # login (role USER), as LocalAirflow sets it (no jwt_secret needed by DAG code)
-        "AIRFLOW_CONN_ESCALATION_DEFAULT": json.dumps(stack.escalation_connection()),
-        "AIRFLOW_CONN_ESCALATION_SINK": json.dumps({"conn_type": "http", "host": "127.0.0.1",
-                                                    "port": http_sink.port, "schema": "http"}),
-        "AIRFLOW_CONN_ESCALATION_SMTP": json.dumps({
-            "conn_type": "smtp", "host": "127.0.0.1", "port": smtp_sink.port,
-            "extra": {"from_email": "airflow@example.com", "disable_ssl": True, "disable_tls": True,
-                      "timeout": 5, "retry_limit": 0}}),
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-    })
+    stack.env.update(
+        {
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__ESCALATION__SPOOL_DIR": str(home / "spool"),
+            "AIRFLOW__API__BASE_URL": stack.base,
+            # every component reaches the service through this connection: the service account's
+            # login (role USER), as LocalAirflow sets it (no jwt_secret needed by DAG code)
+            "AIRFLOW_CONN_ESCALATION_DEFAULT": json.dumps(stack.escalation_connection()),
+            "AIRFLOW_CONN_ESCALATION_SINK": json.dumps(
+                {"conn_type": "http", "host": "127.0.0.1", "port": http_sink.port, "schema": "http"}
+            ),
+            "AIRFLOW_CONN_ESCALATION_SMTP": json.dumps(
+                {
+                    "conn_type": "smtp",
+                    "host": "127.0.0.1",
+                    "port": smtp_sink.port,
+                    "extra": {
+                        "from_email": "airflow@example.com",
+                        "disable_ssl": True,
+                        "disable_tls": True,
+                        "timeout": 5,
+                        "retry_limit": 0,
+                    },
+                }
+            ),
+            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        }
+    )
     started = time.monotonic()
     try:
         migrated = stack.cli("db", "migrate")
@@ -164,8 +178,14 @@ def real_stack(tmp_path_factory):
 
 
 def _dag_ready(stack: AirflowStack, dag_id: str) -> None:
-    _wait(lambda: stack.get(f"/api/v2/dags/{dag_id}").status_code, lambda s: s == 200, 120,
-          f"DAG {dag_id} parsed by the dag-processor", stack, interval=0.5)
+    _wait(
+        lambda: stack.get(f"/api/v2/dags/{dag_id}").status_code,
+        lambda s: s == 200,
+        120,
+        f"DAG {dag_id} parsed by the dag-processor",
+        stack,
+        interval=0.5,
+    )
 
 
 def _trigger(stack: AirflowStack, dag_id: str, conf: dict | None = None) -> str:
@@ -201,8 +221,9 @@ def test_failure_escalates_and_a_waiting_sensor_resumes_on_acknowledge(real_stac
     stack.operator_run = _trigger(stack, "escalation_operator", {"null_rate": 0.2})
 
     # the failed task's on_failure_callback hands the trigger to the service
-    record = _wait(lambda: _record(stack, "escalation_sensor.load_orders"), bool, 120,
-                   "the escalation of the failed task", stack)
+    record = _wait(
+        lambda: _record(stack, "escalation_sensor.load_orders"), bool, 120, "the escalation of the failed task", stack
+    )
     ctx = record["context"]
     assert ctx["run_id"] == run_id and ctx["exception"] == "orders feed is empty" and ctx["try_number"] == 1
     assert ctx["log_url"].startswith(stack.base) and record["policy_name"] == "production_critical"
@@ -211,50 +232,82 @@ def test_failure_escalates_and_a_waiting_sensor_resumes_on_acknowledge(real_stac
     phases["trigger -> escalation"] = time.monotonic() - t0
 
     # level 1: both targets delivered (through their connections when the channels are installed)
-    level1 = _wait(lambda: stack.get(f"{API}/escalations/{rid}").json(),
-                   lambda r: len([d for d in r["deliveries"] if d["level"] == 1 and d["state"] == "sent"]) == 2,
-                   30, "level 1 delivered", stack)
+    level1 = _wait(
+        lambda: stack.get(f"{API}/escalations/{rid}").json(),
+        lambda r: len([d for d in r["deliveries"] if d["level"] == 1 and d["state"] == "sent"]) == 2,
+        30,
+        "level 1 delivered",
+        stack,
+    )
     channels = _channels_installed()
     if channels:
         # (the it_deadline run escalates under the same policy: pick this record's messages)
-        hooks = _wait(lambda: [(p, b) for p, b in stack.http_sink.requests if rid in json.dumps(b)], bool, 30,
-                      "the webhook at the HTTP sink", stack)
+        hooks = _wait(
+            lambda: [(p, b) for p, b in stack.http_sink.requests if rid in json.dumps(b)],
+            bool,
+            30,
+            "the webhook at the HTTP sink",
+            stack,
+        )
         path, payload = hooks[0]
         assert path == "/hooks/escalation" and payload["incident_id"] == "escalation_sensor.load_orders"
-        mails = _wait(lambda: [(r, m) for r, m in stack.smtp_sink.messages
-                               if "escalation_sensor.load_orders" in m.as_string()], bool, 30,
-                      "the e-mail at the SMTP sink", stack)
+        mails = _wait(
+            lambda: [(r, m) for r, m in stack.smtp_sink.messages if "escalation_sensor.load_orders" in m.as_string()],
+            bool,
+            30,
+            "the e-mail at the SMTP sink",
+            stack,
+        )
         rcpts, mail = mails[0]
         assert rcpts == ["oncall@example.com"]
     else:
-        _require(False, "airflow_escalation.service.delivery is not installed: the sink assertions are "
-                        "left out (the deliveries above were recorded by the log handler)")
+        _require(
+            False,
+            "airflow_escalation.service.delivery is not installed: the sink assertions are "
+            "left out (the deliveries above were recorded by the log handler)",
+        )
 
     # level 2 after its delay
-    level2 = _wait(lambda: stack.get(f"{API}/escalations/{rid}").json(),
-                   lambda r: r["current_level"] == 2 and any(d["level"] == 2 for d in r["deliveries"]),
-                   L2_DELAY_S + 30, "level 2", stack)
+    level2 = _wait(
+        lambda: stack.get(f"{API}/escalations/{rid}").json(),
+        lambda r: r["current_level"] == 2 and any(d["level"] == 2 for d in r["deliveries"]),
+        L2_DELAY_S + 30,
+        "level 2",
+        stack,
+    )
     climb = [h for h in level2["history"] if h["event"] == "escalate"][0]
     late = (_at(climb["at"]) - _at(level2["created_at"])).total_seconds() - L2_DELAY_S
     assert -0.1 <= late < 5.0, f"level 2 fired {late:+.2f}s from its due time"
     l3_due = _at(level2["next_escalation_at"])
 
     # the sensor waits in the triggerer
-    _wait(lambda: _ti_state(stack, "escalation_sensor", run_id, "wait_for_acknowledgement"),
-          lambda s: s == "deferred", 90, "the sensor deferred", stack)
+    _wait(
+        lambda: _ti_state(stack, "escalation_sensor", run_id, "wait_for_acknowledgement"),
+        lambda s: s == "deferred",
+        90,
+        "the sensor deferred",
+        stack,
+    )
     phases["trigger -> sensor deferred"] = time.monotonic() - t0
     assert datetime.now(l3_due.tzinfo) < l3_due, "too slow to acknowledge before level 3 was due"
 
     acked = stack.post(f"{API}/escalations/{rid}/acknowledge", json={"note": "on it"})
     assert acked.status_code == 200, acked.text
     acked_at = time.monotonic()
-    _wait(lambda: _ti_state(stack, "escalation_sensor", run_id, "wait_for_acknowledgement"),
-          lambda s: s == "success", SENSOR_RESUME_BUDGET_S, "the sensor succeeded after the acknowledgement", stack)
+    _wait(
+        lambda: _ti_state(stack, "escalation_sensor", run_id, "wait_for_acknowledgement"),
+        lambda s: s == "success",
+        SENSOR_RESUME_BUDGET_S,
+        "the sensor succeeded after the acknowledgement",
+        stack,
+    )
     resumed_in = time.monotonic() - acked_at
-    _wait(lambda: _ti_state(stack, "escalation_sensor", run_id, "report"), lambda s: s == "success", 60,
-          "report", stack)
-    xcom = stack.get(f"/api/v2/dags/escalation_sensor/dagRuns/{run_id}/taskInstances/report/xcomEntries/"
-                     "return_value").json()
+    _wait(
+        lambda: _ti_state(stack, "escalation_sensor", run_id, "report"), lambda s: s == "success", 60, "report", stack
+    )
+    xcom = stack.get(
+        f"/api/v2/dags/escalation_sensor/dagRuns/{run_id}/taskInstances/report/xcomEntries/return_value"
+    ).json()
     assert f"escalation {rid} was acknowledged by admin" in json.dumps(xcom), xcom
 
     # level 3 was due 45 s after level 2: wait past it, it must not fire
@@ -272,8 +325,10 @@ def test_failure_escalates_and_a_waiting_sensor_resumes_on_acknowledge(real_stac
     assert handoff_ms is not None, "no hand-off line in load_orders' log"
     assert handoff_ms < 1000, f"the failure callback took {handoff_ms} ms to hand off"
     phases["callback hand-off (task log)"] = handoff_ms / 1000
-    print(f"\nlevel 1 -> 2 {L2_DELAY_S + late:.2f}s; channels={'on' if channels else 'off'}; "
-          + "; ".join(f"{k} {v:.2f}s" for k, v in phases.items()))
+    print(
+        f"\nlevel 1 -> 2 {L2_DELAY_S + late:.2f}s; channels={'on' if channels else 'off'}; "
+        + "; ".join(f"{k} {v:.2f}s" for k, v in phases.items())
+    )
     assert not list((stack.home / "spool").glob("*.json")), "a hand-off was spooled"
     assert level1["deliveries"]
 
@@ -281,8 +336,7 @@ def test_failure_escalates_and_a_waiting_sensor_resumes_on_acknowledge(real_stac
 def test_deadline_alert_escalates_from_the_triggerer(real_stack):
     stack = real_stack
     run_id = getattr(stack, "deadline_run", None) or _trigger(stack, "it_deadline")
-    record = _wait(lambda: _record(stack, "it_deadline.deadline"), bool, 90,
-                   "the Deadline Alert's escalation", stack)
+    record = _wait(lambda: _record(stack, "it_deadline.deadline"), bool, 90, "the Deadline Alert's escalation", stack)
     ctx = record["context"]
     assert ctx["source"] == "deadline" and ctx["run_id"] == run_id and ctx["message"] == "late"
     assert ctx["deadline_id"] and ctx["severity"] == "high"
@@ -292,8 +346,13 @@ def test_deadline_alert_escalates_from_the_triggerer(real_stack):
 def test_dag_level_callback_escalates_from_the_dag_processor(real_stack):
     stack = real_stack
     run_id = getattr(stack, "dag_callback_run", None) or _trigger(stack, "escalation_dag_callback")
-    record = _wait(lambda: _record(stack, "escalation_dag_callback"), bool, 90,
-                   "the DAG-level failure callback's escalation", stack)
+    record = _wait(
+        lambda: _record(stack, "escalation_dag_callback"),
+        bool,
+        90,
+        "the DAG-level failure callback's escalation",
+        stack,
+    )
     ctx = record["context"]
     assert ctx["source"] == "dag" and ctx["run_id"] == run_id and ctx["task_id"] == "transform"
     assert ctx["team"] == "data-platform" and ctx["reason"]
@@ -303,16 +362,28 @@ def test_dag_level_callback_escalates_from_the_dag_processor(real_stack):
 def test_operator_waits_in_the_triggerer_until_acknowledged(real_stack):
     stack = real_stack
     run_id = getattr(stack, "operator_run", None) or _trigger(stack, "escalation_operator", {"null_rate": 0.2})
-    record = _wait(lambda: _record(stack, "escalation_operator.orders_quality"), bool, 90,
-                   "the operator's escalation", stack)
+    record = _wait(
+        lambda: _record(stack, "escalation_operator.orders_quality"), bool, 90, "the operator's escalation", stack
+    )
     assert record["context"]["failed_checks"] == "['null_rate 20.0% > 1%']"
-    _wait(lambda: _ti_state(stack, "escalation_operator", run_id, "escalate_bad_data"),
-          lambda s: s == "deferred", 60, "the operator deferred", stack)
+    _wait(
+        lambda: _ti_state(stack, "escalation_operator", run_id, "escalate_bad_data"),
+        lambda s: s == "deferred",
+        60,
+        "the operator deferred",
+        stack,
+    )
     assert stack.post(f"{API}/escalations/{record['id']}/acknowledge").status_code == 200
-    _wait(lambda: _ti_state(stack, "escalation_operator", run_id, "publish"), lambda s: s == "success", 60,
-          "publish after the acknowledgement", stack)
-    xcom = stack.get(f"/api/v2/dags/escalation_operator/dagRuns/{run_id}/taskInstances/publish/xcomEntries/"
-                     "return_value").json()
+    _wait(
+        lambda: _ti_state(stack, "escalation_operator", run_id, "publish"),
+        lambda s: s == "success",
+        60,
+        "publish after the acknowledgement",
+        stack,
+    )
+    xcom = stack.get(
+        f"/api/v2/dags/escalation_operator/dagRuns/{run_id}/taskInstances/publish/xcomEntries/return_value"
+    ).json()
     assert f"published after escalation {record['id']} was acknowledged" in json.dumps(xcom), xcom
 
 

@@ -71,8 +71,9 @@ def test_permanent_failures_go_to_dead_with_the_reason(tmp_path):
     spool = EscalationSpool(tmp_path)
     spool.put("trigger", _trigger(0), conn_id="c")
     spool.put("trigger", _trigger(1), conn_id="c")
-    report = spool.drain(lambda e: (DEAD, "HTTP 404: policy 'nope' not found") if e.incident_id == "inc-0"
-                         else (SENT, "ok"))
+    report = spool.drain(
+        lambda e: (DEAD, "HTTP 404: policy 'nope' not found") if e.incident_id == "inc-0" else (SENT, "ok")
+    )
     assert (report.dead, report.sent, report.left) == (1, 1, 0)
     (dead,) = spool.dead_entries()
     data = json.loads(dead.read_text())
@@ -115,8 +116,9 @@ def test_two_drainers_never_send_the_same_entry(tmp_path):
         time.sleep(0.0005)
         return SENT, "ok"
 
-    threads = [threading.Thread(target=lambda: EscalationSpool(tmp_path).drain(send, budget_seconds=30))
-               for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda: EscalationSpool(tmp_path).drain(send, budget_seconds=30)) for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -160,8 +162,12 @@ def test_cli_lists_entries(tmp_path):
     spool.put("trigger", _trigger(7), conn_id="escalation_default", error="refused")
     spool.put_dead("resolve", {"incident_id": "inc-9"}, conn_id="c", reason="HTTP 422")
     # the alias of `airflow escalation spool list`, --dir before the command as it always took it
-    done = subprocess.run([sys.executable, "-m", "airflow_escalation.spool", "--dir", str(tmp_path), "list",
-                           "-o", "json"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow_escalation.spool", "--dir", str(tmp_path), "list", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     waiting, dead = json.loads(done.stdout)["entries"]
     assert waiting["status"] == "waiting" and waiting["incident"] == "inc-7" and waiting["attempts"] == 1

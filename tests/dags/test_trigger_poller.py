@@ -27,10 +27,17 @@ def test_serialize_round_trip():
     trigger = EscalationStateTrigger("abc", "acknowledged", poll_interval=3, escalation_conn_id="c", timeout_at=at)
     path, kwargs = trigger.serialize()
     assert path == "airflow_escalation.triggers.escalation.EscalationStateTrigger"
-    assert kwargs == {"record_id": "abc", "states": ["acknowledged"],
-                      "failed_states": ["resolved", "cancelled", "timed_out", "failed"],
-                      "poll_interval": 3.0, "escalation_conn_id": "c", "timeout_at": "2030-01-01T00:00:00+00:00",
-                      "end_from_trigger": False, "success_xcom": "record", "deferred_at": None}
+    assert kwargs == {
+        "record_id": "abc",
+        "states": ["acknowledged"],
+        "failed_states": ["resolved", "cancelled", "timed_out", "failed"],
+        "poll_interval": 3.0,
+        "escalation_conn_id": "c",
+        "timeout_at": "2030-01-01T00:00:00+00:00",
+        "end_from_trigger": False,
+        "success_xcom": "record",
+        "deferred_at": None,
+    }
     again = EscalationStateTrigger(**json.loads(json.dumps(kwargs)))
     assert again.serialize() == (path, kwargs)
     with pytest.raises(ValueError, match="unknown escalation state 'acked'"):
@@ -112,13 +119,15 @@ def test_end_from_trigger_pushes_the_xcom_then_ends_the_task(service, monkeypatc
         return t
 
     async def scenario():
-        return [await first_event(trigger("wait")),
-                await first_event(trigger("op", success_xcom="record_id")),
-                await first_event(trigger(None)),  # dag.test(): no task instance
-                await first_event(trigger("broken")),  # the push fails
-                await first_event(trigger("pushed_before", success_xcom=None)),
-                # deferred long ago: the executor's event of the deferral is processed, resume
-                await first_event(trigger("later", deferred_at=datetime.now(timezone.utc) - timedelta(minutes=5)))]
+        return [
+            await first_event(trigger("wait")),
+            await first_event(trigger("op", success_xcom="record_id")),
+            await first_event(trigger(None)),  # dag.test(): no task instance
+            await first_event(trigger("broken")),  # the push fails
+            await first_event(trigger("pushed_before", success_xcom=None)),
+            # deferred long ago: the executor's event of the deferral is processed, resume
+            await first_event(trigger("later", deferred_at=datetime.now(timezone.utc) - timedelta(minutes=5))),
+        ]
 
     record, only_id, inline, broken, pushed_before, later = asyncio.run(scenario())
     assert isinstance(pushed_before, TaskSuccessEvent)
@@ -126,8 +135,7 @@ def test_end_from_trigger_pushes_the_xcom_then_ends_the_task(service, monkeypatc
     assert isinstance(record, TaskSuccessEvent) and isinstance(only_id, TaskSuccessEvent)
     assert record.xcoms is None  # Airflow 3.3.2 would store them JSON-encoded twice
     (key, value, where), (key2, value2, _) = pushed
-    assert key == key2 == "return_value" and where == {"dag_id": "d", "task_id": "wait", "run_id": "r",
-                                                        "map_index": -1}
+    assert key == key2 == "return_value" and where == {"dag_id": "d", "task_id": "wait", "run_id": "r", "map_index": -1}
     assert value["id"] == rid and value["state"] == "acknowledged" and value2 == rid
     # no task instance, or a failed push: resume the task, which pushes the XCom itself
     assert not isinstance(inline, TaskSuccessEvent) and inline.payload["status"] == "success"
@@ -158,8 +166,10 @@ def test_not_found_and_timeout_events(service):
 
     missing, timed_out = asyncio.run(scenario())
     assert missing.payload["status"] == "not_found"
-    assert timed_out.payload["status"] == "timeout" and "did not reach acknowledged or resolved" in \
-        timed_out.payload["message"]
+    assert (
+        timed_out.payload["status"] == "timeout"
+        and "did not reach acknowledged or resolved" in timed_out.payload["message"]
+    )
 
 
 def test_waits_through_an_outage(service):
@@ -188,8 +198,10 @@ def test_waits_through_an_outage(service):
 
 def test_a_missing_connection_ends_the_wait_with_an_error(service):
     async def scenario():
-        return await asyncio.wait_for(first_event(EscalationStateTrigger(
-            "abc", poll_interval=0.2, escalation_conn_id="no_such_escalation_conn")), 30)
+        return await asyncio.wait_for(
+            first_event(EscalationStateTrigger("abc", poll_interval=0.2, escalation_conn_id="no_such_escalation_conn")),
+            30,
+        )
 
     event = asyncio.run(scenario())
     assert event.payload["status"] == "error" and "no_such_escalation_conn" in event.payload["message"]
@@ -266,6 +278,9 @@ def test_the_service_lists_by_ids(service):
     import httpx
 
     token = service.client()._token_provider()
-    r = httpx.get(f"{service.base_url}/api/v1/escalations", params=[("ids", ids[0]), ("ids", ids[2])],
-                  headers={"Authorization": f"Bearer {token}"})
+    r = httpx.get(
+        f"{service.base_url}/api/v1/escalations",
+        params=[("ids", ids[0]), ("ids", ids[2])],
+        headers={"Authorization": f"Bearer {token}"},
+    )
     assert r.status_code == 200 and sorted(e["id"] for e in r.json()["escalations"]) == sorted([ids[0], ids[2]])

@@ -66,10 +66,18 @@ def drill_stack(private_postgres, tmp_path_factory):
     began = time.monotonic()
     try:
         timings = stack.start_everything()
-        stack.wait(lambda: stack.call("GET", "/api/v2/dags/drill_failing").status_code, lambda s: s == 200,
-                   120, "drill_failing parsed by the dag-processor", interval=0.5)
-        print(f"\ndrill stack up in {time.monotonic() - began:.1f}s "
-              f"({', '.join(f'{k} {v:.1f}s' for k, v in timings.items())})", flush=True)
+        stack.wait(
+            lambda: stack.call("GET", "/api/v2/dags/drill_failing").status_code,
+            lambda s: s == 200,
+            120,
+            "drill_failing parsed by the dag-processor",
+            interval=0.5,
+        )
+        print(
+            f"\ndrill stack up in {time.monotonic() - began:.1f}s "
+            f"({', '.join(f'{k} {v:.1f}s' for k, v in timings.items())})",
+            flush=True,
+        )
         yield stack
     finally:
         stack.stop_all()

@@ -53,19 +53,29 @@ def _hook(path: str) -> dict[str, str]:
 
 
 def _policy(name: str, l2_delay_s: float) -> dict[str, Any]:
-    return {"name": name, "levels": [
-        {"level": 1, "targets": [_hook(path) for path in L1_PATHS]},
-        {"level": 2, "delay_minutes": l2_delay_s / 60, "targets": [_hook(path) for path in L2_PATHS]},
-    ]}
+    return {
+        "name": name,
+        "levels": [
+            {"level": 1, "targets": [_hook(path) for path in L1_PATHS]},
+            {"level": 2, "delay_minutes": l2_delay_s / 60, "targets": [_hook(path) for path in L2_PATHS]},
+        ],
+    }
 
 
-POLICIES = {"escalation": {
-    "default_policy": "drill",
-    # the outbox in seconds, not minutes (the engine's defaults: 30 s, 900 s, 5, 120 s, 30 s)
-    "scheduler_config": {"lease_seconds": LEASE_S, "job_timeout_seconds": JOB_TIMEOUT_S,
-                         "retry_delay_seconds": 1, "max_retry_delay_seconds": 4, "max_attempts": 12},
-    "policies": [_policy("drill", L2_DELAY_S), _policy("drill_kill", KILL_L2_DELAY_S)],
-}}
+POLICIES = {
+    "escalation": {
+        "default_policy": "drill",
+        # the outbox in seconds, not minutes (the engine's defaults: 30 s, 900 s, 5, 120 s, 30 s)
+        "scheduler_config": {
+            "lease_seconds": LEASE_S,
+            "job_timeout_seconds": JOB_TIMEOUT_S,
+            "retry_delay_seconds": 1,
+            "max_retry_delay_seconds": 4,
+            "max_attempts": 12,
+        },
+        "policies": [_policy("drill", L2_DELAY_S), _policy("drill_kill", KILL_L2_DELAY_S)],
+    }
+}
 
 # every (level, path) an escalation of policy "drill" is delivered to, before acknowledgement
 EXPECTED_STEPS = [(1, p) for p in L1_PATHS] + [(2, p) for p in L2_PATHS]
@@ -79,28 +89,37 @@ class DrillStack(LocalAirflow):
         home.mkdir(parents=True, exist_ok=True)
         policies.write_text(yaml.safe_dump(POLICIES, sort_keys=False))
         self.sink = sink
-        super().__init__(home, dags_folder=DAGS, policies_file=policies, jwt_secret=JWT_SECRET, db_url=db_url,
-                         extra_env={"AIRFLOW__API__SECRET_KEY": "escalation-drills-secret-key"})
+        super().__init__(
+            home,
+            dags_folder=DAGS,
+            policies_file=policies,
+            jwt_secret=JWT_SECRET,
+            db_url=db_url,
+            extra_env={"AIRFLOW__API__SECRET_KEY": "escalation-drills-secret-key"},
+        )
         self.port_b = free_port()
         self.api_ports["api-server-b"] = self.port_b
         self.base_b = f"http://127.0.0.1:{self.port_b}"
         self.spool_dir = home / "spool"
-        self.env.update({
-            # psycopg 3 for Airflow's async engine too (asyncpg is not installed)
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": db_url,
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-            "AIRFLOW__ESCALATION__SPOOL_DIR": str(self.spool_dir),
-            "AIRFLOW__API__BASE_URL": self.base,
-            # callbacks and sensors reach the service on server B (see the module docstring)
-            "AIRFLOW_CONN_ESCALATION_DEFAULT": json.dumps({**self.escalation_connection(), "host": self.base_b}),
-            f"AIRFLOW_CONN_{SINK_CONN.upper()}": json.dumps(
-                {"conn_type": "http", "host": "127.0.0.1", "port": sink.port, "schema": "http"}),
-            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-        })
+        self.env.update(
+            {
+                # psycopg 3 for Airflow's async engine too (asyncpg is not installed)
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": db_url,
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": "4",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+                "AIRFLOW__ESCALATION__SPOOL_DIR": str(self.spool_dir),
+                "AIRFLOW__API__BASE_URL": self.base,
+                # callbacks and sensors reach the service on server B (see the module docstring)
+                "AIRFLOW_CONN_ESCALATION_DEFAULT": json.dumps({**self.escalation_connection(), "host": self.base_b}),
+                f"AIRFLOW_CONN_{SINK_CONN.upper()}": json.dumps(
+                    {"conn_type": "http", "host": "127.0.0.1", "port": sink.port, "schema": "http"}
+                ),
+                "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+            }
+        )
         self.db = sa.create_engine(db_url, poolclass=NullPool)
 
     # ------------------------------------------------------------------ start
@@ -126,8 +145,12 @@ class DrillStack(LocalAirflow):
     def trigger(self, incident: str, base: str | None = None, policy: str = "drill") -> str:
         """Trigger ``incident`` under policy ``drill``; return the record id (201 created, or 200
         when a retried trigger joined the record an earlier attempt created)."""
-        r = self.call("POST", f"{API}/escalations", base,
-                      json={"incident_id": incident, "context": {"severity": "critical"}, "policy_name": policy})
+        r = self.call(
+            "POST",
+            f"{API}/escalations",
+            base,
+            json={"incident_id": incident, "context": {"severity": "critical"}, "policy_name": policy},
+        )
         assert r.status_code in (200, 201) and r.json()["record"], r.text
         return r.json()["record"]["id"]
 
@@ -147,8 +170,15 @@ class DrillStack(LocalAirflow):
     # ------------------------------------------------------------------ the store, read directly
     def deliveries(self, record_ids: Iterable[str] | None = None) -> list[dict]:
         table = sql_schema.delivery_table
-        query = sa.select(table.c.record_id, table.c.level, table.c.target_key, table.c.state,
-                          table.c.attempts, table.c.lease_owner, table.c.last_error)
+        query = sa.select(
+            table.c.record_id,
+            table.c.level,
+            table.c.target_key,
+            table.c.state,
+            table.c.attempts,
+            table.c.lease_owner,
+            table.c.last_error,
+        )
         if record_ids is not None:
             query = query.where(table.c.record_id.in_(list(record_ids)))
         with self.db.connect() as conn:
@@ -157,10 +187,19 @@ class DrillStack(LocalAirflow):
     def deliveries_of(self, incident_prefix: str) -> list[dict]:
         """Every delivery of the incidents starting with ``incident_prefix``, with ``incident_id``."""
         table, record = sql_schema.delivery_table, sql_schema.record_table
-        query = (sa.select(record.c.incident_id, table.c.record_id, table.c.level, table.c.target_key,
-                           table.c.state, table.c.attempts, table.c.lease_owner)
-                 .join(record, record.c.id == table.c.record_id)
-                 .where(record.c.incident_id.like(incident_prefix + "%")))
+        query = (
+            sa.select(
+                record.c.incident_id,
+                table.c.record_id,
+                table.c.level,
+                table.c.target_key,
+                table.c.state,
+                table.c.attempts,
+                table.c.lease_owner,
+            )
+            .join(record, record.c.id == table.c.record_id)
+            .where(record.c.incident_id.like(incident_prefix + "%"))
+        )
         with self.db.connect() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
 
@@ -170,8 +209,15 @@ class DrillStack(LocalAirflow):
         return set(re.findall(r"escalation engine (\S+) started on", path.read_text(errors="replace")))
 
     # ------------------------------------------------------------------ waiting
-    def wait(self, fetch: Callable[[], Any], done: Callable[[Any], bool], timeout: float, what: str,
-             interval: float = 0.25, check: bool = True) -> Any:
+    def wait(
+        self,
+        fetch: Callable[[], Any],
+        done: Callable[[Any], bool],
+        timeout: float,
+        what: str,
+        interval: float = 0.25,
+        check: bool = True,
+    ) -> Any:
         """Poll ``fetch`` until ``done``; fail with the logs on timeout or, unless ``check`` is
         false, when a component exited."""
         deadline = time.monotonic() + timeout
@@ -184,8 +230,10 @@ class DrillStack(LocalAirflow):
                 self.check_components()
             time.sleep(interval)
         logs = "\n".join(f"--- {name} ---\n{self.component_log(name, 2500)}" for name in self.components)
-        raise AssertionError(f"{what}: not within {timeout:.0f}s; last: {str(last)[:1500]}\n{logs}\n"
-                             f"--- api-server ---\n{self.log_tail(2500)}")
+        raise AssertionError(
+            f"{what}: not within {timeout:.0f}s; last: {str(last)[:1500]}\n{logs}\n"
+            f"--- api-server ---\n{self.log_tail(2500)}"
+        )
 
     def check_components(self) -> None:
         try:
@@ -210,8 +258,11 @@ class Ledger:
 
     def count(self, sink: HttpSink) -> "Ledger":
         incidents = {key[0] for key in self.expected}
-        self.received = Counter((body.get("incident_id"), body.get("level"), path)
-                                for path, body in list(sink.requests) if body.get("incident_id") in incidents)
+        self.received = Counter(
+            (body.get("incident_id"), body.get("level"), path)
+            for path, body in list(sink.requests)
+            if body.get("incident_id") in incidents
+        )
         return self
 
     @property
@@ -230,21 +281,25 @@ class Ledger:
         return not self.count(sink).lost
 
 
-def report(drill: str, ledger: Ledger, explained: dict[tuple[str, int, str], str] | None = None,
-           **figures: Any) -> str:
+def report(drill: str, ledger: Ledger, explained: dict[tuple[str, int, str], str] | None = None, **figures: Any) -> str:
     """The drill's printed verdict: expected, lost, duplicated (each with why), figures."""
     explained = explained or {}
-    lines = [f"DRILL {drill}: expected {len(ledger.expected)} (incident, level, target) deliveries, "
-             f"received {len(set(ledger.received))} distinct, {sum(ledger.received.values())} in all",
-             f"  lost: {len(ledger.lost)}" + (f" {ledger.lost[:10]}" if ledger.lost else " (nothing)"),
-             f"  duplicated: {len(ledger.duplicated)}" + ("" if ledger.duplicated else " (nothing)")]
+    lines = [
+        f"DRILL {drill}: expected {len(ledger.expected)} (incident, level, target) deliveries, "
+        f"received {len(set(ledger.received))} distinct, {sum(ledger.received.values())} in all",
+        f"  lost: {len(ledger.lost)}" + (f" {ledger.lost[:10]}" if ledger.lost else " (nothing)"),
+        f"  duplicated: {len(ledger.duplicated)}" + ("" if ledger.duplicated else " (nothing)"),
+    ]
     for key, n in ledger.duplicated.items():
         lines.append(f"    {key} x{n}: {explained.get(key, 'UNEXPLAINED')}")
     if ledger.unexpected:
         lines.append(f"  unexpected: {ledger.unexpected[:10]}")
     for name, value in figures.items():
-        lines.append(f"  {name.replace('_', ' ')}: {value:.2f}" if isinstance(value, float)
-                     else f"  {name.replace('_', ' ')}: {value}")
+        lines.append(
+            f"  {name.replace('_', ' ')}: {value:.2f}"
+            if isinstance(value, float)
+            else f"  {name.replace('_', ' ')}: {value}"
+        )
     text = "\n".join(lines)
     print("\n" + text, flush=True)
     return text

@@ -50,19 +50,34 @@ class PrivatePostgres:
         return f"postgresql+{driver}://postgres@127.0.0.1:{self.port}/{database}"
 
     def _pg_ctl(self, *args: str) -> None:
-        done = _as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
-                             "-t", "60", *args], timeout=120)
+        done = _as_postgres(
+            [str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", *args], timeout=120
+        )
         if done.returncode != 0:
             raise RuntimeError(f"pg_ctl {' '.join(args)} failed: {done.stdout}{done.stderr}\n{self.log_tail()}")
 
     def start(self) -> None:
         if not self.data.exists():
-            done = _as_postgres([str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
-                                 "--no-sync", "-E", "UTF8"], timeout=120)
+            done = _as_postgres(
+                [
+                    str(self.bin / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                ],
+                timeout=120,
+            )
             if done.returncode != 0:
                 raise ServerUnavailable(f"initdb failed: {done.stdout}{done.stderr}")
-        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c max_connections=300 "
-                   f"-c shared_buffers=64MB")
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c max_connections=300 -c shared_buffers=64MB"
+        )
         self._pg_ctl("start", "-o", options)
 
     def restart(self) -> float:
@@ -73,8 +88,20 @@ class PrivatePostgres:
         return time.monotonic() - began
 
     def create_database(self, name: str) -> None:
-        done = _as_postgres([str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                             "-c", f"CREATE DATABASE {name}"], timeout=60)
+        done = _as_postgres(
+            [
+                str(self.bin / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-c",
+                f"CREATE DATABASE {name}",
+            ],
+            timeout=60,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"CREATE DATABASE {name} failed: {done.stdout}{done.stderr}")
 
@@ -86,8 +113,7 @@ class PrivatePostgres:
 
     def destroy(self) -> None:
         if (self.data / "postmaster.pid").exists():
-            _as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"],
-                         timeout=60)
+            _as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"], timeout=60)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -107,9 +133,27 @@ class PrivateRedis:
     def start(self) -> None:
         with (self.root / "server.log").open("a") as log:
             self.proc = subprocess.Popen(
-                [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.root),
-                 "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--protected-mode", "no"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    self.exe,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    str(self.root),
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                    "--save",
+                    "",
+                    "--protected-mode",
+                    "no",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         import redis
 
         client = redis.Redis.from_url(self.url)
@@ -120,7 +164,9 @@ class PrivateRedis:
                 break
             except redis.ConnectionError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start:\n{(self.root / 'server.log').read_text()}") from None
+                    raise RuntimeError(
+                        f"redis-server did not start:\n{(self.root / 'server.log').read_text()}"
+                    ) from None
                 time.sleep(0.05)
             finally:
                 client.close()

@@ -36,8 +36,13 @@ def test_sigkill_one_api_server_mid_delivery(drill_stack, sink):
     assert engines_b, "server B started no escalation engine"
 
     def held_level1() -> int:
-        return len({(body.get("incident_id"), path) for path, body in list(sink.requests)
-                    if body.get("level") == 1 and str(body.get("incident_id", "")).startswith(prefix)})
+        return len(
+            {
+                (body.get("incident_id"), path)
+                for path, body in list(sink.requests)
+                if body.get("level") == 1 and str(body.get("incident_id", "")).startswith(prefix)
+            }
+        )
 
     sink.hold.clear()  # requests are accepted and left unanswered: in flight
     began = time.monotonic()
@@ -54,9 +59,12 @@ def test_sigkill_one_api_server_mid_delivery(drill_stack, sink):
     # the forty held requests were received: ledger.complete() needs every level 2, by A
     stack.wait(lambda: ledger.complete(sink), lambda done: done, KILL_L2_DELAY_S + 60, "every delivery after the kill")
     recovered = time.monotonic() - killed_at
-    rows = stack.wait(lambda: stack.deliveries_of(prefix),
-                      lambda rows: not [r for r in rows if r["state"] in ("sending", "pending")],
-                      LEASE_S + 60, "the outbox settled (no delivery pending or sending)")
+    rows = stack.wait(
+        lambda: stack.deliveries_of(prefix),
+        lambda rows: not [r for r in rows if r["state"] in ("sending", "pending")],
+        LEASE_S + 60,
+        "the outbox settled (no delivery pending or sending)",
+    )
     settled = time.monotonic() - killed_at
     unknown = [r for r in rows if r["state"] == "unknown"]
     failed = [r for r in rows if r["state"] == "failed"]
@@ -71,11 +79,17 @@ def test_sigkill_one_api_server_mid_delivery(drill_stack, sink):
     ledger.count(sink)
     in_flight_keys = {(d["incident_id"], d["level"], "/" + d["target_key"].split(":/", 1)[-1]) for d in in_flight_b}
     explained = {key: "in flight on B at the kill" for key in ledger.duplicated if key in in_flight_keys}
-    text = report("1 SIGKILL one API server mid-delivery", ledger, explained,
-                  in_flight_at_kill=f"{len(in_flight)} sending, {len(in_flight_b)} of them by B (B exit code {rc})",
-                  ended_unknown=f"{len(unknown)} (B's sends nobody recorded; not re-sent)",
-                  all_delivered_after_kill_s=recovered, outbox_settled_after_kill_s=settled,
-                  sent_again_by_restarted_B=after - before, trigger_to_kill_s=killed_at - began)
+    text = report(
+        "1 SIGKILL one API server mid-delivery",
+        ledger,
+        explained,
+        in_flight_at_kill=f"{len(in_flight)} sending, {len(in_flight_b)} of them by B (B exit code {rc})",
+        ended_unknown=f"{len(unknown)} (B's sends nobody recorded; not re-sent)",
+        all_delivered_after_kill_s=recovered,
+        outbox_settled_after_kill_s=settled,
+        sent_again_by_restarted_B=after - before,
+        trigger_to_kill_s=killed_at - began,
+    )
     assert in_flight_b and len(in_flight) == INCIDENTS * len(L1_PATHS), f"in flight at the kill: {in_flight}"
     assert not ledger.lost, text
     assert not ledger.unexpected, text

@@ -32,8 +32,9 @@ def test_receiver_500_then_hang_then_reset(drill_stack, sink):
     ledger = Ledger.of(incidents)
     sink.fault = "error"
     started = time.monotonic()
-    record_ids = [stack.trigger(incident, stack.base if i % 2 else stack.base_b)
-                  for i, incident in enumerate(incidents)]
+    record_ids = [
+        stack.trigger(incident, stack.base if i % 2 else stack.base_b) for i, incident in enumerate(incidents)
+    ]
     fault_starts = {}
     for fault, seconds in PHASES:
         sink.fault = fault
@@ -44,8 +45,12 @@ def test_receiver_500_then_hang_then_reset(drill_stack, sink):
 
     stack.wait(lambda: ledger.complete(sink), lambda done: done, 60, "every delivery after the receiver recovered")
     delivered_after = time.monotonic() - recovered_at
-    rows = stack.wait(lambda: stack.deliveries(record_ids), lambda rows: all(r["state"] == "sent" for r in rows),
-                      30, "every delivery recorded sent")
+    rows = stack.wait(
+        lambda: stack.deliveries(record_ids),
+        lambda rows: all(r["state"] == "sent" for r in rows),
+        30,
+        "every delivery recorded sent",
+    )
 
     attempts = defaultdict(list)
     for path, body, outcome, at in list(sink.attempts):
@@ -58,12 +63,15 @@ def test_receiver_500_then_hang_then_reset(drill_stack, sink):
     gaps = sorted({round(b[1] - a[1]) for seen in attempts.values() for a, b in zip(seen, seen[1:])})
     in_window = max(len([1 for outcome, _ in seen if outcome != "ok"]) for seen in attempts.values())
     ledger.count(sink)
-    text = report("2 receiver answers 500, hangs, resets", ledger,
-                  receiver_saw=dict(outcomes),
-                  attempts_per_delivery_in_store=f"min {min(r['attempts'] for r in rows)}, "
-                                                 f"max {max(r['attempts'] for r in rows)}",
-                  seconds_between_attempts_seen=gaps,
-                  all_delivered_after_recovery_s=delivered_after)
+    text = report(
+        "2 receiver answers 500, hangs, resets",
+        ledger,
+        receiver_saw=dict(outcomes),
+        attempts_per_delivery_in_store=f"min {min(r['attempts'] for r in rows)}, "
+        f"max {max(r['attempts'] for r in rows)}",
+        seconds_between_attempts_seen=gaps,
+        all_delivered_after_recovery_s=delivered_after,
+    )
     assert not ledger.lost, text
     assert not ledger.duplicated, text
     assert not ledger.unexpected, text

@@ -32,8 +32,7 @@ def test_service_down_when_the_callback_runs(drill_stack, sink):
         run_id = stack.trigger_dag("drill_failing")
         incident = f"drill_failing.load.{run_id}"
         ledger = Ledger.of([incident])
-        stack.wait(lambda: stack.ti_state("drill_failing", run_id, "load"), lambda s: s == "failed", 180,
-                   "load failed")
+        stack.wait(lambda: stack.ti_state("drill_failing", run_id, "load"), lambda s: s == "failed", 180, "load failed")
         entries = stack.wait(lambda: spooled(stack), bool, 30, "the hand-off in the spool")
         spooled_text = entries[0].read_text()
         assert incident in spooled_text, spooled_text[:500]
@@ -55,15 +54,22 @@ def test_service_down_when_the_callback_runs(drill_stack, sink):
     assert record["context"]["run_id"] == run_id and record["context"]["exception"]
     time.sleep(1)
     ledger.count(sink)
-    text = report("3 service down when the failure callback runs", ledger,
-                  spooled_entries=len(entries),
-                  server_B_healthy_after_s=up_after,
-                  escalation_created_after_restart_s=created_after,
-                  delivered_after_restart_s=delivered_after)
+    text = report(
+        "3 service down when the failure callback runs",
+        ledger,
+        spooled_entries=len(entries),
+        server_B_healthy_after_s=up_after,
+        escalation_created_after_restart_s=created_after,
+        delivered_after_restart_s=delivered_after,
+    )
     assert not ledger.lost, text
     assert not ledger.duplicated, text
     # the sensor found the spooled escalation: resolving it ends the wait (a starved triggerer
     # on a loaded machine may take a while to report it)
     assert stack.call("POST", f"/escalation/api/v1/escalations/{record['id']}/resolve").status_code == 200
-    stack.wait(lambda: stack.ti_state("drill_failing", run_id, "wait"), lambda s: s == "success", 180,
-               "the sensor after the resolve")
+    stack.wait(
+        lambda: stack.ti_state("drill_failing", run_id, "wait"),
+        lambda s: s == "success",
+        180,
+        "the sensor after the resolve",
+    )

@@ -32,8 +32,12 @@ def trigger_retrying(stack, incident: str, base: str) -> int:
     deadline = time.monotonic() + 60
     while True:
         try:
-            r = stack.call("POST", "/escalation/api/v1/escalations", base,
-                           json={"incident_id": incident, "context": {"severity": "critical"}, "policy_name": "drill"})
+            r = stack.call(
+                "POST",
+                "/escalation/api/v1/escalations",
+                base,
+                json={"incident_id": incident, "context": {"severity": "critical"}, "policy_name": "drill"},
+            )
             if r.status_code in (200, 201):
                 return refused
             assert r.status_code >= 500, r.text
@@ -55,15 +59,17 @@ def test_postgres_restarts_mid_run(drill_stack, sink):
     stack.wait(lambda: level1.complete(sink), lambda done: done, 30, "level 1 before the restart")
     outage = stack.pg.restart()  # level 2 of every incident falls due about now
     restarted_at = time.monotonic()
-    refused = sum(trigger_retrying(stack, incident, stack.base if i % 2 else stack.base_b)
-                  for i, incident in enumerate(after))
+    refused = sum(
+        trigger_retrying(stack, incident, stack.base if i % 2 else stack.base_b) for i, incident in enumerate(after)
+    )
     # Airflow's own components may exit on the cut connections: not checked while waiting
     stack.wait(lambda: ledger.complete(sink), lambda done: done, 90, "every delivery after the restart", check=False)
     delivered_after = time.monotonic() - restarted_at
 
     time.sleep(max(0.0, restarted_at + SETTLE_S - time.monotonic()))
-    died = sorted(name for name, (proc, _) in stack.components.items()
-                  if proc.poll() is not None and name not in stack.stopped)
+    died = sorted(
+        name for name, (proc, _) in stack.components.items() if proc.poll() is not None and name not in stack.stopped
+    )
     if stack.server is not None and stack.server.poll() is not None:
         died.append("api-server (A)")
     # Airflow's scheduler, dag-processor and triggerer may also exit later, at their next use
@@ -71,10 +77,14 @@ def test_postgres_restarts_mid_run(drill_stack, sink):
     for name in ("dag-processor", "scheduler", "triggerer"):
         stack.restart_component(name)
     ledger.count(sink)
-    text = report("4 PostgreSQL restarted mid-run", ledger,
-                  restart_took_s=outage, triggers_refused_then_retried=refused,
-                  all_delivered_after_restart_s=delivered_after,
-                  components_that_died=died or "none")
+    text = report(
+        "4 PostgreSQL restarted mid-run",
+        ledger,
+        restart_took_s=outage,
+        triggers_refused_then_retried=refused,
+        all_delivered_after_restart_s=delivered_after,
+        components_that_died=died or "none",
+    )
     assert not ledger.lost, text
     assert not ledger.duplicated, text
     assert not ledger.unexpected, text

@@ -30,8 +30,7 @@ L2_DUE_S = 6.0  # l2_delay_minutes=0.1
 
 
 def test_redis_restarts_under_the_redis_store(private_redis, tmp_path):
-    replicas = Replicas(tmp_path, "redis", private_redis.url, redis_prefix(), l2_delay_minutes=0.1,
-                        lease_seconds=4)
+    replicas = Replicas(tmp_path, "redis", private_redis.url, redis_prefix(), l2_delay_minutes=0.1, lease_seconds=4)
     names = ["r0", "r1", "r2"]
     incidents = {name: [f"{name}-inc-{i:02d}" for i in range(PER_REPLICA)] for name in names}
     try:
@@ -62,8 +61,13 @@ def test_redis_restarts_under_the_redis_store(private_redis, tmp_path):
     ledger = Ledger({(i, level, f"user:l{level}") for i, level in expected})
     for line in lines:
         ledger.received[(line["incident"], line["level"], line["target"])] += 1
-    text = report("6 Redis restarted under the Redis store", ledger,
-                  redis_down_s=outage, level1_delivered_after_release_s=level1_done,
-                  redis_stopped_after_release_s=stopped_at, level2_due_after_trigger_s=L2_DUE_S,
-                  all_level2_delivered_after_restart_s=delivered_after)
+    text = report(
+        "6 Redis restarted under the Redis store",
+        ledger,
+        redis_down_s=outage,
+        level1_delivered_after_release_s=level1_done,
+        redis_stopped_after_release_s=stopped_at,
+        level2_due_after_trigger_s=L2_DUE_S,
+        all_level2_delivered_after_restart_s=delivered_after,
+    )
     assert exactly_once_report(lines, expected) == "", text + "\n" + replicas.logs()

@@ -36,7 +36,12 @@ def test_faults_are_answered_as_a_broken_receiver_would(sink):
     assert post(sink, {"n": 5}).status_code == 200
     assert sink.requests == [("/hook path", {"n": 1}), ("/hook path", {"n": 5})]
     assert [(body["n"], outcome) for _, body, outcome, _ in sink.attempts] == [
-        (1, "ok"), (2, "error"), (3, "reset"), (4, "hang"), (5, "ok")]
+        (1, "ok"),
+        (2, "error"),
+        (3, "reset"),
+        (4, "hang"),
+        (5, "ok"),
+    ]
 
 
 def test_a_held_request_is_accepted_and_answered_once_released(sink):

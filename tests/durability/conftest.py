@@ -45,12 +45,14 @@ async def make_engine(storage: SharedStorage, clock: FakeClock) -> AsyncIterator
     engines: list[EscalationEngine] = []
 
     async def factory(store, handler: RecordingHandler, *, start: bool = True, **sched: Any) -> EscalationEngine:
-        engine = EscalationEngine(EscalationEngineConfig(
-            store=store,
-            clock=clock,
-            default_notification_handler=handler,
-            scheduler_config=SchedulerConfig(**{"scheduler_type": "memory", **sched}),
-        ))
+        engine = EscalationEngine(
+            EscalationEngineConfig(
+                store=store,
+                clock=clock,
+                default_notification_handler=handler,
+                scheduler_config=SchedulerConfig(**{"scheduler_type": "memory", **sched}),
+            )
+        )
         engine.register_policy(ladder())
         engines.append(engine)
         if start:

@@ -198,8 +198,9 @@ class Worker:
 class Replicas:
     """Starts, watches and stops worker processes of one scenario."""
 
-    def __init__(self, tmp_path: Path, store: str, url: str, prefix: str, *, l2_delay_minutes: float,
-                 lease_seconds: float) -> None:
+    def __init__(
+        self, tmp_path: Path, store: str, url: str, prefix: str, *, l2_delay_minutes: float, lease_seconds: float
+    ) -> None:
         self.tmp_path = tmp_path
         self.store, self.url, self.prefix = store, url, prefix
         self.l2_delay_minutes = l2_delay_minutes
@@ -208,15 +209,27 @@ class Replicas:
         self.go = tmp_path / "go"
         self.workers: list[Worker] = []
 
-    def spawn(self, name: str, ids: list[str], *, wait_for_go: bool = True,
-              freeze_on_claim: Path | None = None) -> Worker:
+    def spawn(
+        self, name: str, ids: list[str], *, wait_for_go: bool = True, freeze_on_claim: Path | None = None
+    ) -> Worker:
         log = self.tmp_path / f"{name}.log"
         args = [
-            sys.executable, str(WORKER),
-            "--store", self.store, "--url", self.url, "--prefix", self.prefix,
-            "--out", str(self.out), "--ids", ",".join(ids),
-            "--l2-delay-minutes", str(self.l2_delay_minutes),
-            "--lease-seconds", str(self.lease_seconds),
+            sys.executable,
+            str(WORKER),
+            "--store",
+            self.store,
+            "--url",
+            self.url,
+            "--prefix",
+            self.prefix,
+            "--out",
+            str(self.out),
+            "--ids",
+            ",".join(ids),
+            "--l2-delay-minutes",
+            str(self.l2_delay_minutes),
+            "--lease-seconds",
+            str(self.lease_seconds),
         ]
         ready = self.tmp_path / f"{name}.ready"
         args += ["--ready", str(ready)]
@@ -226,15 +239,15 @@ class Replicas:
             args += ["--freeze-on-claim", str(freeze_on_claim)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(log, "wb") as handle:
-            proc = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env,
-                                    cwd=self.tmp_path, start_new_session=True)
+            proc = subprocess.Popen(
+                args, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=self.tmp_path, start_new_session=True
+            )
         worker = Worker(name, proc, log, ready, wait_for_go, list(ids))
         self.workers.append(worker)
         return worker
 
     def logs(self) -> str:
-        return "\n".join(f"--- {w.name} (pid {w.pid}, rc {w.proc.poll()}) ---\n{w.log_tail()}"
-                         for w in self.workers)
+        return "\n".join(f"--- {w.name} (pid {w.pid}, rc {w.proc.poll()}) ---\n{w.log_tail()}" for w in self.workers)
 
     def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
         """Poll ``condition`` until it holds; fail (with the workers' logs) on timeout or a crash."""
@@ -244,8 +257,10 @@ class Replicas:
                 return
             for worker in self.workers:
                 if not worker.expect_exit and worker.proc.poll() is not None:
-                    pytest.fail(f"{worker.name} exited (rc {worker.proc.returncode}) while waiting for "
-                                f"{what}\n{self.logs()}", pytrace=False)
+                    pytest.fail(
+                        f"{worker.name} exited (rc {worker.proc.returncode}) while waiting for {what}\n{self.logs()}",
+                        pytrace=False,
+                    )
             if time.monotonic() > deadline:
                 pytest.fail(f"timed out after {timeout}s waiting for {what}\n{self.logs()}", pytrace=False)
             time.sleep(0.1)
@@ -285,8 +300,7 @@ class Replicas:
             except subprocess.TimeoutExpired:
                 worker.proc.kill()
                 worker.proc.wait()
-                pytest.fail(f"{worker.name} did not stop within {timeout}s of SIGTERM\n{self.logs()}",
-                            pytrace=False)
+                pytest.fail(f"{worker.name} did not stop within {timeout}s of SIGTERM\n{self.logs()}", pytrace=False)
         bad = [w for w in live if w.proc.returncode != 0]
         assert not bad, f"workers exited uncleanly: {[(w.name, w.proc.returncode) for w in bad]}\n{self.logs()}"
 

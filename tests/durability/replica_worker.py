@@ -76,9 +76,12 @@ def freeze_on_first_claim(store, marker: str) -> None:
         records = claim_due(now, limit, owner, lease)
         if records and not frozen.is_set():
             frozen.set()
-            report = {"pid": os.getpid(), "records": [r.id for r in records],
-                      "incidents": [r.incident_id for r in records],
-                      "lease_until": (now + lease).timestamp()}
+            report = {
+                "pid": os.getpid(),
+                "records": [r.id for r in records],
+                "incidents": [r.incident_id for r in records],
+                "lease_until": (now + lease).timestamp(),
+            }
             Path(marker).write_text(json.dumps(report))
             threading.Event().wait()  # hold the leases until SIGKILL
         return records
@@ -92,27 +95,42 @@ async def main(args: argparse.Namespace) -> int:
 
     async def handler(record, level, targets):
         for target in targets:
-            line = json.dumps({"pid": pid, "incident": record.incident_id, "record": record.id,
-                               "level": level.level, "target": target.key, "at": time.time()})
+            line = json.dumps(
+                {
+                    "pid": pid,
+                    "incident": record.incident_id,
+                    "record": record.id,
+                    "level": level.level,
+                    "target": target.key,
+                    "at": time.time(),
+                }
+            )
             os.write(fd, (line + "\n").encode())
         return True
 
     store = open_store(args)
     if args.freeze_on_claim:
         freeze_on_first_claim(store, args.freeze_on_claim)
-    engine = EscalationEngine(EscalationEngineConfig(
-        store=store,
-        scheduler_config=SchedulerConfig(
-            scheduler_type="asyncio",
-            check_interval_seconds=args.check_interval,
-            lease_seconds=args.lease_seconds,
-        ),
-        default_notification_handler=handler,
-    ))
-    engine.register_policy(EscalationPolicy(name=POLICY, levels=[
-        EscalationLevel(level=1, delay_minutes=0, targets=[EscalationTarget.user("l1")]),
-        EscalationLevel(level=2, delay_minutes=args.l2_delay_minutes, targets=[EscalationTarget.user("l2")]),
-    ]))
+    engine = EscalationEngine(
+        EscalationEngineConfig(
+            store=store,
+            scheduler_config=SchedulerConfig(
+                scheduler_type="asyncio",
+                check_interval_seconds=args.check_interval,
+                lease_seconds=args.lease_seconds,
+            ),
+            default_notification_handler=handler,
+        )
+    )
+    engine.register_policy(
+        EscalationPolicy(
+            name=POLICY,
+            levels=[
+                EscalationLevel(level=1, delay_minutes=0, targets=[EscalationTarget.user("l1")]),
+                EscalationLevel(level=2, delay_minutes=args.l2_delay_minutes, targets=[EscalationTarget.user("l2")]),
+            ],
+        )
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -136,8 +154,10 @@ async def main(args: argparse.Namespace) -> int:
         result = await engine.trigger(incident, {"severity": "critical"}, POLICY)
         if not result.success:
             failures.append(f"{incident}: {result.message}")
-    print(f"pid {pid}: triggered {len(args.ids.split(',')) if args.ids else 0} incidents, "
-          f"{len(failures)} failed", flush=True)
+    print(
+        f"pid {pid}: triggered {len(args.ids.split(',')) if args.ids else 0} incidents, {len(failures)} failed",
+        flush=True,
+    )
     for failure in failures:
         print(f"trigger failed: {failure}", file=sys.stderr, flush=True)
 
@@ -150,6 +170,7 @@ async def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
+    )
     sys.exit(asyncio.run(main(parse_args(sys.argv[1:]))))

@@ -22,10 +22,13 @@ from durability_support import drop_sql_tables, sql_prefix
 BARRIER_TIMEOUT = 5
 
 
-@pytest.mark.parametrize("url_fixture", [
-    pytest.param("postgres_url", marks=pytest.mark.postgres, id="postgresql"),
-    pytest.param("mysql_url", marks=pytest.mark.mysql, id="mysql"),
-])
+@pytest.mark.parametrize(
+    "url_fixture",
+    [
+        pytest.param("postgres_url", marks=pytest.mark.postgres, id="postgresql"),
+        pytest.param("mysql_url", marks=pytest.mark.mysql, id="mysql"),
+    ],
+)
 def test_replicas_opening_a_fresh_database_together_all_start(url_fixture, request):
     url = request.getfixturevalue(url_fixture)
     prefix = sql_prefix()

@@ -52,8 +52,7 @@ async def test_restart_delivers_the_overdue_level_once_then_climbs(storage, make
     record = reader.get(record_id)
     assert record.state == EscalationState.ACTIVE.value
     assert (record.current_level, record.escalation_count, record.notification_count) == (3, 2, 3)
-    assert delivery_rows(reader, record_id) == [
-        (1, L1, "sent", 1), (2, L2, "sent", 1), (3, L3, "sent", 1)]
+    assert delivery_rows(reader, record_id) == [(1, L1, "sent", 1), (2, L2, "sent", 1), (3, L3, "sent", 1)]
     assert [r.id for r in reader.get_by_incident("inc-restart")] == [record_id]
 
 

@@ -58,6 +58,5 @@ async def test_an_engine_that_never_saw_the_trigger_climbs_by_its_sweep(storage,
     clock.set(T0 + timedelta(days=1))
     await sweep(*((a, b) if mode != "a-stopped" else (b,)))
     assert sorted(sent_a.timeline() + sent_b.timeline()) == combined  # nothing else, ever
-    assert delivery_rows(b.store, record_id) == [
-        (1, L1, "sent", 1), (2, L2, "sent", 1), (3, L3, "sent", 1)]
+    assert delivery_rows(b.store, record_id) == [(1, L1, "sent", 1), (2, L2, "sent", 1), (3, L3, "sent", 1)]
     assert b.get_record(record_id).current_level == 3

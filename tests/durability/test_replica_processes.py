@@ -53,10 +53,12 @@ def own_ids(name: str) -> list[str]:
     return [f"{name}-inc-{i:02d}" for i in range(PER_PROCESS)]
 
 
-@pytest.fixture(params=[
-    pytest.param("postgresql", marks=pytest.mark.postgres),
-    pytest.param("redis", marks=pytest.mark.redis),
-])
+@pytest.fixture(
+    params=[
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+        pytest.param("redis", marks=pytest.mark.redis),
+    ]
+)
 def shared_store(request: pytest.FixtureRequest) -> Iterator[tuple[str, str, str]]:
     """``(backend, url, prefix)`` of a fresh store; its tables / keys are removed afterwards."""
     backend = request.param
@@ -145,8 +147,8 @@ def test_a_replica_killed_before_level_two_is_due(replicas_factory, shared_store
     print(f"victim killed {killed_at - released:.1f}s after the release (L2 due after {delay_minutes * 60:.0f}s)")
     # every L2 is due at least delay after the release: the victim died before any was due
     assert killed_at < released + delay_minutes * 60, (
-        f"the replicas needed {killed_at - released:.1f}s to send level 1: too slow to kill one "
-        f"before level 2 was due")
+        f"the replicas needed {killed_at - released:.1f}s to send level 1: too slow to kill one before level 2 was due"
+    )
 
     replicas.wait_for(replicas.delivered(2, incidents), WAIT, "every level 2 (the survivors' sweep)")
     time.sleep(QUIET)
@@ -194,8 +196,10 @@ def test_a_replica_killed_holding_claim_leases(replicas_factory, shared_store, t
     for record_id in claim["records"]:  # leased by the dead replica: taken over once it ran out
         assert l2[record_id]["at"] >= claim["lease_until"], (record_id, l2[record_id], claim)
     started = min(w.ready.stat().st_mtime for w in survivors)
-    print(f"victim leased {len(claim['records'])} of {len(incidents)} records; the first survivor "
-          f"swept {claim['lease_until'] - started:.1f}s before the lease ended")
+    print(
+        f"victim leased {len(claim['records'])} of {len(incidents)} records; the first survivor "
+        f"swept {claim['lease_until'] - started:.1f}s before the lease ended"
+    )
 
     reader = open_reader(*shared_store)
     try:

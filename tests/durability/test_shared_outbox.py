@@ -61,8 +61,13 @@ async def test_a_delivery_rescheduled_by_another_engine_waits_for_its_retry_time
     record_id = (await a.trigger("inc-retry", CONTEXT, POLICY)).record.id
     # L1 sits in A's dispatcher queue; B's sweep claims it, its attempt fails: retry in 60 s
     [claimed] = other.claim_deliveries(clock.now(), 10, "engine-b", LEASE)
-    other.finish_delivery(claimed.id, clock.now(), sent=False, error="ConnectionError: timeout",
-                          retry_at=clock.now() + timedelta(seconds=60))
+    other.finish_delivery(
+        claimed.id,
+        clock.now(),
+        sent=False,
+        error="ConnectionError: timeout",
+        retry_at=clock.now() + timedelta(seconds=60),
+    )
     await a.drain()
     assert sent.timeline() == []  # fails today: A sends it at once, 60 s before its retry time
     assert delivery_rows(other, record_id) == [(1, L1, "pending", 1)]

@@ -21,8 +21,13 @@ def ladder(name: str = "critical_alerts", **overrides) -> EscalationPolicy:
     fields = dict(
         name=name,
         levels=[
-            EscalationLevel(1, 0, [EscalationTarget.user("lead"), EscalationTarget.channel("#alerts")],
-                            repeat_count=1, repeat_interval_minutes=5),
+            EscalationLevel(
+                1,
+                0,
+                [EscalationTarget.user("lead"), EscalationTarget.channel("#alerts")],
+                repeat_count=1,
+                repeat_interval_minutes=5,
+            ),
             EscalationLevel(2, 15, [EscalationTarget.user("manager"), EscalationTarget.schedule("oncall")]),
             EscalationLevel(3, 30, [EscalationTarget.user("director")]),
         ],

@@ -45,7 +45,11 @@ async def test_real_airflow_notifier_is_rendered_per_incident_and_run(engine, cl
     await engine.trigger("inc-1", {"severity": "critical"}, "critical_alerts")
     await engine.trigger("inc-2", {"severity": "high"}, "critical_alerts")
     await engine.advance(timedelta(minutes=15))
-    assert sorted(sink[:4]) == [(0, "[L1] inc-1 is critical"), (0, "[L1] inc-2 is high"),
-                                (5, "[L1] inc-1 is critical"), (5, "[L1] inc-2 is high")]
+    assert sorted(sink[:4]) == [
+        (0, "[L1] inc-1 is critical"),
+        (0, "[L1] inc-2 is high"),
+        (5, "[L1] inc-1 is critical"),
+        (5, "[L1] inc-2 is high"),
+    ]
     assert sink[4:] == [("async", 2), ("async", 2)]
     assert templated.text == "[L{{ level }}] {{ incident_id }} is {{ severity }}"  # templates kept

@@ -16,8 +16,9 @@ from airflow_escalation.routing import (
 
 
 async def test_severity_route_escalates_critical_and_ignores_low(engine, sent):
-    route = create_escalation_route(engine=engine, policy_name="critical_alerts",
-                                    rule=SeverityRule(min_severity="high"))
+    route = create_escalation_route(
+        engine=engine, policy_name="critical_alerts", rule=SeverityRule(min_severity="high")
+    )
     router = ActionRouter()
     router.add_route(route)
     assert route.name == "escalation:critical_alerts"
@@ -36,8 +37,9 @@ async def test_severity_route_escalates_critical_and_ignores_low(engine, sent):
 
 
 async def test_default_rule_is_an_escalation_rule_for_the_policy(engine):
-    route = create_escalation_route(engine, "critical_alerts", name="esc", priority=3, stop_on_match=True,
-                                    incident_id_template="inc-{run_id}")
+    route = create_escalation_route(
+        engine, "critical_alerts", name="esc", priority=3, stop_on_match=True, incident_id_template="inc-{run_id}"
+    )
     assert isinstance(route.rule, EscalationRule) and route.rule.policy_name == "critical_alerts"
     assert route.rule.clock is engine.clock
     assert (route.name, route.priority, route.stop_on_match) == ("esc", 3, True)
@@ -46,8 +48,12 @@ async def test_default_rule_is_an_escalation_rule_for_the_policy(engine):
 
 
 async def test_escalation_rule_cooldown_starts_when_the_route_escalates(engine, clock, sent):
-    rule = EscalationRule(EscalationRuleConfig("critical_alerts", severity_filter=["critical"],
-                                               trigger_type="unacknowledged", cooldown_minutes=30), clock=clock)
+    rule = EscalationRule(
+        EscalationRuleConfig(
+            "critical_alerts", severity_filter=["critical"], trigger_type="unacknowledged", cooldown_minutes=30
+        ),
+        clock=clock,
+    )
     router = ActionRouter([create_escalation_route(engine, "critical_alerts", rule=rule)])
     context = {"severity": "critical", "checkpoint_name": "orders"}
 
@@ -77,7 +83,11 @@ def test_rule_for_another_policy_is_refused(engine):
 
 async def test_extra_actions_run_after_the_escalation(engine):
     seen = []
-    route = create_escalation_route(engine, "critical_alerts", rule=SeverityRule("high"),
-                                    extra_actions=[lambda ctx: seen.append(ctx["checkpoint_name"])])
+    route = create_escalation_route(
+        engine,
+        "critical_alerts",
+        rule=SeverityRule("high"),
+        extra_actions=[lambda ctx: seen.append(ctx["checkpoint_name"])],
+    )
     results = await ActionRouter([route]).route({"severity": "high", "checkpoint_name": "orders"})
     assert [r.success for r in results] == [True, True] and seen == ["orders"]

@@ -18,14 +18,17 @@ def test_config_defaults_and_normalization():
     assert EscalationRuleConfig("p", trigger_type=EscalationTrigger.CUSTOM).trigger_type is EscalationTrigger.CUSTOM
 
 
-@pytest.mark.parametrize("fields,message", [
-    ({"trigger_type": "unacked"}, r"trigger_type: unknown value 'unacked' \(allowed: unacknowledged, unresolved"),
-    ({"severity_filter": ["critcal"]}, r"severity_filter: unknown severity 'critcal'"),
-    ({"severity_filter": "critical"}, r"severity_filter: expected a list"),
-    ({"cooldown_minutes": -1}, r"cooldown_minutes: must be a number >= 0, got -1"),
-    ({"cooldown_minutes": "5"}, r"cooldown_minutes"),
-    ({"metadata": []}, r"metadata: expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        ({"trigger_type": "unacked"}, r"trigger_type: unknown value 'unacked' \(allowed: unacknowledged, unresolved"),
+        ({"severity_filter": ["critcal"]}, r"severity_filter: unknown severity 'critcal'"),
+        ({"severity_filter": "critical"}, r"severity_filter: expected a list"),
+        ({"cooldown_minutes": -1}, r"cooldown_minutes: must be a number >= 0, got -1"),
+        ({"cooldown_minutes": "5"}, r"cooldown_minutes"),
+        ({"metadata": []}, r"metadata: expected a mapping"),
+    ],
+)
 def test_config_validation_names_the_field(fields, message):
     with pytest.raises(ValueError, match=message):
         EscalationRuleConfig(policy_name="p", **fields)
@@ -40,13 +43,16 @@ def test_no_severity_filter_matches_anything(severity_filter, context):
     assert rule.evaluate(context) is True
 
 
-@pytest.mark.parametrize("context,expected", [
-    ({"severity": "critical"}, True),
-    ({"severity": "HIGH"}, True),
-    ({"severity": "medium"}, False),
-    ({"severity": None}, False),
-    ({}, False),
-])
+@pytest.mark.parametrize(
+    "context,expected",
+    [
+        ({"severity": "critical"}, True),
+        ({"severity": "HIGH"}, True),
+        ({"severity": "medium"}, False),
+        ({"severity": None}, False),
+        ({}, False),
+    ],
+)
 def test_severity_filter(context, expected):
     rule = EscalationRule(config=EscalationRuleConfig("p", severity_filter=["critical", "high"]))
     assert rule.evaluate(context) is expected

@@ -66,7 +66,8 @@ def actions(clock):
 async def test_each_level_runs_its_actions_once_per_round(engine, clock, sent, actions):
     slack, pagerduty, pager_calls, notifier, contexts = actions
     handler = setup_escalation_with_existing_actions(
-        engine=engine, policy_name="critical_alerts",
+        engine=engine,
+        policy_name="critical_alerts",
         level_actions={1: [slack, notifier], 2: [pagerduty, notifier]},  # level 3 keeps the old handler
     )
     assert isinstance(handler, LevelActionHandler) and handler.fallback is sent
@@ -85,8 +86,14 @@ async def test_each_level_runs_its_actions_once_per_round(engine, clock, sent, a
     assert sent.timeline("inc-1") == [(45, "user:director")]
     # the other policy still reaches the original handler, every target of every round
     assert sent.timeline("inc-2") == [
-        (0, "channel:#alerts"), (0, "user:lead"), (5, "channel:#alerts"), (5, "user:lead"),
-        (15, "schedule:oncall"), (15, "user:manager"), (45, "user:director")]
+        (0, "channel:#alerts"),
+        (0, "user:lead"),
+        (5, "channel:#alerts"),
+        (5, "user:lead"),
+        (15, "schedule:oncall"),
+        (15, "user:manager"),
+        (45, "user:director"),
+    ]
     # every delivery of the main incident counts as sent, including the anchor-less targets
     deliveries = engine.get_deliveries(main.record.id)
     assert len(deliveries) == 7 and {d.state for d in deliveries} == {DeliveryState.SENT}
@@ -118,8 +125,7 @@ async def test_failed_actions_are_retried_without_rerunning_the_ones_that_succee
     assert flaky_calls == [0, 0.5, 5]
     assert ok_calls == [0, 5]
     anchor = [d for d in engine.get_deliveries(result.record.id) if d.target.key == "user:lead"]
-    assert [(d.round, d.attempts, d.state) for d in anchor] == [(0, 2, DeliveryState.SENT),
-                                                                 (1, 1, DeliveryState.SENT)]
+    assert [(d.round, d.attempts, d.state) for d in anchor] == [(0, 2, DeliveryState.SENT), (1, 1, DeliveryState.SENT)]
 
 
 async def test_a_false_result_fails_the_round(engine, clock):
@@ -132,20 +138,27 @@ async def test_a_false_result_fails_the_round(engine, clock):
     handler = setup_escalation_with_existing_actions(engine, "critical_alerts", {3: refuses})
     level = engine.get_policy("critical_alerts").get_level(3)
     record = (await engine.trigger("inc-1", {}, "critical_alerts")).record
-    with pytest.raises(Exception, match=r"policy .critical_alerts. level 3: 1 of 1 action\(s\) failed: refuses: reported failure"):
+    with pytest.raises(
+        Exception, match=r"policy .critical_alerts. level 3: 1 of 1 action\(s\) failed: refuses: reported failure"
+    ):
         await handler(record, level, level.targets)
 
 
 async def test_setups_chain_and_a_level_action_can_escalate_elsewhere(engine, clock, sent):
     l1 = []
-    setup_escalation_with_existing_actions(engine, "critical_alerts",
-                                           {2: [EscalationAction(engine, "other_alerts", "from-{incident_id}")]})
+    setup_escalation_with_existing_actions(
+        engine, "critical_alerts", {2: [EscalationAction(engine, "other_alerts", "from-{incident_id}")]}
+    )
     setup_escalation_with_existing_actions(engine, "other_alerts", {1: lambda ctx: l1.append(ctx["incident_id"])})
     await engine.trigger("inc-1", {}, "critical_alerts")
     await engine.advance(timedelta(minutes=20))
     # critical L1 -> original handler; critical L2 -> starts "other_alerts" for from-inc-1, whose L1 runs the lambda
-    assert sent.timeline("inc-1") == [(0, "channel:#alerts"), (0, "user:lead"), (5, "channel:#alerts"),
-                                      (5, "user:lead")]
+    assert sent.timeline("inc-1") == [
+        (0, "channel:#alerts"),
+        (0, "user:lead"),
+        (5, "channel:#alerts"),
+        (5, "user:lead"),
+    ]
     assert l1 == ["from-inc-1", "from-inc-1"]  # fired at 15, repeated at 20
     assert [r.policy_name for r in engine.get_records_for_incident("from-inc-1")] == ["other_alerts"]
 
@@ -163,10 +176,14 @@ async def test_without_a_previous_handler_other_levels_fail_loudly(clock):
 
 
 def test_anchor_is_the_first_target_by_priority_without_a_conn_id():
-    level = EscalationLevel(1, targets=[
-        EscalationTarget.channel("#ops", priority=2),
-        EscalationTarget.webhook("https://pd", priority=0, conn_id="pagerduty"),
-        EscalationTarget.user("lead", priority=1)])
+    level = EscalationLevel(
+        1,
+        targets=[
+            EscalationTarget.channel("#ops", priority=2),
+            EscalationTarget.webhook("https://pd", priority=0, conn_id="pagerduty"),
+            EscalationTarget.user("lead", priority=1),
+        ],
+    )
     assert anchor_target(level).key == "user:lead"
     only_conn = EscalationLevel(1, targets=[EscalationTarget.email("a@b.c", conn_id="smtp")])
     assert anchor_target(only_conn).key == "email:a@b.c"
@@ -192,9 +209,11 @@ def test_setup_validates_levels_and_actions(engine):
 
 
 def test_routing_package_does_not_import_airflow():
-    code = ("import sys, airflow_escalation.routing\n"
-            "loaded = [m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')]\n"
-            "assert not loaded, loaded\n")
+    code = (
+        "import sys, airflow_escalation.routing\n"
+        "loaded = [m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')]\n"
+        "assert not loaded, loaded\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 

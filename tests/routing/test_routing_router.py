@@ -23,6 +23,7 @@ class Recorder:
         def action(context):
             self.calls.append((name, context))
             return result
+
         action.__name__ = name
         return action
 
@@ -30,6 +31,7 @@ class Recorder:
         async def action(context):
             self.calls.append((name, context))
             return name
+
         action.__name__ = name
         return action
 
@@ -45,18 +47,24 @@ def rec():
 
 @pytest.fixture
 def router(rec):
-    return ActionRouter([
-        Route("low-prio", AlwaysRule(), [rec.sync("audit")], priority=0),
-        Route("critical", SeverityRule("critical"), [rec.sync("page"), rec.asynchronous("slack")], priority=10),
-        Route("high", SeverityRule("high"), rec.sync("email"), priority=5),
-        Route("never", NeverRule(), [rec.sync("nothing")], priority=99),
-    ])
+    return ActionRouter(
+        [
+            Route("low-prio", AlwaysRule(), [rec.sync("audit")], priority=0),
+            Route("critical", SeverityRule("critical"), [rec.sync("page"), rec.asynchronous("slack")], priority=10),
+            Route("high", SeverityRule("high"), rec.sync("email"), priority=5),
+            Route("never", NeverRule(), [rec.sync("nothing")], priority=99),
+        ]
+    )
 
 
 async def test_all_matches_runs_every_matching_route_in_priority_order(router, rec):
     results = await router.route({"severity": "critical"})
-    assert names(results) == [("critical", "page", True), ("critical", "slack", True),
-                              ("high", "email", True), ("low-prio", "audit", True)]
+    assert names(results) == [
+        ("critical", "page", True),
+        ("critical", "slack", True),
+        ("high", "email", True),
+        ("low-prio", "audit", True),
+    ]
     assert results[1].result == "slack"
     assert [n for n, _ in rec.calls] == ["page", "slack", "email", "audit"]
 
@@ -68,17 +76,22 @@ async def test_all_matches_skips_routes_that_do_not_match(router):
 
 async def test_first_match_runs_only_the_highest_priority_match(router, rec):
     router.first_match = True
-    assert names(await router.route({"severity": "critical"})) == [("critical", "page", True), ("critical", "slack", True)]
+    assert names(await router.route({"severity": "critical"})) == [
+        ("critical", "page", True),
+        ("critical", "slack", True),
+    ]
     assert names(await router.route({"severity": "high"})) == [("high", "email", True)]
     assert names(await router.route({})) == [("low-prio", "audit", True)]
 
 
 async def test_stop_on_match_ends_evaluation(rec):
-    router = ActionRouter([
-        Route("a", AlwaysRule(), rec.sync("a"), priority=3),
-        Route("b", ContextMatchRule("env", "prod"), rec.sync("b"), priority=2, stop_on_match=True),
-        Route("c", AlwaysRule(), rec.sync("c"), priority=1),
-    ])
+    router = ActionRouter(
+        [
+            Route("a", AlwaysRule(), rec.sync("a"), priority=3),
+            Route("b", ContextMatchRule("env", "prod"), rec.sync("b"), priority=2, stop_on_match=True),
+            Route("c", AlwaysRule(), rec.sync("c"), priority=1),
+        ]
+    )
     assert [r.action_name for r in await router.route({"env": "prod"})] == ["a", "b"]
     assert [r.action_name for r in await router.route({"env": "dev"})] == ["a", "c"]
 
@@ -104,13 +117,19 @@ async def test_failing_actions_and_rules_become_failed_results(rec):
     def explode(context):
         raise ConnectionError("slack is down")
 
-    router = ActionRouter([
-        Route("broken", Broken(), rec.sync("never"), priority=2),
-        Route("main", AlwaysRule(), [explode, rec.sync("refuses", result=False), rec.sync("after")], priority=1),
-    ])
+    router = ActionRouter(
+        [
+            Route("broken", Broken(), rec.sync("never"), priority=2),
+            Route("main", AlwaysRule(), [explode, rec.sync("refuses", result=False), rec.sync("after")], priority=1),
+        ]
+    )
     results = await router.route({})
-    assert [(r.route_name, r.success) for r in results] == [("broken", False), ("main", False), ("main", False),
-                                                           ("main", True)]
+    assert [(r.route_name, r.success) for r in results] == [
+        ("broken", False),
+        ("main", False),
+        ("main", False),
+        ("main", True),
+    ]
     assert "rule raised KeyError" in results[0].error
     assert results[1].error == "ConnectionError: slack is down"
     assert results[2].error == "action refuses reported failure"

@@ -77,12 +77,15 @@ def test_composites_validate_their_rules():
         Not(None)
 
 
-@pytest.mark.parametrize("context,expected", [
-    ({"env": "prod"}, True),
-    ({"env": "dev"}, False),
-    ({}, False),
-    ({"env": None}, False),
-])
+@pytest.mark.parametrize(
+    "context,expected",
+    [
+        ({"env": "prod"}, True),
+        ({"env": "dev"}, False),
+        ({}, False),
+        ({"env": None}, False),
+    ],
+)
 def test_context_match_rule(context, expected):
     assert ContextMatchRule("env", "prod").evaluate(context) is expected
 
@@ -95,16 +98,19 @@ def test_context_match_rule_missing_key_is_not_none():
         ContextMatchRule("", 1)
 
 
-@pytest.mark.parametrize("rule,context,expected", [
-    (TagRule("finance"), {"tags": ["finance", "daily"]}, True),
-    (TagRule("finance"), {"tags": ("daily",)}, False),
-    (TagRule("finance"), {"tags": {"finance": "yes"}}, True),
-    (TagRule("team", "data"), {"tags": {"team": "data"}}, True),
-    (TagRule("team", "data"), {"tags": {"team": "web"}}, False),
-    (TagRule("team", "data"), {"tags": ["team"]}, False),
-    (TagRule("finance"), {}, False),
-    (TagRule("finance"), {"tags": "finance"}, False),
-])
+@pytest.mark.parametrize(
+    "rule,context,expected",
+    [
+        (TagRule("finance"), {"tags": ["finance", "daily"]}, True),
+        (TagRule("finance"), {"tags": ("daily",)}, False),
+        (TagRule("finance"), {"tags": {"finance": "yes"}}, True),
+        (TagRule("team", "data"), {"tags": {"team": "data"}}, True),
+        (TagRule("team", "data"), {"tags": {"team": "web"}}, False),
+        (TagRule("team", "data"), {"tags": ["team"]}, False),
+        (TagRule("finance"), {}, False),
+        (TagRule("finance"), {"tags": "finance"}, False),
+    ],
+)
 def test_tag_rule(rule, context, expected):
     assert rule.evaluate(context) is expected
 

@@ -23,9 +23,7 @@ from airflow_escalation.stores.memory import InMemoryEscalationStore
 from airflow_escalation.stores.sql import SQLEscalationStore, SQLiteEscalationStore
 from airflow_escalation.stores.sql_schema import build_tables
 
-POSTGRES_URL = os.environ.get(
-    "ESCALATION_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+POSTGRES_URL = os.environ.get("ESCALATION_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MYSQL_URL = os.environ.get("ESCALATION_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 REDIS_URL = os.environ.get("ESCALATION_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 

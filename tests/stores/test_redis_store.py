@@ -44,8 +44,7 @@ def redis_url() -> str:
         client.ping()
     except (redis.RedisError, OSError) as exc:
         message = (
-            f"Redis is not reachable at {REDIS_URL} ({exc}); start Redis or point "
-            "ESCALATION_TEST_REDIS_URL at one"
+            f"Redis is not reachable at {REDIS_URL} ({exc}); start Redis or point ESCALATION_TEST_REDIS_URL at one"
         )
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message, pytrace=False)
@@ -85,8 +84,15 @@ def make_record(incident: str = "inc-1", policy: str = "p", **kwargs) -> Escalat
 
 
 def make_delivery(record: EscalationRecord, target: str = "lead", level: int = 1, round: int = 0) -> Delivery:
-    return Delivery(id=uuid.uuid4().hex, record_id=record.id, level=level, round=round,
-                    target=EscalationTarget.user(target), created_at=T0, updated_at=T0)
+    return Delivery(
+        id=uuid.uuid4().hex,
+        record_id=record.id,
+        level=level,
+        round=round,
+        target=EscalationTarget.user(target),
+        created_at=T0,
+        updated_at=T0,
+    )
 
 
 def run_together(workers) -> list:
@@ -126,8 +132,12 @@ def recompute(store, record_ids) -> EscalationStats:
 
 def assert_same_stats(actual: EscalationStats, expected: EscalationStats) -> None:
     got, want = actual.to_dict(), expected.to_dict()
-    for key in ("avg_time_to_acknowledge_seconds", "avg_time_to_resolve_seconds",
-                "acknowledgment_rate", "resolution_rate"):
+    for key in (
+        "avg_time_to_acknowledge_seconds",
+        "avg_time_to_resolve_seconds",
+        "acknowledgment_rate",
+        "resolution_rate",
+    ):
         assert got.pop(key) == pytest.approx(want.pop(key), rel=1e-9, abs=1e-6), key
     assert got == want
 
@@ -136,8 +146,13 @@ def assert_same_stats(actual: EscalationStats, expected: EscalationStats) -> Non
 
 
 def test_round_trip_keeps_every_field_and_returns_aware_utc(store):
-    record = make_record(context={"severity": "critical", "n": [1, 2]}, metadata={"k": "v"},
-                         policy_snapshot={"name": "p"}, level_fired_at=T0, current_level=2)
+    record = make_record(
+        context={"severity": "critical", "n": [1, 2]},
+        metadata={"k": "v"},
+        policy_snapshot={"name": "p"},
+        level_fired_at=T0,
+        current_level=2,
+    )
     record.add_history_event("triggered", T0)
     created = store.create(record, [make_delivery(record)])
     assert created is not None and created.version == 1
@@ -207,10 +222,12 @@ def test_racing_compare_and_swap_has_exactly_one_winner(make_store):
             event = copy.add_history_event("escalated", T0, actor=who)
             return store.update(copy, round_no, [event])
 
-        won = run_together([
-            lambda: attempt(first, copies[0], "a"),
-            lambda: attempt(second, copies[1], "b"),
-        ])
+        won = run_together(
+            [
+                lambda: attempt(first, copies[0], "a"),
+                lambda: attempt(second, copies[1], "b"),
+            ]
+        )
         assert sorted(won) == [False, True]
         stored = first.get(record.id)
         winner = "a" if won[0] else "b"
@@ -226,9 +243,7 @@ def test_eight_threads_creating_one_incident_write_one_record(make_store):
     for n in range(10):
         incident = f"inc-{n}"
         candidates = [make_record(incident, "p") for _ in stores]
-        results = run_together([
-            (lambda s=s, r=r: s.create(r, [make_delivery(r)])) for s, r in zip(stores, candidates)
-        ])
+        results = run_together([(lambda s=s, r=r: s.create(r, [make_delivery(r)])) for s, r in zip(stores, candidates)])
         winners = [r for r in results if r is not None]
         assert len(winners) == 1
         assert first.find_open(incident, "p").id == winners[0].id
@@ -312,23 +327,34 @@ def _random_operations(seed: int, redis_store: RedisEscalationStore) -> None:
 
     def deliveries_for(record, n):
         return [
-            Delivery(id=uuid.uuid4().hex, record_id=record.id, level=record.current_level,
-                     round=rng.randrange(3), target=EscalationTarget.user(rng.choice(targets)),
-                     created_at=at(), updated_at=T0)
+            Delivery(
+                id=uuid.uuid4().hex,
+                record_id=record.id,
+                level=record.current_level,
+                round=rng.randrange(3),
+                target=EscalationTarget.user(rng.choice(targets)),
+                created_at=at(),
+                updated_at=T0,
+            )
             for _ in range(n)
         ]
 
     for _ in range(400):
-        op = rng.choices(["create", "update", "save", "delete", "deliver", "expire", "cleanup"],
-                         weights=[30, 35, 5, 5, 20, 2, 3])[0]
+        op = rng.choices(
+            ["create", "update", "save", "delete", "deliver", "expire", "cleanup"], weights=[30, 35, 5, 5, 20, 2, 3]
+        )[0]
         if op == "create" or not ids:
             created_at = at(60)
-            record = make_record(f"inc-{rng.randrange(15)}", rng.choice(policies),
-                                 state=rng.choice(["pending", "active", "escalating"]),
-                                 current_level=rng.randint(1, 3), created_at=created_at,
-                                 updated_at=created_at,
-                                 next_escalation_at=created_at + timedelta(minutes=rng.randrange(30)),
-                                 context={"dag_id": rng.choice(["dag_a", "dag_b"])} if rng.random() < 0.7 else {})
+            record = make_record(
+                f"inc-{rng.randrange(15)}",
+                rng.choice(policies),
+                state=rng.choice(["pending", "active", "escalating"]),
+                current_level=rng.randint(1, 3),
+                created_at=created_at,
+                updated_at=created_at,
+                next_escalation_at=created_at + timedelta(minutes=rng.randrange(30)),
+                context={"dag_id": rng.choice(["dag_a", "dag_b"])} if rng.random() < 0.7 else {},
+            )
             record.add_history_event("triggered", created_at)
             deliveries = deliveries_for(record, rng.randrange(3))
             results = [s.create(record.clone(), deliveries) for s in both]
@@ -391,8 +417,10 @@ def _random_operations(seed: int, redis_store: RedisEscalationStore) -> None:
                 continue
             retry_at = now + timedelta(minutes=1) if outcome == "retry" else None
             error = None if outcome == "sent" else "boom"
-            finished = [s.finish_delivery(delivery.id, now, sent=outcome == "sent", error=error,
-                                          retry_at=retry_at) for s in both]
+            finished = [
+                s.finish_delivery(delivery.id, now, sent=outcome == "sent", error=error, retry_at=retry_at)
+                for s in both
+            ]
             assert finished[0].to_dict() == finished[1].to_dict()
         elif op == "expire":
             now = at(2000)
@@ -400,7 +428,8 @@ def _random_operations(seed: int, redis_store: RedisEscalationStore) -> None:
         elif op == "cleanup":
             now = at(2000)
             assert redis_store.cleanup_resolved(timedelta(hours=1), now) == memory.cleanup_resolved(
-                timedelta(hours=1), now)
+                timedelta(hours=1), now
+            )
 
     # counters equal a recomputation over what Redis holds, and the reference store's stats
     assert_same_stats(redis_store.get_stats(), recompute(redis_store, ids))
@@ -410,10 +439,10 @@ def _random_operations(seed: int, redis_store: RedisEscalationStore) -> None:
         mine, reference = redis_store.get(record_id), memory.get(record_id)
         assert (mine and mine.to_dict()) == (reference and reference.to_dict())
         assert [d.to_dict() for d in redis_store.get_deliveries(record_id)] == [
-            d.to_dict() for d in memory.get_deliveries(record_id)]
+            d.to_dict() for d in memory.get_deliveries(record_id)
+        ]
     for incident in {f"inc-{n}" for n in range(15)}:
-        assert [r.id for r in redis_store.get_by_incident(incident)] == [
-            r.id for r in memory.get_by_incident(incident)]
+        assert [r.id for r in redis_store.get_by_incident(incident)] == [r.id for r in memory.get_by_incident(incident)]
         for policy in policies:
             for query in ("find_open", "last_closed"):
                 mine = getattr(redis_store, query)(incident, policy)
@@ -423,19 +452,28 @@ def _random_operations(seed: int, redis_store: RedisEscalationStore) -> None:
         assert {r.id for r in redis_store.get_active(policy)} == {r.id for r in memory.get_active(policy)}
     horizon = T0 + timedelta(hours=3)
     assert [r.id for r in redis_store.get_pending_escalations(horizon)] == [
-        r.id for r in memory.get_pending_escalations(horizon)]
+        r.id for r in memory.get_pending_escalations(horizon)
+    ]
     assert redis_store.next_due_at() == memory.next_due_at()
     for states in (None, ["active"], ["resolved", "acknowledged"], ["pending", "active", "escalating"]):
         for policy in (None, "p1"):
             for incident in (None, "inc-3"):
                 for dag in (None, "dag_a"):
                     for limit, offset in ((50, 0), (3, 2), (0, 0)):
-                        query = dict(states=states, policy_name=policy, incident_id=incident, dag_id=dag,
-                                     limit=limit, offset=offset)
+                        query = dict(
+                            states=states,
+                            policy_name=policy,
+                            incident_id=incident,
+                            dag_id=dag,
+                            limit=limit,
+                            offset=offset,
+                        )
                         mine, mine_total = redis_store.list_records(**query)
                         reference, reference_total = memory.list_records(**query)
                         assert ([r.to_dict() for r in mine], mine_total) == (
-                            [r.to_dict() for r in reference], reference_total), query
+                            [r.to_dict() for r in reference],
+                            reference_total,
+                        ), query
     assert redis_store.next_delivery_at() == memory.next_delivery_at()
 
 

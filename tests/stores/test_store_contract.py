@@ -47,17 +47,25 @@ def make_record(
     **fields: Any,
 ) -> EscalationRecord:
     return EscalationRecord(
-        id=uuid4().hex, incident_id=incident, policy_name=policy, state=state,
-        created_at=at, updated_at=at, next_escalation_at=due, **fields,
+        id=uuid4().hex,
+        incident_id=incident,
+        policy_name=policy,
+        state=state,
+        created_at=at,
+        updated_at=at,
+        next_escalation_at=due,
+        **fields,
     )
 
 
-def make_delivery(record: EscalationRecord, index: int = 0, *, target: EscalationTarget = LEAD,
-                  **fields: Any) -> Delivery:
+def make_delivery(
+    record: EscalationRecord, index: int = 0, *, target: EscalationTarget = LEAD, **fields: Any
+) -> Delivery:
     fields.setdefault("created_at", record.created_at)
     fields.setdefault("updated_at", fields["created_at"])
-    return Delivery(id=f"{record.id}-{index}", record_id=record.id, level=record.current_level,
-                    round=0, target=target, **fields)
+    return Delivery(
+        id=f"{record.id}-{index}", record_id=record.id, level=record.current_level, round=0, target=target, **fields
+    )
 
 
 def create(store: BaseEscalationStore, record: EscalationRecord, *deliveries: Delivery) -> EscalationRecord:
@@ -80,14 +88,12 @@ def change(
     assert record is not None
     expected = record.version
     edit(record)
-    new_events = record.history[len(record.history) - events:] if events else []
+    new_events = record.history[len(record.history) - events :] if events else []
     assert store.update(record, expected, new_events, deliveries, cancel_pending)
     return record
 
 
-def close_record(
-    store: BaseEscalationStore, record_id: str, at: datetime, state: str = "resolved"
-) -> EscalationRecord:
+def close_record(store: BaseEscalationStore, record_id: str, at: datetime, state: str = "resolved") -> EscalationRecord:
     def edit(record: EscalationRecord) -> None:
         record.state, record.closed_at, record.updated_at = state, at, at
         record.next_escalation_at = None
@@ -110,11 +116,20 @@ def states(store: BaseEscalationStore, record_id: str) -> dict[str, DeliveryStat
 
 def test_create_stores_every_field_and_get_reads_it_back(store: BaseEscalationStore) -> None:
     record = make_record(
-        state="acknowledged", due=T0 + minutes(15), current_level=2, acknowledged_at=T0 + minutes(3),
-        acknowledged_by="alice", escalation_count=1, context={"severity": "high", "tags": ["a", "b"]},
-        metadata={"trigger_count": 1, "nested": {"x": 1.5}}, trigger_type="manual",
+        state="acknowledged",
+        due=T0 + minutes(15),
+        current_level=2,
+        acknowledged_at=T0 + minutes(3),
+        acknowledged_by="alice",
+        escalation_count=1,
+        context={"severity": "high", "tags": ["a", "b"]},
+        metadata={"trigger_count": 1, "nested": {"x": 1.5}},
+        trigger_type="manual",
         policy_snapshot={"name": "critical", "levels": [{"level": 1, "targets": []}]},
-        level_fired_at=T0 + minutes(1), repeats_sent=2, next_action="escalate", notify_rounds=3,
+        level_fired_at=T0 + minutes(1),
+        repeats_sent=2,
+        next_action="escalate",
+        notify_rounds=3,
     )
     record.add_history_event("triggered", T0, actor="api", severity="high")
     stored = create(store, record)
@@ -211,8 +226,12 @@ def test_history_events_are_appended_and_read_back_in_order(store: BaseEscalatio
     assert [e["event"] for e in store.get(record.id).history] == expected
     assert store.get(record.id).history[2]["details"] == {"round": 0, "targets": ["user:lead"]}
     # every read returns full records
-    for found in (store.get_by_incident("inc-1"), store.get_active(), store.get_pending_escalations(T0),
-                  store.claim_due(T0, 10, "a", LEASE)):
+    for found in (
+        store.get_by_incident("inc-1"),
+        store.get_active(),
+        store.get_pending_escalations(T0),
+        store.claim_due(T0, 10, "a", LEASE),
+    ):
         assert [e["event"] for e in found[0].history] == expected
 
 
@@ -294,8 +313,10 @@ def test_get_pending_escalations_lists_open_records_due_by_then(store: BaseEscal
 
 def test_deliveries_are_written_with_the_record_in_order(store: BaseEscalationStore) -> None:
     record = make_record()
-    batch = [make_delivery(record, i, target=t) for i, t in
-             enumerate([LEAD, OPS, EscalationTarget.webhook("https://hooks.example/x", conn_id="hook")])]
+    batch = [
+        make_delivery(record, i, target=t)
+        for i, t in enumerate([LEAD, OPS, EscalationTarget.webhook("https://hooks.example/x", conn_id="hook")])
+    ]
     create(store, record, *batch)
     later = [make_delivery(record, i, created_at=T0 + minutes(5)) for i in (10, 3)]
     change(store, record.id, lambda r: None, deliveries=tuple(later))
@@ -357,9 +378,7 @@ def test_a_failed_attempt_with_retry_at_is_pending_again_at_that_time(store: Bas
 
     store.start_delivery(delivery.id, T0, "a", LEASE)
     retry_at = T0 + timedelta(seconds=30)
-    done = store.finish_delivery(
-        delivery.id, T0 + timedelta(seconds=1), sent=False, error="boom", retry_at=retry_at
-    )
+    done = store.finish_delivery(delivery.id, T0 + timedelta(seconds=1), sent=False, error="boom", retry_at=retry_at)
     assert (done.state, done.next_attempt_at, done.last_error) == (DeliveryState.PENDING, retry_at, "boom")
     assert store.next_delivery_at() == retry_at
     assert store.claim_deliveries(retry_at - timedelta(seconds=1), 10, "a", LEASE) == []
@@ -393,7 +412,9 @@ def test_update_with_cancel_pending_cancels_only_pending_deliveries(store: BaseE
 
     change(store, record.id, acknowledge, deliveries=(fresh,), cancel_pending=True)
     assert states(store, record.id) == {
-        pending.id: DeliveryState.CANCELLED, sending.id: DeliveryState.SENDING, fresh.id: DeliveryState.PENDING,
+        pending.id: DeliveryState.CANCELLED,
+        sending.id: DeliveryState.SENDING,
+        fresh.id: DeliveryState.PENDING,
     }
     assert store.get_deliveries(record.id)[0].updated_at == T0 + minutes(2)
     # without cancel_pending nothing is cancelled
@@ -483,13 +504,26 @@ def test_find_open_and_last_closed(store: BaseEscalationStore) -> None:
 
 def test_list_records_pages_newest_first_with_the_total(store: BaseEscalationStore) -> None:
     records = [
-        make_record(f"inc-{i % 3}", f"p{i % 2}", state=state, at=T0 + minutes(i % 5), context=context,
-                    closed_at=None if state in OPEN_STATE_VALUES else T0)
-        for i, (state, context) in enumerate([
-            ("timed_out", {"dag_id": "x" * 300}), ("resolved", {"dag_id": "etl"}), ("acknowledged", {}),
-            ("pending", {"dag_id": "report"}), ("resolved", {"dag_id": 7}), ("cancelled", {"dag_id": "etl"}),
-            ("active", {"dag_id": "etl"}), ("escalating", {"dag_id": "etl"}),
-        ])
+        make_record(
+            f"inc-{i % 3}",
+            f"p{i % 2}",
+            state=state,
+            at=T0 + minutes(i % 5),
+            context=context,
+            closed_at=None if state in OPEN_STATE_VALUES else T0,
+        )
+        for i, (state, context) in enumerate(
+            [
+                ("timed_out", {"dag_id": "x" * 300}),
+                ("resolved", {"dag_id": "etl"}),
+                ("acknowledged", {}),
+                ("pending", {"dag_id": "report"}),
+                ("resolved", {"dag_id": 7}),
+                ("cancelled", {"dag_id": "etl"}),
+                ("active", {"dag_id": "etl"}),
+                ("escalating", {"dag_id": "etl"}),
+            ]
+        )
     ]
     reference = InMemoryEscalationStore()
     for record in records:
@@ -500,11 +534,18 @@ def test_list_records_pages_newest_first_with_the_total(store: BaseEscalationSto
     assert total == 4 and [r.created_at for r in page] == [T0 + minutes(2), T0 + minutes(1)]
     assert page[0].history == [] and page[0].version == 1
     for states in (None, [], ["active"], ["resolved", "timed_out"], sorted(ACTIVE_STATE_VALUES)):
-        for policy, incident, dag in ((None, None, None), ("p0", None, None), (None, "inc-1", None),
-                                      (None, None, "etl"), ("p1", "inc-0", "etl"), (None, None, "none")):
+        for policy, incident, dag in (
+            (None, None, None),
+            ("p0", None, None),
+            (None, "inc-1", None),
+            (None, None, "etl"),
+            ("p1", "inc-0", "etl"),
+            (None, None, "none"),
+        ):
             for limit, offset in ((50, 0), (3, 2), (0, 0), (5, 10)):
-                query = dict(states=states, policy_name=policy, incident_id=incident, dag_id=dag,
-                             limit=limit, offset=offset)
+                query = dict(
+                    states=states, policy_name=policy, incident_id=incident, dag_id=dag, limit=limit, offset=offset
+                )
                 got, got_total = store.list_records(**query)
                 want, want_total = reference.list_records(**query)
                 assert (ids(got), got_total) == (ids(want), want_total), query
@@ -522,8 +563,7 @@ def test_cleanup_resolved_deletes_old_closed_records_with_their_rows(store: Base
     assert store.cleanup_resolved(timedelta(days=3), now=T0 + timedelta(days=6)) == 1
     assert store.get(old.id) is None and store.get_deliveries(old.id) == []
     assert store.last_closed("old", "critical") is None
-    assert {r.id for r in store.get_by_incident("recent") + store.get_by_incident("open")} == {
-        recent.id, still_open.id}
+    assert {r.id for r in store.get_by_incident("recent") + store.get_by_incident("open")} == {recent.id, still_open.id}
     assert store.cleanup_resolved(timedelta(days=3), now=T0 + timedelta(days=6)) == 0
     # the incident is free again, with a clean slate
     create(store, make_record("old"))
@@ -567,10 +607,24 @@ def test_get_stats_counts_like_the_stats_accumulator(store: BaseEscalationStore)
     records = [
         make_record("a", current_level=1),
         make_record("b", state="acknowledged", current_level=2, acknowledged_at=T0 + 90 * s),
-        make_record("c", "p2", state="resolved", current_level=2, at=T0 + 60 * s,
-                    acknowledged_at=T0 + 90 * s, resolved_at=T0 + 360 * s, closed_at=T0 + 360 * s),
-        make_record("d", "p2", state="resolved", current_level=3,
-                    resolved_at=T0 + timedelta(seconds=120, microseconds=500_001), closed_at=T0 + 121 * s),
+        make_record(
+            "c",
+            "p2",
+            state="resolved",
+            current_level=2,
+            at=T0 + 60 * s,
+            acknowledged_at=T0 + 90 * s,
+            resolved_at=T0 + 360 * s,
+            closed_at=T0 + 360 * s,
+        ),
+        make_record(
+            "d",
+            "p2",
+            state="resolved",
+            current_level=3,
+            resolved_at=T0 + timedelta(seconds=120, microseconds=500_001),
+            closed_at=T0 + 121 * s,
+        ),
         make_record("e", state="resolved", closed_at=T0),  # resolved without resolved_at
         make_record("f", state="timed_out", current_level=3, closed_at=T0),
         make_record("g", state="cancelled", closed_at=T0, acknowledged_at=T0 + 10 * s),
@@ -579,8 +633,12 @@ def test_get_stats_counts_like_the_stats_accumulator(store: BaseEscalationStore)
         make_record("j", state="escalating", current_level=2),
     ]
     a, c = records[0], records[2]
-    sent = [make_delivery(a, 0), make_delivery(a, 1), make_delivery(a, 2, target=OPS),
-            make_delivery(c, 0, target=EscalationTarget.email("boss@example.com"))]
+    sent = [
+        make_delivery(a, 0),
+        make_delivery(a, 1),
+        make_delivery(a, 2, target=OPS),
+        make_delivery(c, 0, target=EscalationTarget.email("boss@example.com")),
+    ]
     failed = [make_delivery(a, 3), make_delivery(c, 1)]
     untouched = [make_delivery(a, 4), make_delivery(c, 2)]
     for record in records:
@@ -617,15 +675,30 @@ def test_get_stats_counts_like_the_stats_accumulator(store: BaseEscalationStore)
 # --------------------------------------------------------------------------- per DAG
 
 
-DAG_CONTEXTS = [{"dag_id": "A"}, {"dag_id": "B"}, {}, {"dag_id": 7}, {"dag_id": "C"}, {"dag_id": "A"},
-                {"dag_id": ""}, {"dag_id": "B"}]
+DAG_CONTEXTS = [
+    {"dag_id": "A"},
+    {"dag_id": "B"},
+    {},
+    {"dag_id": 7},
+    {"dag_id": "C"},
+    {"dag_id": "A"},
+    {"dag_id": ""},
+    {"dag_id": "B"},
+]
 
 
 def test_list_records_and_stats_keep_only_the_dags_asked_for(store: BaseEscalationStore) -> None:
-    records = [make_record(f"inc-{i}", state="resolved" if i % 3 == 0 else "active", at=T0 + minutes(i),
-                           context=context, closed_at=T0 + minutes(i) if i % 3 == 0 else None,
-                           resolved_at=T0 + minutes(i) if i % 3 == 0 else None)
-               for i, context in enumerate(DAG_CONTEXTS)]
+    records = [
+        make_record(
+            f"inc-{i}",
+            state="resolved" if i % 3 == 0 else "active",
+            at=T0 + minutes(i),
+            context=context,
+            closed_at=T0 + minutes(i) if i % 3 == 0 else None,
+            resolved_at=T0 + minutes(i) if i % 3 == 0 else None,
+        )
+        for i, context in enumerate(DAG_CONTEXTS)
+    ]
     reference = InMemoryEscalationStore()
     for record in records:
         delivery = make_delivery(record, 0)
@@ -683,8 +756,11 @@ def _store_under_legacy_key(store: BaseEscalationStore, record: EscalationRecord
 
         table = store.tables.record
         with store.engine.begin() as conn:
-            conn.execute(sa.update(table).where(table.c.id == record.id)
-                         .values(open_key=legacy_open_key(record.incident_id, record.policy_name)))
+            conn.execute(
+                sa.update(table)
+                .where(table.c.id == record.id)
+                .values(open_key=legacy_open_key(record.incident_id, record.policy_name))
+            )
         return
     from airflow_escalation.stores.redis import _incident_key
 
@@ -759,9 +835,7 @@ def test_concurrent_creates_of_one_incident_have_exactly_one_winner(
     assert len(store.get_deliveries(winners[0].id)) == 1
 
 
-def test_concurrent_claimers_never_get_the_same_record(
-    store: BaseEscalationStore, store_factory: StoreFactory
-) -> None:
+def test_concurrent_claimers_never_get_the_same_record(store: BaseEscalationStore, store_factory: StoreFactory) -> None:
     stores = [store, store_factory()]
     due = {create(store, make_record(f"inc-{i}", due=T0 - timedelta(seconds=i))).id for i in range(40)}
 
@@ -828,10 +902,13 @@ def test_sql_times_in_other_zones_are_stored_as_the_same_instant_in_utc(tmp_path
         store.close()
 
 
-@pytest.mark.parametrize("url", [
-    "postgresql+psycopg://postgres@127.0.0.1:1/test",
-    "mysql+pymysql://root@127.0.0.1:1/test",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://postgres@127.0.0.1:1/test",
+        "mysql+pymysql://root@127.0.0.1:1/test",
+    ],
+)
 def test_an_unreachable_database_raises_store_error(url: str) -> None:
     from airflow_escalation.stores.sql import SQLEscalationStore
 
@@ -861,8 +938,7 @@ def test_a_batch_gives_each_call_its_own_outcome_and_one_failure_undoes_only_its
     create(store, first, taken)
     new = make_record("c")
     clash = make_record("d")
-    clashing = Delivery(id=taken.id, record_id=clash.id, level=1, round=0, target=LEAD,
-                        created_at=T0, updated_at=T0)
+    clashing = Delivery(id=taken.id, record_id=clash.id, level=1, round=0, target=LEAD, created_at=T0, updated_at=T0)
     acked = store.get(a.id)
     assert acked is not None
     acked.state, acked.updated_at = "acknowledged", T0 + minutes(1)
@@ -870,15 +946,17 @@ def test_a_batch_gives_each_call_its_own_outcome_and_one_failure_undoes_only_its
     stale = store.get(a.id)
     assert stale is not None
 
-    outcomes = store.run_batch([
-        (store.get, (a.id,), {}),
-        (store.create, (new,), {}),
-        (store.create, (clash, [clashing]), {}),  # the delivery id is taken: this call fails
-        (store.create, (make_record("a"),), {}),  # a second open record: refused, not an error
-        (store.update, (acked, a.version, acked.history[-1:]), {}),
-        (store.update, (stale, a.version), {}),  # lost the race to the update before it
-        (store.start_delivery, (taken.id, T0, "me", minutes(2)), {}),
-    ])
+    outcomes = store.run_batch(
+        [
+            (store.get, (a.id,), {}),
+            (store.create, (new,), {}),
+            (store.create, (clash, [clashing]), {}),  # the delivery id is taken: this call fails
+            (store.create, (make_record("a"),), {}),  # a second open record: refused, not an error
+            (store.update, (acked, a.version, acked.history[-1:]), {}),
+            (store.update, (stale, a.version), {}),  # lost the race to the update before it
+            (store.start_delivery, (taken.id, T0, "me", minutes(2)), {}),
+        ]
+    )
 
     results = [result for result, _ in outcomes]
     errors = [error for _, error in outcomes]
@@ -894,12 +972,14 @@ def test_a_batch_gives_each_call_its_own_outcome_and_one_failure_undoes_only_its
 
     # and a batch where nothing fails (on PostgreSQL: one pipeline, one commit)
     later = make_record("e")
-    outcomes = store.run_batch([
-        (store.create, (later, [make_delivery(later)]), {}),
-        (store.find_open, ("b", "critical"), {}),
-        (store.finish_delivery, (taken.id, T0 + minutes(1)), {"sent": True}),
-        (store.get, ("nothing",), {}),
-    ])
+    outcomes = store.run_batch(
+        [
+            (store.create, (later, [make_delivery(later)]), {}),
+            (store.find_open, ("b", "critical"), {}),
+            (store.finish_delivery, (taken.id, T0 + minutes(1)), {"sent": True}),
+            (store.get, ("nothing",), {}),
+        ]
+    )
     assert [error for _, error in outcomes] == [None] * 4
     assert outcomes[0][0] is later and outcomes[1][0].id == first.id and outcomes[3][0] is None
     assert outcomes[2][0].state == DeliveryState.SENT
@@ -918,19 +998,23 @@ def test_a_batch_finds_and_creates_open_records_per_dag(store: BaseEscalationSto
     _store_under_legacy_key(store, old)
     none = create(store, make_record("inc"))
     b = make_record("inc", context={"dag_id": "B"})
-    outcomes = store.run_batch([
-        (store.find_open, ("inc", "critical", "A"), {}),
-        (store.find_open, ("inc", "critical"), {"dag_id": "B"}),
-        (store.find_open, ("inc", "critical", None), {}),
-        (store.create, (b,), {}),
-        (store.create, (make_record("inc"),), {}),  # a second open record of no DAG: refused
-    ])
+    outcomes = store.run_batch(
+        [
+            (store.find_open, ("inc", "critical", "A"), {}),
+            (store.find_open, ("inc", "critical"), {"dag_id": "B"}),
+            (store.find_open, ("inc", "critical", None), {}),
+            (store.create, (b,), {}),
+            (store.create, (make_record("inc"),), {}),  # a second open record of no DAG: refused
+        ]
+    )
     assert [error for _, error in outcomes] == [None] * 5
     found = [result for result, _ in outcomes]
     assert found[0].id == old.id and found[1] is None and found[2].id == none.id
     assert found[3] is b and found[4] is None
-    outcomes = store.run_batch([
-        (store.find_open, ("inc", "critical", "B"), {}),
-        (store.find_open, ("inc", "critical", "A"), {}),
-    ])
+    outcomes = store.run_batch(
+        [
+            (store.find_open, ("inc", "critical", "B"), {}),
+            (store.find_open, ("inc", "critical", "A"), {}),
+        ]
+    )
     assert [result.id for result, _ in outcomes] == [b.id, old.id]

@@ -34,8 +34,10 @@ POLICY = {
     "name": "payments-critical",
     "description": "Page the data team, then on-call, then the head of data",
     "levels": [
-        {"level": 1, "targets": [{"type": "user", "identifier": "data-lead"},
-                                 {"type": "channel", "identifier": "#data-alerts"}]},
+        {
+            "level": 1,
+            "targets": [{"type": "user", "identifier": "data-lead"}, {"type": "channel", "identifier": "#data-alerts"}],
+        },
         {"level": 2, "delay_minutes": 45, "targets": [{"type": "schedule", "identifier": "oncall-primary"}]},
         {"level": 3, "delay_minutes": 90, "targets": [{"type": "user", "identifier": "head-of-data"}]},
     ],
@@ -67,8 +69,10 @@ XSS_IMG = '<img src=x onerror="window.__xss=2">'
 
 
 def trigger(stack: AirflowStack, incident: str, **context: Any) -> dict:
-    r = stack.post(f"{API}/escalations", json={"incident_id": incident, "policy": POLICY,
-                                              "context": {"severity": "critical", **context}})
+    r = stack.post(
+        f"{API}/escalations",
+        json={"incident_id": incident, "policy": POLICY, "context": {"severity": "critical", **context}},
+    )
     assert r.status_code == 201, r.text
     return r.json()["record"]
 
@@ -104,8 +108,12 @@ class Session:
         self.errors: list[str] = []
 
     def page(self, user: str | None, color_scheme: str = "light") -> Any:
-        kwargs: dict[str, Any] = {"viewport": VIEWPORT, "color_scheme": color_scheme,
-                                  "timezone_id": "UTC", "locale": "en-US"}
+        kwargs: dict[str, Any] = {
+            "viewport": VIEWPORT,
+            "color_scheme": color_scheme,
+            "timezone_id": "UTC",
+            "locale": "en-US",
+        }
         if user in self.states:
             kwargs["storage_state"] = self.states[user]
         context = self.browser.new_context(**kwargs)
@@ -158,16 +166,37 @@ def session(browser: Any, stack: AirflowStack, failed_run: Any) -> Iterator[Sess
 def test_nav_entry_acknowledge_and_timeline(session, stack):
     # the records of the page (their Dags and tasks as a failure callback reports them)
     run = "scheduled__2026-11-27T06:00:00+00:00"
-    escalated = trigger(stack, f"{DEMO_DAG}.{DEMO_TASK}.{run}", dag_id=DEMO_DAG, run_id=run,
-                        task_id=DEMO_TASK, map_index=-1, try_number=3,
-                        exception="ValueError: 42 rows failed validation in orders_2026_11")
+    escalated = trigger(
+        stack,
+        f"{DEMO_DAG}.{DEMO_TASK}.{run}",
+        dag_id=DEMO_DAG,
+        run_id=run,
+        task_id=DEMO_TASK,
+        map_index=-1,
+        try_number=3,
+        exception="ValueError: 42 rows failed validation in orders_2026_11",
+    )
     assert stack.post(f"{API}/escalations/{escalated['id']}/escalate", json={}).status_code == 200
-    target = trigger(stack, f"billing_daily.export_invoices.{run}", dag_id="billing_daily", run_id=run,
-                     task_id="export_invoices", map_index=-1, try_number=1,
-                     exception="ConnectionError: SFTP host billing-export refused the connection")
-    trigger(stack, f"customer_sync.fetch_crm.{run}", dag_id="customer_sync", run_id=run,
-            task_id="fetch_crm", map_index=4, try_number=2,
-            exception="TimeoutError: CRM API did not answer within 300 s")
+    target = trigger(
+        stack,
+        f"billing_daily.export_invoices.{run}",
+        dag_id="billing_daily",
+        run_id=run,
+        task_id="export_invoices",
+        map_index=-1,
+        try_number=1,
+        exception="ConnectionError: SFTP host billing-export refused the connection",
+    )
+    trigger(
+        stack,
+        f"customer_sync.fetch_crm.{run}",
+        dag_id="customer_sync",
+        run_id=run,
+        task_id="fetch_crm",
+        map_index=4,
+        try_number=2,
+        exception="TimeoutError: CRM API did not answer within 300 s",
+    )
 
     page = session.page("admin")  # logs in through Airflow's login page
     nav = page.get_by_test_id("nav-sidebar").get_by_role("link", name="Escalations")
@@ -181,8 +210,10 @@ def test_nav_entry_acknowledge_and_timeline(session, stack):
     rows = frame.locator("[data-testid=row]")
     row = frame.locator(f'[data-testid=row][data-record-id="{target["id"]}"]')
     row.wait_for()
-    page.wait_for_function("n => document.querySelector('iframe').contentDocument"
-                           ".querySelectorAll('[data-testid=row]').length === n", arg=3)
+    page.wait_for_function(
+        "n => document.querySelector('iframe').contentDocument.querySelectorAll('[data-testid=row]').length === n",
+        arg=3,
+    )
     # active first: the escalated one (level 2) and the others, then acknowledged ones
     assert rows.count() == 3
     assert frame.locator(f'[data-testid=row][data-record-id="{escalated["id"]}"] td.level').inner_text() == "L2"
@@ -199,7 +230,8 @@ def test_nav_entry_acknowledge_and_timeline(session, stack):
     page.wait_for_function(
         "id => { const rows = document.querySelector('iframe').contentDocument"
         ".querySelectorAll('[data-testid=row]'); return rows[rows.length - 1].dataset.recordId === id; }",
-        arg=target["id"])
+        arg=target["id"],
+    )
     assert row.get_by_role("button", name="Acknowledge").is_disabled()
     inner.evaluate("document.getElementById('toasts').replaceChildren()")
     screenshot(page, "escalations-page", doc=True)
@@ -219,7 +251,7 @@ def test_nav_entry_acknowledge_and_timeline(session, stack):
     before = events.count()
     frame.locator("[data-testid=acknowledge-button]").click()
     frame.locator('.record-head [data-testid=state]:text-is("acknowledged")').wait_for()
-    frame.locator('[data-testid=event][data-event=acknowledge]').wait_for()
+    frame.locator("[data-testid=event][data-event=acknowledge]").wait_for()
     assert events.count() == before + 1
     assert events.last.locator(".what").inner_text() == "Acknowledged by admin"
     assert inner.evaluate("window.__noReload") == "kept"
@@ -266,15 +298,24 @@ def test_viewer_sees_no_working_buttons(session, stack):
     status = inner.evaluate(
         """id => fetch('/escalation/api/v1/escalations/' + id + '/acknowledge',
                {method: 'POST', credentials: 'same-origin', headers: {'Content-Type': 'application/json'},
-                body: '{}'}).then(r => r.status)""", rec["id"])
+                body: '{}'}).then(r => r.status)""",
+        rec["id"],
+    )
     assert status == 403
     assert record(stack, rec["id"])["state"] == "active"
     stack.post(f"{API}/escalations/{rec['id']}/cancel", json={"reason": "test done"})
 
 
 def test_xss_payload_in_the_context_stays_inert(session, stack):
-    rec = trigger(stack, f"xss {XSS_IMG}", dag_id=XSS_SCRIPT, task_id=XSS_IMG, run_id="r<svg onload=alert(1)>",
-                  exception=f"ValueError: {XSS_SCRIPT} {XSS_IMG}", log_url="javascript:window.__xss=5")
+    rec = trigger(
+        stack,
+        f"xss {XSS_IMG}",
+        dag_id=XSS_SCRIPT,
+        task_id=XSS_IMG,
+        run_id="r<svg onload=alert(1)>",
+        exception=f"ValueError: {XSS_SCRIPT} {XSS_IMG}",
+        log_url="javascript:window.__xss=5",
+    )
     page = session.page("admin")
     console: list[str] = []
     page.on("console", lambda m: console.append(m.text))
@@ -334,8 +375,8 @@ def test_one_click_link_through_the_login(session, stack):
     page.get_by_role("link", name="Open in Airflow").click()
     page.wait_for_url(re.compile(r"/plugin/escalations/escalation/ui/records/" + rec["id"]))
     frame = page.frame_locator('iframe[title="Escalations"]')
-    frame.locator('[data-testid=event][data-event=acknowledge]').wait_for()
-    assert "via one-click link" in frame.locator('[data-testid=event][data-event=acknowledge]').inner_text()
+    frame.locator("[data-testid=event][data-event=acknowledge]").wait_for()
+    assert "via one-click link" in frame.locator("[data-testid=event][data-event=acknowledge]").inner_text()
     # the same link again: refused
     page.goto(url)
     assert page.locator("h1").inner_text() == "This link was already used"
@@ -346,9 +387,16 @@ def test_task_instance_tab(session, stack, failed_run):
     run = failed_run()
     run_id = run["dag_run_id"]
     assert run["state"] == "failed"
-    rec = trigger(stack, f"{DEMO_DAG}.{DEMO_TASK}.{run_id}", dag_id=DEMO_DAG, run_id=run_id,
-                  task_id=DEMO_TASK, map_index=-1, try_number=1,
-                  exception="ValueError: 42 rows failed validation in orders_2026_11")
+    rec = trigger(
+        stack,
+        f"{DEMO_DAG}.{DEMO_TASK}.{run_id}",
+        dag_id=DEMO_DAG,
+        run_id=run_id,
+        task_id=DEMO_TASK,
+        map_index=-1,
+        try_number=1,
+        exception="ValueError: 42 rows failed validation in orders_2026_11",
+    )
     # the same task in another run: not on this task instance's tab
     trigger(stack, f"{DEMO_DAG}.{DEMO_TASK}.other", dag_id=DEMO_DAG, run_id="other-run", task_id=DEMO_TASK)
     page = session.page("admin")
@@ -367,7 +415,7 @@ def test_task_instance_tab(session, stack, failed_run):
     screenshot(page, "task-instance-tab", doc=True)
     frame.locator("[data-testid=acknowledge-button]").click()
     frame.locator('[data-testid=state]:text-is("acknowledged")').first.wait_for()
-    frame.locator('[data-testid=event][data-event=acknowledge]').wait_for()
+    frame.locator("[data-testid=event][data-event=acknowledge]").wait_for()
     assert record(stack, rec["id"])["acknowledged_by"] == "admin"
     # the Dag-run tab: this run's escalations only
     page.goto(f"{stack.base}/dags/{DEMO_DAG}/runs/{quote(run_id, safe='')}")
@@ -381,7 +429,10 @@ def test_task_instance_tab(session, stack, failed_run):
 def test_no_console_errors_from_our_pages(session):
     """Checked by the session fixture at teardown (JavaScript errors); here: the static files
     answered with the right types (a wrong one is refused under nosniff)."""
-    for name, kind in (("escalation.js", "text/javascript"), ("escalation.css", "text/css"),
-                       ("theme.js", "text/javascript")):
+    for name, kind in (
+        ("escalation.js", "text/javascript"),
+        ("escalation.css", "text/css"),
+        ("theme.js", "text/javascript"),
+    ):
         r = httpx.get(f"{session.stack.base}/escalation/ui/static/{name}", timeout=30)
         assert r.status_code == 200 and r.headers["content-type"].startswith(kind)

@@ -14,8 +14,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "browser.sh"
 
 def run(**env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if k not in ("CI", "ESCALATION_TEST_CHROMIUM")}
-    return subprocess.run(["bash", str(SCRIPT)], env={**environ, **env}, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(["bash", str(SCRIPT)], env={**environ, **env}, capture_output=True, text=True, timeout=60)
 
 
 def test_a_present_browser_needs_nothing(tmp_path):

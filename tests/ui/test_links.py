@@ -54,25 +54,31 @@ def test_token_expires():
         links.verify_action_token(token, secret=SECRET, now=NOW + timedelta(seconds=60))
     assert info.value.status == 410
     # a token made long ago with the default clock is expired too
-    old = links.make_action_token("rec-1", "resolve", secret=SECRET, ttl_seconds=60,
-                                  now=datetime.now(timezone.utc) - timedelta(hours=1))
+    old = links.make_action_token(
+        "rec-1", "resolve", secret=SECRET, ttl_seconds=60, now=datetime.now(timezone.utc) - timedelta(hours=1)
+    )
     with pytest.raises(links.ExpiredActionLink):
         links.verify_action_token(old, secret=SECRET)
 
 
-@pytest.mark.parametrize("mutate", [
-    pytest.param(lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"), id="signature"),
-    pytest.param(lambda t: _repack(t, r="rec-2"), id="record-swapped"),
-    pytest.param(lambda t: _repack(t, a="res"), id="action-swapped"),
-    pytest.param(lambda t: _repack(t, e=_payload(t)["e"] + 86400 * 365), id="expiry-extended"),
-    pytest.param(lambda t: t.split(".")[0], id="no-signature"),
-    pytest.param(lambda t: t[:20], id="truncated"),
-    pytest.param(lambda t: t + "." + t, id="extra-part"),
-    pytest.param(lambda t: "<script>alert(1)</script>", id="garbage"),
-    pytest.param(lambda t: "a" * 2000 + ".b", id="too-long"),
-    pytest.param(lambda t: links.make_action_token("rec-1", "acknowledge", secret="another-secret", now=NOW),
-                 id="other-secret"),
-])
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        pytest.param(lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"), id="signature"),
+        pytest.param(lambda t: _repack(t, r="rec-2"), id="record-swapped"),
+        pytest.param(lambda t: _repack(t, a="res"), id="action-swapped"),
+        pytest.param(lambda t: _repack(t, e=_payload(t)["e"] + 86400 * 365), id="expiry-extended"),
+        pytest.param(lambda t: t.split(".")[0], id="no-signature"),
+        pytest.param(lambda t: t[:20], id="truncated"),
+        pytest.param(lambda t: t + "." + t, id="extra-part"),
+        pytest.param(lambda t: "<script>alert(1)</script>", id="garbage"),
+        pytest.param(lambda t: "a" * 2000 + ".b", id="too-long"),
+        pytest.param(
+            lambda t: links.make_action_token("rec-1", "acknowledge", secret="another-secret", now=NOW),
+            id="other-secret",
+        ),
+    ],
+)
 def test_tampered_tokens_are_invalid(mutate):
     token = links.make_action_token("rec-1", "acknowledge", secret=SECRET, now=NOW)
     with pytest.raises(links.InvalidActionLink) as info:
@@ -102,14 +108,17 @@ def test_the_signing_key_has_its_own_purpose():
     assert plain.rstrip(b"=").decode() != signature
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"action": "cancel"}, "action"),
-    ({"record_id": ""}, "record_id"),
-    ({"ttl_seconds": 0}, "ttl_seconds"),
-    ({"ttl_seconds": -5}, "ttl_seconds"),
-    ({"now": datetime(2026, 1, 1)}, "timezone-aware"),
-    ({"record_id": "x" * 900}, "too long"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"action": "cancel"}, "action"),
+        ({"record_id": ""}, "record_id"),
+        ({"ttl_seconds": 0}, "ttl_seconds"),
+        ({"ttl_seconds": -5}, "ttl_seconds"),
+        ({"now": datetime(2026, 1, 1)}, "timezone-aware"),
+        ({"record_id": "x" * 900}, "too long"),
+    ],
+)
 def test_make_action_token_refuses_bad_input(kwargs, message):
     args = {"record_id": "rec-1", "action": "acknowledge", **kwargs}
     with pytest.raises(ValueError, match=message):
@@ -146,10 +155,13 @@ def test_default_link_secret():
 
 
 def test_is_used_reads_the_history_note():
-    claims = links.verify_action_token(links.make_action_token("r", "acknowledge", secret=SECRET, now=NOW),
-                                       secret=SECRET, now=NOW)
-    history = [{"event": "triggered", "details": {"severity": "high"}},
-               {"event": "acknowledge", "actor": "ann", "details": {"note": links.action_note(claims)}}]
+    claims = links.verify_action_token(
+        links.make_action_token("r", "acknowledge", secret=SECRET, now=NOW), secret=SECRET, now=NOW
+    )
+    history = [
+        {"event": "triggered", "details": {"severity": "high"}},
+        {"event": "acknowledge", "actor": "ann", "details": {"note": links.action_note(claims)}},
+    ]
     assert links.is_used(history, claims.jti)["actor"] == "ann"
     assert links.is_used(history[:1], claims.jti) is None
     assert links.is_used([{"event": "x", "details": "not a mapping"}, "junk"], claims.jti) is None
@@ -203,8 +215,12 @@ def test_link_expired_is_410(svc):
 def test_link_tampered_is_400(svc):
     rec, other = svc.trigger("inc-1"), svc.trigger("inc-2")
     token = svc.token(rec["id"])
-    for bad in (token[:-3] + "AAA", _repack(token, r=other["id"]), "not-a-token",
-                links.make_action_token(rec["id"], "acknowledge", secret="someone-elses")):
+    for bad in (
+        token[:-3] + "AAA",
+        _repack(token, r=other["id"]),
+        "not-a-token",
+        links.make_action_token(rec["id"], "acknowledge", secret="someone-elses"),
+    ):
         page = svc.open(bad)
         assert page.status_code == 400 and _title(page) == "This link is not valid", bad
         post = svc.confirm(bad, form={"record_id": other["id"], "action": "acknowledge"})
@@ -233,8 +249,7 @@ def test_link_replayed_after_the_record_reopened(svc):
     token = svc.token(rec["id"])
     assert svc.confirm(token).status_code == 200
     # someone escalates the acknowledged record again (force): it is open to acknowledging...
-    r = svc.client.post(f"{API}/escalations/{rec['id']}/escalate", json={"force": True},
-                        headers=svc.headers("admin"))
+    r = svc.client.post(f"{API}/escalations/{rec['id']}/escalate", json={"force": True}, headers=svc.headers("admin"))
     assert r.status_code == 200, r.text
     assert svc.record(rec["id"])["state"] in ("active", "escalating")
     # ... but not through the link already used
@@ -296,7 +311,9 @@ def test_link_pages_escape_the_context(svc):
     assert "&lt;script&gt;window.__xss=1&lt;/script&gt;" in page.text
     assert "&lt;img src=x onerror=alert(1)&gt;" in page.text
     # the only scripts are the page's own files
-    assert re.findall(r"<script[^>]*>", page.text) == [re.search(r'<script src="[^"]+theme\.js[^"]*">', page.text).group(0)]
+    assert re.findall(r"<script[^>]*>", page.text) == [
+        re.search(r'<script src="[^"]+theme\.js[^"]*">', page.text).group(0)
+    ]
 
 
 def test_link_pages_headers(svc):
@@ -332,9 +349,12 @@ def test_concurrent_uses_of_one_link_act_once(svc):
     async def race() -> list[int]:
         transport = httpx.ASGITransport(app=svc.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            answers = await _gather(*[
-                client.post(f"/act/{token}", data=form, headers={"x-test-user": "admin", "origin": ORIGIN})
-                for _ in range(5)])
+            answers = await _gather(
+                *[
+                    client.post(f"/act/{token}", data=form, headers={"x-test-user": "admin", "origin": ORIGIN})
+                    for _ in range(5)
+                ]
+            )
         return sorted(a.status_code for a in answers)
 
     codes = svc.client.portal.call(race)  # in the app's own event loop
@@ -351,7 +371,10 @@ async def _gather(*aws: Any) -> list[Any]:
 
 def test_links_unconfigured_is_503(svc, monkeypatch):
     svc.app.state.link_secret = None
-    monkeypatch.setattr(links, "default_link_secret",
-                        lambda conf=None: (_ for _ in ()).throw(links.ActionLinkConfigError("set jwt_secret")))
+    monkeypatch.setattr(
+        links,
+        "default_link_secret",
+        lambda conf=None: (_ for _ in ()).throw(links.ActionLinkConfigError("set jwt_secret")),
+    )
     page = svc.open("abc.def")
     assert page.status_code == 503 and "set jwt_secret" in page.text

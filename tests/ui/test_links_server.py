@@ -18,15 +18,20 @@ from airflow_stack import API, JWT_SECRET, AirflowStack
 
 pytestmark = pytest.mark.slow
 
-POLICY = {"name": "links-test", "levels": [
-    {"level": 1, "targets": [{"type": "user", "identifier": "lead"}]},
-    {"level": 2, "delay_minutes": 120, "targets": [{"type": "user", "identifier": "manager"}]},
-]}
+POLICY = {
+    "name": "links-test",
+    "levels": [
+        {"level": 1, "targets": [{"type": "user", "identifier": "lead"}]},
+        {"level": 2, "delay_minutes": 120, "targets": [{"type": "user", "identifier": "manager"}]},
+    ],
+}
 
 
 def _trigger(stack: AirflowStack, incident: str, **context: Any) -> str:
-    r = stack.post(f"{API}/escalations", json={"incident_id": incident, "policy": POLICY,
-                                              "context": {"dag_id": "links_dag", **context}})
+    r = stack.post(
+        f"{API}/escalations",
+        json={"incident_id": incident, "policy": POLICY, "context": {"dag_id": "links_dag", **context}},
+    )
     assert r.status_code == 201, r.text
     return r.json()["record"]["id"]
 
@@ -36,8 +41,13 @@ def _browser(stack: AirflowStack, user: str | None) -> httpx.Client:
     cookies = {"_token": stack.token(user)} if user else {}
     # a browser on Airflow's pages sends their Origin with every POST
     # and asks for HTML when it opens a page (which is what earns the login redirect)
-    return httpx.Client(base_url=stack.base, cookies=cookies, timeout=30, follow_redirects=False,
-                        headers={"origin": stack.base, "accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    return httpx.Client(
+        base_url=stack.base,
+        cookies=cookies,
+        timeout=30,
+        follow_redirects=False,
+        headers={"origin": stack.base, "accept": "text/html,application/xhtml+xml,*/*;q=0.8"},
+    )
 
 
 def _form(token: str) -> dict[str, str]:
@@ -54,7 +64,7 @@ def test_link_valid_once_through_airflows_session(stack):
     token = make_action_token(rid, "acknowledge", secret=JWT_SECRET)
     url = action_url(stack.base, token)
     assert url == f"{stack.base}/escalation/act/{token}"
-    path = url[len(stack.base):]
+    path = url[len(stack.base) :]
 
     with _browser(stack, None) as anonymous:
         login = anonymous.get(path)
@@ -90,8 +100,9 @@ def test_link_valid_once_through_airflows_session(stack):
 def test_link_expired_tampered_and_wrong_record(stack):
     rid, other = _trigger(stack, "link-bad-1"), _trigger(stack, "link-bad-2")
     with _browser(stack, "admin") as admin:
-        old = make_action_token(rid, "resolve", secret=JWT_SECRET, ttl_seconds=60,
-                                now=datetime.now(timezone.utc) - timedelta(hours=2))
+        old = make_action_token(
+            rid, "resolve", secret=JWT_SECRET, ttl_seconds=60, now=datetime.now(timezone.utc) - timedelta(hours=2)
+        )
         assert admin.get(f"/escalation/act/{old}").status_code == 410
         assert admin.post(f"/escalation/act/{old}", data={"record_id": rid, "action": "resolve"}).status_code == 410
 
@@ -125,7 +136,10 @@ def test_me_and_cookie_authenticated_actions(stack):
         assert r.status_code == 403 and r.json() == {"detail": "Forbidden"}
     with _browser(stack, "admin") as admin:
         assert admin.get(f"{API}/me?dag_id=links_dag").json() == {
-            "username": "admin", "can_act": True, "dag_id": "links_dag"}
+            "username": "admin",
+            "can_act": True,
+            "dag_id": "links_dag",
+        }
         r = admin.post(f"{API}/escalations/{rid}/acknowledge", json={})
         assert r.status_code == 200 and r.json()["record"]["acknowledged_by"] == "admin"
         assert admin.post(f"{API}/escalations/{rid}/resolve", json={}).status_code == 200

@@ -31,8 +31,9 @@ def test_pages_are_shells_with_a_strict_policy(svc, path):
 
 
 def test_task_page_scope_ignores_untemplated_placeholders(svc):
-    page = svc.client.get("/ui/ti?dag_id=etl&run_id={RUN_ID}&task_id=load&map_index={MAP_INDEX}",
-                          headers=svc.headers("admin"))
+    page = svc.client.get(
+        "/ui/ti?dag_id=etl&run_id={RUN_ID}&task_id=load&map_index={MAP_INDEX}", headers=svc.headers("admin")
+    )
     assert page.status_code == 200
     assert 'data-dag-id="etl"' in page.text and 'data-task-id="load"' in page.text
     assert 'data-run-id=""' in page.text and 'data-map-index=""' in page.text
@@ -66,8 +67,16 @@ def test_script_never_writes_markup_from_data():
     # everything from an escalation is set with textContent / attributes; these APIs would parse
     # strings as HTML
     source = (STATIC / "escalation.js").read_text() + (STATIC / "theme.js").read_text()
-    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
-                 "new Function", "setTimeout(\"", "javascript:"):
+    for sink in (
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "new Function",
+        'setTimeout("',
+        "javascript:",
+    ):
         assert sink not in source, sink
 
 
@@ -87,8 +96,11 @@ def test_external_views_pass_airflows_validation():
 
     views = [ExternalViewResponse.model_validate(v) for v in EscalationPlugin.external_views]
     assert [(v.destination, v.url_route) for v in views] == [
-        ("nav", "escalations"), ("task_instance", "escalation-ti"), ("task", "escalation-task"),
-        ("dag_run", "escalation-run")]
+        ("nav", "escalations"),
+        ("task_instance", "escalation-ti"),
+        ("task", "escalation-task"),
+        ("dag_run", "escalation-run"),
+    ]
     assert views[0].nav_top_level is True and views[0].name == "Escalations"
     ti = views[1].href
     for placeholder in ("{DAG_ID}", "{RUN_ID}", "{TASK_ID}", "{MAP_INDEX}"):

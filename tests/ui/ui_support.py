@@ -23,25 +23,34 @@ REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "ui"
 DOC_IMAGES = REPO / "docs" / "images"
 CHROMIUM = os.environ.get("ESCALATION_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-dev-shm-usage",
+]
 
 SECRET = "link-tests-secret-0123456789"
 #: Airflow's public URL in-process ([escalation] base_url): the origin the link form must come from
 ORIGIN = "http://testserver"
 API = "/api/v1"
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=timezone.utc)
-POLICY = {"name": "ops", "levels": [
-    {"level": 1, "targets": [{"type": "user", "identifier": "lead"}]},
-    {"level": 2, "delay_minutes": 60, "targets": [{"type": "user", "identifier": "manager"}]},
-]}
+POLICY = {
+    "name": "ops",
+    "levels": [
+        {"level": 1, "targets": [{"type": "user", "identifier": "lead"}]},
+        {"level": 2, "delay_minutes": 60, "targets": [{"type": "user", "identifier": "manager"}]},
+    ],
+}
 
 
 def unavailable(reason: str) -> None:
     """Skip, or fail under CI=true (CI must not pass by skipping)."""
     if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: browser tests must run; install Debian's chromium, "
-                    "see .ci/run)", pytrace=False)
+        pytest.fail(
+            f"{reason} (CI=true: browser tests must run; install Debian's chromium, see .ci/run)", pytrace=False
+        )
     pytest.skip(reason)
 
 
@@ -115,9 +124,11 @@ class Service:
         return {"x-test-user": user} if user else {}
 
     def trigger(self, incident: str = "inc-1", **context: Any) -> dict:
-        r = self.client.post(f"{API}/escalations", headers=self.headers("admin"),
-                             json={"incident_id": incident, "policy": POLICY,
-                                   "context": {"dag_id": "etl", **context}})
+        r = self.client.post(
+            f"{API}/escalations",
+            headers=self.headers("admin"),
+            json={"incident_id": incident, "policy": POLICY, "context": {"dag_id": "etl", **context}},
+        )
         assert r.status_code == 201, r.text
         return r.json()["record"]
 
@@ -132,17 +143,21 @@ class Service:
     def open(self, token: str, user: str | None = "admin") -> httpx.Response:
         return self.client.get(f"/act/{token}", headers=self.headers(user), follow_redirects=False)
 
-    def confirm(self, token: str, user: str | None = "admin", form: dict | None = None,
-                **headers: str) -> httpx.Response:
+    def confirm(
+        self, token: str, user: str | None = "admin", form: dict | None = None, **headers: str
+    ) -> httpx.Response:
         """POST the confirmation form as a browser on Airflow's origin does (``origin=`` changes it,
         ``origin=None`` leaves the header out)."""
         if form is None:
             claims = links.verify_action_token(token, secret=SECRET)
             form = {"record_id": claims.record_id, "action": claims.action}
         sent = {"origin": ORIGIN, **headers}
-        return self.client.post(f"/act/{token}", data=form,
-                                headers={**self.headers(user), **{k: v for k, v in sent.items() if v is not None}},
-                                follow_redirects=False)
+        return self.client.post(
+            f"/act/{token}",
+            data=form,
+            headers={**self.headers(user), **{k: v for k, v in sent.items() if v is not None}},
+            follow_redirects=False,
+        )
 
 
 def make_service(monkeypatch: Any) -> Any:
@@ -162,10 +177,12 @@ def make_service(monkeypatch: Any) -> Any:
     monkeypatch.setattr(auth, "authorize_write", _fake_authorize_write)
     monkeypatch.setattr(auth, "may_edit", _fake_may_edit)
     monkeypatch.setattr(auth, "read_scope", _fake_read_scope)
-    engine = EscalationEngine(EscalationEngineConfig(
-        store=InMemoryEscalationStore(),
-        scheduler_config=SchedulerConfig(scheduler_type="asyncio", check_interval_seconds=3600),
-    ))
+    engine = EscalationEngine(
+        EscalationEngineConfig(
+            store=InMemoryEscalationStore(),
+            scheduler_config=SchedulerConfig(scheduler_type="asyncio", check_interval_seconds=3600),
+        )
+    )
     app = create_app(engine=engine, policy_config=EscalationPolicyConfig())
     app.state.link_secret = SECRET
     app.dependency_overrides[real_read] = _fake_read_dep

@@ -60,12 +60,17 @@ def upgrade():
         sa.Column("dag_id", sa.String(NAME)),
     )
     is_open = sa.text("open_key IS NOT NULL")
-    op.create_index("ix_escalation_record_due", "escalation_record", ["next_escalation_at", "open_key"],
-                    postgresql_where=is_open, sqlite_where=is_open)
-    op.create_index("ix_escalation_record_active", "escalation_record",
-                    ["state", "policy_name", "current_level", "created_at"])
-    op.create_index("ix_escalation_record_incident", "escalation_record",
-                    ["incident_id", "policy_name", "closed_at"])
+    op.create_index(
+        "ix_escalation_record_due",
+        "escalation_record",
+        ["next_escalation_at", "open_key"],
+        postgresql_where=is_open,
+        sqlite_where=is_open,
+    )
+    op.create_index(
+        "ix_escalation_record_active", "escalation_record", ["state", "policy_name", "current_level", "created_at"]
+    )
+    op.create_index("ix_escalation_record_incident", "escalation_record", ["incident_id", "policy_name", "closed_at"])
     op.create_index("ix_escalation_record_closed", "escalation_record", ["closed_at"])
     op.create_index("ix_escalation_record_created", "escalation_record", ["created_at", "id"])
     op.create_index("ix_escalation_record_dag", "escalation_record", ["dag_id", "created_at"])
@@ -98,8 +103,7 @@ def upgrade():
         sa.Column("last_error", sa.Text),
     )
     op.create_index("ix_escalation_delivery_record", "escalation_delivery", ["record_id", "seq"], unique=True)
-    op.create_index("ix_escalation_delivery_due", "escalation_delivery",
-                    ["state", "next_attempt_at", "created_at"])
+    op.create_index("ix_escalation_delivery_due", "escalation_delivery", ["state", "next_attempt_at", "created_at"])
     op.create_index("ix_escalation_delivery_outcome", "escalation_delivery", ["state", "target_key"])
 
 

@@ -37,8 +37,7 @@ _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 _ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
     **_AUTH_RESPONSES,
-    404: {"model": ErrorResult, "description": "no such escalation, or one of a Dag the caller "
-                                               "may not read"},
+    404: {"model": ErrorResult, "description": "no such escalation, or one of a Dag the caller may not read"},
     409: {"model": ErrorResult, "description": "illegal transition (e.g. already resolved)"},
 }
 
@@ -69,8 +68,7 @@ def _answer(result: EscalationResult, success_status: int = 200) -> Any:
 
 
 def _not_found(record_id: str, action: str) -> EscalationResult:
-    return EscalationResult.failure_result(None, action, f"escalation {record_id!r} not found",
-                                           code="not_found")
+    return EscalationResult.failure_result(None, action, f"escalation {record_id!r} not found", code="not_found")
 
 
 def _invalid(action: str, message: str) -> EscalationResult:
@@ -90,9 +88,12 @@ async def _active_count(engine: EscalationEngine) -> int:
     response_model=Result,
     responses={
         **_AUTH_RESPONSES,
-        200: {"model": Result, "description": "joined the incident's open escalation "
-              "(action trigger_existing), or refused by a policy gate (success false, code "
-              "filtered, suppressed or capacity)"},
+        200: {
+            "model": Result,
+            "description": "joined the incident's open escalation "
+            "(action trigger_existing), or refused by a policy gate (success false, code "
+            "filtered, suppressed or capacity)",
+        },
         404: {"model": ErrorResult, "description": "unknown policy_name (or no policy registered)"},
         409: {"model": ErrorResult, "description": "too many concurrent writers; retry"},
         422: {"description": "invalid body or inline policy"},
@@ -107,9 +108,14 @@ async def trigger(
 ) -> Any:
     cfg = service.policy_config
     if not cfg.global_enabled:
-        return _answer(EscalationResult.failure_result(
-            None, "trigger", "escalation is disabled globally (global_enabled: false in the policies file)",
-            code="filtered"))
+        return _answer(
+            EscalationResult.failure_result(
+                None,
+                "trigger",
+                "escalation is disabled globally (global_enabled: false in the policies file)",
+                code="filtered",
+            )
+        )
     inline = None
     if request_body.policy is not None:
         try:
@@ -122,13 +128,18 @@ async def trigger(
         name = cfg.default_policy
     if inline is None and cfg.max_concurrent_escalations:
         if await _active_count(engine) >= cfg.max_concurrent_escalations:
-            open_one = await run_store(engine, engine.store.find_open, request_body.incident_id, name or "",
-                                       dag_id_of(request_body.context))
+            open_one = await run_store(
+                engine, engine.store.find_open, request_body.incident_id, name or "", dag_id_of(request_body.context)
+            )
             if open_one is None:
-                return _answer(EscalationResult.failure_result(
-                    None, "trigger",
-                    f"max_concurrent_escalations ({cfg.max_concurrent_escalations}) reached",
-                    code="capacity"))
+                return _answer(
+                    EscalationResult.failure_result(
+                        None,
+                        "trigger",
+                        f"max_concurrent_escalations ({cfg.max_concurrent_escalations}) reached",
+                        code="capacity",
+                    )
+                )
     try:
         result = await engine.trigger(
             request_body.incident_id,
@@ -147,20 +158,26 @@ async def trigger(
 # ---------------------------------------------------------------------------------- reads
 
 
-@router.get("", response_model=EscalationList,
-            responses={**_AUTH_RESPONSES, 501: {"model": Detail, "description": "the store cannot list"}},
-            summary="List escalations, newest first")
+@router.get(
+    "",
+    response_model=EscalationList,
+    responses={**_AUTH_RESPONSES, 501: {"model": Detail, "description": "the store cannot list"}},
+    summary="List escalations, newest first",
+)
 async def list_escalations(
     state: Optional[list[EscalationState]] = Query(None, description="repeatable"),
     policy: Optional[str] = Query(None, max_length=MAX_NAME, description="policy name"),
     incident: Optional[str] = Query(None, max_length=MAX_NAME, description="incident id"),
-    dag_id: Optional[str] = Query(None, max_length=MAX_NAME, description="matches context.dag_id "
-                                  "(only Dags the caller may read are ever listed)"),
-    active: Optional[bool] = Query(None, description="true: pending, active or escalating; "
-                                                     "false: every other state"),
-    ids: Optional[list[str]] = Query(None, description="record ids, comma-separated and/or repeated "
-                                     f"(at most {MAX_IDS}): only these records, combined with the other "
-                                     "filters; unknown ids are left out"),
+    dag_id: Optional[str] = Query(
+        None, max_length=MAX_NAME, description="matches context.dag_id (only Dags the caller may read are ever listed)"
+    ),
+    active: Optional[bool] = Query(None, description="true: pending, active or escalating; false: every other state"),
+    ids: Optional[list[str]] = Query(
+        None,
+        description="record ids, comma-separated and/or repeated "
+        f"(at most {MAX_IDS}): only these records, combined with the other "
+        "filters; unknown ids are left out",
+    ),
     limit: int = Query(50, ge=1, le=bounds.MAX_LIST_LIMIT),
     offset: int = Query(0, ge=0, le=bounds.MAX_LIST_OFFSET),
     engine: EscalationEngine = Depends(get_engine),
@@ -176,30 +193,39 @@ async def list_escalations(
     if ids is not None:
         wanted_ids = list(dict.fromkeys(i.strip() for part in ids for i in part.split(",") if i.strip()))
         if len(wanted_ids) > MAX_IDS:
-            return JSONResponse({"detail": f"ids: at most {MAX_IDS} ids per request, got {len(wanted_ids)}"},
-                                status_code=422)
+            return JSONResponse(
+                {"detail": f"ids: at most {MAX_IDS} ids per request, got {len(wanted_ids)}"}, status_code=422
+            )
         records = await run_store(engine, _get_many, engine.store, wanted_ids)
-        records = [r for r in records if scope.allows(r.dag_id)
-                   and (states is None or getattr(r.state, "value", r.state) in states)
-                   and (policy is None or r.policy_name == policy)
-                   and (incident is None or r.incident_id == incident)
-                   and (dag_id is None or r.dag_id == dag_id)]
+        records = [
+            r
+            for r in records
+            if scope.allows(r.dag_id)
+            and (states is None or getattr(r.state, "value", r.state) in states)
+            and (policy is None or r.policy_name == policy)
+            and (incident is None or r.incident_id == incident)
+            and (dag_id is None or r.dag_id == dag_id)
+        ]
         records.sort(key=lambda r: r.created_at, reverse=True)
-        page = records[offset:offset + limit]
-        return EscalationList(escalations=[Record.from_core(r) for r in page], total=len(records),
-                              limit=limit, offset=offset)
+        page = records[offset : offset + limit]
+        return EscalationList(
+            escalations=[Record.from_core(r) for r in page], total=len(records), limit=limit, offset=offset
+        )
     try:
         records, total = await run_store(
-            engine, engine.store.list_records,
+            engine,
+            engine.store.list_records,
             states=sorted(states) if states is not None else None,
-            policy_name=policy, incident_id=incident, dag_id=dag_id, dag_ids=scope.store_filter,
-            limit=limit, offset=offset,
+            policy_name=policy,
+            incident_id=incident,
+            dag_id=dag_id,
+            dag_ids=scope.store_filter,
+            limit=limit,
+            offset=offset,
         )
     except NotImplementedError as exc:
-        return JSONResponse({"detail": f"the {engine.store.name} store cannot list records: {exc}"},
-                            status_code=501)
-    return EscalationList(escalations=[Record.from_core(r) for r in records], total=total,
-                          limit=limit, offset=offset)
+        return JSONResponse({"detail": f"the {engine.store.name} store cannot list records: {exc}"}, status_code=501)
+    return EscalationList(escalations=[Record.from_core(r) for r in records], total=total, limit=limit, offset=offset)
 
 
 def _get_many(store: Any, record_ids: list[str]) -> list[Any]:
@@ -211,13 +237,18 @@ def _get_many(store: Any, record_ids: list[str]) -> list[Any]:
     return found
 
 
-@router.get("/{record_id}", response_model=RecordDetail,
-            responses={**_AUTH_RESPONSES, 404: {"model": Detail, "description": "no such escalation, "
-                                                "or one of a Dag the caller may not read"}},
-            summary="One escalation with its history and deliveries")
-async def get_escalation(record_id: str = RecordId,
-                         engine: EscalationEngine = Depends(get_engine),
-                         scope: DagScope = Depends(read_scope)) -> Any:
+@router.get(
+    "/{record_id}",
+    response_model=RecordDetail,
+    responses={
+        **_AUTH_RESPONSES,
+        404: {"model": Detail, "description": "no such escalation, or one of a Dag the caller may not read"},
+    },
+    summary="One escalation with its history and deliveries",
+)
+async def get_escalation(
+    record_id: str = RecordId, engine: EscalationEngine = Depends(get_engine), scope: DagScope = Depends(read_scope)
+) -> Any:
     record = None
     if len(record_id) <= MAX_RECORD_ID:
         record = await run_store(engine, engine.store.get, record_id)
@@ -237,37 +268,64 @@ async def _act(record_id: str, action: str, call: Callable[[], Awaitable[Escalat
     return _answer(await call())
 
 
-@router.post("/{record_id}/acknowledge", response_model=Result, responses=_ACTION_RESPONSES,
-             summary="Acknowledge: stop the climb (unless the policy escalates until resolved)")
-async def acknowledge(record_id: str = RecordId, body: Optional[NoteRequest] = Body(None),
-                      user: Any = Depends(require_write),
-                      engine: EscalationEngine = Depends(get_engine)) -> Any:
+@router.post(
+    "/{record_id}/acknowledge",
+    response_model=Result,
+    responses=_ACTION_RESPONSES,
+    summary="Acknowledge: stop the climb (unless the policy escalates until resolved)",
+)
+async def acknowledge(
+    record_id: str = RecordId,
+    body: Optional[NoteRequest] = Body(None),
+    user: Any = Depends(require_write),
+    engine: EscalationEngine = Depends(get_engine),
+) -> Any:
     note = body.note if body else None
     return await _act(record_id, "acknowledge", lambda: engine.acknowledge(record_id, actor_name(user), note))
 
 
-@router.post("/{record_id}/resolve", response_model=Result, responses=_ACTION_RESPONSES,
-             summary="Resolve: close the escalation")
-async def resolve(record_id: str = RecordId, body: Optional[NoteRequest] = Body(None),
-                  user: Any = Depends(require_write),
-                  engine: EscalationEngine = Depends(get_engine)) -> Any:
+@router.post(
+    "/{record_id}/resolve", response_model=Result, responses=_ACTION_RESPONSES, summary="Resolve: close the escalation"
+)
+async def resolve(
+    record_id: str = RecordId,
+    body: Optional[NoteRequest] = Body(None),
+    user: Any = Depends(require_write),
+    engine: EscalationEngine = Depends(get_engine),
+) -> Any:
     note = body.note if body else None
     return await _act(record_id, "resolve", lambda: engine.resolve(record_id, actor_name(user), note))
 
 
-@router.post("/{record_id}/cancel", response_model=Result, responses=_ACTION_RESPONSES,
-             summary="Cancel: close the escalation without resolving it")
-async def cancel(record_id: str = RecordId, body: Optional[CancelRequest] = Body(None),
-                 user: Any = Depends(require_write),
-                 engine: EscalationEngine = Depends(get_engine)) -> Any:
+@router.post(
+    "/{record_id}/cancel",
+    response_model=Result,
+    responses=_ACTION_RESPONSES,
+    summary="Cancel: close the escalation without resolving it",
+)
+async def cancel(
+    record_id: str = RecordId,
+    body: Optional[CancelRequest] = Body(None),
+    user: Any = Depends(require_write),
+    engine: EscalationEngine = Depends(get_engine),
+) -> Any:
     reason = (body.reason if body else None) or ""
     return await _act(record_id, "cancel", lambda: engine.cancel(record_id, actor_name(user), reason))
 
 
-@router.post("/{record_id}/escalate", response_model=Result, responses=_ACTION_RESPONSES,
-             summary="Escalate now to the next level (force: also when acknowledged or at the top)")
-async def escalate(record_id: str = RecordId, body: Optional[EscalateRequest] = Body(None),
-                   user: Any = Depends(require_write),
-                   engine: EscalationEngine = Depends(get_engine)) -> Any:
+@router.post(
+    "/{record_id}/escalate",
+    response_model=Result,
+    responses=_ACTION_RESPONSES,
+    summary="Escalate now to the next level (force: also when acknowledged or at the top)",
+)
+async def escalate(
+    record_id: str = RecordId,
+    body: Optional[EscalateRequest] = Body(None),
+    user: Any = Depends(require_write),
+    engine: EscalationEngine = Depends(get_engine),
+) -> Any:
     force = body.force if body else False
-    return await _act(record_id, "escalate", lambda: engine.escalate(record_id, force=force, escalated_by=actor_name(user)))
+    return await _act(
+        record_id, "escalate", lambda: engine.escalate(record_id, force=force, escalated_by=actor_name(user))
+    )

@@ -29,9 +29,12 @@ async def list_policies(engine: EscalationEngine = Depends(get_engine)) -> Polic
     return PolicyList(policies=[Policy.model_validate(p.to_dict()) for p in engine.policies.values()])
 
 
-@router.get("/{name}", response_model=Policy,
-            responses={**_AUTH_RESPONSES, 404: {"model": Detail, "description": "no such policy"}},
-            summary="One registered policy")
+@router.get(
+    "/{name}",
+    response_model=Policy,
+    responses={**_AUTH_RESPONSES, 404: {"model": Detail, "description": "no such policy"}},
+    summary="One registered policy",
+)
 async def get_policy(name: str = Path(...), engine: EscalationEngine = Depends(get_engine)) -> Any:
     policy = engine.get_policy(name)
     if policy is None:
@@ -61,11 +64,19 @@ def _validate_mapping(data: Any) -> list[str]:
     return [EscalationPolicy.from_dict(data).name]
 
 
-@router.post("/validate", response_model=ValidationReport,
-             responses={**_AUTH_RESPONSES, 422: {"description": "neither or both of policy and yaml, "
-                                                 "or yaml that cannot be read (syntax, aliases, size, "
-                                                 "nesting)"}},
-             summary="Validate a policy (a mapping) or YAML text without registering anything")
+@router.post(
+    "/validate",
+    response_model=ValidationReport,
+    responses={
+        **_AUTH_RESPONSES,
+        422: {
+            "description": "neither or both of policy and yaml, "
+            "or yaml that cannot be read (syntax, aliases, size, "
+            "nesting)"
+        },
+    },
+    summary="Validate a policy (a mapping) or YAML text without registering anything",
+)
 async def validate_policies(body: ValidateRequest) -> Any:
     errors: list[str] = []
     names: list[str] = []
@@ -75,8 +86,10 @@ async def validate_policies(body: ValidateRequest) -> Any:
         except ValueError as exc:
             # unreadable text is a refused request (a 4xx, like any invalid body); a definition
             # that reads but is not a valid policy is the report's valid: false
-            return JSONResponse(status_code=422, content={"detail": [
-                {"type": "value_error", "loc": ["body", "yaml"], "msg": bounds.truncate(exc)}]})
+            return JSONResponse(
+                status_code=422,
+                content={"detail": [{"type": "value_error", "loc": ["body", "yaml"], "msg": bounds.truncate(exc)}]},
+            )
     else:
         data = body.policy
     try:

@@ -20,18 +20,23 @@ _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/stats", response_model=Stats,
-            responses={**_AUTH_RESPONSES, 503: {"model": Detail, "description": "not running"}},
-            summary="Counts and rates over the stored escalations of the Dags the caller may read")
-async def stats(engine: EscalationEngine = Depends(get_engine),
-                scope: DagScope = Depends(read_scope)) -> Stats:
+@router.get(
+    "/stats",
+    response_model=Stats,
+    responses={**_AUTH_RESPONSES, 503: {"model": Detail, "description": "not running"}},
+    summary="Counts and rates over the stored escalations of the Dags the caller may read",
+)
+async def stats(engine: EscalationEngine = Depends(get_engine), scope: DagScope = Depends(read_scope)) -> Stats:
     result = await run_store(engine, engine.store.get_stats, scope.store_filter)
     return Stats.model_validate(result.to_dict())
 
 
-@router.get("/health", response_model=Health,
-            responses={**_AUTH_RESPONSES, 503: {"model": Health, "description": "disabled or not running"}},
-            summary="Is the engine running here (this API-server worker)?")
+@router.get(
+    "/health",
+    response_model=Health,
+    responses={**_AUTH_RESPONSES, 503: {"model": Health, "description": "disabled or not running"}},
+    summary="Is the engine running here (this API-server worker)?",
+)
 async def health(service: Any = Depends(get_service)) -> Any:
     engine = service.engine
     body = Health(

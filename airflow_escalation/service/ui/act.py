@@ -49,8 +49,7 @@ def _secret(request: Request) -> str:
     try:
         return links.default_link_secret()
     except links.ActionLinkConfigError as exc:
-        raise PageError(503, "One-click links are not configured", str(exc),
-                        referrer="no-referrer") from None
+        raise PageError(503, "One-click links are not configured", str(exc), referrer="no-referrer") from None
 
 
 def _verify(request: Request, token: str, **expected: Optional[str]) -> links.ActionToken:
@@ -69,48 +68,67 @@ async def _record(request: Request, claims: links.ActionToken) -> tuple[Any, Any
         engine = get_service(request).require_engine()
         record = await run_store(engine, engine.store.get, claims.record_id)
     except (ServiceUnavailable, StoreError) as exc:
-        raise PageError(503, "The escalation service is not available", str(exc),
-                        referrer="no-referrer") from None
+        raise PageError(503, "The escalation service is not available", str(exc), referrer="no-referrer") from None
     if record is None:
-        raise PageError(404, "No such escalation",
-                        "The escalation this link is for does not exist (any more).",
-                        referrer="no-referrer")
+        raise PageError(
+            404,
+            "No such escalation",
+            "The escalation this link is for does not exist (any more).",
+            referrer="no-referrer",
+        )
     return engine, record
 
 
 def _check_unused(claims: links.ActionToken, record: Any) -> None:
     used = links.is_used(record.history, claims.jti)
     if used is not None:
-        raise _link_error(links.UsedActionLink(
-            f"{used.get('actor', 'someone')} used it at {used.get('at', '?')} "
-            f"({used.get('event', claims.action)})."), record=_summary(record))
+        raise _link_error(
+            links.UsedActionLink(
+                f"{used.get('actor', 'someone')} used it at {used.get('at', '?')} ({used.get('event', claims.action)})."
+            ),
+            record=_summary(record),
+        )
 
 
 async def _check_readable(user: Any, record: Any) -> None:
     """A record of a Dag the user may not read is, for them, a record that does not exist."""
     if not (await auth.read_scope(user)).allows(record.dag_id):
-        raise PageError(404, "No such escalation",
-                        "The escalation this link is for does not exist (any more).",
-                        referrer="no-referrer")
+        raise PageError(
+            404,
+            "No such escalation",
+            "The escalation this link is for does not exist (any more).",
+            referrer="no-referrer",
+        )
 
 
 async def _check_allowed(user: Any, record: Any, action: str) -> None:
     try:
         await auth.authorize_write(user, record.dag_id)
     except HTTPException:
-        raise PageError(403, f"You may not {action} this escalation",
-                        f"{auth.actor_name(user)} lacks the permission to change runs of this Dag, "
-                        "which acting on its escalations needs.",
-                        referrer="no-referrer", record=_summary(record)) from None
+        raise PageError(
+            403,
+            f"You may not {action} this escalation",
+            f"{auth.actor_name(user)} lacks the permission to change runs of this Dag, "
+            "which acting on its escalations needs.",
+            referrer="no-referrer",
+            record=_summary(record),
+        ) from None
 
 
 def _check_applies(record: Any, action: str) -> None:
     if record.state not in _APPLIES[action]:
-        by = record.acknowledged_by if record.state == "acknowledged" else (
-            record.resolved_by or record.metadata.get("cancelled_by"))
-        raise PageError(409, f"This escalation cannot be {_DONE[action]} any more",
-                        f"It is {record.state}" + (f" (by {by})." if by else "."),
-                        referrer="no-referrer", record=_summary(record))
+        by = (
+            record.acknowledged_by
+            if record.state == "acknowledged"
+            else (record.resolved_by or record.metadata.get("cancelled_by"))
+        )
+        raise PageError(
+            409,
+            f"This escalation cannot be {_DONE[action]} any more",
+            f"It is {record.state}" + (f" (by {by})." if by else "."),
+            referrer="no-referrer",
+            record=_summary(record),
+        )
 
 
 def _summary(record: Any) -> dict[str, Any]:
@@ -136,8 +154,7 @@ def _record_url(request: Request, record_id: str) -> str:
     """The escalation's page inside the Airflow UI (the nav entry's iframe follows the path)."""
     from urllib.parse import quote
 
-    return (f"{airflow_root(request)}/plugin/{NAV_URL_ROUTE}/escalation/ui/records/"
-            f"{quote(record_id, safe='')}")
+    return f"{airflow_root(request)}/plugin/{NAV_URL_ROUTE}/escalation/ui/records/{quote(record_id, safe='')}"
 
 
 @router.get("/{token}")
@@ -151,9 +168,17 @@ async def confirm(request: Request, token: str) -> Any:
     await _check_allowed(user, record, claims.action)
     # same-origin, not no-referrer: the form's POST then carries this origin (under no-referrer
     # browsers send "Origin: null"), and the link's URL still never leaves Airflow
-    return render(request, "confirm.html", referrer="same-origin", claims=claims,
-                  verb=_VERB[claims.action], record=_summary(record), token=token,
-                  username=auth.actor_name(user), record_url=_record_url(request, record.id))
+    return render(
+        request,
+        "confirm.html",
+        referrer="same-origin",
+        claims=claims,
+        verb=_VERB[claims.action],
+        record=_summary(record),
+        token=token,
+        username=auth.actor_name(user),
+        record_url=_record_url(request, record.id),
+    )
 
 
 @router.post("/{token}")
@@ -164,14 +189,22 @@ async def act(request: Request, token: str) -> Any:
     form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items() if v}
     record_id, action = form.get("record_id"), form.get("action")
     if not record_id or not action:
-        raise PageError(400, "This form is incomplete",
-                        "Open the link again and use the button on its page.", referrer="no-referrer")
+        raise PageError(
+            400,
+            "This form is incomplete",
+            "Open the link again and use the button on its page.",
+            referrer="no-referrer",
+        )
     claims = _verify(request, token, record_id=record_id, action=action)
     if not auth.same_origin(request):
         # the confirmation form is a form post with the session cookie: it must come from
         # Airflow's own origin ([api] base_url), never from another site
-        raise PageError(403, "Refused", "The form was not posted from this Airflow's own pages "
-                        "(its Origin is not the Airflow base URL).", referrer="no-referrer")
+        raise PageError(
+            403,
+            "Refused",
+            "The form was not posted from this Airflow's own pages (its Origin is not the Airflow base URL).",
+            referrer="no-referrer",
+        )
     user = await page_reader(request)
     engine, record = await _record(request, claims)
     await _check_readable(user, record)
@@ -184,10 +217,20 @@ async def act(request: Request, token: str) -> Any:
     if not result.success:
         _, again = await _record(request, claims)
         _check_unused(claims, again)  # a concurrent use of the same link won the race
-        raise PageError(404 if result.code == "not_found" else 409,
-                        f"The escalation could not be {_DONE[claims.action]}",
-                        result.error or result.message, referrer="no-referrer",
-                        record=_summary(again))
-    return render(request, "done.html", referrer="no-referrer", verb=_VERB[claims.action],
-                  done=_DONE[claims.action], record=_summary(result.record), username=actor,
-                  record_url=_record_url(request, record.id))
+        raise PageError(
+            404 if result.code == "not_found" else 409,
+            f"The escalation could not be {_DONE[claims.action]}",
+            result.error or result.message,
+            referrer="no-referrer",
+            record=_summary(again),
+        )
+    return render(
+        request,
+        "done.html",
+        referrer="no-referrer",
+        verb=_VERB[claims.action],
+        done=_DONE[claims.action],
+        record=_summary(result.record),
+        username=actor,
+        record_url=_record_url(request, record.id),
+    )

@@ -21,19 +21,26 @@ router = APIRouter(tags=["ui"])
 
 class Me(BaseModel):
     username: str
-    can_act: bool = Field(description="may acknowledge, resolve, cancel and escalate "
-                                      "(escalations of dag_id when given)")
+    can_act: bool = Field(
+        description="may acknowledge, resolve, cancel and escalate (escalations of dag_id when given)"
+    )
     dag_id: Optional[str] = None
 
 
-@router.get("/me", response_model=Me,
-            responses={401: {"model": Detail, "description": "not authenticated"},
-                       403: {"model": Detail, "description": "invalid token, or not allowed to read"},
-                       404: {"model": Detail, "description": "a dag_id the caller may not read"}},
-            summary="The caller, and whether they may act on escalations (of a Dag)")
-async def me(dag_id: Optional[str] = Query(None, max_length=MAX_NAME,
-                                           description="check the permission for this Dag"),
-             user: Any = Depends(auth.require_read)) -> Me:
+@router.get(
+    "/me",
+    response_model=Me,
+    responses={
+        401: {"model": Detail, "description": "not authenticated"},
+        403: {"model": Detail, "description": "invalid token, or not allowed to read"},
+        404: {"model": Detail, "description": "a dag_id the caller may not read"},
+    },
+    summary="The caller, and whether they may act on escalations (of a Dag)",
+)
+async def me(
+    dag_id: Optional[str] = Query(None, max_length=MAX_NAME, description="check the permission for this Dag"),
+    user: Any = Depends(auth.require_read),
+) -> Me:
     if dag_id is not None and not (await auth.read_scope(user)).allows(dag_id):
         raise HTTPException(404, f"no Dag {dag_id!r}")
     can_act = await auth.may_edit(user, dag_id)

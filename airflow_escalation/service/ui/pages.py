@@ -86,8 +86,12 @@ async def task_page(
     user: Any = Depends(page_reader),
 ) -> Any:
     """The tab on the task-instance, task and Dag-run pages: that failure's escalations."""
-    scope = {"dag_id": _templated(dag_id), "run_id": _templated(run_id),
-             "task_id": _templated(task_id), "map_index": _templated(map_index)}
+    scope = {
+        "dag_id": _templated(dag_id),
+        "run_id": _templated(run_id),
+        "task_id": _templated(task_id),
+        "map_index": _templated(map_index),
+    }
     try:
         scope["map_index"] = str(int(scope["map_index"])) if scope["map_index"] else ""
     except ValueError:
@@ -104,5 +108,6 @@ async def static(name: str) -> FileResponse:
     media_type = _STATIC_FILES.get(name)
     if media_type is None:
         raise HTTPException(404, "not found")
-    return FileResponse(STATIC / name, media_type=media_type,
-                        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
+    return FileResponse(
+        STATIC / name, media_type=media_type, headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+    )

@@ -34,18 +34,20 @@ MOUNT = "/escalation"
 #: the Escalations nav entry's ``url_route`` (the plugin's external view)
 NAV_URL_ROUTE = "escalations"
 
-CSP = "; ".join([
-    "default-src 'self'",
-    "script-src 'self'",
-    "style-src 'self'",
-    "img-src 'self' data:",
-    "connect-src 'self'",
-    "font-src 'self'",
-    "object-src 'none'",
-    "base-uri 'none'",
-    "form-action 'self'",
-    "frame-ancestors 'self'",
-])
+CSP = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "font-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'self'",
+    ]
+)
 
 
 def security_headers(referrer: str = "same-origin") -> dict[str, str]:
@@ -106,12 +108,12 @@ def page_context(request: Request, **extra: Any) -> dict[str, Any]:
     }
 
 
-def render(request: Request, template: str, status_code: int = 200, *,
-           referrer: str = "same-origin", **context: Any) -> HTMLResponse:
+def render(
+    request: Request, template: str, status_code: int = 200, *, referrer: str = "same-origin", **context: Any
+) -> HTMLResponse:
     html = environment().get_template(template).render(**page_context(request, **context))
     # a stored value that is not valid UTF-8 (a lone surrogate) shows as "?", never a 500
-    return HTMLResponse(html.encode("utf-8", "replace"), status_code=status_code,
-                        headers=security_headers(referrer))
+    return HTMLResponse(html.encode("utf-8", "replace"), status_code=status_code, headers=security_headers(referrer))
 
 
 # ---------------------------------------------------------------------------------- errors
@@ -128,8 +130,9 @@ class PageRedirect(Exception):
 class PageError(Exception):
     """Answer a page request with an HTML error page."""
 
-    def __init__(self, status_code: int, title: str, message: str = "", *,
-                 referrer: str = "same-origin", **context: Any) -> None:
+    def __init__(
+        self, status_code: int, title: str, message: str = "", *, referrer: str = "same-origin", **context: Any
+    ) -> None:
         super().__init__(title)
         self.status_code, self.title, self.message = status_code, title, message
         self.referrer, self.context = referrer, context
@@ -143,8 +146,16 @@ async def page_redirect(request: Request, exc: Exception) -> Response:
 
 
 def error_page(request: Request, exc: PageError) -> HTMLResponse:
-    return render(request, "error.html", exc.status_code, referrer=exc.referrer,
-                  title=exc.title, message=exc.message, status=exc.status_code, **exc.context)
+    return render(
+        request,
+        "error.html",
+        exc.status_code,
+        referrer=exc.referrer,
+        title=exc.title,
+        message=exc.message,
+        status=exc.status_code,
+        **exc.context,
+    )
 
 
 # ---------------------------------------------------------------------------------- users
@@ -166,8 +177,9 @@ async def page_user(request: Request) -> "BaseUser":
         if exc.status_code in (401, 403):  # no session, expired or invalid token
             if browser_navigation(request):
                 raise PageRedirect(login_url(request, str(request.url))) from None
-            raise PageError(401, "Not authenticated", "Log in to Airflow to see escalations.",
-                            referrer="no-referrer") from None
+            raise PageError(
+                401, "Not authenticated", "Log in to Airflow to see escalations.", referrer="no-referrer"
+            ) from None
         raise
 
 
@@ -177,6 +189,7 @@ async def page_reader(request: Request) -> "BaseUser":
     try:
         await auth.require_read(user)
     except HTTPException as exc:
-        raise PageError(exc.status_code, "You may not see escalations",
-                        "Your Airflow role lacks the permission to view plugins.") from None
+        raise PageError(
+            exc.status_code, "You may not see escalations", "Your Airflow role lacks the permission to view plugins."
+        ) from None
     return user

@@ -14,11 +14,15 @@ from airflow.sdk import DAG, task
 from airflow_escalation.notifications.escalation import EscalationNotifier
 from airflow_escalation.sensors.escalation import EscalationSensor
 
-with DAG(dag_id="drill_failing", schedule=None, start_date=datetime(2024, 1, 1), catchup=False,
-         tags=["escalation", "drill"]) as dag:
+with DAG(
+    dag_id="drill_failing", schedule=None, start_date=datetime(2024, 1, 1), catchup=False, tags=["escalation", "drill"]
+) as dag:
 
-    @task(on_failure_callback=EscalationNotifier(policy_name="drill", severity="critical",
-                                                 incident_key="{dag_id}.{task_id}.{run_id}"))
+    @task(
+        on_failure_callback=EscalationNotifier(
+            policy_name="drill", severity="critical", incident_key="{dag_id}.{task_id}.{run_id}"
+        )
+    )
     def load() -> None:
         raise ValueError("drill: the feed is empty")
 
