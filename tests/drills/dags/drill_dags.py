@@ -32,6 +32,7 @@ with DAG(
         target_states=["acknowledged", "resolved"],
         trigger_rule="all_failed",
         poke_interval=1,
+        deferrable=True,  # drill 5 restarts the triggerer under it
         timeout=timedelta(minutes=10),
         retries=8,
         retry_delay=timedelta(seconds=10),
