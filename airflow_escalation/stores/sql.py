@@ -583,26 +583,25 @@ class _Statements:
 
     def delivery_docs(self, deliveries: Sequence[Delivery]) -> dict[str, Any]:
         """``deliveries`` as the one-statement writes take them."""
-        time = self.codec.time
-        docs = [
-            {
-                "i": i,
-                "id": d.id,
-                "level": d.level,
-                "round": d.round,
-                "target": d.target.to_dict(),
-                "target_key": d.target.key[:TARGET_KEY],
-                "state": DeliveryState(d.state).value,
-                "attempts": d.attempts,
-                "created_at": time(d.created_at),
-                "updated_at": time(d.updated_at),
-                "next_attempt_at": time(d.next_attempt_at),
-                "sent_at": time(d.sent_at),
-                "last_error": d.last_error,
-            }
-            for i, d in enumerate(deliveries)
-        ]
+        docs = [{"i": i, **self._delivery_values(d, d.target.to_dict())} for i, d in enumerate(deliveries)]
         return {"d_docs": self.codec.dump_json(docs)}
+
+    def _delivery_values(self, d: Delivery, target: Any) -> dict[str, Any]:
+        time = self.codec.time
+        return {
+            "id": d.id,
+            "level": d.level,
+            "round": d.round,
+            "target": target,
+            "target_key": d.target.key[:TARGET_KEY],
+            "state": DeliveryState(d.state).value,
+            "attempts": d.attempts,
+            "created_at": time(d.created_at),
+            "updated_at": time(d.updated_at),
+            "next_attempt_at": time(d.next_attempt_at),
+            "sent_at": time(d.sent_at),
+            "last_error": d.last_error,
+        }
 
     # ------------------------------------------------------------------ values in and out
     def record_params(self, record: EscalationRecord) -> dict[str, Any]:
@@ -622,24 +621,9 @@ class _Statements:
         ]
 
     def delivery_params(self, deliveries: Sequence[Delivery], start: int) -> list[dict[str, Any]]:
-        time = self.codec.time
+        dump = self.codec.dump_json
         return [
-            {
-                "id": d.id,
-                "record_id": d.record_id,
-                "seq": start + i,
-                "level": d.level,
-                "round": d.round,
-                "target": self.codec.dump_json(d.target.to_dict()),
-                "target_key": d.target.key[:TARGET_KEY],
-                "state": DeliveryState(d.state).value,
-                "attempts": d.attempts,
-                "created_at": time(d.created_at),
-                "updated_at": time(d.updated_at),
-                "next_attempt_at": time(d.next_attempt_at),
-                "sent_at": time(d.sent_at),
-                "last_error": d.last_error,
-            }
+            {"record_id": d.record_id, "seq": start + i, **self._delivery_values(d, dump(d.target.to_dict()))}
             for i, d in enumerate(deliveries)
         ]
 
