@@ -488,8 +488,8 @@ class EscalationPolicy:
 _last_iso: tuple[datetime | None, str] = (None, "")
 
 
-#: longest DAG id a record belongs to (Airflow's own limit is 250; the SQL column holds 255)
-MAX_DAG_ID = 255
+#: longest DAG id a record belongs to (Airflow's own limit is 250; the SQL column holds a name)
+MAX_DAG_ID = bounds.MAX_NAME
 
 
 def dag_id_of(context: Any) -> str | None:

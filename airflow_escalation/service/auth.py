@@ -100,11 +100,6 @@ class DagScope:
         """May the caller read a record of ``dag_id`` (None: a record of no Dag)?"""
         return self.dag_ids is None or (dag_id is not None and dag_id in self.dag_ids)
 
-    @property
-    def store_filter(self) -> Optional[frozenset]:
-        """The stores' ``dag_ids`` argument (None: no filter)."""
-        return self.dag_ids
-
 
 def _dag_wide(method: str, user: "BaseUser") -> bool:
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity

@@ -219,7 +219,7 @@ async def list_escalations(
             policy_name=policy,
             incident_id=incident,
             dag_id=dag_id,
-            dag_ids=scope.store_filter,
+            dag_ids=scope.dag_ids,
             limit=limit,
             offset=offset,
         )

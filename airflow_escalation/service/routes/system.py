@@ -27,7 +27,7 @@ _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     summary="Counts and rates over the stored escalations of the Dags the caller may read",
 )
 async def stats(engine: EscalationEngine = Depends(get_engine), scope: DagScope = Depends(read_scope)) -> Stats:
-    result = await run_store(engine, engine.store.get_stats, scope.store_filter)
+    result = await run_store(engine, engine.store.get_stats, scope.dag_ids)
     return Stats.model_validate(result.to_dict())
 
 
