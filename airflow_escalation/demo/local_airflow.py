@@ -23,7 +23,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 
@@ -270,6 +270,32 @@ class LocalAirflow:
             self.start_api_server(name)
         else:
             self._start_component(name, self._commands[name])
+
+    def wait(
+        self,
+        fetch: Callable[[], Any],
+        done: Callable[[Any], bool],
+        timeout: float,
+        what: str,
+        interval: float = 0.25,
+        check: bool = True,
+    ) -> Any:
+        """Poll ``fetch`` until ``done``; :class:`LocalAirflowError` with the logs on timeout or,
+        unless ``check`` is false, when a component exited (the tests' real stacks share it)."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = fetch()
+            if done(last):
+                return last
+            if check:
+                self.check_components()
+            time.sleep(interval)
+        logs = "\n".join(f"--- {name} ---\n{self.component_log(name, 2500)}" for name in self.components)
+        raise LocalAirflowError(
+            f"{what}: not within {timeout:.0f}s; last: {str(last)[:1500]}\n{logs}\n"
+            f"--- api-server ---\n{self.log_tail(2500)}"
+        )
 
     def component_log(self, name: str, chars: int = 6000) -> str:
         path = self.components[name][1] if name in self.components else self.home / f"{name}.log"

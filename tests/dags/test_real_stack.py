@@ -103,18 +103,7 @@ def _require(condition: bool, why: str) -> None:
 
 
 def _wait(fetch, done, timeout: float, what: str, stack: AirflowStack, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fetch()
-        if done(last):
-            return last
-        stack.check_components()
-        time.sleep(interval)
-    logs = "\n".join(f"--- {name} ---\n{stack.component_log(name, 3000)}" for name in stack.components)
-    raise AssertionError(
-        f"{what}: not within {timeout}s; last: {str(last)[:2000]}\n{logs}\n--- api-server ---\n{stack.log_tail(3000)}"
-    )
+    return stack.wait(fetch, done, timeout, what, interval)
 
 
 @pytest.fixture(scope="module")

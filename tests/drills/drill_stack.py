@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import httpx
 import sqlalchemy as sa
@@ -209,32 +209,6 @@ class DrillStack(LocalAirflow):
         return set(re.findall(r"escalation engine (\S+) started on", path.read_text(errors="replace")))
 
     # ------------------------------------------------------------------ waiting
-    def wait(
-        self,
-        fetch: Callable[[], Any],
-        done: Callable[[Any], bool],
-        timeout: float,
-        what: str,
-        interval: float = 0.25,
-        check: bool = True,
-    ) -> Any:
-        """Poll ``fetch`` until ``done``; fail with the logs on timeout or, unless ``check`` is
-        false, when a component exited."""
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            last = fetch()
-            if done(last):
-                return last
-            if check:
-                self.check_components()
-            time.sleep(interval)
-        logs = "\n".join(f"--- {name} ---\n{self.component_log(name, 2500)}" for name in self.components)
-        raise AssertionError(
-            f"{what}: not within {timeout:.0f}s; last: {str(last)[:1500]}\n{logs}\n"
-            f"--- api-server ---\n{self.log_tail(2500)}"
-        )
-
     def check_components(self) -> None:
         try:
             super().check_components()
