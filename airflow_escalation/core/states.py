@@ -100,3 +100,22 @@ class EscalationStateMachine:
 
 
 DEFAULT_STATE_MACHINE = EscalationStateMachine()
+
+
+def can(action: Ev | str, state: St | str) -> bool:
+    """Whether ``action`` (an event: acknowledge, resolve, escalate, cancel, …) is allowed in
+    ``state``. The one answer for the engine, the service, the UI script, sensors, triggers and the
+    hand-off; an unknown action or state is simply not allowed."""
+    try:
+        return (St(state), Ev(action)) in EscalationStateMachine.TRANSITIONS
+    except ValueError:
+        return False
+
+
+def allowed_actions(state: St | str) -> list[str]:
+    """The actions ``state`` allows, by value (what the UI script is served)."""
+    try:
+        current = St(state)
+    except ValueError:
+        return []
+    return sorted({ev.value for (st, ev) in EscalationStateMachine.TRANSITIONS if st == current})
