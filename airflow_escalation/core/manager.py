@@ -37,6 +37,7 @@ _CONFIG_FIELDS = {
     "metrics_enabled",
     "check_business_hours",
     "retention_days",
+    "routes",  # failure routes: parsed by airflow_escalation.detection.routes (docs/routes.md)
 }
 
 
@@ -61,6 +62,8 @@ class EscalationPolicyConfig:
     metrics_enabled: bool = True
     check_business_hours: bool = True
     retention_days: float = 30
+    #: the ``routes:`` list as written; airflow_escalation.detection.routes checks it
+    routes: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if isinstance(self.policies, list):
@@ -118,6 +121,8 @@ class EscalationPolicyConfig:
         store = dict(data.get("store") or {})
         store_type = data.get("store_type") or store.pop("type", "memory")
         store_config = {**store, **(data.get("store_config") or {})}
+        if not isinstance(data.get("routes") or [], list):
+            raise ValueError(f"routes: expected a list, got {type(data['routes']).__name__}")
         raw_policies = data.get("policies") or []
         if not isinstance(raw_policies, list):
             raise ValueError(f"policies: expected a list, got {type(raw_policies).__name__}")
@@ -152,6 +157,7 @@ class EscalationPolicyConfig:
             metrics_enabled=data.get("metrics_enabled", True),
             check_business_hours=data.get("check_business_hours", True),
             retention_days=_number(data.get("retention_days", 30), "retention_days", maximum=MAX_MINUTES),
+            routes=list(data.get("routes") or []),
         )
 
     @classmethod
