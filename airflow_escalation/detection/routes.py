@@ -322,6 +322,11 @@ def parse_routes(raw: Any, policy_names: Optional[set[str]] = None) -> RouteTabl
     return table
 
 
+def config_routes(config: Any) -> RouteTable:
+    """The routes of a loaded ``EscalationPolicyConfig``, checked against its own policies."""
+    return parse_routes(config.routes, set(config.policies))
+
+
 def route_dict(route: Route, index: int) -> dict[str, Any]:
     """A route as the REST API and the CLI show it."""
     data = route.model_dump(mode="json")
@@ -349,6 +354,7 @@ __all__ = [
     "RouteError",
     "RouteTable",
     "check_glob",
+    "config_routes",
     "incident_key",
     "parse_route",
     "parse_routes",

@@ -110,3 +110,34 @@ def test_a_bad_route_is_the_services_error_naming_the_field():
         routes = client.get(f"{API}/routes").json()
     assert any("routes[0].policy: unknown policy 'missing'" in e for e in health["errors"]), health
     assert routes["routes"] == []
+
+
+def test_validate_flags_a_catch_all_route_and_refuses_a_bad_one():
+    with _client(ROUTES) as client:
+        app = client.app
+        app.dependency_overrides[auth.require_write] = User
+        flagged = client.post(
+            f"{API}/policies/validate",
+            json={"yaml": "policies: [{name: p, levels: [{level: 1, targets: [lead]}]}]\nroutes: [{policy: p}]\n"},
+        ).json()
+        refused = client.post(
+            f"{API}/policies/validate",
+            json={"yaml": "policies: [{name: p, levels: [{level: 1, targets: [lead]}]}]\nroutes: [{policy: q}]\n"},
+        ).json()
+    assert flagged["valid"] is True and "matches every DAG" in flagged["warnings"][0]
+    assert refused["valid"] is False and refused["errors"][0].startswith("routes[0].policy: unknown policy 'q'")
+
+
+def test_cli_validate_prints_the_warning_and_refuses_naming_the_field(tmp_path, capsys):
+    from airflow_escalation.cli import main
+
+    good = tmp_path / "good.yaml"
+    good.write_text("policies: [{name: p, levels: [{level: 1, targets: [lead]}]}]\nroutes: [{policy: p}]\n")
+    assert main(["policy", "validate", str(good)]) == 0
+    out, _ = capsys.readouterr()
+    assert "1 failure route(s)" in out and "warning: routes[0] (* -> p): matches every DAG" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("policies: [{name: p, levels: [{level: 1, targets: [lead]}]}]\nroutes: [{policy: p, kind: x}]\n")
+    assert main(["policy", "validate", str(bad)]) == 1
+    _, err = capsys.readouterr()
+    assert "invalid: routes[0].kind: unknown kind 'x'" in err
