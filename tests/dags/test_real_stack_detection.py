@@ -29,6 +29,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from airflow_escalation.cli import main
 from airflow_escalation.demo.sinks import HttpSink
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -221,7 +222,7 @@ def _settled(stack: AirflowStack) -> None:
     stack.wait(lambda: stack.get(f"{API}/routes").json()["detector"]["ticks"], lambda t: t >= start + 6, 30, "ticks")
 
 
-def test_a_failure_without_callback_pages_through_its_route(detect_stack):
+def test_a_failure_without_callback_pages_through_its_route(detect_stack, capsys):
     stack = detect_stack
     run_id = _run(stack, "it_no_callback")
     records = stack.wait(lambda: _records(stack, "it_no_callback.boom"), bool, 120, "the detector's escalation")
@@ -237,7 +238,7 @@ def test_a_failure_without_callback_pages_through_its_route(detect_stack):
         30,
         "the webhook at the HTTP sink",
     )
-    assert hooks[0]["policy_name"] == "detected"
+    assert hooks[0]["policy"] == "detected" and hooks[0]["dag"]["run_id"] == run_id
     # the failed run pages its own route kind (the DAG-level default key: the DAG id)
     runs = stack.wait(lambda: _records(stack, "it_no_callback"), bool, 60, "the dag_run_failed escalation")
     assert runs[0]["context"]["kind"] == "dag_run_failed" and runs[0]["context"]["run_id"] == run_id
@@ -247,6 +248,20 @@ def test_a_failure_without_callback_pages_through_its_route(detect_stack):
         records = _records(stack, incident)
         assert len(records) == 1, [r["id"] for r in records]
     assert len([b for p, b in stack.sink.requests if b.get("incident_id") == "it_no_callback.boom"]) == 1
+    # "which route would catch this": REST, CLI and the page
+    explained = stack.get(f"{API}/routes/explain", params={"dag_id": "it_no_callback", "task_id": "boom"}).json()
+    assert explained["route"]["name"] == "no-callback" and explained["incident_id"] == "it_no_callback.boom"
+    assert explained["dag_known"] is True
+    tagged = stack.get(f"{API}/routes/explain", params={"dag_id": "it_killed_in_callback", "task_id": "boom"}).json()
+    assert tagged["route"]["name"] == "killed"  # matched by the Dag's tags, read from Airflow
+    cli = ["--url", stack.base, "--username", "admin", "--password", stack.password("admin")]
+    assert main(["routes", "explain", "it_no_callback", "--task-id", "boom", *cli]) == 0
+    assert main(["routes", "list", *cli]) == 0
+    out = capsys.readouterr().out
+    assert "=> 0. no-callback: matches" in out and "incident 'it_no_callback.boom', policy detected" in out
+    assert "0. no-callback: task_failed/dag_run_failed of dag_id=it_no_callback -> policy detected" in out
+    page = stack.get("/escalation/ui/routes", params={"dag_id": "it_no_callback"})
+    assert page.status_code == 200 and 'data-dag-id="it_no_callback"' in page.text and "routes.js" in page.text
     # the same record through the second API server
     other = httpx.get(
         f"{stack.second_api}{API}/escalations",
