@@ -203,6 +203,7 @@ class FailureEvent:
     tags: frozenset[str] = frozenset()
     owners: frozenset[str] = frozenset()
     at: Optional[datetime] = None  # when it happened (the task's or run's end, the deadline)
+    began: Optional[datetime] = None  # the failed try's (or run's) start: a page since then is its page
     fields: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property

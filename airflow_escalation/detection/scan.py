@@ -109,6 +109,7 @@ def _task_event(kind: str, row: TaskRow, run_type: Optional[str], at: Optional[d
         map_index=row.map_index,
         try_number=row.try_number,
         at=at,
+        began=row.start_date,
         fields=fields,
     )
 
@@ -116,7 +117,10 @@ def _task_event(kind: str, row: TaskRow, run_type: Optional[str], at: Optional[d
 def _run_event(kind: str, run: Any, at: Optional[datetime], reason: str, extra: Optional[dict] = None) -> FailureEvent:
     context: dict[str, Any] = {"dag_run": run, "reason": reason, **(extra or {})}
     fields = incident_fields(context)
-    return FailureEvent(kind=kind, dag_id=run.dag_id, run_id=run.run_id, run_type=run.run_type, at=at, fields=fields)
+    began = at if kind == DEADLINE_MISSED else run.start_date
+    return FailureEvent(
+        kind=kind, dag_id=run.dag_id, run_id=run.run_id, run_type=run.run_type, at=at, began=began, fields=fields
+    )
 
 
 def _row(ti: Any) -> TaskRow:
@@ -313,6 +317,7 @@ def _with_dag(event: FailureEvent, infos: dict[str, DagInfo]) -> FailureEvent:
         tags=info.tags,
         owners=info.owners,
         at=event.at,
+        began=event.began,
         fields=event.fields,
     )
 

@@ -70,28 +70,21 @@ class DetectorSettings:
 def load_detector_settings(conf: Any = None) -> DetectorSettings:
     """``[escalation] detect_failures``, ``detect_interval_seconds``, ``detect_lookback_minutes``,
     ``detect_overlap_seconds``; an invalid value raises ``EscalationConfigError`` naming it."""
-    from airflow_escalation.airflow_config import SECTION, _bool, _number
+    from airflow_escalation.airflow_config import _bool, _number, _option
 
     if conf is None:
         from airflow.configuration import conf as airflow_conf
 
         conf = airflow_conf
 
-    def option(key: str, default: str) -> str:
-        value = conf.get(SECTION, key, fallback=default)
-        return default if value is None or str(value).strip() == "" else str(value).strip()
+    def number(key: str, strict: bool) -> float:
+        return float(_number(key, _option(conf, key), float, 0, strict=strict))
 
     return DetectorSettings(
-        enabled=_bool("detect_failures", option("detect_failures", "true")),
-        interval_seconds=_number(
-            "detect_interval_seconds", option("detect_interval_seconds", "1"), float, 0, strict=True
-        ),
-        lookback_minutes=_number(
-            "detect_lookback_minutes", option("detect_lookback_minutes", "15"), float, 0, strict=False
-        ),
-        overlap_seconds=_number(
-            "detect_overlap_seconds", option("detect_overlap_seconds", "30"), float, 0, strict=False
-        ),
+        enabled=_bool("detect_failures", _option(conf, "detect_failures")),
+        interval_seconds=number("detect_interval_seconds", True),
+        lookback_minutes=number("detect_lookback_minutes", False),
+        overlap_seconds=number("detect_overlap_seconds", False),
     )
 
 
@@ -206,12 +199,26 @@ class FailureDetector:
         return route
 
     async def _handled(self, engine: Any, incident: str, event: FailureEvent) -> bool:
-        """Has this failure been paged already (the notifier, another replica, before a restart)?"""
+        """Has this failure been paged already (the notifier, another replica, before a restart)?
+
+        Yes when the incident of that Dag has a record triggered, or joined, since the failed try
+        (or run) began: the notifier's callback runs inside the try, before the try's end is
+        written, so its page always falls in that window; an earlier failure's page falls before it.
+        """
         from airflow_escalation.service.deps import run_store
 
         records = await run_store(engine, engine.store.get_by_incident, incident)
-        since = (event.at or datetime.now(timezone.utc)) - SLACK
-        return any(r.dag_id == event.dag_id and r.created_at >= since for r in records)
+        since = (event.began or event.at or datetime.now(timezone.utc)) - SLACK
+        for record in records:
+            if record.dag_id != event.dag_id:
+                continue
+            if record.created_at >= since:
+                return True
+            joined = [h.get("at") or "" for h in record.history if h.get("event") == "retriggered"]
+            joined.append(str(record.metadata.get("last_triggered_at") or ""))
+            if any(_after(at, since) for at in joined):
+                return True
+        return False
 
     async def _page(self, engine: Any, event: FailureEvent) -> bool:
         """Page ``event`` through its route; False when no route (yet) catches it."""
@@ -293,6 +300,13 @@ class FailureDetector:
         }
 
 
+def _after(iso: str, since: datetime) -> bool:
+    try:
+        return bool(iso) and datetime.fromisoformat(iso) >= since
+    except ValueError:
+        return False
+
+
 def _as_kind(event: FailureEvent, kind: str) -> FailureEvent:
     return FailureEvent(
         kind=kind,
@@ -306,6 +320,7 @@ def _as_kind(event: FailureEvent, kind: str) -> FailureEvent:
         tags=event.tags,
         owners=event.owners,
         at=event.at,
+        began=event.began,
         fields=event.fields,
     )
 
