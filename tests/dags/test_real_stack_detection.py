@@ -308,6 +308,6 @@ def test_a_retry_that_succeeds_resolves_the_escalation(detect_stack):
     )
     assert _ti(stack, "it_retry_then_ok", run_id, "flaky")["state"] == "success"
     last = resolved[0]["history"][-1]
-    assert last["event"] == "resolved" and last["actor"] == "escalation-detector"
-    assert "try 2" in (last.get("note") or json.dumps(last)), last
+    assert last["event"] == "resolve" and last["actor"] == "escalation-detector"
+    assert "resolved by the success of it_retry_then_ok.flaky" in json.dumps(last) and "try 2" in json.dumps(last)
     assert len(resolved) == 1
