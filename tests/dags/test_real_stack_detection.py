@@ -311,3 +311,50 @@ def test_a_retry_that_succeeds_resolves_the_escalation(detect_stack):
     assert last["event"] == "resolve" and last["actor"] == "escalation-detector"
     assert "resolved by the success of it_retry_then_ok.flaky" in json.dumps(last) and "try 2" in json.dumps(last)
     assert len(resolved) == 1
+
+
+def test_the_routes_page_explains_a_dag_in_the_browser(detect_stack):
+    """The Escalations page links to the failure routes; the page lists them and, for a Dag,
+    shows which route would catch a failure and what would happen (headless Chromium)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ui"))
+    from ui_support import CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).exists():
+        _require(False, f"no Chromium at {CHROMIUM}")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _require(False, "the playwright package is not installed (pip install -e '.[test]')")
+    stack = detect_stack
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(stack.base + "/")
+            page.get_by_label("Username").fill("admin")
+            page.get_by_label("Password").fill(stack.password("admin"))
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url(stack.base + "/", timeout=20_000)
+            page.goto(stack.base + "/escalation/ui/")
+            page.get_by_test_id("routes-link").click()
+            page.wait_for_url("**/escalation/ui/routes", timeout=20_000)
+            rows = page.get_by_test_id("route-row")
+            rows.first.wait_for(timeout=20_000)
+            assert rows.count() == 4
+            assert "no-callback" in rows.nth(0).inner_text() and "killed" in rows.nth(2).inner_text()
+            page.fill("#x-dag", "it_killed_in_callback")
+            page.fill("#x-task", "boom")
+            page.click("#x-go")
+            outcome = page.get_by_test_id("explain-outcome")
+            outcome.wait_for(timeout=20_000)
+            assert "Incident it_killed_in_callback.boom under policy detected" in outcome.inner_text()
+            routes = page.get_by_test_id("explain-route")
+            assert routes.nth(2).get_attribute("data-wins") == "true"
+            assert "dag_id 'it_killed_in_callback' does not match 'it_no_callback'" in routes.nth(0).inner_text()
+            steps = page.get_by_test_id("explain-steps").inner_text()
+            assert "level 1 at +0 min: webhook:/hooks/detected" in steps and "level 2 at +30 min" in steps
+        finally:
+            browser.close()
+    assert not errors, errors
