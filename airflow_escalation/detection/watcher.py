@@ -156,17 +156,25 @@ class FailureDetector:
                 over[kind] = min(s for s in seconds if s is not None)
         open_dags = await self._open_dag_ids(engine)
         now = datetime.now(timezone.utc)
+        marks = dict(self._scanner.marks.since)
         found = await asyncio.to_thread(self._scanner.scan, now, self.routes.kinds, over, open_dags)
-        for event in found.events:
-            if event.identity in self._seen:
-                continue
-            # a run over a shorter route's limit may reach a longer one's later: remember it only
-            # once a route decided
-            if await self._page(engine, event) or event.kind not in DURATION_KINDS:
-                self._remember(event.identity)
-        for success in found.successes:
-            if self._remember(("ok", *success.identity)):
-                await self._resolve(engine, success)
+        try:
+            for event in found.events:
+                if event.identity in self._seen:
+                    continue
+                # a run over a shorter route's limit may reach a longer one's later: remember it
+                # only once a route decided
+                if await self._page(engine, event) or event.kind not in DURATION_KINDS:
+                    self._remember(event.identity)
+            for success in found.successes:
+                if ("ok", *success.identity) not in self._seen:
+                    await self._resolve(engine, success)
+                    self._remember(("ok", *success.identity))
+        except BaseException:
+            # the store failed midway: read the same rows again next tick (what was done is
+            # remembered, or in the store)
+            self._scanner.marks.since = marks
+            raise
 
     def _remember(self, identity: tuple) -> bool:
         """True the first time ``identity`` is seen (bounded memory: the store is the truth)."""

@@ -14,6 +14,9 @@ read the same metadata database and write to the same store.
   before the notifier can hand anything off: the service still pages;
 - ``it_retry_then_ok`` is up for retry on try 1 (its route pages from the first retry) and
   succeeds on try 2: the success resolves the escalation.
+- ``it_slow`` misses its Deadline (no triggerer runs: only the service pages it) and its task runs
+  longer than its route's ``over_minutes``: both page; the task's success resolves the second;
+- the Escalations page links to the *Failure routes* page, which explains a Dag (Chromium).
 
 Bounded to a few minutes; every process is killed in teardown. Under ``CI=true`` nothing here
 is skipped.
@@ -67,6 +70,15 @@ escalation:
       dag_id: "it_retry_*"
       kind: task_up_for_retry
       policy: detected
+    - name: late
+      dag_id: it_slow
+      kind: deadline_missed
+      policy: detected
+    - name: long-task
+      dag_id: it_slow
+      kind: task_over_duration
+      over_minutes: 0.1
+      policy: detected
 """
 
 DAGS = {
@@ -119,6 +131,31 @@ with DAG(
         raise RuntimeError("and then the worker died")
 
     boom()
+""",
+    "it_slow.py": """
+import time
+from datetime import datetime, timedelta
+from airflow.sdk import DAG, AsyncCallback, DeadlineAlert, DeadlineReference, task
+from airflow_escalation.notifications.escalation import EscalationNotifier
+
+# no triggerer runs in this stack: the Deadline's own callback never runs, the service pages
+with DAG(
+    dag_id="it_slow",
+    schedule=None,
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    deadline=DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=timedelta(seconds=5),
+        callback=AsyncCallback(EscalationNotifier, kwargs={"policy_name": "detected"}),
+    ),
+) as dag:
+
+    @task
+    def sleepy() -> None:
+        time.sleep(25)
+
+    sleepy()
 """,
     "it_retry_then_ok.py": """
 from datetime import datetime, timedelta
@@ -313,6 +350,22 @@ def test_a_retry_that_succeeds_resolves_the_escalation(detect_stack):
     assert len(resolved) == 1
 
 
+def test_a_missed_deadline_and_a_long_task_page_and_the_success_resolves(detect_stack):
+    stack = detect_stack
+    run_id = _run(stack, "it_slow")
+    late = stack.wait(lambda: _records(stack, "it_slow.deadline"), bool, 120, "the missed deadline's page")
+    assert late[0]["context"]["kind"] == "deadline_missed" and late[0]["context"]["run_id"] == run_id
+    assert late[0]["context"]["deadline_id"] and late[0]["context"]["route"] == "late"
+    long = stack.wait(lambda: _records(stack, "it_slow.sleepy"), bool, 120, "the long task's page")
+    assert long[0]["context"]["kind"] == "task_over_duration" and long[0]["context"]["route"] == "long-task"
+    assert long[0]["state"] != "resolved"
+    stack.wait(lambda: _ti(stack, "it_slow", run_id, "sleepy").get("state"), lambda s: s == "success", 120, "done")
+    resolved = stack.wait(
+        lambda: _records(stack, "it_slow.sleepy"), lambda rs: rs[0]["state"] == "resolved", 60, "resolved on success"
+    )
+    assert len(resolved) == 1 and resolved[0]["history"][-1]["actor"] == "escalation-detector"
+
+
 def test_the_routes_page_explains_a_dag_in_the_browser(detect_stack):
     """The Escalations page links to the failure routes; the page lists them and, for a Dag,
     shows which route would catch a failure and what would happen (headless Chromium)."""
@@ -342,7 +395,7 @@ def test_the_routes_page_explains_a_dag_in_the_browser(detect_stack):
             page.wait_for_url("**/escalation/ui/routes", timeout=20_000)
             rows = page.get_by_test_id("route-row")
             rows.first.wait_for(timeout=20_000)
-            assert rows.count() == 4
+            assert rows.count() == 6
             assert "no-callback" in rows.nth(0).inner_text() and "killed" in rows.nth(2).inner_text()
             page.fill("#x-dag", "it_killed_in_callback")
             page.fill("#x-task", "boom")
