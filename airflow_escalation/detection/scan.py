@@ -4,8 +4,9 @@ Why a query and not listeners: in Airflow 3 ``on_task_instance_failed`` fires in
 (the worker's task process) and ``on_dag_run_failed`` in the scheduler; the API server, where the
 escalation service lives, sees neither (only failures marked by hand through the REST API).
 The rows are the one place every component writes to, so the service reads them: each query
-is bounded (``MAX_DETECT_BATCH`` rows, oldest first, by ``end_date``) and starts at a watermark
-(:class:`Watermarks`), re-reading a short overlap so a transaction committed late is not missed.
+is bounded (``MAX_DETECT_BATCH`` rows, oldest first, by ``end_date``), reads through one of
+Airflow's indexes (see :class:`FailureScanner`) and starts at a watermark (:class:`Watermarks`),
+re-reading a short overlap so a transaction committed late is not missed.
 
 Each row becomes a :class:`~airflow_escalation.detection.routes.FailureEvent` whose fields come
 from the notifier's own builder (:func:`~airflow_escalation.notifications.incident.incident_fields`),
@@ -134,13 +135,23 @@ class ScanResult:
 
 
 class FailureScanner:
-    """The bounded queries; one :meth:`scan` per tick, in a worker thread (blocking ORM)."""
+    """The bounded queries; one :meth:`scan` per tick, in a worker thread (blocking ORM).
 
-    def __init__(self, *, batch: int, overlap: timedelta, start: datetime) -> None:
+    Every query reads through one of Airflow's indexes, so its cost follows what is happening
+    now, not the size of the history: task tries by ``last_heartbeat_at`` (``ti_heartbeat``: a
+    try heartbeats while it runs, and one failed for missing heartbeats has its last one within
+    ``heartbeat_margin`` of its end), runs through the queued and running ones (``idx_dag_run_queued_dags``,
+    ``idx_dag_run_running_dags``: a run that left them since the last tick is read by its id), retried tries through the running
+    runs (``idx_tih_dag_run``), Deadlines by ``(missed, deadline_time)``, running tasks by state.
+    """
+
+    def __init__(self, *, batch: int, overlap: timedelta, start: datetime, heartbeat_margin: timedelta) -> None:
         self.batch = batch
         self.overlap = overlap
         self.start = start
+        self.heartbeat_margin = heartbeat_margin
         self.marks = Watermarks()
+        self._running: Optional[dict[int, Any]] = None  # run id -> its row, as of the last tick
 
     def _since(self, name: str) -> datetime:
         return self.marks.get(name, self.start) - self.overlap
@@ -158,62 +169,120 @@ class FailureScanner:
 
         result = ScanResult()
         with create_session() as session:
+            running = self._running_runs(session)
             if kinds & {TASK_FAILED, TASK_UP_FOR_RETRY}:
-                result.events += self._task_failures(session, now)
+                result.events += self._task_failures(session, now, running)
+            ended = self._ended_runs(session, now, running, with_catch_up=DAG_RUN_FAILED in kinds)
             if DAG_RUN_FAILED in kinds:
-                result.events += self._run_failures(session, now)
+                result.events += [
+                    _run_event(DAG_RUN_FAILED, run, run.end_date, "failed") for run in ended if run.state == "failed"
+                ]
             if DEADLINE_MISSED in kinds:
                 result.events += self._deadlines(session, now)
             if TASK_OVER_DURATION in over:
                 result.events += self._long_tasks(session, now, over[TASK_OVER_DURATION])
             if DAG_RUN_OVER_DURATION in over:
-                result.events += self._long_runs(session, now, over[DAG_RUN_OVER_DURATION])
+                limit = now - timedelta(seconds=over[DAG_RUN_OVER_DURATION])
+                result.events += [
+                    _run_event(DAG_RUN_OVER_DURATION, run, run.start_date, "over_duration")
+                    for run in running.values()
+                    if run.start_date is not None and run.start_date <= limit
+                ][: self.batch]
             if open_dag_ids:
-                result.successes += self._successes(session, now, open_dag_ids)
+                result.successes += self._task_successes(session, now, open_dag_ids)
+                result.successes += [
+                    _run_event(DAG_RUN_FAILED, run, run.end_date, "success")
+                    for run in ended
+                    if run.state == "success" and run.dag_id in open_dag_ids
+                ]
             else:  # nothing open to resolve: successes until now need no reading later
-                self.marks.since["ti_ok"] = self.marks.since["run_ok"] = now
+                self.marks.since["ti_ok"] = now
+            self._running = running
             infos = dag_infos(session, {e.dag_id for e in result.events + result.successes})
         return ScanResult([_with_dag(e, infos) for e in result.events], [_with_dag(e, infos) for e in result.successes])
 
     # ------------------------------------------------------------------ the queries
 
-    def _task_failures(self, session: Any, now: datetime) -> list[FailureEvent]:
+    def _running_runs(self, session: Any) -> dict[int, Any]:
         from sqlalchemy import select
+
+        from airflow.models.dagrun import DagRun
+
+        runs: dict[int, Any] = {}
+        # queued too: a run that fails within a tick of starting was queued at the tick before;
+        # one query per state, each through its partial index
+        for state in ("queued", "running"):
+            query = select(DagRun.id, DagRun.dag_id, DagRun.run_id, DagRun.run_type, DagRun.start_date).where(
+                DagRun.state == state
+            )
+            runs.update((row.id, row) for row in session.execute(query))
+        return runs
+
+    def _ended_runs(self, session: Any, now: datetime, running: dict[int, Any], with_catch_up: bool) -> list[Any]:
+        """Runs that were running at the last tick and are not now (the first tick after a start:
+        the failed runs that ended within the lookback, one query without an index)."""
+        from sqlalchemy import select
+
+        from airflow.models.dagrun import DagRun
+
+        if self._running is None:
+            if not with_catch_up:
+                return []
+            query = (
+                select(DagRun)
+                .where(DagRun.state == "failed", DagRun.end_date > self._since("run"), DagRun.end_date <= now)
+                .order_by(DagRun.end_date)
+                .limit(self.batch)
+            )
+            return list(session.scalars(query))
+        gone = sorted(set(self._running) - set(running))
+        ended: list[Any] = []
+        for chunk in range(0, len(gone), self.batch):
+            ended += session.scalars(select(DagRun).where(DagRun.id.in_(gone[chunk : chunk + self.batch])))
+        return [run for run in ended if run.state in ("failed", "success")]
+
+    def _task_failures(self, session: Any, now: datetime, running: dict[int, Any]) -> list[FailureEvent]:
+        from sqlalchemy import select, tuple_
 
         from airflow.models.dagrun import DagRun
         from airflow.models.taskinstance import TaskInstance as TI
         from airflow.models.taskinstancehistory import TaskInstanceHistory as TIH
 
-        events: list[FailureEvent] = []
-        for name, model in (("ti", TI), ("tih", TIH)):
-            query = (
-                select(model, DagRun.run_type)
-                .join(DagRun, (DagRun.dag_id == model.dag_id) & (DagRun.run_id == model.run_id))
-                .where(model.state.in_(tuple(TI_STATE_KIND)), model.end_date > self._since(name), model.end_date <= now)
-                .order_by(model.end_date)
-                .limit(self.batch)
-            )
-            rows = session.execute(query).all()
-            self.marks.advance(name, [r[0] for r in rows], now, self.batch)
-            for ti, run_type in rows:
-                row = _row(ti)
-                events.append(_task_event(TI_STATE_KIND[row.state or "failed"], row, run_type, row.end_date))
-        return events
-
-    def _run_failures(self, session: Any, now: datetime) -> list[FailureEvent]:
-        from sqlalchemy import select
-
-        from airflow.models.dagrun import DagRun
-
+        states = tuple(TI_STATE_KIND)
+        since = self._since("ti")
         query = (
-            select(DagRun)
-            .where(DagRun.state == "failed", DagRun.end_date > self._since("run"), DagRun.end_date <= now)
-            .order_by(DagRun.end_date)
+            select(TI, DagRun.run_type)
+            .join(DagRun, (DagRun.dag_id == TI.dag_id) & (DagRun.run_id == TI.run_id))
+            .where(TI.last_heartbeat_at > since - self.heartbeat_margin)
+            .where(TI.state.in_(states), TI.end_date > since, TI.end_date <= now)
+            .order_by(TI.end_date)
             .limit(self.batch)
         )
-        runs = list(session.scalars(query))
-        self.marks.advance("run", runs, now, self.batch)
-        return [_run_event(DAG_RUN_FAILED, run, run.end_date, "failed") for run in runs]
+        rows = session.execute(query).all()
+        self.marks.advance("ti", [r[0] for r in rows], now, self.batch)
+        events = []
+        for ti, run_type in rows:
+            row = _row(ti)
+            events.append(_task_event(TI_STATE_KIND[row.state or "failed"], row, run_type, row.end_date))
+        # a try retried already lives in task_instance_history, and its run is still running
+        keys = [(run.dag_id, run.run_id) for run in running.values()]
+        run_types = {(run.dag_id, run.run_id): run.run_type for run in running.values()}
+        since = self._since("tih")
+        history: list[Any] = []
+        for chunk in range(0, len(keys), self.batch):
+            history += session.scalars(
+                select(TIH)
+                .where(tuple_(TIH.dag_id, TIH.run_id).in_(keys[chunk : chunk + self.batch]))
+                .where(TIH.state.in_(states), TIH.end_date > since, TIH.end_date <= now)
+                .order_by(TIH.end_date)
+                .limit(self.batch)
+            )
+        self.marks.since["tih"] = now
+        for tih in history[: self.batch]:
+            row = _row(tih)
+            run_type = run_types.get((row.dag_id, row.run_id))
+            events.append(_task_event(TI_STATE_KIND[row.state or "failed"], row, run_type, row.end_date))
+        return events
 
     def _deadlines(self, session: Any, now: datetime) -> list[FailureEvent]:
         from sqlalchemy import select
@@ -221,16 +290,17 @@ class FailureScanner:
         from airflow.models.dagrun import DagRun
         from airflow.models.deadline import Deadline
 
+        # the scheduler marks a deadline missed shortly after its time: read by (missed, time)
+        since = self._since("deadline") - self.heartbeat_margin
         query = (
             select(Deadline, DagRun)
             .join(DagRun, DagRun.id == Deadline.dagrun_id)
-            .where(Deadline.missed.is_(True), Deadline.last_updated_at > self._since("deadline"))
-            .where(Deadline.last_updated_at <= now)
-            .order_by(Deadline.last_updated_at)
+            .where(Deadline.missed.is_(True), Deadline.deadline_time > since, Deadline.deadline_time <= now)
+            .order_by(Deadline.deadline_time)
             .limit(self.batch)
         )
         rows = session.execute(query).all()
-        self.marks.advance("deadline", [r[0] for r in rows], now, self.batch, attr="last_updated_at")
+        self.marks.advance("deadline", [r[0] for r in rows], now, self.batch, attr="deadline_time")
         events = []
         for deadline, run in rows:
             extra = {"deadline": {"id": str(deadline.id), "deadline_time": deadline.deadline_time}}
@@ -256,52 +326,27 @@ class FailureScanner:
             events.append(_task_event(TASK_OVER_DURATION, row, run_type, row.start_date))
         return events
 
-    def _long_runs(self, session: Any, now: datetime, seconds: float) -> list[FailureEvent]:
-        from sqlalchemy import select
-
-        from airflow.models.dagrun import DagRun
-
-        query = (
-            select(DagRun)
-            .where(DagRun.state == "running", DagRun.start_date <= now - timedelta(seconds=seconds))
-            .order_by(DagRun.start_date)
-            .limit(self.batch)
-        )
-        return [
-            _run_event(DAG_RUN_OVER_DURATION, run, run.start_date, "over_duration") for run in session.scalars(query)
-        ]
-
-    def _successes(self, session: Any, now: datetime, dag_ids: set[str]) -> list[FailureEvent]:
-        """Tasks and runs of ``dag_ids`` that succeeded since the watermark, as the failure kinds
-        whose incidents they resolve."""
+    def _task_successes(self, session: Any, now: datetime, dag_ids: set[str]) -> list[FailureEvent]:
+        """Tasks of ``dag_ids`` that succeeded since the watermark, as the failure kind whose
+        incidents they resolve."""
         from sqlalchemy import select
 
         from airflow.models.dagrun import DagRun
         from airflow.models.taskinstance import TaskInstance as TI
 
         wanted = sorted(dag_ids)[: self.batch]
+        since = self._since("ti_ok")
         query = (
             select(TI, DagRun.run_type)
             .join(DagRun, (DagRun.dag_id == TI.dag_id) & (DagRun.run_id == TI.run_id))
-            .where(TI.state == "success", TI.dag_id.in_(wanted))
-            .where(TI.end_date > self._since("ti_ok"), TI.end_date <= now)
+            .where(TI.last_heartbeat_at > since - self.heartbeat_margin)
+            .where(TI.state == "success", TI.dag_id.in_(wanted), TI.end_date > since, TI.end_date <= now)
             .order_by(TI.end_date)
             .limit(self.batch)
         )
         rows = session.execute(query).all()
         self.marks.advance("ti_ok", [r[0] for r in rows], now, self.batch)
-        events = [_task_event(TASK_FAILED, _row(ti), run_type, ti.end_date) for ti, run_type in rows]
-        runs_query = (
-            select(DagRun)
-            .where(DagRun.state == "success", DagRun.dag_id.in_(wanted))
-            .where(DagRun.end_date > self._since("run_ok"), DagRun.end_date <= now)
-            .order_by(DagRun.end_date)
-            .limit(self.batch)
-        )
-        runs = list(session.scalars(runs_query))
-        self.marks.advance("run_ok", runs, now, self.batch)
-        events += [_run_event(DAG_RUN_FAILED, run, run.end_date, "success") for run in runs]
-        return events
+        return [_task_event(TASK_FAILED, _row(ti), run_type, ti.end_date) for ti, run_type in rows]
 
 
 def _with_dag(event: FailureEvent, infos: dict[str, DagInfo]) -> FailureEvent:

@@ -113,6 +113,7 @@ class FailureDetector:
             batch=self.settings.batch,
             overlap=timedelta(seconds=self.settings.overlap_seconds),
             start=now - timedelta(minutes=self.settings.lookback_minutes),
+            heartbeat_margin=_heartbeat_margin(),
         )
         self._task = asyncio.get_running_loop().create_task(self._run(), name="escalation-failure-detector")
         log.info(
@@ -306,6 +307,20 @@ class FailureDetector:
             "resolved": self.resolved,
             "last_error": self.last_error,
         }
+
+
+def _heartbeat_margin() -> timedelta:
+    """How long before its end a failed try may have last heartbeated: a try failed by the
+    scheduler for missing heartbeats (its worker died) ended ``task_instance_heartbeat_timeout``
+    plus a detection interval after its last one."""
+    try:
+        from airflow.configuration import conf
+
+        timeout = conf.getfloat("scheduler", "task_instance_heartbeat_timeout", fallback=300)
+        interval = conf.getfloat("scheduler", "task_instance_heartbeat_timeout_detection_interval", fallback=10)
+    except Exception:  # noqa: BLE001 - outside Airflow: Airflow's defaults
+        timeout, interval = 300.0, 10.0
+    return timedelta(seconds=timeout + interval + 60)
 
 
 def _after(iso: str, since: datetime) -> bool:
