@@ -9,8 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
-from airflow_escalation.core.manager import EscalationPolicyConfig
+from airflow_escalation import EscalationEngine, EscalationEngineConfig, EscalationPolicyConfig
 from airflow_escalation.detection.routes import FailureEvent, config_routes
 from airflow_escalation.detection.watcher import DETECTOR_ACTOR, DetectorSettings, FailureDetector
 from airflow_escalation.scheduling.base import SchedulerConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_escalation.core.manager import EscalationPolicyConfig
+from airflow_escalation import EscalationPolicyConfig
 from airflow_escalation.detection.explain import explain
 from airflow_escalation.detection.routes import FailureEvent, RouteError, incident_key, parse_routes
 from airflow_escalation.notifications.incident import incident_fields, render_incident_key

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
-from airflow_escalation.core.manager import EscalationPolicyConfig
+from airflow_escalation import EscalationEngine, EscalationEngineConfig, EscalationPolicyConfig
 from airflow_escalation.scheduling.base import SchedulerConfig
 from airflow_escalation.service import auth
 from airflow_escalation.service.app import create_app
