@@ -170,3 +170,21 @@ def test_explain_says_when_the_policy_would_filter_the_severity():
     answer = explain(table, config.policies, _event(dag_id="x"))
     assert answer["outcome"]["pages"] is False
     assert "severity 'low' is not in policy 'finance'" in answer["outcome"]["why"]
+
+
+def test_the_documented_example_loads():
+    """docs/routes.md's YAML is what a user copies: it must load as written."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "routes.md").read_text()
+    example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = EscalationPolicyConfig.from_yaml(example)
+    table = parse_routes(config.routes, set(config.policies))
+    assert [r.label for r in table.routes] == ["payments-loads", "finance-retries", "slow-nightly", "late"]
+    assert table.warnings == []
+    tagged = FailureEvent(
+        kind="task_up_for_retry", dag_id="ledger", task_id="t", try_number=2,
+        tags=frozenset({"finance"}), owners=frozenset({"data-eng"}), run_type="scheduled",
+        fields={"dag_id": "ledger", "task_id": "t", "source": "task"},
+    )  # fmt: skip
+    assert table.route_for(tagged).label == "finance-retries"
