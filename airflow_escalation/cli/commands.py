@@ -245,7 +245,7 @@ def _rows(rows: list[dict[str, Any]], args: argparse.Namespace, out: TextIO) -> 
 
 
 def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
-    from airflow_escalation.core.manager import EscalationPolicyConfig
+    from airflow_escalation.runtime.policy_config import EscalationPolicyConfig
 
     path = args.file
     if not os.path.isfile(path):
