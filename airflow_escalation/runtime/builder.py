@@ -6,6 +6,7 @@ builds an engine or gates a trigger on its own.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Mapping
 
 from airflow_escalation.core.clock import Clock
@@ -15,6 +16,8 @@ from airflow_escalation.runtime.engine import EscalationEngine, EscalationEngine
 from airflow_escalation.runtime.policy_config import EscalationPolicyConfig
 from airflow_escalation.scheduling.base import SchedulerConfig
 from airflow_escalation.stores.base import BaseEscalationStore
+
+log = logging.getLogger("airflow_escalation.service")
 
 
 def scheduler_config_for(
@@ -29,15 +32,19 @@ def scheduler_config_for(
     ``[escalation]`` section owns the scheduler type, interval and concurrency). A fake clock
     gets the in-memory scheduler. ``scheduler_config`` that SchedulerConfig refuses raises
     ``ValueError``, or, with ``on_error``, is reported there and left out."""
+    owned = dict(owned or {})
+    given = {"scheduler_type": cfg.scheduler_type, **(cfg.scheduler_config or {})}
+    overridden = sorted(k for k, v in given.items() if k in owned and v != owned[k])
+    if overridden:  # said, not silently dropped
+        log.info("escalation: the policies config's %s give way to the caller's settings", ", ".join(overridden))
+    if clock is not None and clock.is_fake:
+        owned["scheduler_type"] = "memory"  # the fake clock is moved by hand, never by a timer
     base: dict[str, Any] = {
         "scheduler_type": cfg.scheduler_type,
         "cleanup_interval_seconds": cfg.cleanup_interval_minutes * 60,
-        **(owned or {}),
     }
-    if clock is not None and clock.is_fake:
-        owned = {**(owned or {}), "scheduler_type": "memory"}
-        base["scheduler_type"] = "memory"
-    extra = {k: v for k, v in (cfg.scheduler_config or {}).items() if k not in (owned or {})}
+    base.update(owned)
+    extra = {k: v for k, v in (cfg.scheduler_config or {}).items() if k not in owned}
     try:
         return SchedulerConfig(**{**base, **extra})
     except (TypeError, ValueError) as exc:
