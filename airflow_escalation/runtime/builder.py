@@ -62,11 +62,13 @@ def build_engine(
     handler: NotificationHandler | None = None,
     scheduler_owned: Mapping[str, Any] | None = None,
     on_error: Callable[[str], None] | None = None,
+    send_before_return: bool = True,
 ) -> EscalationEngine:
     """An engine as ``cfg`` describes it, with every policy of ``cfg`` registered.
 
     ``store`` replaces the config's store section (the service stores in the metadata database);
-    ``scheduler_owned`` and ``on_error``: see :func:`scheduler_config_for`."""
+    ``scheduler_owned`` and ``on_error``: see :func:`scheduler_config_for`;
+    ``send_before_return``: see ``EscalationEngineConfig``."""
     engine = EscalationEngine(
         EscalationEngineConfig(
             store_type=cfg.store_type,
@@ -78,6 +80,7 @@ def build_engine(
             metrics_enabled=cfg.metrics_enabled,
             clock=clock,
             cleanup_after_days=cfg.retention_days,
+            send_before_return=send_before_return,
         )
     )
     for policy in cfg.policies.values():

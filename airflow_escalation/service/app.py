@@ -268,6 +268,9 @@ class EscalationService:
                 max_concurrent_jobs=settings.max_concurrent_deliveries,
             ),
             on_error=lambda message: self._error(f"[escalation] policies_file: {message}"),
+            # a trigger is answered once written, never held by a slow channel (clients time out
+            # after 5 s); the outbox sends at once, and targets_queued says who was paged
+            send_before_return=False,
         )
         try:
             from airflow_escalation.service.delivery import install_delivery
