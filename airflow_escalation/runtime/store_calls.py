@@ -44,15 +44,6 @@ class StoreCalls:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
 
-async def run_store(store: BaseEscalationStore, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """One store call off the event loop, for callers without an engine's :class:`StoreCalls`.
-
-    Prefer ``engine.store_calls`` where an engine is at hand: it shares the engine's batches."""
-    if store.blocking:
-        return await asyncio.to_thread(fn, *args, **kwargs)
-    return fn(*args, **kwargs)
-
-
 # a store call (fn, args, kwargs), and one waiting for its batch with the future that gets its outcome
 _Call = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 _Pending = tuple["asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
