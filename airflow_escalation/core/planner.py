@@ -9,10 +9,11 @@ Candidates while a record waits at level N (fired at ``f``, ``r`` repeats sent):
   spent and nobody answered: the record ends TIMED_OUT)
 
 A notify-only level (``require_ack: false``) offers no ``escalate``: the ladder goes no further
-(its last round resolves the record). A record that has not started waits for ``start`` at trigger + delay(1). When several candidates
-are already overdue (a wake-up came late, or business hours held them), the most decisive wins
-(auto_resolve, then timeout, then escalate, then repeat) and missed repeats are not sent in a
-burst.
+(its last round resolves the record). ``escalate``, ``repeat`` and ``timeout`` apply while the
+record pages (:func:`is_paging`). A record that has not started waits for ``start`` at
+trigger + delay(1). When several candidates are already overdue (a wake-up came late, or business
+hours held them), the most decisive wins (auto_resolve, then timeout, then escalate, then repeat)
+and missed repeats are not sent in a burst.
 
 Business hours, every mode decided here: ``wait`` moves a notification's due time to the
 window's next opening (:func:`plan`); ``skip`` drops a round due outside the window
