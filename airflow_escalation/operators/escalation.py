@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence
 from airflow.sdk import BaseOperator
 from airflow.sdk.configuration import conf
 
+from airflow_escalation.core.types import TERMINAL_STATE_VALUES
 from airflow_escalation.notifications.incident import incident_fields, render_incident_key
 from airflow_escalation.triggers.escalation import EscalationStateTrigger
 
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
 
 DEFAULT_CONN_ID = "escalation_default"
 WAIT_STATES = {"acknowledged": ("acknowledged", "resolved"), "resolved": ("resolved",)}
-TERMINAL = ("resolved", "cancelled", "timed_out", "failed")
 # how much longer Airflow's own deferral timeout waits than the trigger's (a backstop for a
 # triggerer that is down when the trigger's timeout passes)
 DEFERRAL_GRACE = timedelta(minutes=2)
@@ -200,7 +200,7 @@ class EscalationOperator(BaseOperator):
         if state in states:
             self.log.info("escalation %s is already %s", record_id, state)
             return record_id
-        if state in TERMINAL:
+        if state in TERMINAL_STATE_VALUES:
             raise AirflowException(f"escalation {record_id} is already {state}; it will never be {self.wait_for}")
         if not self.deferrable:
             return self._wait_in_worker(hook, record_id)
@@ -254,7 +254,7 @@ class EscalationOperator(BaseOperator):
                 who = record.get("acknowledged_by") if state == "acknowledged" else record.get("resolved_by")
                 self.log.info("escalation %s is %s%s", record_id, state, f" by {who}" if who else "")
                 return record_id
-            if state in TERMINAL:
+            if state in TERMINAL_STATE_VALUES:
                 raise AirflowException(f"escalation {record_id} ended {state}; it will never be {self.wait_for}")
             if deadline is not None and time.monotonic() >= deadline:
                 raise AirflowException(

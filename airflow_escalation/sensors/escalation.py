@@ -35,19 +35,14 @@ from typing import TYPE_CHECKING, Any, Sequence
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.configuration import conf
 
+from airflow_escalation.core.types import OPEN_STATE_VALUES, TERMINAL_STATE_VALUES
 from airflow_escalation.notifications.incident import incident_fields, render_incident_key
-from airflow_escalation.triggers.escalation import (
-    TERMINAL_STATES,
-    EscalationStateTrigger,
-    normalise_states,
-    slim_record,
-)
+from airflow_escalation.triggers.escalation import EscalationStateTrigger, normalise_states, slim_record
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 DEFAULT_CONN_ID = "escalation_default"
-OPEN_STATES = ("pending", "active", "escalating", "acknowledged")
 DEFERRAL_GRACE = timedelta(minutes=2)
 
 
@@ -108,7 +103,7 @@ class EscalationSensor(BaseSensorOperator):
     def _states(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         target = normalise_states(self.target_states, "target_states")
         if self.failed_states is None:
-            failed = tuple(s for s in TERMINAL_STATES if s not in target)
+            failed = tuple(s for s in TERMINAL_STATE_VALUES if s not in target)
         else:
             failed = (
                 tuple(s for s in normalise_states(self.failed_states, "failed_states") if s not in target)
@@ -131,7 +126,7 @@ class EscalationSensor(BaseSensorOperator):
         incident = render_incident_key(str(self.incident_id), fields)
         # the incident of this Dag: another Dag's record of the same incident id is not this one
         dag_id = fields.get("dag_id")
-        page = hook.list_escalations(list(OPEN_STATES), incident=incident, dag_id=dag_id, limit=1)
+        page = hook.list_escalations(list(OPEN_STATE_VALUES), incident=incident, dag_id=dag_id, limit=1)
         records = page.get("escalations") or []
         if not records:
             page = hook.list_escalations(incident=incident, dag_id=dag_id, limit=1)
