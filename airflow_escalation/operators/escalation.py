@@ -151,7 +151,7 @@ class EscalationOperator(BaseOperator):
     def execute(self, context: Context) -> str | None:
         from airflow.sdk.exceptions import AirflowException
 
-        from airflow_escalation.notifications.handoff import drain_local_spool
+        from airflow_escalation.handoff.sender import drain_local_spool
 
         incident, fields = self._incident(context)
         esc_context = {

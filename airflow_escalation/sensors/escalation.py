@@ -155,7 +155,7 @@ class EscalationSensor(BaseSensorOperator):
     # ------------------------------------------------------------------ execution
 
     def execute(self, context: Context) -> Any:
-        from airflow_escalation.notifications.handoff import drain_local_spool
+        from airflow_escalation.handoff.sender import drain_local_spool
 
         drain_local_spool(budget_seconds=1.0, logger=self.log)
         hook = self._hook()
