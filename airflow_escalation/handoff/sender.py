@@ -37,7 +37,7 @@ from airflow_escalation.spool import (
     SpoolEntry,
 )
 
-log = logging.getLogger("airflow_escalation.notifications")
+log = logging.getLogger("airflow_escalation.handoff")
 
 DEFAULT_CONN_ID = "escalation_default"
 DEFAULT_HANDOFF_TIMEOUT = 2.0
