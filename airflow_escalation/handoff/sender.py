@@ -264,10 +264,6 @@ class HandoffSender:
         """:meth:`sending`, in this thread."""
         return self.run(self.sending(kind, conn_id, request))
 
-    async def asend(self, kind: str, conn_id: str, request: dict[str, Any]) -> tuple[str, str, Any]:
-        """:meth:`sending`, on the event loop."""
-        return await self.arun(self.sending(kind, conn_id, request))
-
 
 def describe_trigger(answer: Any) -> str:
     if not isinstance(answer, dict):

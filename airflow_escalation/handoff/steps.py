@@ -10,7 +10,7 @@ decisions once; a runner only performs steps:
   the runner's ``call`` — a plain function for :func:`run`, a coroutine function for
   :func:`arun`.
 
-So the spool's ``drain``/``adrain``, the sender's ``send``/``asend`` and the notifier's
+So the spool's ``drain``/``adrain``, the sender's ``run``/``arun`` and the notifier's
 ``notify``/``async_notify`` share one plan each instead of a sync and an async copy.
 """
 
