@@ -16,9 +16,9 @@ So the spool's ``drain``/``adrain``, the sender's ``run``/``arun`` and the notif
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 #: a plan: yields steps, is sent their results, returns ``T``
@@ -34,21 +34,42 @@ class Blocking:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+class _Steps(Generic[T]):
+    """Iterates over a plan's steps; the runner answers each with :meth:`answer` or :meth:`fail`
+    before the next. :attr:`outcome` is what the plan returned."""
+
+    def __init__(self, plan: Plan[T]) -> None:
+        self._plan = plan
+        self._value: Any = None
+        self._error: Exception | None = None
+        self.outcome: T
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            value, error, self._value, self._error = self._value, self._error, None, None
+            try:
+                yield self._plan.send(value) if error is None else self._plan.throw(error)
+            except StopIteration as stop:
+                self.outcome = stop.value
+                return
+
+    def answer(self, value: Any) -> None:
+        self._value = value
+
+    def fail(self, error: Exception) -> None:
+        self._error = error
+
+
 def run(plan: Plan[T], call: Callable[[Any], Any]) -> T:
     """Run ``plan`` in this thread; ``call(step)`` performs every step that is not
     :class:`Blocking`."""
-    value: Any = None
-    error: Exception | None = None
-    while True:
+    steps = _Steps(plan)
+    for step in steps:
         try:
-            step = plan.send(value) if error is None else plan.throw(error)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        value, error = None, None
-        try:
-            value = step.fn(*step.args, **step.kwargs) if isinstance(step, Blocking) else call(step)
+            steps.answer(step.fn(*step.args, **step.kwargs) if isinstance(step, Blocking) else call(step))
         except Exception as exc:  # noqa: BLE001 - the plan decides what a failure means
-            error = exc
+            steps.fail(exc)
+    return steps.outcome
 
 
 async def arun(plan: Plan[T], call: Callable[[Any], Awaitable[Any]]) -> T:
@@ -56,21 +77,16 @@ async def arun(plan: Plan[T], call: Callable[[Any], Awaitable[Any]]) -> T:
     ``await call(step)`` performs the others."""
     import asyncio  # here, not at the top: a sync task never pays for it
 
-    value: Any = None
-    error: Exception | None = None
-    while True:
-        try:
-            step = plan.send(value) if error is None else plan.throw(error)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        value, error = None, None
+    steps = _Steps(plan)
+    for step in steps:
         try:
             if isinstance(step, Blocking):
-                value = await asyncio.to_thread(step.fn, *step.args, **step.kwargs)
+                steps.answer(await asyncio.to_thread(step.fn, *step.args, **step.kwargs))
             else:
-                value = await call(step)
+                steps.answer(await call(step))
         except Exception as exc:  # noqa: BLE001
-            error = exc
+            steps.fail(exc)
+    return steps.outcome
 
 
 __all__ = ["Blocking", "Plan", "arun", "run"]
