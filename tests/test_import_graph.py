@@ -183,7 +183,6 @@ print(json.dumps({{"outcome": outcome, "left": report.left, "modules": sorted(sy
         **os.environ,
         # a service that is not there: the hand-off fails fast and keeps the request
         "AIRFLOW_CONN_ESCALATION_DEFAULT": "escalation://127.0.0.1:9/",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
     }
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
