@@ -36,10 +36,11 @@ from airflow_escalation.spool import (
     EscalationSpool,
     SpoolEntry,
 )
+from airflow_escalation.hooks.connection_info import DEFAULT_CONN_NAME
 
 log = logging.getLogger("airflow_escalation.handoff")
 
-DEFAULT_CONN_ID = "escalation_default"
+DEFAULT_CONN_ID = DEFAULT_CONN_NAME  # one name: hooks/connection_info.py
 DEFAULT_HANDOFF_TIMEOUT = 2.0
 
 

@@ -48,11 +48,12 @@ from airflow.sdk.configuration import conf
 from airflow_escalation.core.types import TERMINAL_STATE_VALUES
 from airflow_escalation.notifications.incident import incident_fields, render_incident_key
 from airflow_escalation.triggers.escalation import EscalationStateTrigger
+from airflow_escalation.hooks.connection_info import DEFAULT_CONN_NAME
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-DEFAULT_CONN_ID = "escalation_default"
+DEFAULT_CONN_ID = DEFAULT_CONN_NAME  # one name: hooks/connection_info.py
 WAIT_STATES = {"acknowledged": ("acknowledged", "resolved"), "resolved": ("resolved",)}
 # how much longer Airflow's own deferral timeout waits than the trigger's (a backstop for a
 # triggerer that is down when the trigger's timeout passes)

@@ -38,11 +38,12 @@ from airflow.sdk.configuration import conf
 from airflow_escalation.core.types import OPEN_STATE_VALUES, TERMINAL_STATE_VALUES
 from airflow_escalation.notifications.incident import incident_fields, render_incident_key
 from airflow_escalation.triggers.escalation import EscalationStateTrigger, normalise_states, slim_record
+from airflow_escalation.hooks.connection_info import DEFAULT_CONN_NAME
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-DEFAULT_CONN_ID = "escalation_default"
+DEFAULT_CONN_ID = DEFAULT_CONN_NAME  # one name: hooks/connection_info.py
 DEFERRAL_GRACE = timedelta(minutes=2)
 
 

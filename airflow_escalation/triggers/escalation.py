@@ -47,8 +47,9 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 from airflow_escalation.core.types import STATE_VALUES, TERMINAL_STATE_VALUES
+from airflow_escalation.hooks.connection_info import DEFAULT_CONN_NAME
 
-DEFAULT_CONN_ID = "escalation_default"
+DEFAULT_CONN_ID = DEFAULT_CONN_NAME  # one name: hooks/connection_info.py
 # a success seen this soon after the deferral ends the task from the trigger (module docstring)
 RACE_WINDOW_SECONDS = 30.0
 # what the trigger event carries of the record (events are stored in the metadata database)
