@@ -187,11 +187,9 @@ class FailureDetector:
         return True
 
     async def _open_dag_ids(self, engine: Any) -> set[str]:
-        from airflow_escalation.service.deps import run_store
-
         try:
-            records, _ = await run_store(
-                engine, engine.store.list_records, states=sorted(OPEN_STATE_VALUES), limit=bounds.MAX_DETECT_BATCH
+            records, _ = await engine.store_calls(
+                engine.store.list_records, states=sorted(OPEN_STATE_VALUES), limit=bounds.MAX_DETECT_BATCH
             )
         except NotImplementedError:
             return set()
@@ -214,9 +212,7 @@ class FailureDetector:
         (or run) began: the notifier's callback runs inside the try, before the try's end is
         written, so its page always falls in that window; an earlier failure's page falls before it.
         """
-        from airflow_escalation.service.deps import run_store
-
-        records = await run_store(engine, engine.store.get_by_incident, incident)
+        records = await engine.store_calls(engine.store.get_by_incident, incident)
         since = (event.began or event.at or datetime.now(timezone.utc)) - SLACK
         for record in records:
             if record.dag_id != event.dag_id:
@@ -266,16 +262,14 @@ class FailureDetector:
         return True
 
     async def _trigger(self, engine: Any, incident: str, context: dict[str, Any], policy: str) -> Any:
-        from airflow_escalation.core.models import EscalationResult
+        """Through the service's one trigger path with its gates (``global_enabled``, capacity)."""
+        from airflow_escalation.runtime.builder import trigger_with_gates
 
-        cfg = self.service.policy_config
-        if not cfg.global_enabled:
-            return EscalationResult.failure_result(None, "trigger", "escalation is disabled globally", code="filtered")
-        return await engine.trigger(incident, context, policy, triggered_by=DETECTOR_ACTOR)
+        return await trigger_with_gates(
+            engine, self.service.policy_config, incident, context, policy, triggered_by=DETECTOR_ACTOR
+        )
 
     async def _resolve(self, engine: Any, success: FailureEvent) -> None:
-        from airflow_escalation.service.deps import run_store
-
         keys = set()
         for kind in _RESOLVES.get(success.kind, ()):
             as_failure = _as_kind(success, kind)
@@ -283,7 +277,7 @@ class FailureDetector:
             if route is not None and route.resolve_on_success:
                 keys.add(incident_key(route, as_failure))
         for key in sorted(keys):
-            records = await run_store(engine, engine.store.get_by_incident, key)
+            records = await engine.store_calls(engine.store.get_by_incident, key)
             for record in records:
                 state = getattr(record.state, "value", record.state)
                 if record.dag_id != success.dag_id or state not in OPEN_STATE_VALUES:
