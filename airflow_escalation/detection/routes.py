@@ -32,6 +32,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from airflow_escalation.core import bounds
+from airflow_escalation.core.severity import normalize_severity
 from airflow_escalation.notifications.incident import (
     DEFAULT_INCIDENT_KEYS,
     KEY_FIELDS,
@@ -138,8 +139,8 @@ class Route(BaseModel):
 
     @field_validator("severity")
     @classmethod
-    def _lower(cls, value: str) -> str:
-        return value.lower()
+    def _normalized(cls, value: str) -> str:
+        return normalize_severity(value) or value
 
     @field_validator("incident_key")
     @classmethod
