@@ -32,6 +32,9 @@ MAX_ERROR_CHARS = 500  # an error message in a response, a validation report or 
 MAX_LIST_LIMIT = 500  # records per page of GET /escalations
 MAX_LIST_OFFSET = 1_000_000  # records skipped by GET /escalations (use filters beyond that)
 MAX_RETRIGGER_EVENTS = 20  # "retriggered" history events per record; later joins are counted
+MAX_SIGNED_AGE_SECONDS = 5 * 60  # a signed Slack request's timestamp / a PagerDuty event's occurred_at
+MAX_WEBHOOK_BYTES = 64 * 1024  # a Slack interaction or PagerDuty webhook body (before any parsing)
+MAX_SIGNATURE_HEADER = 2048  # X-Slack-Signature / X-PagerDuty-Signature (several v1= entries)
 
 TRUNCATED = "…"
 

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from airflow_escalation.core import bounds, planner
+from airflow_escalation.core import metrics as engine_metrics
 from airflow_escalation.core.business_hours import is_business_time
 from airflow_escalation.core.clock import SYSTEM_CLOCK, Clock
 from airflow_escalation.core.models import (
@@ -55,6 +56,8 @@ ConditionEvaluator = Callable[[EscalationRecord, Any], Awaitable[bool] | bool]
 # Returns a sender for targets it handles (e.g. a target with an Airflow conn_id), else None.
 TargetSender = Callable[[EscalationRecord, EscalationLevel, EscalationTarget], Awaitable[Any]]
 ChannelResolver = Callable[[EscalationTarget], TargetSender | None]
+# Deliveries to write with a change, in its compare-and-swap: (record, action, state before, now).
+ChangeHook = Callable[[EscalationRecord, str, "str | None", datetime], list[Delivery]]
 
 _CAS_ATTEMPTS = 20
 _PENDING = EscalationState.PENDING.value
@@ -89,6 +92,8 @@ class _Change:
 
     deliveries: list[Delivery] = field(default_factory=list)
     cancel_pending: bool = False
+    from_state: str | None = None  # the record's state before the change (None: created by it)
+    escalations_before: int = 0
 
 
 class EscalationEngine:
@@ -116,6 +121,8 @@ class EscalationEngine:
         self._channel_resolvers: list[ChannelResolver] = []
         self._listeners: list[Callable[[EscalationRecord, str], Any]] = []
         self._listener_tasks: set[asyncio.Task[None]] = set()
+        self._change_hooks: list[ChangeHook] = []
+        self._metrics = engine_metrics.NULL_METRICS
         self._evaluators = dict(config.condition_evaluators)
         self._owner = config.engine_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lease = timedelta(seconds=sched_config.lease_seconds)
@@ -195,6 +202,33 @@ class EscalationEngine:
         logged and changes nothing.
         """
         self._listeners.append(listener)
+
+    def add_change_hook(self, hook: ChangeHook) -> None:
+        """Call ``hook(record, action, from_state, now)`` with every decided change, before it is
+        written; the deliveries it returns are written with the change (the same compare-and-swap,
+        so exactly once whichever replica made it) and sent by the outbox like notifications.
+        Used to tell PagerDuty of an acknowledgement. A hook that raises adds nothing."""
+        self._change_hooks.append(hook)
+
+    def set_metrics(self, metrics: engine_metrics.EngineMetrics) -> None:
+        """Report to ``metrics`` (core/metrics.py); ignored when ``metrics_enabled`` is False."""
+        if self._config.metrics_enabled:
+            self._metrics = metrics
+
+    def _extend(self, record: EscalationRecord, action: str, change: _Change, now: datetime) -> None:
+        for hook in self._change_hooks:
+            try:
+                change.deliveries.extend(hook(record, action, change.from_state, now))
+            except Exception:  # a hook never blocks the change itself
+                log.exception("escalation change hook %r failed on %s of %s", hook, action, record.id)
+
+    def _measure(self, report: Callable[..., None], *args: Any) -> None:
+        if self._metrics is engine_metrics.NULL_METRICS:
+            return
+        try:
+            report(*args)
+        except Exception:  # metrics never fail an engine call
+            log.exception("escalation metrics failed")
 
     def _spawn_listener(self, awaitable: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(awaitable)
@@ -418,6 +452,7 @@ class EscalationEngine:
                 last = await self._io(self._store.last_closed, incident_id, policy.name, dag_id)
                 if last is not None and last.closed_at is not None and now - last.closed_at < policy.cooldown:
                     until = last.closed_at + policy.cooldown
+                    self._measure(self._metrics.escalation, engine_metrics.SUPPRESSED, policy.name)
                     return EscalationResult.failure_result(
                         last,
                         "trigger",
@@ -449,6 +484,7 @@ class EscalationEngine:
                 return EscalationResult.failure_result(
                     None, "trigger", f"policy {policy.name!r} cannot start: {type(exc).__name__}: {exc}"
                 )
+            self._extend(record, "trigger", change, now)
             stored = (
                 store.create(record, change.deliveries)
                 if self._inline
@@ -602,6 +638,7 @@ class EscalationEngine:
                 )
             now = self._clock.now()
             expected, seen = record.version, len(record.history)
+            before, climbs = record.state, record.escalation_count
             try:
                 change = decide(record, now)
             except InvalidTransition as exc:
@@ -611,6 +648,8 @@ class EscalationEngine:
                 return EscalationResult.failure_result(record, action, f"{type(exc).__name__}: {exc}")
             if isinstance(change, EscalationResult):
                 return change
+            change.from_state, change.escalations_before = before, climbs
+            self._extend(record, action, change, now)
             record.updated_at = now
             args = (record, expected, record.history[seen:], change.deliveries, change.cancel_pending)
             written = store.update(*args) if self._inline else await self._io(store.update, *args)
@@ -824,20 +863,27 @@ class EscalationEngine:
         return self._sched_config.max_concurrent_jobs - busy
 
     async def _process_claimed(self, record: EscalationRecord, now: datetime) -> None:
+        if record.next_escalation_at is not None:
+            late = (self._clock.now() - record.next_escalation_at).total_seconds()
+            self._measure(self._metrics.lateness, max(0.0, late))
         for _ in range(_CAS_ATTEMPTS):
             expected, seen = record.version, len(record.history)
-            change = _Change()
+            change = _Change(from_state=record.state, escalations_before=record.escalation_count)
             try:
                 policy = self._policy_for(record)
                 self._run_steps(record, policy, now, change)
             except Exception as exc:  # a record that cannot be processed must not loop forever
                 log.exception("escalation %s failed while processing its due step", record.id)
                 record = await self._io(self._store.get, record.id) or record
-                expected, seen, change = record.version, len(record.history), _Change(cancel_pending=True)
+                expected, seen = record.version, len(record.history)
+                change = _Change(
+                    cancel_pending=True, from_state=record.state, escalations_before=record.escalation_count
+                )
                 if not record.is_open:
                     return
                 self._transition(record, EscalationEvent.ERROR, now, error=f"{type(exc).__name__}: {exc}")
                 self._close(record, now)
+            self._extend(record, "due", change, now)
             record.updated_at = now
             if await self._io(
                 self._store.update, record, expected, record.history[seen:], change.deliveries, change.cancel_pending
@@ -881,6 +927,9 @@ class EscalationEngine:
                 )
 
     def _after_write(self, record: EscalationRecord, change: _Change, action: str) -> None:
+        self._measure(
+            engine_metrics.report_change, self._metrics, record, change.from_state, action, change.escalations_before
+        )
         for listener in self._listeners:
             try:
                 outcome = listener(record, action)
@@ -957,6 +1006,7 @@ class EscalationEngine:
                 self._store.finish_delivery(delivery.id, now, sent=True)
             else:
                 await self._io(self._store.finish_delivery, delivery.id, now, sent=True)
+            self._measure(self._metrics.delivery, engine_metrics.SENT, delivery)
             return
         cfg = self._sched_config
         retry_at = None
@@ -974,6 +1024,8 @@ class EscalationEngine:
             f"; retrying at {retry_at.isoformat()}" if retry_at else "; giving up",
         )
         await self._io(self._store.finish_delivery, delivery.id, now, sent=False, error=error, retry_at=retry_at)
+        outcome = engine_metrics.RETRIED if retry_at is not None else engine_metrics.DELIVERY_FAILED
+        self._measure(self._metrics.delivery, outcome, delivery)
         if retry_at is not None and self._running:
             self._scheduler.wake_at(retry_at)
 

@@ -98,6 +98,9 @@ class EscalationService:
         # channels for targets with a conn_id (service/delivery.py); set when the service builds
         # its engine, None for an injected engine
         self.delivery: Optional[Any] = None
+        # the users directory the Slack route maps members through (service/integrations/directory.py);
+        # None: only the Slack connection's slack_users extra
+        self.users_directory: Optional[Any] = None
 
     # ------------------------------------------------------------------ state
     @property
@@ -396,7 +399,7 @@ def create_app(
     configuration; ``engine`` (with ``policy_config``) runs a ready engine instead (tests,
     embedding): the lifespan then only starts and stops it.
     """
-    from airflow_escalation.service.routes import escalations, policies, system
+    from airflow_escalation.service.routes import escalations, pagerduty, policies, slack, system
 
     app = FastAPI(
         title="Escalation service",
@@ -421,7 +424,7 @@ def create_app(
     app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(ServiceUnavailable, _unavailable)
     app.add_exception_handler(RecordHidden, _record_hidden)
-    for module in (escalations, policies, system):
+    for module in (escalations, policies, system, slack, pagerduty):
         app.include_router(module.router, prefix=API_PREFIX)
     from airflow_escalation.service import ui  # pages, one-click links, GET /me (docs/ui.md)
 
