@@ -210,6 +210,11 @@ class EscalationEngine:
         Used to tell PagerDuty of an acknowledgement. A hook that raises adds nothing."""
         self._change_hooks.append(hook)
 
+    @property
+    def metrics(self) -> engine_metrics.EngineMetrics:
+        """Where measurements go (``core.metrics.NULL_METRICS``: nowhere)."""
+        return self._metrics
+
     def set_metrics(self, metrics: engine_metrics.EngineMetrics) -> None:
         """Report to ``metrics`` (core/metrics.py); ignored when ``metrics_enabled`` is False."""
         if self._config.metrics_enabled:

@@ -293,6 +293,13 @@ class EscalationService:
             self.delivery = install_delivery(engine, base_url=settings.base_url)
         except Exception as exc:  # noqa: BLE001 - the log handler still delivers every target
             self._error(f"cannot set up delivery through connections: {type(exc).__name__}: {exc}")
+        if cfg.metrics_enabled:
+            try:
+                from airflow_escalation.service.metrics import install_metrics
+
+                install_metrics(engine, self.delivery)  # Airflow's Stats (docs/metrics.md)
+            except Exception as exc:  # noqa: BLE001 - metrics never keep the engine from running
+                self._error(f"cannot set up metrics: {type(exc).__name__}: {exc}")
         return engine
 
 
