@@ -44,7 +44,8 @@ from airflow_escalation.service.integrations.signatures import SignatureRefused,
 
 log = logging.getLogger("airflow_escalation.pagerduty")
 
-router = APIRouter(prefix="/integrations/pagerduty", tags=["integrations"])
+# not in the OpenAPI schema: PagerDuty calls it, not API clients (docs/channels.md)
+router = APIRouter(prefix="/integrations/pagerduty", tags=["integrations"], include_in_schema=False)
 
 _EVENTS = {"incident.acknowledged": "acknowledge", "incident.resolved": "resolve"}
 

@@ -44,7 +44,8 @@ from airflow_escalation.service.integrations.signatures import SignatureRefused,
 
 log = logging.getLogger("airflow_escalation.slack")
 
-router = APIRouter(prefix="/integrations/slack", tags=["integrations"])
+# not in the OpenAPI schema: Slack calls it, not API clients (docs/channels.md)
+router = APIRouter(prefix="/integrations/slack", tags=["integrations"], include_in_schema=False)
 
 _ACTIONS = {"escalation_acknowledge": "acknowledge", "escalation_resolve": "resolve"}
 _DONE = {"acknowledge": "acknowledged", "resolve": "resolved"}
