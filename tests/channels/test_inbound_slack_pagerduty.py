@@ -313,3 +313,17 @@ def test_forged_stale_and_foreign_pagerduty_webhooks_change_nothing(service):
     answer = service.client.post(PAGERDUTY, content=ping, headers={"X-PagerDuty-Signature": pagerduty_signature(ping)})
     assert answer.status_code == 200 and "ignored" in answer.json()
     assert service.record(record_id).version == version
+
+
+def test_the_users_directory_links_members_before_the_connection_mapping(service):
+    """The on-call users directory (a user's ``slack`` contact) is asked first."""
+    from types import SimpleNamespace
+
+    slack = SimpleNamespace(type="slack", address="U_VICTOR")  # the connection maps U_VICTOR to victor
+    email = SimpleNamespace(type="email", address="alice@example.com")
+    directory = SimpleNamespace(users=[SimpleNamespace(id="alice", contacts=[email, slack])])
+    service.client.app.state.service.users_directory = directory
+    record_id = service.trigger()
+    body = click(record_id, "acknowledge", "U_VICTOR", f"{service.sink.url}/response/5")
+    assert service.slack(body, slack_headers(body, service.now())).status_code == 200
+    assert service.record(record_id).acknowledged_by == "alice"

@@ -2,10 +2,10 @@
 
 ``user_for_slack_id(slack_user_id) -> str | None`` answers from, in order:
 
-1. the users directory, when the service has one (``EscalationService.users_directory``: any
-   object with ``users``, each with an ``id`` and ``contacts`` whose ``type`` is ``"slack"`` and
-   whose ``address`` is the member id -- the shape of the on-call users directory, the
-   ``users:`` section of the policies file);
+1. the users directory, when the service has one (:func:`users_directory`: the on-call
+   directory, ``engine.oncall.directory`` -- the ``users:`` section of the policies file -- or
+   ``EscalationService.users_directory``): any object with ``users``, each with an ``id`` and
+   ``contacts`` whose ``type`` is ``"slack"`` and whose ``address`` is the member id;
 2. the Slack connection's ``slack_users`` extra, ``{"U0123ABCD": "alice", ...}``: set by whoever
    may edit connections, for deployments without a users directory.
 
@@ -24,6 +24,15 @@ SlackUserLookup = Callable[[str], "str | None"]
 
 #: the Slack connection extra with the fallback mapping of member ids to escalation users
 SLACK_USERS_EXTRA = "slack_users"
+
+
+def users_directory(service: Any) -> Any:
+    """The users directory the service knows, or None."""
+    explicit = getattr(service, "users_directory", None)
+    if explicit is not None:
+        return explicit
+    oncall = getattr(getattr(service, "engine", None), "oncall", None)
+    return getattr(oncall, "directory", None)
 
 
 def from_directory(directory: Any, slack_user_id: str) -> str | None:

@@ -173,7 +173,7 @@ async def interaction(conn_id: str, request: Request, tasks: BackgroundTasks) ->
     slack_id = str(slack_user.get("id") or "")[: bounds.MAX_NAME]
     extra = getattr(conn, "extra_dejson", None) or {}
     service = request.app.state.service
-    lookup = directory.slack_user_lookup(getattr(service, "users_directory", None), extra)
+    lookup = directory.slack_user_lookup(directory.users_directory(service), extra)
     username = lookup(slack_id) if slack_id else None
     if username is None:
         return _tell(
