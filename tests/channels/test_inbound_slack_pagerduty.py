@@ -327,3 +327,27 @@ def test_the_users_directory_links_members_before_the_connection_mapping(service
     body = click(record_id, "acknowledge", "U_VICTOR", f"{service.sink.url}/response/5")
     assert service.slack(body, slack_headers(body, service.now())).status_code == 200
     assert service.record(record_id).acknowledged_by == "alice"
+
+
+def test_the_routes_without_a_connection_use_the_providers_default_connections(service, connections, sink):
+    record_id = service.trigger()
+    body = click(record_id, "acknowledge", "U_ALICE", f"{sink.url}/response/6")
+    assert (
+        service.client.post(
+            SLACK.rsplit("/", 1)[0], content=body, headers=slack_headers(body, service.now())
+        ).status_code
+        == 401
+    )
+    connections(
+        "slack_api_default",
+        conn_type="slack",
+        password="xoxb",
+        extra={"signing_secret": SIGNING_SECRET, "slack_users": {"U_ALICE": "alice"}},
+    )
+    answer = service.client.post(SLACK.rsplit("/", 1)[0], content=body, headers=slack_headers(body, service.now()))
+    assert answer.status_code == 200 and service.record(record_id).acknowledged_by == "alice"
+    ping = json.dumps(
+        {"event": {"id": "01P", "event_type": "pagey.ping", "occurred_at": service.clock.now().isoformat()}}
+    ).encode()
+    headers = {"X-PagerDuty-Signature": pagerduty_signature(ping)}
+    assert service.client.post(PAGERDUTY.rsplit("/", 1)[0], content=ping, headers=headers).status_code == 401

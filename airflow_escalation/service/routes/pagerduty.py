@@ -162,3 +162,12 @@ async def webhook(conn_id: str, request: Request) -> JSONResponse:
             return _refused(f"event {event_id!r} already used on escalation {record_id} (concurrently)")
         return _ignored(result.error or result.message)
     return JSONResponse(status_code=200, content={"escalation": record.id, "state": result.record.state})
+
+
+#: the PagerDuty provider's default Events API connection (``PagerdutyEventsHook.default_conn_name``)
+DEFAULT_CONN_ID = "pagerduty_events_default"
+
+
+@router.post("", summary="The same, through the connection pagerduty_events_default")
+async def webhook_default(request: Request) -> JSONResponse:
+    return await webhook(DEFAULT_CONN_ID, request)

@@ -229,3 +229,12 @@ def _closed_text(record: Any, action: str) -> str:
     if record.state == "cancelled":
         by = record.metadata.get("cancelled_by")
     return f"Nothing to do: this escalation is already {record.state}" + (f" (by {by})." if by else ".")
+
+
+#: the Slack provider's default connection (``SlackHook.default_conn_name``)
+DEFAULT_CONN_ID = "slack_api_default"
+
+
+@router.post("", summary="The same, through the connection slack_api_default")
+async def interaction_default(request: Request, tasks: BackgroundTasks) -> Response:
+    return await interaction(DEFAULT_CONN_ID, request, tasks)
