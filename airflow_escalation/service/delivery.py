@@ -43,6 +43,8 @@ log = logging.getLogger("airflow_escalation.delivery")
 
 #: the target metadata key that makes a delivery a follow-up (its value: acknowledge or resolve)
 FOLLOW_UP = "follow_up"
+#: a follow-up's ``round``: not a notification round of its level (which count from 0)
+FOLLOW_UP_ROUND = -1
 _CLOSED = {"resolved", "cancelled"}
 _DELIVERED = {DeliveryState.SENT, DeliveryState.UNKNOWN}  # UNKNOWN: may have gone out
 _ON_THE_WAY = {DeliveryState.PENDING, DeliveryState.SENDING}
@@ -115,12 +117,13 @@ class ChannelDelivery:
                 seen.add(conn_id)
                 target = EscalationTarget.from_dict(raw)
                 target.metadata = {**target.metadata, FOLLOW_UP: follow}
+                target.name = f"{target.display_name[:200]} ({follow})"
                 deliveries.append(
                     Delivery(
                         id=f"{record.id}-{follow}-{len(deliveries)}",
                         record_id=record.id,
                         level=number,
-                        round=0,
+                        round=FOLLOW_UP_ROUND,
                         target=target,
                         created_at=now,
                         updated_at=now,

@@ -10,8 +10,9 @@
   rotated; one matching entry is enough.
 
 Both answer with :class:`SignatureRefused`, whose message says which check failed (for the log;
-the caller answers 401 with a short, fixed text). Neither says whether a payload was seen
-before: that is the record's history (the routes), so every API-server replica agrees.
+the caller answers 401 with a short, fixed text). Whether a payload was used before is the
+record's history (:func:`used`): an action taken from a payload carries its marker in its note,
+written by the same compare-and-swap as the action, so every API-server replica agrees.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from airflow_escalation.core import bounds
 
@@ -79,3 +81,13 @@ def verify_pagerduty(secrets: Iterable[str], body: bytes, header: str | None) ->
         if any(hmac.compare_digest(expected, candidate) for candidate in offered):
             return
     raise SignatureRefused("no X-PagerDuty-Signature entry matches the body signed with the webhook secret")
+
+
+def used(record: Any, marker: str) -> bool:
+    """Whether an action of ``record``'s history was taken from the payload ``marker`` names."""
+    for event in getattr(record, "history", None) or ():
+        details = event.get("details") if isinstance(event, dict) else None
+        note = details.get("note") if isinstance(details, dict) else None
+        if isinstance(note, str) and marker in note:
+            return True
+    return False

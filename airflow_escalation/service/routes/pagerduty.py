@@ -40,7 +40,7 @@ from fastapi.responses import JSONResponse
 from airflow_escalation.core import bounds
 from airflow_escalation.core.states import can
 from airflow_escalation.service.deps import get_engine, run_store
-from airflow_escalation.service.integrations.signatures import SignatureRefused, check_age, verify_pagerduty
+from airflow_escalation.service.integrations.signatures import SignatureRefused, check_age, used, verify_pagerduty
 
 log = logging.getLogger("airflow_escalation.pagerduty")
 
@@ -61,15 +61,6 @@ def _ignored(reason: str) -> JSONResponse:
 
 def replay_marker(event_id: str) -> str:
     return f"pagerduty:{event_id}"
-
-
-def _used(record: Any, marker: str) -> bool:
-    for event in record.history or ():
-        details = event.get("details") if isinstance(event, dict) else None
-        note = details.get("note") if isinstance(details, dict) else None
-        if isinstance(note, str) and marker in note:
-            return True
-    return False
 
 
 def _secrets(value: Any) -> list[str]:
@@ -144,7 +135,7 @@ async def webhook(conn_id: str, request: Request) -> JSONResponse:
     if record is None or not _pages_through(record, conn_id):
         return _ignored(f"no escalation {record_id!r} pages through connection {conn_id!r}")
     marker = replay_marker(bounds.truncate(event_id, 100))
-    if _used(record, marker):
+    if used(record, marker):
         return _refused(f"event {event_id!r} already used on escalation {record_id}")
     if not can(action, record.state):
         return _ignored(f"escalation {record_id} is already {record.state}")
@@ -158,7 +149,7 @@ async def webhook(conn_id: str, request: Request) -> JSONResponse:
         result = await method(record.id, actor, f"via PagerDuty ({marker})")
     if not result.success:
         again = await run_store(engine, engine.store.get, record.id)
-        if again is not None and _used(again, marker):
+        if again is not None and used(again, marker):
             return _refused(f"event {event_id!r} already used on escalation {record_id} (concurrently)")
         return _ignored(result.error or result.message)
     return JSONResponse(status_code=200, content={"escalation": record.id, "state": result.record.state})

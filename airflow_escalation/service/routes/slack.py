@@ -26,6 +26,7 @@ task), so Slack's 3-second limit holds.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -40,7 +41,7 @@ from airflow_escalation.core.states import can
 from airflow_escalation.service import auth
 from airflow_escalation.service.deps import get_engine, run_store
 from airflow_escalation.service.integrations import directory, identity
-from airflow_escalation.service.integrations.signatures import SignatureRefused, verify_slack
+from airflow_escalation.service.integrations.signatures import SignatureRefused, used, verify_slack
 
 log = logging.getLogger("airflow_escalation.slack")
 
@@ -62,18 +63,7 @@ def replay_marker(timestamp: str, signature: str) -> str:
     return "slack:" + hashlib.sha256(f"{timestamp}:{signature}".encode()).hexdigest()[:24]
 
 
-def _used(record: Any, marker: str) -> bool:
-    for event in record.history or ():
-        details = event.get("details") if isinstance(event, dict) else None
-        note = details.get("note") if isinstance(details, dict) else None
-        if isinstance(note, str) and marker in note:
-            return True
-    return False
-
-
 async def _connection(conn_id: str) -> Any:
-    import asyncio
-
     from airflow_escalation.channels.base import airflow_connection
 
     return await asyncio.to_thread(airflow_connection, conn_id)
@@ -166,7 +156,7 @@ async def interaction(conn_id: str, request: Request, tasks: BackgroundTasks) ->
     action, record_id = button
     marker = replay_marker(timestamp, signature)
     record = await run_store(engine, engine.store.get, record_id)
-    if record is not None and _used(record, marker):
+    if record is not None and used(record, marker):
         return _refused(f"payload already used on escalation {record_id}")
 
     slack_user = payload.get("user") if isinstance(payload.get("user"), dict) else {}
@@ -184,8 +174,6 @@ async def interaction(conn_id: str, request: Request, tasks: BackgroundTasks) ->
             "users directory.",
         )
     try:
-        import asyncio
-
         user = await asyncio.to_thread(identity.airflow_user, username)
     except identity.IdentityUnavailable as exc:
         return _tell(tasks, payload, f"Refused: {exc}.")
@@ -206,7 +194,7 @@ async def interaction(conn_id: str, request: Request, tasks: BackgroundTasks) ->
     result = await method(record.id, username, f"via Slack ({marker})")
     if not result.success:
         again = await run_store(engine, engine.store.get, record.id)
-        if again is not None and _used(again, marker):
+        if again is not None and used(again, marker):
             return _refused(f"payload already used on escalation {record_id} (concurrently)")
         if again is not None and not can(action, again.state):
             return _tell(tasks, payload, _closed_text(again, action))
