@@ -252,12 +252,9 @@ async def test_pagerduty_follow_up_failures_are_retried_with_the_outcome_recorde
     assert (follow_up.state, follow_up.attempts) == (DeliveryState.SENT, 2)
     assert [r.json["event_action"] for r in sink.requests] == ["trigger", "resolve", "resolve"]
 
-    sink.fail_next(500, "pd down", times=5)  # a failure for good ends failed, on the record
     other = (await engine.trigger("inc-retry-2", {}, "pipeline")).record.id
-    sink.requests.clear()
-    sink._next.clear()
     await engine.advance(timedelta(seconds=1))
-    sink.fail_next(500, "pd down", times=5)
+    sink.fail_next(500, "pd down", times=5)  # a failure for good ends failed, on the record
     assert (await engine.resolve(other, "alice")).success
     await engine.advance(timedelta(hours=1))
     follow_up = engine.get_deliveries(other)[-1]
