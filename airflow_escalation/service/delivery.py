@@ -23,11 +23,11 @@ the alert. A change PagerDuty itself reported (``service/routes/pagerduty.py``, 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -36,8 +36,8 @@ from airflow_escalation.core.models import Delivery, EscalationTarget
 from airflow_escalation.core.types import DeliveryState
 
 if TYPE_CHECKING:
-    from airflow_escalation.core.engine import EscalationEngine
     from airflow_escalation.core.models import EscalationLevel, EscalationRecord
+    from airflow_escalation.runtime.engine import EscalationEngine
 
 log = logging.getLogger("airflow_escalation.delivery")
 
@@ -115,9 +115,10 @@ class ChannelDelivery:
                 if not conn_id or conn_id in seen or conn_id == skip or not self._may_resolve(conn_id):
                     continue
                 seen.add(conn_id)
-                target = EscalationTarget.from_dict(raw)
-                target.metadata = {**target.metadata, FOLLOW_UP: follow}
-                target.name = f"{target.display_name[:200]} ({follow})"
+                paged = EscalationTarget.from_dict(raw)
+                target = replace(
+                    paged, metadata={**paged.metadata, FOLLOW_UP: follow}, name=f"{paged.display_name[:200]} ({follow})"
+                )
                 deliveries.append(
                     Delivery(
                         id=f"{record.id}-{follow}-{len(deliveries)}",
@@ -179,9 +180,7 @@ class ChannelDelivery:
         return True
 
     async def _store(self, fn: Any, *args: Any) -> Any:
-        if self.engine.store.blocking:
-            return await asyncio.to_thread(fn, *args)
-        return fn(*args)
+        return await self.engine.store_calls(fn, *args)
 
 
 def install_delivery(

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_escalation.core.metrics import EngineMetrics
 
 if TYPE_CHECKING:
-    from airflow_escalation.core.engine import EscalationEngine
+    from airflow_escalation.runtime.engine import EscalationEngine
     from airflow_escalation.core.models import Delivery, EscalationRecord
     from airflow_escalation.service.delivery import ChannelDelivery
 

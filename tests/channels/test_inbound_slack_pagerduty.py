@@ -16,8 +16,8 @@ from urllib.parse import urlencode
 import pytest
 from fastapi.testclient import TestClient
 
-from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
-from airflow_escalation.core.manager import EscalationPolicyConfig
+from airflow_escalation.runtime.engine import EscalationEngine, EscalationEngineConfig
+from airflow_escalation.runtime.policy_config import EscalationPolicyConfig
 from airflow_escalation.scheduling.base import SchedulerConfig
 from airflow_escalation.service.app import create_app
 from airflow_escalation.service.delivery import FOLLOW_UP, install_delivery
