@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable
 
 from airflow_escalation.core import bounds
-from airflow_escalation.core import metrics as engine_metrics
+from airflow_escalation.runtime import metrics as engine_metrics
 from airflow_escalation.core.clock import SYSTEM_CLOCK, Clock
 from airflow_escalation.core.models import (
     Delivery,
@@ -190,11 +190,11 @@ class EscalationEngine:
 
     @property
     def metrics(self) -> engine_metrics.EngineMetrics:
-        """Where measurements go (``core.metrics.NULL_METRICS``: nowhere)."""
+        """Where measurements go (``runtime.metrics.NULL_METRICS``: nowhere)."""
         return self._metrics
 
     def set_metrics(self, metrics: engine_metrics.EngineMetrics) -> None:
-        """Report to ``metrics`` (core/metrics.py); ignored when ``metrics_enabled`` is False."""
+        """Report to ``metrics`` (runtime/metrics.py); ignored when ``metrics_enabled`` is False."""
         if self._config.metrics_enabled:
             self._metrics = metrics
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from airflow_escalation.core import bounds
-from airflow_escalation.core import metrics as engine_metrics
+from airflow_escalation.runtime import metrics as engine_metrics
 from airflow_escalation.core.clock import Clock
 from airflow_escalation.core.models import (
     Delivery,
@@ -61,7 +61,7 @@ class Outbox:
         # deliveries this engine wrote and queued, not started yet (id -> record): a sweep that
         # claims one sends it with the record at hand, and the queued item stands down
         self.queued: dict[str, EscalationRecord | None] = {}
-        # each attempt's outcome (core/metrics.py: sent, retried, failed); the engine sets it
+        # each attempt's outcome (runtime/metrics.py: sent, retried, failed); the engine sets it
         self.measure: Callable[[str, Delivery], None] = lambda outcome, delivery: None
 
     @property

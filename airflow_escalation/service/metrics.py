@@ -1,6 +1,6 @@
 """The engine's metrics through Airflow's own ``Stats`` (docs/metrics.md).
 
-:class:`AirflowStatsMetrics` is the :class:`~airflow_escalation.core.metrics.EngineMetrics` the
+:class:`AirflowStatsMetrics` is the :class:`~airflow_escalation.runtime.metrics.EngineMetrics` the
 service installs: whatever the deployment configured under ``[metrics]`` (StatsD, Datadog's
 DogStatsD, OpenTelemetry) receives the escalation metrics with Airflow's own. Each count is
 emitted twice, as Airflow does for its own metrics: once with the policy (or channel) as a tag,
@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow_escalation.core.metrics import EngineMetrics
+from airflow_escalation.runtime.metrics import EngineMetrics
 
 if TYPE_CHECKING:
     from airflow_escalation.runtime.engine import EscalationEngine

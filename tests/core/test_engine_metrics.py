@@ -1,4 +1,4 @@
-"""What the engine reports to its metrics sink (core/metrics.py), on the fake clock: each event
+"""What the engine reports to its metrics sink (runtime/metrics.py), on the fake clock: each event
 once, per policy, with exact durations; a failing sink never fails the engine; metrics_enabled
 off reports nothing."""
 
@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from airflow_escalation import EscalationLevel, EscalationPolicy, EscalationTarget
-from airflow_escalation.core.metrics import EngineMetrics
+from airflow_escalation.runtime.metrics import EngineMetrics
 
 
 class Recorded(EngineMetrics):
