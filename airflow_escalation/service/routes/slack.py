@@ -177,6 +177,9 @@ async def interaction(conn_id: str, request: Request, tasks: BackgroundTasks) ->
         user = await asyncio.to_thread(identity.airflow_user, username)
     except identity.IdentityUnavailable as exc:
         return _tell(tasks, payload, f"Refused: {exc}.")
+    except Exception:  # the auth manager's own failure: refuse, say so, log it
+        log.exception("cannot look up the Airflow user %r for a Slack click", username)
+        return _tell(tasks, payload, f"Refused: the Airflow user {username} cannot be looked up now; try again.")
     if user is None:
         return _tell(tasks, payload, f"Refused: {username} is not an Airflow user here, so cannot {action}.")
     if record is None or not (await auth.read_scope(user)).allows(record.dag_id):
