@@ -38,6 +38,9 @@ MAX_ROUTE_TRY = 1000  # a route's min_try
 MAX_ROUTE_OVER_MINUTES = 60 * 24 * 30  # a route's over_minutes (30 days)
 MAX_ROUTE_SEVERITY = 64  # a route's severity
 MAX_DETECT_BATCH = 500  # failures the detector reads from the metadata database per query
+MAX_SIGNED_AGE_SECONDS = 5 * 60  # a signed Slack request's timestamp / a PagerDuty event's occurred_at
+MAX_WEBHOOK_BYTES = 64 * 1024  # a Slack interaction or PagerDuty webhook body (before any parsing)
+MAX_SIGNATURE_HEADER = 2048  # X-Slack-Signature / X-PagerDuty-Signature (several v1= entries)
 
 TRUNCATED = "…"
 

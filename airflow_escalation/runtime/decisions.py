@@ -36,6 +36,16 @@ class Change:
 
     deliveries: list[Delivery] = field(default_factory=list)
     cancel_pending: bool = False
+    # written with the change by the engine's change hooks (PagerDuty follow-ups): sent by the
+    # outbox, never attempted before a call returns nor reported among its targets
+    follow_ups: list[Delivery] = field(default_factory=list)
+    from_state: str | None = None  # the record's state before the change (None: created by it)
+    escalations_before: int = 0
+
+    @property
+    def written(self) -> list[Delivery]:
+        """Every delivery the write carries."""
+        return self.deliveries + self.follow_ups if self.follow_ups else self.deliveries
 
 
 class Decisions:

@@ -99,6 +99,9 @@ class EscalationService:
         # failure routes of the policies file and the detector paging through them (detection/)
         self.routes: Any = None
         self.detector: Optional[Any] = None
+        # the users directory the Slack route maps members through (service/integrations/directory.py);
+        # None: only the Slack connection's slack_users extra
+        self.users_directory: Optional[Any] = None
 
     # ------------------------------------------------------------------ state
     @property
@@ -287,6 +290,13 @@ class EscalationService:
             self.delivery = install_delivery(engine, base_url=settings.base_url)
         except Exception as exc:  # noqa: BLE001 - the log handler still delivers every target
             self._error(f"cannot set up delivery through connections: {type(exc).__name__}: {exc}")
+        if self.policy_config.metrics_enabled:
+            try:
+                from airflow_escalation.service.metrics import install_metrics
+
+                install_metrics(engine, self.delivery)  # Airflow's Stats (docs/metrics.md)
+            except Exception as exc:  # noqa: BLE001 - metrics never keep the engine from running
+                self._error(f"cannot set up metrics: {type(exc).__name__}: {exc}")
         return engine
 
 
@@ -393,7 +403,7 @@ def create_app(
     configuration; ``engine`` (with ``policy_config``) runs a ready engine instead (tests,
     embedding): the lifespan then only starts and stops it.
     """
-    from airflow_escalation.service.routes import escalations, failure_routes, policies, system
+    from airflow_escalation.service.routes import escalations, failure_routes, pagerduty, policies, slack, system
 
     app = FastAPI(
         title="Escalation service",
@@ -418,7 +428,7 @@ def create_app(
     app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(ServiceUnavailable, _unavailable)
     app.add_exception_handler(RecordHidden, _record_hidden)
-    for module in (escalations, policies, system, failure_routes):
+    for module in (escalations, policies, system, failure_routes, slack, pagerduty):
         app.include_router(module.router, prefix=API_PREFIX)
     from airflow_escalation.service import ui  # pages, one-click links, GET /me (docs/ui.md)
 

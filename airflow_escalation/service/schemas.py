@@ -171,7 +171,12 @@ class Delivery(BaseModel):
     id: str
     record_id: str
     level: int
-    round: int = Field(description="0 = the level's first notification, k = its k-th repeat")
+    round: int = Field(
+        description=(
+            "0 = the level's first notification, k = its k-th repeat, -1 = a follow-up telling the "
+            "remote incident service (PagerDuty) of the acknowledgement or resolution"
+        )
+    )
     target: Target
     state: DeliveryState
     attempts: int
