@@ -6,7 +6,7 @@ import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_escalation.core import bounds
 from airflow_escalation.core.clock import Clock
@@ -21,6 +21,9 @@ from airflow_escalation.core.models import (
 )
 from airflow_escalation.core.types import EscalationTrigger
 from airflow_escalation.scheduling.base import SchedulerConfig
+
+if TYPE_CHECKING:
+    from airflow_escalation.oncall.config import OnCallConfig
 
 _CONFIG_FIELDS = {
     "default_policy",
@@ -37,6 +40,10 @@ _CONFIG_FIELDS = {
     "metrics_enabled",
     "check_business_hours",
     "retention_days",
+    # the on-call sections (airflow_escalation.oncall.config.SECTIONS), parsed there
+    "users",
+    "schedules",
+    "maintenance_windows",
 }
 
 
@@ -61,6 +68,8 @@ class EscalationPolicyConfig:
     metrics_enabled: bool = True
     check_business_hours: bool = True
     retention_days: float = 30
+    #: users, schedules and maintenance windows (docs/oncall.md); None when the file has none
+    oncall: OnCallConfig | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.policies, list):
@@ -90,6 +99,7 @@ class EscalationPolicyConfig:
             "metrics_enabled": self.metrics_enabled,
             "check_business_hours": self.check_business_hours,
             "retention_days": self.retention_days,
+            **(self.oncall.to_dict() if self.oncall is not None else {}),
         }
 
     @classmethod
@@ -152,11 +162,21 @@ class EscalationPolicyConfig:
             metrics_enabled=data.get("metrics_enabled", True),
             check_business_hours=data.get("check_business_hours", True),
             retention_days=_number(data.get("retention_days", 30), "retention_days", maximum=MAX_MINUTES),
+            oncall=_oncall_sections(data),
         )
 
     @classmethod
     def from_yaml(cls, source: str | os.PathLike[str]) -> EscalationPolicyConfig:
         return cls.from_dict(load_yaml(source))
+
+
+def _oncall_sections(data: dict[str, Any]) -> OnCallConfig | None:
+    """The on-call sections, validated by their own module (imported only when present)."""
+    if not any(data.get(key) for key in ("users", "schedules", "maintenance_windows")):
+        return None
+    from airflow_escalation.oncall.config import OnCallConfig
+
+    return OnCallConfig.from_sections(data)
 
 
 def load_yaml(source: str | os.PathLike[str]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from datetime import datetime, timedelta
-from typing import Collection, Sequence
+from typing import Any, Collection, Sequence
 
 from airflow_escalation.core.models import Delivery, EscalationRecord, EscalationStats
 
@@ -201,3 +201,28 @@ class BaseEscalationStore(ABC):
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:  # noqa: B027 - optional: stores without connections need nothing
         """Release connections. The store is unusable afterwards."""
+
+    # ------------------------------------------------------------------ on call (docs/oncall.md)
+    # Silences, overrides and the record of whom a schedule or user target reached, kept beside
+    # the records so that every replica sees them. Items are JSON documents of one ``kind``,
+    # keyed by ``item_id``, with a ``scope`` (a schedule name, a record id, or "") and the
+    # span ``[starts_at, ends_at)`` they are filtered by. The backends implement them in their
+    # own mixin (stores/oncall_*.py).
+    def put_oncall_item(
+        self, kind: str, item_id: str, scope: str, starts_at: datetime, ends_at: datetime, data: dict[str, Any]
+    ) -> None:
+        """Insert ``data`` as item ``(kind, item_id)``, or replace it."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no on-call items")
+
+    def get_oncall_item(self, kind: str, item_id: str) -> dict[str, Any] | None:
+        raise NotImplementedError(f"{type(self).__name__} keeps no on-call items")
+
+    def list_oncall_items(
+        self, kind: str, *, scope: str | None = None, ends_after: datetime | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Items of ``kind`` (of ``scope``; ending after ``ends_after``), by ``starts_at`` then id."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no on-call items")
+
+    def delete_oncall_items(self, kind: str, *, item_id: str | None = None, ends_before: datetime | None = None) -> int:
+        """Delete item ``item_id``, or every item of ``kind`` that ended before ``ends_before``."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no on-call items")

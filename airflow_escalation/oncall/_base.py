@@ -1,0 +1,81 @@
+"""What every on-call model shares: strict pydantic models, zones, and field-naming errors."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, time
+from typing import Any
+
+import pendulum
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from airflow_escalation.core import bounds
+from airflow_escalation.core.timeutil import UTC
+
+#: user ids, schedule and window names: a letter or digit, then letters, digits, ``. _ - @``
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$"
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_WEEKDAY_ALIASES = {name[:3]: i for i, name in enumerate(WEEKDAYS)} | {name: i for i, name in enumerate(WEEKDAYS)}
+
+
+class Model(BaseModel):
+    """Strict, frozen: unknown fields are refused, nothing changes once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+def zone(name: str) -> pendulum.Timezone | pendulum.FixedTimezone:
+    """The IANA zone ``name``; ``ValueError`` naming it when unknown."""
+    try:
+        return pendulum.timezone(name)
+    except Exception:  # noqa: BLE001 - pendulum raises its own error types
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as 'Europe/Berlin')") from None
+
+
+def check_zone(name: str) -> str:
+    zone(name)
+    return name
+
+
+def parse_hhmm(value: Any, *, allow_24: bool = False) -> time | None:
+    """``"09:30"`` as a time; ``"24:00"`` (end of the day) as None when ``allow_24``."""
+    if isinstance(value, time):
+        return value
+    text = str(value).strip()
+    if allow_24 and text == "24:00":
+        return None
+    if not _HHMM.match(text):
+        raise ValueError(f"expected a time of day as 'HH:MM' (00:00-23:59), got {text[:20]!r}")
+    hours, minutes = text.split(":")
+    return time(int(hours), int(minutes))
+
+
+def weekday_index(value: Any) -> int:
+    """0 (Monday) .. 6 (Sunday) from ``monday``/``mon`` (any case)."""
+    found = _WEEKDAY_ALIASES.get(str(value).strip().lower())
+    if found is None:
+        raise ValueError(f"unknown weekday {str(value)[:20]!r} (use monday..sunday or mon..sun)")
+    return found
+
+
+def aware_utc(value: datetime, field: str) -> datetime:
+    """Run-time times (silences, overrides) must say their zone: naive ones are refused."""
+    if value.tzinfo is None:
+        raise ValueError(f"{field}: give a time zone (e.g. 2026-03-01T09:00:00Z), got a naive time")
+    return value.astimezone(UTC)
+
+
+def explain(exc: ValidationError, where: str = "") -> str:
+    """A pydantic error as ``where.field[0].sub: message`` lines, short enough to show."""
+    lines = []
+    for error in exc.errors()[:5]:
+        path = where
+        for part in error.get("loc", ()):
+            path = f"{path}[{part}]" if isinstance(part, int) else (f"{path}.{part}" if path else str(part))
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        lines.append(f"{path}: {message}" if path else message)
+    more = len(exc.errors()) - len(lines)
+    if more > 0:
+        lines.append(f"(and {more} more)")
+    return bounds.truncate("; ".join(lines))
