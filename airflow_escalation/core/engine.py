@@ -89,6 +89,7 @@ class _Change:
 
     deliveries: list[Delivery] = field(default_factory=list)
     cancel_pending: bool = False
+    muted_by: Any = None  # the on-call Suppression (silence, window) muting this step's notifications
 
 
 class EscalationEngine:
@@ -137,6 +138,7 @@ class EscalationEngine:
         self._queued: dict[str, EscalationRecord | None] = {}
         self._running = False
         self._last_cleanup: datetime | None = None
+        self._oncall: Any = None  # airflow_escalation.oncall.runtime.OnCall (set_oncall)
 
     # ------------------------------------------------------------------ configuration
     @property
@@ -185,6 +187,16 @@ class EscalationEngine:
     def add_channel_resolver(self, resolver: ChannelResolver) -> None:
         """Let ``resolver(target)`` supply a sender for some targets (checked before the handler)."""
         self._channel_resolvers.append(resolver)
+
+    def set_oncall(self, oncall: Any) -> None:
+        """Ask ``oncall`` (:class:`airflow_escalation.oncall.runtime.OnCall`) about silences and
+        maintenance windows (at triggers and due steps) and where ``schedule:``/``user:``
+        targets lead at delivery time (docs/oncall.md)."""
+        self._oncall = oncall
+
+    @property
+    def oncall(self) -> Any:
+        return self._oncall
 
     def add_listener(self, listener: Callable[[EscalationRecord, str], Any]) -> None:
         """Call ``listener(record, action)`` after every committed change of a record.
@@ -401,6 +413,9 @@ class EscalationEngine:
             return chosen
         policy = chosen
         now = self._clock.now()
+        suppression = (
+            (await self._oncall.snapshot(now)).match(context, policy.name, incident_id) if self._oncall else None
+        )
 
         # an incident's open record belongs to its DAG: a trigger of another DAG never joins it
         # nor is suppressed by its cooldown, whatever the incident id says
@@ -416,7 +431,12 @@ class EscalationEngine:
                 return await self._retrigger(existing, trigger_type, triggered_by)
             if policy.cooldown_minutes > 0:
                 last = await self._io(self._store.last_closed, incident_id, policy.name, dag_id)
-                if last is not None and last.closed_at is not None and now - last.closed_at < policy.cooldown:
+                if (
+                    last is not None
+                    and last.closed_at is not None
+                    and now - last.closed_at < policy.cooldown
+                    and "suppressed_by" not in last.metadata  # a silenced trigger starts no cooldown
+                ):
                     until = last.closed_at + policy.cooldown
                     return EscalationResult.failure_result(
                         last,
@@ -442,8 +462,14 @@ class EscalationEngine:
                 "triggered", now, triggered_by, trigger_type=trigger_type.value, severity=context.get("severity")
             )
             change = _Change()
+            if suppression is not None:  # silenced: recorded, closed, nothing sent (docs/oncall.md)
+                record.metadata["suppressed_by"] = suppression.to_dict()
+                record.add_history_event("suppressed", now, triggered_by, **suppression.to_dict())
+                self._transition(record, EscalationEvent.CANCEL, now, "system", reason=f"{suppression.label}")
+                self._close(record, now)
             try:
-                self._run_steps(record, policy, now, change)
+                if suppression is None:
+                    self._run_steps(record, policy, now, change)
             except Exception as exc:  # e.g. a level condition without an evaluator
                 log.exception("escalation of incident %r could not start", incident_id)
                 return EscalationResult.failure_result(
@@ -458,6 +484,13 @@ class EscalationEngine:
                 continue  # another engine opened it first: join that one
             record.version = stored.version
             self._after_write(record, change, "trigger")
+            if suppression is not None:
+                return EscalationResult.failure_result(
+                    record,
+                    "trigger",
+                    f"suppressed by {suppression.label} until {suppression.ends_at.isoformat()}",
+                    code="suppressed",
+                )
             if log.isEnabledFor(logging.INFO):
                 log.info(
                     "escalation %s triggered for incident %r under policy %r (%s)",
@@ -661,7 +694,9 @@ class EscalationEngine:
         round_: int,
     ) -> None:
         """Queue one round of notifications for ``level`` (unless business hours skip it)."""
-        if (
+        if change.muted_by is not None:
+            record.add_history_event("notification_muted", now, round=round_, **change.muted_by.to_dict())
+        elif (
             self._config.check_business_hours
             and policy.business_hours_only
             and policy.business_hours_mode is BusinessHoursMode.SKIP
@@ -789,11 +824,12 @@ class EscalationEngine:
         batch = self._sched_config.batch_size
         while True:
             claimed = await self._io(self._store.claim_due, now, batch, self._owner, self._lease)
+            quiet = await self._oncall.snapshot(now) if self._oncall is not None and claimed else None
             if self._inline:
                 for record in claimed:
-                    await self._process_claimed(record, now)
+                    await self._process_claimed(record, now, quiet)
             else:  # together: their writes share a batch (SQLite: one commit, Redis: one round trip)
-                await asyncio.gather(*(self._process_claimed(record, now) for record in claimed))
+                await asyncio.gather(*(self._process_claimed(record, now, quiet) for record in claimed))
             processed += len(claimed)
             if len(claimed) < batch:
                 return processed
@@ -823,10 +859,11 @@ class EscalationEngine:
         busy = pool.unfinished if pool is not None and pool.loop is asyncio.get_running_loop() else 0
         return self._sched_config.max_concurrent_jobs - busy
 
-    async def _process_claimed(self, record: EscalationRecord, now: datetime) -> None:
+    async def _process_claimed(self, record: EscalationRecord, now: datetime, quiet: Any = None) -> None:
+        muted_by = quiet.match(record.context, record.policy_name, record.incident_id) if quiet else None
         for _ in range(_CAS_ATTEMPTS):
             expected, seen = record.version, len(record.history)
-            change = _Change()
+            change = _Change(muted_by=muted_by)
             try:
                 policy = self._policy_for(record)
                 self._run_steps(record, policy, now, change)
@@ -924,7 +961,7 @@ class EscalationEngine:
             level = self._policy_for(record).get_level(delivery.level)
             async with _time_limit(limit):
                 # the record's own policy snapshot has the delivery's level
-                outcome = await self._send(record, level, delivery.target)  # type: ignore[arg-type]
+                outcome = await self._send_routed(record, level, delivery)  # type: ignore[arg-type]
             if outcome is False:
                 error = "the notification handler returned False"
         except asyncio.TimeoutError:
@@ -935,6 +972,14 @@ class EscalationEngine:
         if self._outbox_backlog and self._running:
             self._outbox_backlog = False
             self._scheduler.wake_at(self._clock.now())  # a worker is free: claim what waits
+
+    async def _send_routed(self, record: EscalationRecord, level: EscalationLevel, delivery: Delivery) -> Any:
+        """A ``schedule:``/``user:`` target goes to whom on call says now; others as written."""
+        if self._oncall is not None:
+            outcome = await self._oncall.send(delivery, self._clock.now(), lambda t: self._send(record, level, t))
+            if outcome is not self._oncall.NOT_MINE:
+                return outcome
+        return await self._send(record, level, delivery.target)
 
     async def _send(self, record: EscalationRecord, level: EscalationLevel, target: EscalationTarget) -> Any:
         for resolver in self._channel_resolvers:

@@ -50,6 +50,12 @@ def _local(at: datetime, tz: Any) -> pendulum.DateTime:
     return pendulum.instance(at.astimezone(UTC)).in_timezone(tz)
 
 
+def _to_utc(at: datetime) -> datetime:
+    """A plain aware-UTC ``datetime`` (pendulum's lose their zone in arithmetic with timedelta)."""
+    u = at.astimezone(UTC)
+    return datetime(u.year, u.month, u.day, u.hour, u.minute, u.second, u.microsecond, tzinfo=UTC)
+
+
 def _wall(at: datetime) -> datetime:
     """The wall-clock reading of an aware time, as a plain naive ``datetime``."""
     return datetime.combine(at.date(), at.time())
@@ -131,7 +137,7 @@ class Rotation(Model):
     def anchor(self) -> datetime:
         """When the first shift starts (aware UTC)."""
         wall = self.anchor_wall_clock
-        return _at_wall_clock(wall.date(), wall.time(), self.tz).astimezone(UTC)
+        return _to_utc(_at_wall_clock(wall.date(), wall.time(), self.tz))
 
     def handoff(self, index: int) -> datetime:
         """When shift ``index`` starts (shift 0 at the anchor), as aware UTC."""
@@ -139,7 +145,7 @@ class Rotation(Model):
             return self.anchor + timedelta(hours=index * self.shift_length)
         days = index * self.shift_length * (7 if self.shift_unit == "weeks" else 1)
         local = self.anchor_wall_clock + timedelta(days=days)  # wall-clock arithmetic
-        return _at_wall_clock(local.date(), local.time(), self.tz).astimezone(UTC)
+        return _to_utc(_at_wall_clock(local.date(), local.time(), self.tz))
 
     def shift_index(self, at: datetime) -> int | None:
         """The shift running at ``at`` (None before the anchor)."""
@@ -212,7 +218,7 @@ class Restriction(Model):
             finish = _at_wall_clock(day + timedelta(days=1), end_at or time(), tz)
         else:
             finish = _at_wall_clock(day, end_at, tz)
-        return begin.astimezone(UTC), finish.astimezone(UTC)
+        return _to_utc(begin), _to_utc(finish)
 
 
 class Layer(Model):
@@ -343,7 +349,7 @@ class Schedule(Model):
 
     def on_call(self, at: datetime, overrides: Sequence[Override] = ()) -> OnCallAt:
         """Who is on call at ``at`` (aware)."""
-        at = at.astimezone(UTC)
+        at = _to_utc(at)
         covering = [o for o in overrides if o.schedule == self.name and o.covers(at)]
         if covering:
             chosen = max(covering, key=lambda o: (o.created_at, o.id))
@@ -358,7 +364,7 @@ class Schedule(Model):
 
     def shifts(self, start: datetime, end: datetime, overrides: Sequence[Override] = ()) -> list[Shift]:
         """Who is on call from ``start`` to ``end``, as consecutive shifts (adjacent equal ones merged)."""
-        start, end = start.astimezone(UTC), end.astimezone(UTC)
+        start, end = _to_utc(start), _to_utc(end)
         mine = [o for o in overrides if o.schedule == self.name]
         moments = {start, end}
         for layer in self.layers:
