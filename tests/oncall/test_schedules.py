@@ -110,7 +110,9 @@ def _layered() -> Schedule:
                         {
                             "name": "business-hours",
                             "rotation": {"participants": ["carol"], "shift_unit": "days", "start": "2026-03-02"},
-                            "restrictions": [{"days": ["mon", "tue", "wed", "thu", "fri"], "start": "09:00", "end": "17:00"}],
+                            "restrictions": [
+                                {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "09:00", "end": "17:00"}
+                            ],
                         },
                         {
                             "name": "nights",
@@ -206,22 +208,68 @@ def test_nobody_without_fallback():
         ({"users": [{"id": "a", "time_zone": "Mars/Olympus"}]}, "users[0].time_zone: unknown time zone 'Mars/Olympus'"),
         ({"users": [{"id": "a", "contacts": [{"type": "fax", "address": "1"}]}]}, "users[0].contacts[0].type"),
         (
-            {"users": [{"id": "a"}], "schedules": [{"name": "s", "layers": [{"name": "l", "rotation": {"participants": ["a", "zed"], "start": "2026-01-01"}}]}]},
+            {
+                "users": [{"id": "a"}],
+                "schedules": [
+                    {
+                        "name": "s",
+                        "layers": [{"name": "l", "rotation": {"participants": ["a", "zed"], "start": "2026-01-01"}}],
+                    }
+                ],
+            },
             "schedules[0].layers[0].rotation.participants[1]: unknown user 'zed'",
         ),
         (
-            {"users": [{"id": "a"}], "schedules": [{"name": "s", "layers": [{"name": "l", "rotation": {"participants": ["a"], "start": "2026-01-01", "handoff_time": "9am"}}]}]},
+            {
+                "users": [{"id": "a"}],
+                "schedules": [
+                    {
+                        "name": "s",
+                        "layers": [
+                            {
+                                "name": "l",
+                                "rotation": {"participants": ["a"], "start": "2026-01-01", "handoff_time": "9am"},
+                            }
+                        ],
+                    }
+                ],
+            },
             "schedules[0].layers[0].rotation.handoff_time: expected a time of day as 'HH:MM'",
         ),
         (
-            {"users": [{"id": "a"}], "schedules": [{"name": "s", "layers": [{"name": "l", "rotation": {"participants": ["a"], "start": "2026-01-01", "shift_unit": "months"}}]}]},
+            {
+                "users": [{"id": "a"}],
+                "schedules": [
+                    {
+                        "name": "s",
+                        "layers": [
+                            {
+                                "name": "l",
+                                "rotation": {"participants": ["a"], "start": "2026-01-01", "shift_unit": "months"},
+                            }
+                        ],
+                    }
+                ],
+            },
             "schedules[0].layers[0].rotation.shift_unit",
         ),
-        ({"users": [{"id": "a"}], "schedules": [{"name": "s", "fallback": "b"}]}, "schedules[0].fallback: unknown user 'b'"),
+        (
+            {"users": [{"id": "a"}], "schedules": [{"name": "s", "fallback": "b"}]},
+            "schedules[0].fallback: unknown user 'b'",
+        ),
         ({"schedules": [{"name": "s"}]}, "schedules[0]: layers: a schedule needs at least one layer or a fallback"),
-        ({"maintenance_windows": [{"name": "w", "cron": "61 * * * *", "duration_minutes": 5, "dag_ids": ["d"]}]}, "maintenance_windows[0].cron: not a 5-field cron expression"),
-        ({"maintenance_windows": [{"name": "w", "cron": "0 2 * * *", "duration_minutes": 5}]}, "maintenance_windows[0]: dag_ids: a maintenance window needs dag_ids or policies"),
-        ({"maintenance_windows": [{"name": "w", "cron": "0 2 * * *", "duration_minutes": 0, "dag_ids": ["d"]}]}, "maintenance_windows[0].duration_minutes"),
+        (
+            {"maintenance_windows": [{"name": "w", "cron": "61 * * * *", "duration_minutes": 5, "dag_ids": ["d"]}]},
+            "maintenance_windows[0].cron: not a 5-field cron expression",
+        ),
+        (
+            {"maintenance_windows": [{"name": "w", "cron": "0 2 * * *", "duration_minutes": 5}]},
+            "maintenance_windows[0]: dag_ids: a maintenance window needs dag_ids or policies",
+        ),
+        (
+            {"maintenance_windows": [{"name": "w", "cron": "0 2 * * *", "duration_minutes": 0, "dag_ids": ["d"]}]},
+            "maintenance_windows[0].duration_minutes",
+        ),
         ({"users": {"a": 1}}, "users: expected a list"),
     ],
 )
