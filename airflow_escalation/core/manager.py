@@ -325,6 +325,9 @@ class EscalationPolicyManager:
             engine.register_policy(policy)
         if self._handler is not None:
             engine.set_notification_handler(self._handler)
+        from airflow_escalation.oncall.runtime import OnCall
+
+        engine.set_oncall(OnCall(cfg.oncall, engine.store, engine.clock))  # schedules, silences (docs/oncall.md)
         return engine
 
     def get_engine(self) -> EscalationEngine:

@@ -32,6 +32,7 @@ from pydantic import Field, field_validator, model_validator
 from airflow_escalation.core import bounds
 from airflow_escalation.core.timeutil import UTC
 from airflow_escalation.oncall._base import (
+    Time,
     NAME_PATTERN,
     WEEKDAYS,
     Model,
@@ -265,10 +266,10 @@ class Override(Model):
     id: str = Field(min_length=1, max_length=64)
     schedule: str = Field(pattern=NAME_PATTERN)
     user: str = Field(pattern=NAME_PATTERN)
-    start: datetime
-    end: datetime
+    start: Time
+    end: Time
     created_by: str = Field(default="", max_length=bounds.MAX_NAME)
-    created_at: datetime
+    created_at: Time
     comment: str = Field(default="", max_length=bounds.MAX_NOTE)
 
     @field_validator("start", "end", "created_at")

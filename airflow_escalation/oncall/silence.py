@@ -27,7 +27,7 @@ from pydantic import Field, field_validator, model_validator
 from airflow_escalation.core import bounds
 from airflow_escalation.core.models import dag_id_of
 from airflow_escalation.core.timeutil import UTC
-from airflow_escalation.oncall._base import NAME_PATTERN, Model, aware_utc, check_zone, zone
+from airflow_escalation.oncall._base import NAME_PATTERN, Model, Time, aware_utc, check_zone, zone
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class Suppression:
     kind: str  # "silence" or "maintenance_window"
     id: str
     comment: str
-    ends_at: datetime
+    ends_at: Time
 
     @property
     def label(self) -> str:
@@ -107,11 +107,11 @@ class Matchers(Model):
 class Silence(Model):
     id: str = Field(min_length=1, max_length=64)
     matchers: Matchers
-    starts_at: datetime
-    ends_at: datetime
+    starts_at: Time
+    ends_at: Time
     comment: str = Field(default="", max_length=bounds.MAX_NOTE)
     created_by: str = Field(default="", max_length=bounds.MAX_NAME)
-    created_at: datetime
+    created_at: Time
 
     @field_validator("starts_at", "ends_at", "created_at")
     @classmethod

@@ -157,6 +157,10 @@ class EscalationService:
 
     async def _start_engine(self) -> None:
         assert self.engine is not None
+        if self.engine.oncall is None:  # schedules, silences, maintenance windows (docs/oncall.md)
+            from airflow_escalation.oncall.runtime import OnCall
+
+            self.engine.set_oncall(OnCall(self.policy_config.oncall, self.engine.store, self.engine.clock))
         for setup in list(_ENGINE_SETUP):
             try:
                 outcome = setup(self.engine)
@@ -396,7 +400,7 @@ def create_app(
     configuration; ``engine`` (with ``policy_config``) runs a ready engine instead (tests,
     embedding): the lifespan then only starts and stops it.
     """
-    from airflow_escalation.service.routes import escalations, policies, system
+    from airflow_escalation.service.routes import escalations, oncall, policies, system
 
     app = FastAPI(
         title="Escalation service",
@@ -421,7 +425,7 @@ def create_app(
     app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(ServiceUnavailable, _unavailable)
     app.add_exception_handler(RecordHidden, _record_hidden)
-    for module in (escalations, policies, system):
+    for module in (escalations, policies, system, oncall):
         app.include_router(module.router, prefix=API_PREFIX)
     from airflow_escalation.service import ui  # pages, one-click links, GET /me (docs/ui.md)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 
 import pytest
 
@@ -13,7 +12,7 @@ from airflow_escalation.oncall.runtime import OnCall
 from airflow_escalation.stores.memory import InMemoryEscalationStore
 from airflow_escalation.testing import FakeClock, RecordingHandler
 
-T0 = datetime(2026, 3, 2, 7, 0, tzinfo=timezone.utc)  # Monday 08:00 in Berlin
+from oncall_support import T0
 
 
 @pytest.fixture

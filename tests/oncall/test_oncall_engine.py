@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from airflow_escalation import EscalationLevel, EscalationPolicy, EscalationTarget
 
-from conftest import T0
+from oncall_support import T0
 
 SECOND = timedelta(seconds=1)
 MINUTE = timedelta(minutes=1)
