@@ -180,6 +180,9 @@ class Delivery(BaseModel):
     next_attempt_at: Optional[datetime] = None
     sent_at: Optional[datetime] = None
     last_error: Optional[str] = None
+    resolved_to: Optional[str] = Field(
+        None, description="whom a schedule: or user: target reached at its last attempt: 'schedule:oncall-primary → alice'"
+    )
 
     @field_serializer("created_at", "updated_at", "next_attempt_at", "sent_at")
     def _times(self, value: Optional[datetime]) -> Optional[str]:
@@ -192,9 +195,12 @@ class RecordDetail(Record):
     deliveries: list[Delivery] = Field(default_factory=list)
 
     @classmethod
-    def from_core_with(cls, record: Any, deliveries: list[Any]) -> "RecordDetail":
+    def from_core_with(cls, record: Any, deliveries: list[Any], resolutions: Any = ()) -> "RecordDetail":
         data = readable(record.to_dict())
         data["deliveries"] = [readable_delivery(d.to_dict()) for d in deliveries]
+        labels = {r.get("delivery_id"): r.get("label") for r in resolutions or () if isinstance(r, dict)}
+        for delivery in data["deliveries"]:
+            delivery["resolved_to"] = labels.get(delivery.get("id"))
         return cls.model_validate(data)
 
 

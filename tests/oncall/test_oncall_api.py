@@ -204,3 +204,6 @@ def test_resolutions_of_a_record(client):
     record_id = trigger["record"]["id"]
     found = client.get(f"{API}/escalations/{record_id}/oncall").json()["resolutions"]
     assert [r["label"] for r in found] == ["schedule:oncall-primary → alice"]
+    [delivery] = client.get(f"{API}/escalations/{record_id}").json()["deliveries"]
+    assert delivery["target"]["identifier"] == "oncall-primary"
+    assert delivery["resolved_to"] == "schedule:oncall-primary → alice"

@@ -255,7 +255,9 @@ async def get_escalation(
     if record is None or not scope.allows(record.dag_id):
         return JSONResponse({"detail": f"escalation {record_id!r} not found"}, status_code=404)
     deliveries = await run_store(engine, engine.store.get_deliveries, record_id)
-    return RecordDetail.from_core_with(record, deliveries)
+    # whom schedule:/user: deliveries reached (docs/oncall.md)
+    resolutions = await run_store(engine, engine.oncall.resolutions, record_id) if engine.oncall else ()
+    return RecordDetail.from_core_with(record, deliveries, resolutions)
 
 
 # ---------------------------------------------------------------------------------- actions
