@@ -181,7 +181,8 @@ class Delivery(BaseModel):
     sent_at: Optional[datetime] = None
     last_error: Optional[str] = None
     resolved_to: Optional[str] = Field(
-        None, description="whom a schedule: or user: target reached at its last attempt: 'schedule:oncall-primary → alice'"
+        None,
+        description="whom a schedule: or user: target reached at its last attempt: 'schedule:oncall-primary → alice'",
     )
 
     @field_serializer("created_at", "updated_at", "next_attempt_at", "sent_at")
