@@ -37,6 +37,29 @@ def zone(name: str) -> pendulum.Timezone | pendulum.FixedTimezone:
         raise ValueError(f"unknown time zone {name!r} (use an IANA name such as 'Europe/Berlin')") from None
 
 
+def to_utc(at: datetime) -> datetime:
+    """A plain aware-UTC ``datetime`` (pendulum's lose their zone in arithmetic with timedelta)."""
+    u = at.astimezone(UTC)
+    return datetime(u.year, u.month, u.day, u.hour, u.minute, u.second, u.microsecond, tzinfo=UTC)
+
+
+def wall_clock(at: datetime, tz: Any) -> datetime:
+    """What a wall clock in ``tz`` shows at ``at``, as a naive ``datetime``."""
+    local = pendulum.instance(at.astimezone(UTC)).in_timezone(tz)
+    return datetime.combine(local.date(), local.time())
+
+
+def from_wall_clock(local: datetime, tz: Any) -> datetime:
+    """The moment (aware UTC) a wall clock in ``tz`` shows ``local`` -- the one rule for the two
+    DST edge cases: a time that does not exist (spring forward) is moved forward by the gap
+    (02:30 → 03:30); a time that happens twice (fall back) is its second occurrence, after the
+    change (pendulum's default)."""
+    moment = pendulum.datetime(
+        local.year, local.month, local.day, local.hour, local.minute, local.second, local.microsecond, tz=tz
+    )
+    return to_utc(moment)
+
+
 def check_zone(name: str) -> str:
     zone(name)
     return name

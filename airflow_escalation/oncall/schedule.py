@@ -26,12 +26,13 @@ from functools import cached_property
 from itertools import pairwise
 from typing import Any, Iterable, Literal, Sequence
 
-import pendulum
 from pydantic import Field, field_validator, model_validator
 
 from airflow_escalation.core import bounds
-from airflow_escalation.core.timeutil import UTC
 from airflow_escalation.oncall._base import (
+    from_wall_clock,
+    to_utc,
+    wall_clock,
     Time,
     NAME_PATTERN,
     WEEKDAYS,
@@ -47,24 +48,8 @@ ShiftUnit = Literal["hours", "days", "weeks"]
 _MAX_STEPS = 100_000  # bound on the loops that walk shifts (a year of hourly shifts is 8,760)
 
 
-def _local(at: datetime, tz: Any) -> pendulum.DateTime:
-    return pendulum.instance(at.astimezone(UTC)).in_timezone(tz)
-
-
-def _to_utc(at: datetime) -> datetime:
-    """A plain aware-UTC ``datetime`` (pendulum's lose their zone in arithmetic with timedelta)."""
-    u = at.astimezone(UTC)
-    return datetime(u.year, u.month, u.day, u.hour, u.minute, u.second, u.microsecond, tzinfo=UTC)
-
-
-def _wall(at: datetime) -> datetime:
-    """The wall-clock reading of an aware time, as a plain naive ``datetime``."""
-    return datetime.combine(at.date(), at.time())
-
-
-def _at_wall_clock(day: date, at: time, tz: Any) -> pendulum.DateTime:
-    """``day`` at ``at`` in ``tz``; a time in a DST gap moves forward by the gap (02:30 → 03:30)."""
-    return pendulum.datetime(day.year, day.month, day.day, at.hour, at.minute, tz=tz)
+def _at_wall_clock(day: date, at: time, tz: Any) -> datetime:
+    return from_wall_clock(datetime.combine(day, at), tz)
 
 
 # ----------------------------------------------------------------------------- rotation
@@ -138,7 +123,7 @@ class Rotation(Model):
     def anchor(self) -> datetime:
         """When the first shift starts (aware UTC)."""
         wall = self.anchor_wall_clock
-        return _to_utc(_at_wall_clock(wall.date(), wall.time(), self.tz))
+        return from_wall_clock(wall, self.tz)
 
     def handoff(self, index: int) -> datetime:
         """When shift ``index`` starts (shift 0 at the anchor), as aware UTC."""
@@ -146,7 +131,7 @@ class Rotation(Model):
             return self.anchor + timedelta(hours=index * self.shift_length)
         days = index * self.shift_length * (7 if self.shift_unit == "weeks" else 1)
         local = self.anchor_wall_clock + timedelta(days=days)  # wall-clock arithmetic
-        return _to_utc(_at_wall_clock(local.date(), local.time(), self.tz))
+        return from_wall_clock(local, self.tz)
 
     def shift_index(self, at: datetime) -> int | None:
         """The shift running at ``at`` (None before the anchor)."""
@@ -155,7 +140,7 @@ class Rotation(Model):
         if self.shift_unit == "hours":
             return int((at - self.anchor) // timedelta(hours=self.shift_length))
         days = self.shift_length * (7 if self.shift_unit == "weeks" else 1)
-        index = (_wall(_local(at, self.tz)) - self.anchor_wall_clock) // timedelta(days=days)
+        index = (wall_clock(at, self.tz) - self.anchor_wall_clock) // timedelta(days=days)
         for _ in range(3):  # the wall-clock estimate is off by one at most, around a DST change
             if self.handoff(index) > at:
                 index -= 1
@@ -219,7 +204,7 @@ class Restriction(Model):
             finish = _at_wall_clock(day + timedelta(days=1), end_at or time(), tz)
         else:
             finish = _at_wall_clock(day, end_at, tz)
-        return _to_utc(begin), _to_utc(finish)
+        return begin, finish
 
 
 class Layer(Model):
@@ -232,7 +217,7 @@ class Layer(Model):
     def active(self, at: datetime) -> bool:
         if not self.restrictions:
             return True
-        day = _local(at, self.rotation.tz).date()
+        day = wall_clock(at, self.rotation.tz).date()
         for restriction in self.restrictions:
             for start_day in (day, day - timedelta(days=1)):
                 window = restriction.windows(start_day, self.rotation.tz)
@@ -247,8 +232,8 @@ class Layer(Model):
         """Moments in ``(start, end)`` where this layer may change hands."""
         yield from self.rotation.handoffs(start, end)
         if self.restrictions:
-            day = _local(start, self.rotation.tz).date() - timedelta(days=1)
-            last = _local(end, self.rotation.tz).date()
+            day = wall_clock(start, self.rotation.tz).date() - timedelta(days=1)
+            last = wall_clock(end, self.rotation.tz).date()
             while day <= last:
                 for restriction in self.restrictions:
                     window = restriction.windows(day, self.rotation.tz)
@@ -350,7 +335,7 @@ class Schedule(Model):
 
     def on_call(self, at: datetime, overrides: Sequence[Override] = ()) -> OnCallAt:
         """Who is on call at ``at`` (aware)."""
-        at = _to_utc(at)
+        at = to_utc(at)
         covering = [o for o in overrides if o.schedule == self.name and o.covers(at)]
         if covering:
             chosen = max(covering, key=lambda o: (o.created_at, o.id))
@@ -365,7 +350,7 @@ class Schedule(Model):
 
     def shifts(self, start: datetime, end: datetime, overrides: Sequence[Override] = ()) -> list[Shift]:
         """Who is on call from ``start`` to ``end``, as consecutive shifts (adjacent equal ones merged)."""
-        start, end = _to_utc(start), _to_utc(end)
+        start, end = to_utc(start), to_utc(end)
         mine = [o for o in overrides if o.schedule == self.name]
         moments = {start, end}
         for layer in self.layers:

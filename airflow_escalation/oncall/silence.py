@@ -26,8 +26,16 @@ from pydantic import Field, field_validator, model_validator
 
 from airflow_escalation.core import bounds
 from airflow_escalation.core.models import dag_id_of
-from airflow_escalation.core.timeutil import UTC
-from airflow_escalation.oncall._base import NAME_PATTERN, Model, Time, aware_utc, check_zone, zone
+from airflow_escalation.oncall._base import (
+    NAME_PATTERN,
+    Model,
+    Time,
+    aware_utc,
+    check_zone,
+    from_wall_clock,
+    wall_clock,
+    zone,
+)
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,10 @@ class Silence(Model):
 # ------------------------------------------------------------------- maintenance windows
 
 
+_DST_MARGIN = timedelta(hours=3)  # more than any zone's DST shift
+_MAX_CRON_STEPS = 10_000
+
+
 class MaintenanceWindow(Model):
     name: str = Field(pattern=NAME_PATTERN)
     cron: str = Field(min_length=9, max_length=120)
@@ -175,13 +187,26 @@ class MaintenanceWindow(Model):
     def applies_to(self, subject: Subject) -> bool:
         return subject.dag_id in self.dag_ids or subject.policy in self.policies
 
-    def opened_before(self, at: datetime) -> datetime:
-        """The latest opening at or before ``at`` (aware UTC)."""
+    def _cron(self, local: datetime) -> Any:
         from croniter import croniter
 
-        local = at.astimezone(zone(self.time_zone)) + timedelta(seconds=1)  # at itself counts
-        opened: datetime = croniter(self.cron, local.replace(microsecond=0)).get_prev(datetime)
-        return opened.astimezone(UTC)
+        return croniter(self.cron, local)
+
+    def opened_before(self, at: datetime) -> datetime:
+        """The latest opening at or before ``at`` (aware UTC).
+
+        The cron expression is read on the zone's wall clock; each wall-clock time it names
+        becomes a moment by :func:`~airflow_escalation.oncall._base.from_wall_clock` (a time in
+        a spring-forward gap opens at the gap's end plus its offset, 02:30 → 03:30; a time that
+        happens twice opens at its second occurrence). A few hours' margin around ``at`` lets
+        those shifts be seen."""
+        tz = zone(self.time_zone)
+        it = self._cron(wall_clock(at, tz).replace(microsecond=0) + _DST_MARGIN)
+        for _ in range(_MAX_CRON_STEPS):
+            opened = from_wall_clock(it.get_prev(datetime), tz)
+            if opened <= at:
+                return opened
+        raise ValueError(f"maintenance window {self.name!r}: no opening found before {at.isoformat()}")
 
     def open_window(self, at: datetime) -> tuple[datetime, datetime] | None:
         """``(opened, closes)`` when the window is open at ``at``, else None."""
@@ -191,20 +216,19 @@ class MaintenanceWindow(Model):
 
     def openings(self, start: datetime, end: datetime, limit: int = 50) -> list[tuple[datetime, datetime]]:
         """Windows that are open at some moment of ``[start, end)``, in order (at most ``limit``)."""
-        from croniter import croniter
-
-        out = []
+        tz = zone(self.time_zone)
+        found: list[tuple[datetime, datetime]] = []
         current = self.open_window(start)
         if current is not None:
-            out.append(current)
-        it = croniter(self.cron, start.astimezone(zone(self.time_zone)).replace(microsecond=0))
-        while len(out) < limit:
-            opened = it.get_next(datetime).astimezone(UTC)
-            if opened >= end:
+            found.append(current)
+        it = self._cron(wall_clock(start, tz).replace(microsecond=0) - _DST_MARGIN)
+        for _ in range(_MAX_CRON_STEPS):
+            opened = from_wall_clock(it.get_next(datetime), tz)
+            if opened >= end or len(found) >= limit:
                 break
-            if not out or opened != out[-1][0]:
-                out.append((opened, opened + self.duration))
-        return out
+            if opened > start and (not found or opened > found[-1][0]):
+                found.append((opened, opened + self.duration))
+        return found
 
     def suppression(self, closes: datetime) -> Suppression:
         return Suppression("maintenance_window", self.name, self.comment, closes)

@@ -126,3 +126,19 @@ def test_openings_list():
         (utc(2026, 3, 14, 2), utc(2026, 3, 14, 4)),
     ]
     assert window.openings(utc(2026, 3, 7, 3), utc(2026, 3, 8))[0] == (utc(2026, 3, 7, 2), utc(2026, 3, 7, 4))
+
+
+def test_a_window_whose_time_falls_in_a_dst_gap_or_happens_twice():
+    window = MaintenanceWindow(
+        name="w", cron="30 2 * * *", duration_minutes=60, time_zone="Europe/Berlin", dag_ids=["d"]
+    )
+    # 2026-03-29 02:30 does not exist in Berlin: the window opens at 03:30 CEST (01:30 UTC)
+    assert window.open_window(utc(2026, 3, 29, 1, 29, 59)) is None
+    assert window.open_window(utc(2026, 3, 29, 1, 30)) == (utc(2026, 3, 29, 1, 30), utc(2026, 3, 29, 2, 30))
+    # 2026-10-25 02:30 happens twice: the window opens at the second one, 02:30 CET (01:30 UTC)
+    assert window.open_window(utc(2026, 10, 25, 0, 30)) is None
+    assert window.open_window(utc(2026, 10, 25, 1, 30)) == (utc(2026, 10, 25, 1, 30), utc(2026, 10, 25, 2, 30))
+    assert window.openings(utc(2026, 10, 24), utc(2026, 10, 26)) == [
+        (utc(2026, 10, 24, 0, 30), utc(2026, 10, 24, 1, 30)),
+        (utc(2026, 10, 25, 1, 30), utc(2026, 10, 25, 2, 30)),
+    ]
