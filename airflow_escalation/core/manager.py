@@ -107,10 +107,16 @@ class EscalationPolicyConfig:
         """Load the spec's dict form, or the YAML block's form (``escalation:`` with ``store:``)."""
         if not isinstance(data, dict):
             raise ValueError(f"escalation config: expected a mapping, got {type(data).__name__}")
-        if set(data) == {"escalation"}:
+        if "escalation" in data and set(data) <= {"escalation", "users", "schedules", "maintenance_windows"}:
+            # the on-call sections may sit beside the escalation: block (docs/oncall.md)
+            beside = {k: v for k, v in data.items() if k != "escalation"}
             data = data["escalation"] or {}
             if not isinstance(data, dict):
                 raise ValueError(f"escalation: expected a mapping, got {type(data).__name__}")
+            for key in beside:
+                if key in data:
+                    raise ValueError(f"{key}: given both inside and beside the escalation: block")
+            data = {**data, **beside}
         unknown = sorted(map(str, set(data) - _CONFIG_FIELDS))
         if unknown:
             raise ValueError(
