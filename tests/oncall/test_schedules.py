@@ -277,3 +277,31 @@ def test_config_errors_name_the_field(sections, message):
     with pytest.raises(ValueError) as caught:
         OnCallConfig.from_sections(sections)
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "UTC"])
+@pytest.mark.parametrize(("length", "unit"), [(1, "days"), (2, "weeks"), (7, "hours"), (3, "days")])
+def test_every_moment_falls_in_exactly_the_shift_its_index_says(zone, length, unit):
+    rotation = Rotation(
+        participants=["a", "b", "c"], shift_length=length, shift_unit=unit, start="2026-01-01T02:30", time_zone=zone
+    )
+    at = utc(2026, 1, 1)
+    while at < utc(2027, 1, 1):
+        index = rotation.shift_index(at)
+        if index is None:
+            assert at < rotation.anchor
+        else:
+            assert rotation.handoff(index) <= at < rotation.handoff(index + 1), (at, index)
+        at += timedelta(hours=5, minutes=17)
+
+
+def test_sections_inside_or_beside_the_escalation_block():
+    from airflow_escalation.core.manager import EscalationPolicyConfig
+
+    users = [{"id": "alice"}]
+    beside = EscalationPolicyConfig.from_dict({"escalation": {"policies": []}, "users": users})
+    inside = EscalationPolicyConfig.from_dict({"escalation": {"policies": [], "users": users}})
+    assert beside.oncall.directory.get("alice") == inside.oncall.directory.get("alice")
+    assert EscalationPolicyConfig.from_dict({"policies": []}).oncall is None
+    with pytest.raises(ValueError, match="users: given both inside and beside"):
+        EscalationPolicyConfig.from_dict({"escalation": {"users": users}, "users": users})
