@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -40,6 +41,7 @@ SILENCE, OVERRIDE, RESOLUTION = "silence", "override", "resolution"
 NOT_MINE: Any = object()
 #: resolutions are kept this long after the delivery (then pruned)
 RESOLUTION_RETENTION = timedelta(days=30)
+PRUNE_EVERY = timedelta(hours=1)  # how often (engine clock) old items are pruned, at most
 
 
 class OnCallError(ValueError):
@@ -92,12 +94,31 @@ class OnCall:
 
     NOT_MINE = NOT_MINE
 
-    def __init__(self, config: OnCallConfig | None, store: Any, clock: Any = None) -> None:
+    def __init__(
+        self,
+        config: OnCallConfig | None,
+        store: Any,
+        clock: Any = None,
+        *,
+        cache_seconds: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config or OnCallConfig()
+        # silences read for triggers and due steps are kept this long (real seconds) before the
+        # store is asked again: a stored silence's own times still apply to the second; one
+        # created or expired on another replica takes effect here within this delay. Default:
+        # 1 s on stores that do I/O, none on the in-memory store.
+        self.cache_seconds = (
+            (1.0 if getattr(store, "blocking", False) else 0.0) if cache_seconds is None else cache_seconds
+        )
+        self._monotonic = monotonic
+        self._cached: tuple[float, datetime, list[Silence]] | None = None
+        self._reading: asyncio.Future[Any] | None = None
         self.directory: Directory = self.config.directory
         self.schedules: dict[str, Schedule] = {s.name: s for s in self.config.schedules}
         self.store = store
         self.clock = clock
+        self._pruned_at: datetime | None = None
 
     def now(self) -> datetime:
         return self.clock.now() if self.clock is not None else datetime.now(UTC)
@@ -108,8 +129,24 @@ class OnCall:
         return fn(*args, **kwargs)
 
     # ------------------------------------------------------------------ engine: suppression
+    def _fresh(self, at: datetime) -> list[Silence] | None:
+        cached = self._cached
+        if cached is None or self.cache_seconds <= 0:
+            return None
+        read_at_mono, read_at, silences = cached
+        # every silence that ends after the time it was read for is in the list
+        return silences if self._monotonic() - read_at_mono < self.cache_seconds and read_at <= at else None
+
     def suppressions_at(self, at: datetime) -> Suppressions:
-        silences = tuple(s for s in self._silences(ends_after=at) if s.active(at))
+        found = self._fresh(at)
+        if found is None:
+            self._maybe_prune(at)
+            found = self._silences(ends_after=at)
+            self._cached = (self._monotonic(), at, found)
+        return self._suppressions(at, found)
+
+    def _suppressions(self, at: datetime, found: list[Silence]) -> Suppressions:
+        silences = tuple(s for s in found if s.active(at))
         windows, scopes = [], []
         for window in self.config.maintenance_windows:
             opened = window.open_window(at)
@@ -119,7 +156,19 @@ class OnCall:
         return Suppressions(at, silences, tuple(windows), tuple(scopes))
 
     async def snapshot(self, at: datetime) -> Suppressions:
-        return await self._io(self.suppressions_at, at)  # type: ignore[no-any-return]
+        found = self._fresh(at)
+        if found is not None:  # no store call, no thread
+            return self._suppressions(at, found)
+        if self.cache_seconds <= 0:
+            return await self._io(self.suppressions_at, at)  # type: ignore[no-any-return]
+        # concurrent triggers share one read of the store
+        reading = self._reading
+        if reading is None or reading.get_loop() is not asyncio.get_running_loop():
+            reading = self._reading = asyncio.ensure_future(self._io(self.suppressions_at, at))
+            reading.add_done_callback(lambda _: setattr(self, "_reading", None))
+            return await asyncio.shield(reading)
+        await asyncio.shield(reading)
+        return await self.snapshot(at)
 
     # ------------------------------------------------------------------ engine: delivery
     def route(self, target: EscalationTarget, at: datetime) -> Route | None:
@@ -264,6 +313,7 @@ class OnCall:
         return silence
 
     def _put_silence(self, silence: Silence) -> None:
+        self._cached = None
         self.store.put_oncall_item(
             SILENCE, silence.id, "", silence.starts_at, silence.ends_at, silence.model_dump(mode="json")
         )
@@ -355,9 +405,26 @@ class OnCall:
     def handoffs(self, name: str, start: datetime, end: datetime, limit: int = bounds.MAX_HANDOFFS) -> list[Shift]:
         return self.schedule(name).handoffs(start, end, self._overrides(name, start))[:limit]
 
-    def prune(self, before: datetime) -> int:
-        """Forget resolutions, silences and overrides that ended before ``before``."""
-        return sum(self.store.delete_oncall_items(kind, ends_before=before) for kind in (RESOLUTION, SILENCE, OVERRIDE))
+    def prune(self, now: datetime) -> int:
+        """Forget what is past keeping: resolutions older than ``RESOLUTION_RETENTION`` (their
+        span ends then), silences and overrides that ended more than that long ago."""
+        removed = int(self.store.delete_oncall_items(RESOLUTION, ends_before=now))
+        for kind in (SILENCE, OVERRIDE):
+            removed += int(self.store.delete_oncall_items(kind, ends_before=now - RESOLUTION_RETENTION))
+        return removed
+
+    def _maybe_prune(self, now: datetime) -> None:
+        last = self._pruned_at
+        if last is not None and timedelta(0) <= now - last < PRUNE_EVERY:
+            return
+        self._pruned_at = now
+        try:
+            removed = self.prune(now)
+        except Exception:  # tidying never breaks a trigger
+            log.exception("could not prune old on-call items")
+            return
+        if removed:
+            log.info("pruned %d old on-call items (resolutions, silences, overrides)", removed)
 
 
 def _explain(exc: Exception) -> str:

@@ -31,14 +31,15 @@ async def make_engine(clock, recorder):
     the on-call sections of ``yaml_text``; every engine made is stopped at teardown."""
     engines: list[EscalationEngine] = []
 
-    async def factory(sections: str, *policies, store=None, handler=None):
+    async def factory(sections: str, *policies, store=None, handler=None, cache_seconds=None):
         store = store or InMemoryEscalationStore()
         engine = EscalationEngine(
             EscalationEngineConfig(clock=clock, store=store, default_notification_handler=handler or recorder)
         )
         for policy in policies:
             engine.register_policy(policy)
-        engine.set_oncall(OnCall(OnCallConfig.from_sections(parse_yaml(sections) or {}), store, clock))
+        config = OnCallConfig.from_sections(parse_yaml(sections) or {})
+        engine.set_oncall(OnCall(config, store, clock, cache_seconds=cache_seconds))
         engines.append(engine)
         await engine.start()
         return engine

@@ -195,14 +195,16 @@ async def test_a_recurring_window_over_midnight(make_engine, recorder, clock):
 
 
 async def test_two_engines_on_one_store_agree(make_engine, recorder, clock, tmp_path):
+    """Each engine's OnCall reads silences again at most every ``cache_seconds`` (1 s on a store
+    that does I/O): here that delay is 0, so each change is seen at once."""
     from airflow_escalation.stores.sql import SQLiteEscalationStore
 
     db = str(tmp_path / "shared.db")
     one = await make_engine(
-        SECTIONS, policy(EscalationTarget.schedule("oncall-primary")), store=SQLiteEscalationStore(db)
+        SECTIONS, policy(EscalationTarget.schedule("oncall-primary")), store=SQLiteEscalationStore(db), cache_seconds=0
     )
     two = await make_engine(
-        SECTIONS, policy(EscalationTarget.schedule("oncall-primary")), store=SQLiteEscalationStore(db)
+        SECTIONS, policy(EscalationTarget.schedule("oncall-primary")), store=SQLiteEscalationStore(db), cache_seconds=0
     )
     silence = one.oncall.create_silence({"dag_id": "etl"}, duration=timedelta(minutes=10))
     assert [s.id for s in two.oncall.list_silences()] == [silence.id]
@@ -216,3 +218,36 @@ async def test_two_engines_on_one_store_agree(make_engine, recorder, clock, tmp_
     assert [r["label"] for r in two.oncall.resolutions(result.record.id)] == ["schedule:oncall-primary → bob"]
     two.oncall.expire_silence(silence.id)
     assert (await one.trigger("inc", {"dag_id": "etl"})).success
+
+
+async def test_old_items_are_pruned(make_engine, recorder, clock):
+    engine = await make_engine(SECTIONS, policy(EscalationTarget.user("alice")))
+    silence = engine.oncall.create_silence({"dag_id": "etl"}, duration=timedelta(hours=1))
+    result = await engine.trigger("inc-1", {"dag_id": "other"})
+    await engine.drain()
+    assert engine.oncall.resolutions(result.record.id)
+    clock.advance(timedelta(days=30, hours=2))  # past the retention of both
+    await engine.trigger("inc-2", {"dag_id": "other"})  # a trigger looks at silences, and prunes
+    assert engine.oncall.resolutions(result.record.id) == []
+    assert [s.id for s in engine.oncall.list_silences(include_expired=True)] == []
+    assert silence.id
+
+
+async def test_a_silence_made_on_another_replica_is_seen_within_the_cache_delay(make_engine, clock, tmp_path):
+    from airflow_escalation.stores.sql import SQLiteEscalationStore
+
+    ticks = [0.0]
+    db = str(tmp_path / "shared.db")
+    one = await make_engine(SECTIONS, policy(EscalationTarget.user("alice")), store=SQLiteEscalationStore(db))
+    two = await make_engine(SECTIONS, policy(EscalationTarget.user("alice")), store=SQLiteEscalationStore(db))
+    two.oncall._monotonic = lambda: ticks[0]  # its real-time clock, moved by hand
+    assert two.oncall.cache_seconds == 1.0
+    assert (await two.trigger("a", {"dag_id": "etl"})).success  # reads: no silence
+    silence = one.oncall.create_silence({"dag_id": "etl"}, duration=timedelta(hours=1))
+    ticks[0] = 0.999
+    assert (await two.trigger("b", {"dag_id": "etl"})).success  # still the list read at 0
+    ticks[0] = 1.0
+    assert (await two.trigger("c", {"dag_id": "etl"})).code == "suppressed"
+    # its own writes are seen at once
+    two.oncall.expire_silence(silence.id)
+    assert (await two.trigger("d", {"dag_id": "etl"})).success
