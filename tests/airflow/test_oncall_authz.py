@@ -47,7 +47,7 @@ def test_overrides_need_the_dag_wide_write_permission(app):  # noqa: F811
     assert app.call("team_a", "POST", f"{API}/overrides", json=body).status_code == 403
     assert app.call("viewer", "POST", f"{API}/overrides", json=body).status_code == 403
     refused = app.call("admin", "POST", f"{API}/overrides", json=body)  # allowed, but no such schedule
-    assert refused.status_code == 422 and "schedule: unknown schedule 's'" in refused.json()["detail"]
+    assert refused.status_code == 422 and "schedule: unknown schedule 's'" in str(refused.json()["detail"])
     assert app.call("team_a", "DELETE", f"{API}/overrides/nope").status_code == 403
 
 

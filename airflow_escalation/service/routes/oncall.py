@@ -46,7 +46,6 @@ _AUTH: dict[int | str, dict[str, Any]] = {
     503: {"model": Detail, "description": "the escalation service is not running"},
 }
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Detail, "description": "not found"}}
-_REFUSED: dict[int | str, dict[str, Any]] = {422: {"model": Detail, "description": "refused, naming the field"}}
 
 
 def get_oncall(request: Request) -> OnCall:
@@ -65,10 +64,15 @@ async def _call(oncall: OnCall, fn: Callable[..., Any], *args: Any, **kwargs: An
     return fn(*args, **kwargs)
 
 
-def _error(exc: Exception) -> JSONResponse:
+def _error(exc: Exception, where: str = "body") -> JSONResponse:
+    """404 (``{"detail": "..."}``) for what is not there; else 422 in the shape of every other
+    invalid request (``{"detail": [{"type", "loc", "msg"}]}``), ``loc`` naming the field."""
     if isinstance(exc, NotFound):
         return JSONResponse({"detail": str(exc)}, status_code=404)
-    return JSONResponse({"detail": bounds.truncate(str(exc))}, status_code=422)
+    message = bounds.truncate(str(exc))
+    field = message.split(":", 1)[0] if ":" in message and " " not in message.split(":", 1)[0] else None
+    loc = [where, *field.split(".")] if field else [where]
+    return JSONResponse({"detail": [{"type": "value_error", "loc": loc, "msg": message}]}, status_code=422)
 
 
 def _utc(at: Optional[datetime], field: str) -> Optional[datetime]:
@@ -124,7 +128,7 @@ async def list_schedules(oncall: OnCall = Depends(get_oncall)) -> Any:
 
 @router.get(
     "/schedules/{name}/oncall",
-    responses={**_AUTH, **_NOT_FOUND, **_REFUSED},
+    responses={**_AUTH, **_NOT_FOUND},
     summary="Who is on call now, or at a given time",
 )
 async def who_is_on_call(
@@ -136,13 +140,15 @@ async def who_is_on_call(
         moment = _utc(at, "at") or oncall.now()
         found = await _call(oncall, oncall.on_call, name, moment)
     except (NotFound, OnCallError) as exc:
-        return _error(exc)
+        return _error(exc, "query")
+    except (OverflowError, ValueError):  # a time pendulum or datetime arithmetic cannot take
+        return _error(OnCallError("at: out of range"), "query")
     return {"schedule": name, **_who(oncall, found.user, found.source, moment)}
 
 
 @router.get(
     "/schedules/{name}/shifts",
-    responses={**_AUTH, **_NOT_FOUND, **_REFUSED},
+    responses={**_AUTH, **_NOT_FOUND},
     summary="Who is on call from start for a number of days (the on-call strip)",
 )
 async def schedule_shifts(
@@ -155,7 +161,9 @@ async def schedule_shifts(
         begin = _utc(start, "start") or oncall.now()
         shifts = await _call(oncall, oncall.shifts, name, begin, begin + timedelta(days=days))
     except (NotFound, OnCallError) as exc:
-        return _error(exc)
+        return _error(exc, "query")
+    except (OverflowError, ValueError):
+        return _error(OnCallError("start: out of range"), "query")
     return {
         "schedule": name,
         "start": begin.isoformat(),
@@ -165,7 +173,7 @@ async def schedule_shifts(
 
 @router.get(
     "/schedules/{name}/handoffs",
-    responses={**_AUTH, **_NOT_FOUND, **_REFUSED},
+    responses={**_AUTH, **_NOT_FOUND},
     summary="The next handoffs (a different person on call)",
 )
 async def schedule_handoffs(
@@ -179,7 +187,9 @@ async def schedule_handoffs(
         begin = _utc(start, "start") or oncall.now()
         handoffs = await _call(oncall, oncall.handoffs, name, begin, begin + timedelta(days=days), limit)
     except (NotFound, OnCallError) as exc:
-        return _error(exc)
+        return _error(exc, "query")
+    except (OverflowError, ValueError):
+        return _error(OnCallError("start: out of range"), "query")
     return {"schedule": name, "start": begin.isoformat(), "handoffs": [_shift(oncall, h) for h in handoffs]}
 
 
@@ -221,9 +231,7 @@ async def list_overrides(
     return {"overrides": [o.model_dump(mode="json") for o in found]}
 
 
-@router.post(
-    "/overrides", status_code=201, responses={**_AUTH, **_REFUSED}, summary="Put someone on call for a time range"
-)
+@router.post("/overrides", status_code=201, responses=_AUTH, summary="Put someone on call for a time range")
 async def create_override(
     request: Request, body: OverrideRequest, user: Any = Depends(require_read), oncall: OnCall = Depends(get_oncall)
 ) -> Any:
@@ -243,6 +251,8 @@ async def create_override(
         )
     except (NotFound, OnCallError) as exc:
         return _error(exc)
+    except OverflowError:
+        return _error(OnCallError("end: out of range"))
     return JSONResponse(override.model_dump(mode="json"), status_code=201)
 
 
@@ -316,7 +326,7 @@ async def get_silence(
     return _silence_out(silence, oncall.now())
 
 
-@router.post("/silences", status_code=201, responses={**_AUTH, **_REFUSED}, summary="Create a silence")
+@router.post("/silences", status_code=201, responses=_AUTH, summary="Create a silence")
 async def create_silence(
     request: Request, body: SilenceRequest, user: Any = Depends(require_read), oncall: OnCall = Depends(get_oncall)
 ) -> Any:
@@ -338,6 +348,8 @@ async def create_silence(
         )
     except OnCallError as exc:
         return _error(exc)
+    except OverflowError:
+        return _error(OnCallError("ends_at: out of range"))
     return JSONResponse(_silence_out(silence, oncall.now()), status_code=201)
 
 
