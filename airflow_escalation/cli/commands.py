@@ -564,154 +564,6 @@ def _cmd_spool_drain(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK if report.left == 0 else EXIT_FAILURE
 
 
-# --------------------------------------------------------------------------- on call
-
-
-def _duration_minutes(text: str) -> float:
-    """``90``/``90m``, ``2h``, ``1d``, ``1w`` as minutes."""
-    units = {"m": 1, "h": 60, "d": 24 * 60, "w": 7 * 24 * 60}
-    value = text.strip().lower()
-    factor = units.get(value[-1:], None)
-    number = value[:-1] if factor else value
-    try:
-        minutes = float(number) * (factor or 1)
-    except ValueError:
-        raise UsageError(f"--duration: expected e.g. 90m, 2h, 1d, got {text!r}") from None
-    if minutes <= 0:
-        raise UsageError(f"--duration: must be positive, got {text!r}")
-    return minutes
-
-
-def _cmd_oncall(args: argparse.Namespace, out: TextIO) -> int:
-    client = _client(args)
-    if args.schedule:
-        answer = client.on_call(args.schedule, args.at)
-        handoffs = client.handoffs(args.schedule, limit=args.handoffs) if not args.at else []
-        if _structured(args):
-            _emit({**answer, "next_handoffs": handoffs}, args, out)
-            return EXIT_OK
-        out.write(
-            f"{answer['schedule']}: {answer.get('name') or 'nobody'} ({answer['source']}) at {_ts(answer['at'])}\n"
-        )
-        for handoff in handoffs:
-            out.write(f"  from {_ts(handoff['start'])}: {handoff.get('name') or 'nobody'} ({handoff['source']})\n")
-        return EXIT_OK
-    schedules = client.schedules()
-    if _structured(args):
-        _emit(schedules, args, out)
-        return EXIT_OK
-    rows = []
-    for schedule in schedules:
-        nxt = (schedule.get("next_handoffs") or [None])[0]
-        rows.append(
-            {
-                "schedule": schedule["name"],
-                "on call": schedule["on_call"].get("name") or "nobody",
-                "why": schedule["on_call"]["source"],
-                "next handoff": f"{_ts(nxt['start'])} → {nxt.get('name') or 'nobody'}" if nxt else "",
-            }
-        )
-    _rows(rows, args, out)
-    return EXIT_OK
-
-
-def _silence_row(silence: dict[str, Any]) -> dict[str, Any]:
-    matchers = ", ".join(f"{k}={v}" for k, v in (silence.get("matchers") or {}).items() if v is not None)
-    return {
-        "id": silence["id"],
-        "status": silence.get("status", ""),
-        "matchers": matchers,
-        "starts": _ts(silence["starts_at"]),
-        "ends": _ts(silence["ends_at"]),
-        "by": silence.get("created_by", ""),
-        "comment": silence.get("comment", ""),
-    }
-
-
-def _cmd_silence_add(args: argparse.Namespace, out: TextIO) -> int:
-    matchers = {
-        key: value
-        for key, value in (
-            ("dag_id", args.dag_id),
-            ("task_id", args.task_id),
-            ("policy", args.policy),
-            ("incident", args.incident),
-            ("severity", args.severity),
-        )
-        if value
-    }
-    if (args.duration is None) == (args.until is None):
-        raise UsageError("give --duration (e.g. 2h) or --until (an ISO time with its zone)")
-    silence = _client(args).create_silence(
-        matchers,
-        ends_at=args.until,
-        duration_minutes=_duration_minutes(args.duration) if args.duration else None,
-        starts_at=args.starts,
-        comment=args.comment or "",
-    )
-    if _structured(args):
-        _emit(silence, args, out)
-    else:
-        out.write(f"silence {silence['id']} {silence['status']} until {_ts(silence['ends_at'])}\n")
-    return EXIT_OK
-
-
-def _cmd_silence_list(args: argparse.Namespace, out: TextIO) -> int:
-    silences = _client(args).silences(include_expired=args.all)
-    if _structured(args):
-        _emit(silences, args, out)
-    else:
-        _rows([_silence_row(s) for s in silences], args, out)
-    return EXIT_OK
-
-
-def _cmd_silence_expire(args: argparse.Namespace, out: TextIO) -> int:
-    silence = _client(args).expire_silence(args.id)
-    if _structured(args):
-        _emit(silence, args, out)
-    else:
-        out.write(f"silence {silence['id']} expired at {_ts(silence['ends_at'])}\n")
-    return EXIT_OK
-
-
-def _cmd_override_add(args: argparse.Namespace, out: TextIO) -> int:
-    override = _client(args).create_override(args.schedule, args.user, args.start, args.end, args.comment or "")
-    if _structured(args):
-        _emit(override, args, out)
-    else:
-        out.write(
-            f"override {override['id']}: {override['user']} on call for {override['schedule']} "
-            f"{_ts(override['start'])} → {_ts(override['end'])}\n"
-        )
-    return EXIT_OK
-
-
-def _cmd_override_list(args: argparse.Namespace, out: TextIO) -> int:
-    overrides = _client(args).overrides(args.schedule)
-    if _structured(args):
-        _emit(overrides, args, out)
-        return EXIT_OK
-    rows = [
-        {
-            "id": o["id"],
-            "schedule": o["schedule"],
-            "user": o["user"],
-            "start": _ts(o["start"]),
-            "end": _ts(o["end"]),
-            "by": o.get("created_by", ""),
-        }
-        for o in overrides
-    ]
-    _rows(rows, args, out)
-    return EXIT_OK
-
-
-def _cmd_override_delete(args: argparse.Namespace, out: TextIO) -> int:
-    override = _client(args).delete_override(args.id)
-    out.write(f"override {override['id']} removed\n") if not _structured(args) else _emit(override, args, out)
-    return EXIT_OK
-
-
 # --------------------------------------------------------------------------- the command table
 
 Handler = Callable[[argparse.Namespace, TextIO], int]
@@ -776,6 +628,20 @@ _VALIDATE = (
 _VALIDATE_HELP = "check a policies YAML file and print each policy's ladder"
 _POLICIES_HELP = "the service's policies"
 
+
+def _oncall(name: str) -> Handler:
+    """A handler of :mod:`airflow_escalation.cli.oncall`, imported when it runs."""
+
+    def run(args: argparse.Namespace, out: TextIO) -> int:
+        from airflow_escalation.cli import oncall
+
+        handler: Handler = getattr(oncall, name)
+        return handler(args, out)
+
+    run.__name__ = name
+    return run
+
+
 COMMANDS: tuple[Command | Group, ...] = (
     Command(
         "list",
@@ -835,7 +701,7 @@ COMMANDS: tuple[Command | Group, ...] = (
     Command(
         "oncall",
         "who is on call now for every schedule (or one, --at a time), and the next handoffs",
-        _cmd_oncall,
+        _oncall("show_oncall"),
         (
             Option(("schedule",), "a schedule name (default: all)", {"nargs": "?"}),
             Option(("--at",), "an ISO time with its zone (default: now)"),
@@ -849,7 +715,7 @@ COMMANDS: tuple[Command | Group, ...] = (
             Command(
                 "add",
                 "silence escalations that match every matcher given",
-                _cmd_silence_add,
+                _oncall("add_silence"),
                 (
                     Option(("--dag-id",), "the Dag"),
                     Option(("--task-id",), "the task"),
@@ -865,10 +731,10 @@ COMMANDS: tuple[Command | Group, ...] = (
             Command(
                 "list",
                 "pending and active silences",
-                _cmd_silence_list,
+                _oncall("list_silences"),
                 (Option(("--all",), "expired ones too", {"action": "store_true"}),),
             ),
-            Command("expire", "end a silence now", _cmd_silence_expire, (Option(("id",), "silence id"),)),
+            Command("expire", "end a silence now", _oncall("expire_silence"), (Option(("id",), "silence id"),)),
         ),
     ),
     Group(
@@ -878,7 +744,7 @@ COMMANDS: tuple[Command | Group, ...] = (
             Command(
                 "add",
                 "put USER on call for SCHEDULE from --start to --end",
-                _cmd_override_add,
+                _oncall("add_override"),
                 (
                     Option(("schedule",), "schedule name"),
                     Option(("user",), "user id (from the policies file's users:)"),
@@ -888,9 +754,12 @@ COMMANDS: tuple[Command | Group, ...] = (
                 ),
             ),
             Command(
-                "list", "current and future overrides", _cmd_override_list, (Option(("--schedule",), "one schedule"),)
+                "list",
+                "current and future overrides",
+                _oncall("list_overrides"),
+                (Option(("--schedule",), "one schedule"),),
             ),
-            Command("delete", "remove an override", _cmd_override_delete, (Option(("id",), "override id"),)),
+            Command("delete", "remove an override", _oncall("delete_override"), (Option(("id",), "override id"),)),
         ),
     ),
     Group(
