@@ -11,13 +11,12 @@ from typing import Sequence
 from airflow_escalation.core.models import Delivery, EscalationRecord, EscalationStats, StatsAccumulator
 from airflow_escalation.core.timeutil import UTC
 from airflow_escalation.core.types import DeliveryState
-from airflow_escalation.stores.oncall_memory import InMemoryOnCallItems
 from airflow_escalation.stores.base import BaseEscalationStore, DagIds
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class InMemoryEscalationStore(InMemoryOnCallItems, BaseEscalationStore):
+class InMemoryEscalationStore(BaseEscalationStore):
     """Keeps records in dictionaries guarded by one short lock (safe across threads).
 
     Reads return clones. ``create`` and ``update`` take ownership of the record they are given

@@ -9,17 +9,32 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Callable, ContextManager
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import redis
 
 from airflow_escalation.core.timeutil import from_iso
+from airflow_escalation.stores.base import StoreError
 
 
 class RedisOnCallItems:
-    """Mixed into ``RedisEscalationStore``: uses its client, key prefix and error mapping."""
+    """A Redis store's on-call items, on its client under its key prefix."""
 
-    _client: Any
-    _key: Callable[..., str]
-    _errors: Callable[[str], ContextManager[None]]
+    def __init__(self, store: Any) -> None:
+        self._client = store.client
+        self._prefix = store.key_prefix
+        self._url = getattr(store, "_url", "")
+
+    def _key(self, *parts: str) -> str:
+        return self._prefix + "".join(parts)
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except redis.RedisError as exc:
+            raise StoreError(f"redis store: {action} failed on {self._url}: {exc}") from exc
 
     def _oncall_hash(self, kind: str, scope: str) -> str:
         return self._key("oncall:", kind, ":", scope)
@@ -30,7 +45,7 @@ class RedisOnCallItems:
     def _oncall_where(self, kind: str) -> str:
         return self._key("oncall_where:", kind)  # item id -> its scope
 
-    def put_oncall_item(
+    def put(
         self, kind: str, item_id: str, scope: str, starts_at: datetime, ends_at: datetime, data: dict[str, Any]
     ) -> None:
         value = json.dumps(
@@ -46,7 +61,7 @@ class RedisOnCallItems:
             pipe.sadd(self._oncall_scopes(kind), scope)
             pipe.execute()
 
-    def get_oncall_item(self, kind: str, item_id: str) -> dict[str, Any] | None:
+    def get(self, kind: str, item_id: str) -> dict[str, Any] | None:
         with self._errors("get_oncall_item"):
             scope = self._client.hget(self._oncall_where(kind), item_id)
             raw = self._client.hget(self._oncall_hash(kind, scope), item_id) if scope is not None else None
@@ -61,7 +76,7 @@ class RedisOnCallItems:
             hashes = pipe.execute()
         return [(item_id, json.loads(raw)) for found in hashes for item_id, raw in found.items()]
 
-    def list_oncall_items(
+    def list(
         self, kind: str, *, scope: str | None = None, ends_after: datetime | None = None, limit: int = 1000
     ) -> list[dict[str, Any]]:
         rows = []
@@ -72,7 +87,7 @@ class RedisOnCallItems:
         rows.sort(key=lambda r: (r[0], r[1]))
         return [dict(data) for _, _, data in rows[:limit]]
 
-    def delete_oncall_items(self, kind: str, *, item_id: str | None = None, ends_before: datetime | None = None) -> int:
+    def delete(self, kind: str, *, item_id: str | None = None, ends_before: datetime | None = None) -> int:
         if item_id is None and ends_before is None:
             return 0
         doomed = []

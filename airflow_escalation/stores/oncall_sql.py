@@ -19,29 +19,36 @@ _TABLES_LOCK = threading.Lock()
 
 
 class SQLOnCallItems:
-    """Mixed into ``SQLEscalationStore``: uses its ``_run`` transactions and its table prefix."""
+    """A SQL store's on-call items, in its transactions (``store._run``), beside its tables."""
 
-    _run: Callable[..., Any]
-    _metadata: sa.MetaData
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._table: sa.Table | None = None
 
-    def _oncall_table(self) -> sa.Table:
-        table: sa.Table | None = self.__dict__.get("_oncall_tbl")
+    def _run(self, work: Callable[[sa.Connection], T], *, write: bool = False) -> T:
+        return self._store._run(work, write=write)  # type: ignore[no-any-return]
+
+    def table(self) -> sa.Table:
+        """``<prefix>oncall``, created on first use when missing (checked once per store)."""
+        table = self._table
         if table is not None:
             return table
         with _TABLES_LOCK:
-            prefix = self._tables.record.name[: -len("record")]  # type: ignore[attr-defined]
-            name = f"{prefix}oncall"
-            table = self._metadata.tables.get(name)
-            if table is None:
-                table = sql_schema.build_oncall_table(self._metadata, prefix)
-            self._run(lambda conn: table.create(conn, checkfirst=True), write=True)
-            self.__dict__["_oncall_tbl"] = table
-        return table
+            if self._table is None:
+                records = self._store.tables.record
+                prefix = records.name[: -len("record")]
+                metadata = records.metadata
+                made = metadata.tables.get(f"{prefix}oncall")
+                if made is None:
+                    made = sql_schema.build_oncall_table(metadata, prefix)
+                self._run(lambda conn: made.create(conn, checkfirst=True), write=True)
+                self._table = made
+            return self._table
 
-    def put_oncall_item(
+    def put(
         self, kind: str, item_id: str, scope: str, starts_at: datetime, ends_at: datetime, data: dict[str, Any]
     ) -> None:
-        table = self._oncall_table()
+        table = self.table()
         key = (table.c.kind == kind) & (table.c.id == item_id)
         values = {"scope": scope, "starts_at": starts_at, "ends_at": ends_at, "data": data}
 
@@ -51,16 +58,16 @@ class SQLOnCallItems:
 
         self._run(upsert, write=True)
 
-    def get_oncall_item(self, kind: str, item_id: str) -> dict[str, Any] | None:
-        table = self._oncall_table()
+    def get(self, kind: str, item_id: str) -> dict[str, Any] | None:
+        table = self.table()
         query = sa.select(table.c.data).where((table.c.kind == kind) & (table.c.id == item_id))
         found = self._run(lambda conn: conn.execute(query).scalar_one_or_none())
         return dict(found) if found is not None else None
 
-    def list_oncall_items(
+    def list(
         self, kind: str, *, scope: str | None = None, ends_after: datetime | None = None, limit: int = 1000
     ) -> list[dict[str, Any]]:
-        table = self._oncall_table()
+        table = self.table()
         query = sa.select(table.c.data).where(table.c.kind == kind)
         if scope is not None:
             query = query.where(table.c.scope == scope)
@@ -69,10 +76,10 @@ class SQLOnCallItems:
         query = query.order_by(table.c.starts_at, table.c.id).limit(limit)
         return [dict(row) for row in self._run(lambda conn: conn.execute(query).scalars().all())]
 
-    def delete_oncall_items(self, kind: str, *, item_id: str | None = None, ends_before: datetime | None = None) -> int:
+    def delete(self, kind: str, *, item_id: str | None = None, ends_before: datetime | None = None) -> int:
         if item_id is None and ends_before is None:
             return 0
-        table = self._oncall_table()
+        table = self.table()
         statement = sa.delete(table).where(table.c.kind == kind)
         if item_id is not None:
             statement = statement.where(table.c.id == item_id)

@@ -42,7 +42,6 @@ import redis
 from airflow_escalation.core.models import Delivery, EscalationRecord, EscalationStats, StatsAccumulator
 from airflow_escalation.core.timeutil import UTC, ensure_aware
 from airflow_escalation.core.types import ACTIVE_STATE_VALUES, DeliveryState, EscalationState
-from airflow_escalation.stores.oncall_redis import RedisOnCallItems
 from airflow_escalation.stores.base import BaseEscalationStore, DagIds, StoreError
 
 _SEP = "\x1f"  # between incident id and policy name in the open / last_closed hashes
@@ -757,7 +756,7 @@ def _delivery_reply(reply: Any) -> Delivery | None:
 # --------------------------------------------------------------------------- store
 
 
-class RedisEscalationStore(RedisOnCallItems, BaseEscalationStore):
+class RedisEscalationStore(BaseEscalationStore):
     """Escalation store on Redis (sync client); safe across threads, processes and hosts.
 
     ``client`` takes an existing ``redis.Redis`` (it must use ``decode_responses=True``); it is

@@ -50,7 +50,6 @@ from airflow_escalation.core.models import (
 from airflow_escalation.core.timeutil import UTC, ensure_aware, from_iso
 from airflow_escalation.core.types import ACTIVE_STATE_VALUES, DeliveryState, EscalationState
 from airflow_escalation.stores import sql_schema
-from airflow_escalation.stores.oncall_sql import SQLOnCallItems
 from airflow_escalation.stores.base import BaseEscalationStore, DagIds, StoreError
 from airflow_escalation.stores.sql_schema import (
     DEFAULT_PREFIX,
@@ -650,7 +649,7 @@ class _Statements:
 # --------------------------------------------------------------------------- stores
 
 
-class SQLEscalationStore(SQLOnCallItems, BaseEscalationStore):
+class SQLEscalationStore(BaseEscalationStore):
     """Escalation store on a SQL database through SQLAlchemy Core.
 
     ``url`` makes an engine the store owns (``engine_kwargs`` go to ``create_engine``, and

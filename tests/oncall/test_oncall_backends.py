@@ -61,7 +61,7 @@ def _drop(store) -> None:
     tables = getattr(store, "tables", None)
     if tables is not None:  # SQL: this test's own tables
         with store.engine.begin() as conn:
-            for table in [store._oncall_table(), *reversed(tables)]:
+            for table in [store._oncall_items().table(), *reversed(tables)]:
                 table.drop(conn, checkfirst=True)
     store.close()
 
