@@ -597,6 +597,19 @@ class Group:
     commands: tuple[Command, ...]
 
 
+def _oncall(name: str) -> Handler:
+    """A handler of :mod:`airflow_escalation.cli.oncall`, imported when it runs."""
+
+    def run(args: argparse.Namespace, out: TextIO) -> int:
+        from airflow_escalation.cli import oncall
+
+        handler: Handler = getattr(oncall, name)
+        return handler(args, out)
+
+    run.__name__ = name
+    return run
+
+
 SERVICE_OPTIONS = (
     Option(("--url",), "Airflow API server URL (env ESCALATION_URL)"),
     Option(("--username",), "user for POST /auth/token (env ESCALATION_USERNAME)"),
@@ -627,20 +640,6 @@ _VALIDATE = (
 )
 _VALIDATE_HELP = "check a policies YAML file and print each policy's ladder"
 _POLICIES_HELP = "the service's policies"
-
-
-def _oncall(name: str) -> Handler:
-    """A handler of :mod:`airflow_escalation.cli.oncall`, imported when it runs."""
-
-    def run(args: argparse.Namespace, out: TextIO) -> int:
-        from airflow_escalation.cli import oncall
-
-        handler: Handler = getattr(oncall, name)
-        return handler(args, out)
-
-    run.__name__ = name
-    return run
-
 
 COMMANDS: tuple[Command | Group, ...] = (
     Command(
@@ -698,6 +697,29 @@ COMMANDS: tuple[Command | Group, ...] = (
             Command("list", _POLICIES_HELP, _cmd_policies),
         ),
     ),
+    # `silence` (silences of the on-call issue) goes here as a Group of its own commands
+    Group(
+        "spool",
+        "the local spool of hand-offs that could not reach the service",
+        (
+            Command("list", "print waiting and dead entries", _cmd_spool_list, (_SPOOL_DIR,), service=False),
+            Command(
+                "drain",
+                "send waiting entries to the service (exit 1 when some are left)",
+                _cmd_spool_drain,
+                (
+                    _SPOOL_DIR,
+                    Option(("--budget",), "seconds to spend at most (default 60)", {"type": float, "default": 60.0}),
+                    Option(("--timeout",), "seconds per request (default 5)", {"type": float}),
+                ),
+                service=False,
+            ),
+        ),
+    ),
+    # the first names of `policy validate` and `policy list`, kept for scripts
+    Command("validate", _VALIDATE_HELP, _cmd_validate, _VALIDATE, hidden=True),
+    Command("policies", _POLICIES_HELP, _cmd_policies, hidden=True),
+    # on call (docs/oncall.md)
     Command(
         "oncall",
         "who is on call now for every schedule (or one, --at a time), and the next handoffs",
@@ -762,27 +784,6 @@ COMMANDS: tuple[Command | Group, ...] = (
             Command("delete", "remove an override", _oncall("delete_override"), (Option(("id",), "override id"),)),
         ),
     ),
-    Group(
-        "spool",
-        "the local spool of hand-offs that could not reach the service",
-        (
-            Command("list", "print waiting and dead entries", _cmd_spool_list, (_SPOOL_DIR,), service=False),
-            Command(
-                "drain",
-                "send waiting entries to the service (exit 1 when some are left)",
-                _cmd_spool_drain,
-                (
-                    _SPOOL_DIR,
-                    Option(("--budget",), "seconds to spend at most (default 60)", {"type": float, "default": 60.0}),
-                    Option(("--timeout",), "seconds per request (default 5)", {"type": float}),
-                ),
-                service=False,
-            ),
-        ),
-    ),
-    # the first names of `policy validate` and `policy list`, kept for scripts
-    Command("validate", _VALIDATE_HELP, _cmd_validate, _VALIDATE, hidden=True),
-    Command("policies", _POLICIES_HELP, _cmd_policies, hidden=True),
 )
 
 

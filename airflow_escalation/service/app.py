@@ -400,7 +400,7 @@ def create_app(
     configuration; ``engine`` (with ``policy_config``) runs a ready engine instead (tests,
     embedding): the lifespan then only starts and stops it.
     """
-    from airflow_escalation.service.routes import escalations, oncall, policies, system
+    from airflow_escalation.service.routes import escalations, policies, system
 
     app = FastAPI(
         title="Escalation service",
@@ -425,11 +425,14 @@ def create_app(
     app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(ServiceUnavailable, _unavailable)
     app.add_exception_handler(RecordHidden, _record_hidden)
-    for module in (escalations, policies, system, oncall):
+    for module in (escalations, policies, system):
         app.include_router(module.router, prefix=API_PREFIX)
     from airflow_escalation.service import ui  # pages, one-click links, GET /me (docs/ui.md)
 
     ui.install(app, API_PREFIX)
+    from airflow_escalation.service.routes import oncall  # schedules, silences, overrides (docs/oncall.md)
+
+    app.include_router(oncall.router, prefix=API_PREFIX)
     return app
 
 

@@ -196,12 +196,9 @@ class RecordDetail(Record):
     deliveries: list[Delivery] = Field(default_factory=list)
 
     @classmethod
-    def from_core_with(cls, record: Any, deliveries: list[Any], resolutions: Any = ()) -> "RecordDetail":
+    def from_core_with(cls, record: Any, deliveries: list[Any]) -> "RecordDetail":
         data = readable(record.to_dict())
         data["deliveries"] = [readable_delivery(d.to_dict()) for d in deliveries]
-        labels = {r.get("delivery_id"): r.get("label") for r in resolutions or () if isinstance(r, dict)}
-        for delivery in data["deliveries"]:
-            delivery["resolved_to"] = labels.get(delivery.get("id"))
         return cls.model_validate(data)
 
 

@@ -30,10 +30,10 @@ _STATIC_FILES = {
     "escalation.css": "text/css; charset=utf-8",
     "escalation.js": "text/javascript; charset=utf-8",
     "theme.js": "text/javascript; charset=utf-8",
-    "oncall.js": "text/javascript; charset=utf-8",
-    "oncall.css": "text/css; charset=utf-8",
     "icon.svg": "image/svg+xml",
     "icon-dark.svg": "image/svg+xml",
+    "oncall.js": "text/javascript; charset=utf-8",
+    "oncall.css": "text/css; charset=utf-8",
 }
 
 
