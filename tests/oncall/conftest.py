@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from airflow_escalation import EscalationEngine, EscalationEngineConfig
-from airflow_escalation.core.manager import parse_yaml
+from airflow_escalation.runtime.policy_config import parse_yaml
 from airflow_escalation.oncall.config import OnCallConfig
 from airflow_escalation.oncall.runtime import OnCall
 from airflow_escalation.stores.memory import InMemoryEscalationStore

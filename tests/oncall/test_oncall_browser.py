@@ -31,8 +31,8 @@ from ui_support import (
     unavailable,
 )
 
-from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
-from airflow_escalation.core.manager import EscalationPolicyConfig, parse_yaml
+from airflow_escalation.runtime.engine import EscalationEngine, EscalationEngineConfig
+from airflow_escalation.runtime.policy_config import EscalationPolicyConfig, parse_yaml
 from airflow_escalation.scheduling.base import SchedulerConfig
 from airflow_escalation.service import auth
 from airflow_escalation.service.app import create_app

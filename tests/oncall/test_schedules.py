@@ -296,7 +296,7 @@ def test_every_moment_falls_in_exactly_the_shift_its_index_says(zone, length, un
 
 
 def test_sections_inside_or_beside_the_escalation_block():
-    from airflow_escalation.core.manager import EscalationPolicyConfig
+    from airflow_escalation.runtime.policy_config import EscalationPolicyConfig
 
     users = [{"id": "alice"}]
     beside = EscalationPolicyConfig.from_dict({"escalation": {"policies": []}, "users": users})
