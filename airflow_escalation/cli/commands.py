@@ -261,6 +261,8 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
             raise Failure(f"{path}: invalid: " + "; ".join(answer.get("errors") or ["(no detail)"]))
         if not _structured(args):
             out.write(f"{path}: valid on the service ({', '.join(answer.get('policies') or [])})\n")
+            for warning in answer.get("warnings") or []:
+                out.write(f"warning: {warning}\n")
         return EXIT_OK
     try:
         config = EscalationPolicyConfig.from_yaml(Path(path))
@@ -272,12 +274,20 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     except Exception as exc:  # noqa: BLE001 - an unreadable file and the like
         message = " ".join(str(exc).split())
         raise Failure(f"{path}: cannot load: {type(exc).__name__}: {message}") from None
+    from airflow_escalation.detection.routes import RouteError, config_routes
+
+    try:
+        routes = config_routes(config)
+    except RouteError as exc:
+        raise Failure(f"{path}: invalid: {exc}") from None
     if _structured(args):
         _emit(
             {
                 "valid": True,
                 "default_policy": config.default_policy,
                 "policies": [p.to_dict() for p in config.policies.values()],
+                "routes": len(routes.routes),
+                "warnings": routes.warnings,
             },
             args,
             out,
@@ -291,6 +301,10 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     )
     for policy in config.policies.values():
         out.write("\n" + "\n".join(_describe_policy(policy)) + "\n")
+    if routes.routes:
+        out.write(f"\n{len(routes.routes)} failure route(s) (the first that matches wins)\n")
+    for warning in routes.warnings:
+        out.write(f"warning: {warning}\n")
     return EXIT_OK
 
 
@@ -569,6 +583,8 @@ _VALIDATE = (
 _VALIDATE_HELP = "check a policies YAML file and print each policy's ladder"
 _POLICIES_HELP = "the service's policies"
 
+from airflow_escalation.cli import routes as _routes  # noqa: E402 - its handlers ask this module lazily
+
 COMMANDS: tuple[Command | Group, ...] = (
     Command(
         "list",
@@ -623,6 +639,32 @@ COMMANDS: tuple[Command | Group, ...] = (
         (
             Command("validate", _VALIDATE_HELP, _cmd_validate, _VALIDATE),
             Command("list", _POLICIES_HELP, _cmd_policies),
+        ),
+    ),
+    Group(
+        "routes",
+        "failure routes: what the service pages for by itself",
+        (
+            Command("list", "the routes in precedence order, warnings, the detector", _routes.cmd_list),
+            Command(
+                "explain",
+                "which route would catch a failure of a Dag, and what would happen",
+                _routes.cmd_explain,
+                (
+                    Option(("dag_id",), "the Dag"),
+                    Option(
+                        ("--kind",),
+                        "task_failed (default), task_up_for_retry, task_over_duration, dag_run_failed, "
+                        "dag_run_over_duration, deadline_missed",
+                        {"default": "task_failed"},
+                    ),
+                    Option(("--task-id",), "the task (task kinds)"),
+                    Option(("--run-type",), "scheduled, manual, backfill, asset_triggered, ..."),
+                    Option(("--try-number",), "the failed try (task_up_for_retry)", {"type": int}),
+                    Option(("--tag",), "instead of the Dag's tags (repeatable)", {"action": "append"}),
+                    Option(("--owner",), "instead of the Dag's owners (repeatable)", {"action": "append"}),
+                ),
+            ),
         ),
     ),
     # `silence` (silences of the on-call issue) goes here as a Group of its own commands

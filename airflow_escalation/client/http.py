@@ -657,6 +657,16 @@ class EscalationClient:
         """``POST /policies/validate``: ``{"valid", "errors", "policies"}`` for a policy or YAML text."""
         return self._run(_validate_call(policy, yaml))
 
+    def routes(self) -> dict[str, Any]:
+        """``GET /routes``: the failure routes in precedence order, warnings, the detector's state."""
+        return self._run(_Call("GET", "/routes"))
+
+    def explain_route(self, dag_id: str, kind: str = "task_failed", **params: Any) -> dict[str, Any]:
+        """``GET /routes/explain``: which route would catch this failure and what would happen
+        (``task_id``, ``run_type``, ``try_number``, ``tags``, ``owners`` as the route asks)."""
+        query = {"dag_id": dag_id, "kind": kind, **{k: v for k, v in params.items() if v is not None}}
+        return self._run(_Call("GET", "/routes/explain", params=query))
+
     def health(self) -> dict[str, Any]:
         """``GET /health``: ``{"status", "engine_id", "store", "running"}``."""
         return self._run(_Call("GET", "/health"))

@@ -32,6 +32,12 @@ MAX_ERROR_CHARS = 500  # an error message in a response, a validation report or 
 MAX_LIST_LIMIT = 500  # records per page of GET /escalations
 MAX_LIST_OFFSET = 1_000_000  # records skipped by GET /escalations (use filters beyond that)
 MAX_RETRIGGER_EVENTS = 20  # "retriggered" history events per record; later joins are counted
+MAX_ROUTES = 1000  # failure routes in one policies file (docs/routes.md)
+MAX_ROUTE_VALUES = 100  # tags or owners one route lists
+MAX_ROUTE_TRY = 1000  # a route's min_try
+MAX_ROUTE_OVER_MINUTES = 60 * 24 * 30  # a route's over_minutes (30 days)
+MAX_ROUTE_SEVERITY = 64  # a route's severity
+MAX_DETECT_BATCH = 500  # failures the detector reads from the metadata database per query
 
 TRUNCATED = "…"
 

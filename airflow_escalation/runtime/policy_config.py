@@ -33,6 +33,7 @@ _CONFIG_FIELDS = {
     "users",
     "schedules",
     "maintenance_windows",
+    "routes",  # failure routes: parsed by airflow_escalation.detection.routes (docs/routes.md)
 }
 
 
@@ -59,6 +60,8 @@ class EscalationPolicyConfig:
     retention_days: float = 30
     #: users, schedules and maintenance windows (docs/oncall.md); None when the file has none
     oncall: OnCallConfig | None = None
+    #: the ``routes:`` list as written; airflow_escalation.detection.routes checks it
+    routes: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if isinstance(self.policies, list):
@@ -96,8 +99,8 @@ class EscalationPolicyConfig:
         """Load the spec's dict form, or the YAML block's form (``escalation:`` with ``store:``)."""
         if not isinstance(data, dict):
             raise ValueError(f"escalation config: expected a mapping, got {type(data).__name__}")
-        if "escalation" in data and set(data) <= {"escalation", "users", "schedules", "maintenance_windows"}:
-            # the on-call sections may sit beside the escalation: block (docs/oncall.md)
+        if "escalation" in data and set(data) <= {"escalation", "users", "schedules", "maintenance_windows", "routes"}:
+            # the on-call sections and routes may sit beside the escalation: block (docs/oncall.md)
             beside = {k: v for k, v in data.items() if k != "escalation"}
             data = data["escalation"] or {}
             if not isinstance(data, dict):
@@ -123,6 +126,8 @@ class EscalationPolicyConfig:
         store = dict(data.get("store") or {})
         store_type = data.get("store_type") or store.pop("type", "memory")
         store_config = {**store, **(data.get("store_config") or {})}
+        if not isinstance(data.get("routes") or [], list):
+            raise ValueError(f"routes: expected a list, got {type(data['routes']).__name__}")
         raw_policies = data.get("policies") or []
         if not isinstance(raw_policies, list):
             raise ValueError(f"policies: expected a list, got {type(raw_policies).__name__}")
@@ -158,6 +163,7 @@ class EscalationPolicyConfig:
             check_business_hours=data.get("check_business_hours", True),
             retention_days=_number(data.get("retention_days", 30), "retention_days", maximum=MAX_MINUTES),
             oncall=_oncall_sections(data),
+            routes=list(data.get("routes") or []),
         )
 
     @classmethod

@@ -96,6 +96,9 @@ class EscalationService:
         # channels for targets with a conn_id (service/delivery.py); set when the service builds
         # its engine, None for an injected engine
         self.delivery: Optional[Any] = None
+        # failure routes of the policies file and the detector paging through them (detection/)
+        self.routes: Any = None
+        self.detector: Optional[Any] = None
 
     # ------------------------------------------------------------------ state
     @property
@@ -174,6 +177,9 @@ class EscalationService:
             self._error(
                 f"the first sweep of due escalations failed (the interval sweep retries): {type(exc).__name__}: {exc}"
             )
+        from airflow_escalation.detection.watcher import start_detection
+
+        await start_detection(self)
         log.info(
             "escalation service started: engine %s, store %s, %d policies",
             self.engine.engine_id,
@@ -182,6 +188,8 @@ class EscalationService:
         )
 
     async def stop(self) -> None:
+        if self.detector is not None:
+            await self.detector.stop()
         if self.engine is not None:
             try:
                 await self.engine.stop()
@@ -389,7 +397,7 @@ def create_app(
     configuration; ``engine`` (with ``policy_config``) runs a ready engine instead (tests,
     embedding): the lifespan then only starts and stops it.
     """
-    from airflow_escalation.service.routes import escalations, policies, system
+    from airflow_escalation.service.routes import escalations, failure_routes, policies, system
 
     app = FastAPI(
         title="Escalation service",
@@ -414,7 +422,7 @@ def create_app(
     app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(ServiceUnavailable, _unavailable)
     app.add_exception_handler(RecordHidden, _record_hidden)
-    for module in (escalations, policies, system):
+    for module in (escalations, policies, system, failure_routes):
         app.include_router(module.router, prefix=API_PREFIX)
     from airflow_escalation.service import ui  # pages, one-click links, GET /me (docs/ui.md)
 

@@ -276,6 +276,9 @@ class ValidationReport(BaseModel):
     valid: bool
     errors: list[str]
     policies: list[str] = Field(description="names of the policies the input defines")
+    warnings: list[str] = Field(
+        default_factory=list, description="allowed but flagged, e.g. a failure route matching every DAG"
+    )
 
 
 class Health(BaseModel):

@@ -30,6 +30,7 @@ _STATIC_FILES = {
     "escalation.css": "text/css; charset=utf-8",
     "escalation.js": "text/javascript; charset=utf-8",
     "theme.js": "text/javascript; charset=utf-8",
+    "routes.js": "text/javascript; charset=utf-8",
     "icon.svg": "image/svg+xml",
     "icon-dark.svg": "image/svg+xml",
     "oncall.js": "text/javascript; charset=utf-8",
@@ -107,6 +108,24 @@ async def task_page(
     if scope["dag_id"] and not (await auth.read_scope(user)).allows(scope["dag_id"]):
         raise PageError(404, "No such Dag", f"There is no Dag {scope['dag_id'][:80]!r} you may read.")
     return render(request, "ti.html", view="ti", scope=scope, **_common(user))
+
+
+@router.get("/routes")
+async def routes_page(
+    request: Request, dag_id: Optional[str] = Query(None, max_length=MAX_NAME), user: Any = Depends(page_reader)
+) -> Any:
+    """The failure routes, and "which route would catch this" for a Dag (docs/routes.md)."""
+    from airflow_escalation.detection.routes import KINDS, RUN_TYPES
+
+    return render(
+        request,
+        "routes.html",
+        view="routes",
+        dag_id=_templated(dag_id),
+        kinds=KINDS,
+        run_types=RUN_TYPES,
+        **_common(user),
+    )
 
 
 @router.get("/static/{name}")
