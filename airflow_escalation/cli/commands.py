@@ -539,6 +539,19 @@ class Group:
     commands: tuple[Command, ...]
 
 
+def _oncall(name: str) -> Handler:
+    """A handler of :mod:`airflow_escalation.cli.oncall`, imported when it runs."""
+
+    def run(args: argparse.Namespace, out: TextIO) -> int:
+        from airflow_escalation.cli import oncall
+
+        handler: Handler = getattr(oncall, name)
+        return handler(args, out)
+
+    run.__name__ = name
+    return run
+
+
 SERVICE_OPTIONS = (
     Option(("--url",), "Airflow API server URL (env ESCALATION_URL)"),
     Option(("--username",), "user for POST /auth/token (env ESCALATION_USERNAME)"),
@@ -676,6 +689,71 @@ COMMANDS: tuple[Command | Group, ...] = (
     # the first names of `policy validate` and `policy list`, kept for scripts
     Command("validate", _VALIDATE_HELP, _cmd_validate, _VALIDATE, hidden=True),
     Command("policies", _POLICIES_HELP, _cmd_policies, hidden=True),
+    # on call (docs/oncall.md)
+    Command(
+        "oncall",
+        "who is on call now for every schedule (or one, --at a time), and the next handoffs",
+        _oncall("show_oncall"),
+        (
+            Option(("schedule",), "a schedule name (default: all)", {"nargs": "?"}),
+            Option(("--at",), "an ISO time with its zone (default: now)"),
+            Option(("--handoffs",), "how many next handoffs to show (default 3)", {"type": int, "default": 3}),
+        ),
+    ),
+    Group(
+        "silence",
+        "silences: page nobody for matching escalations for a while",
+        (
+            Command(
+                "add",
+                "silence escalations that match every matcher given",
+                _oncall("add_silence"),
+                (
+                    Option(("--dag-id",), "the Dag"),
+                    Option(("--task-id",), "the task"),
+                    Option(("--policy",), "the policy"),
+                    Option(("--incident",), "incident id glob (* ? [abc])"),
+                    Option(("--severity",), "severity"),
+                    Option(("--duration",), "how long: 90m, 2h, 1d"),
+                    Option(("--until",), "or until this ISO time (with its zone)"),
+                    Option(("--starts",), "start later: an ISO time with its zone (default: now)"),
+                    Option(("--comment",), "why (shown on every record it suppresses)"),
+                ),
+            ),
+            Command(
+                "list",
+                "pending and active silences",
+                _oncall("list_silences"),
+                (Option(("--all",), "expired ones too", {"action": "store_true"}),),
+            ),
+            Command("expire", "end a silence now", _oncall("expire_silence"), (Option(("id",), "silence id"),)),
+        ),
+    ),
+    Group(
+        "override",
+        "overrides: put someone on call for a schedule for a while",
+        (
+            Command(
+                "add",
+                "put USER on call for SCHEDULE from --start to --end",
+                _oncall("add_override"),
+                (
+                    Option(("schedule",), "schedule name"),
+                    Option(("user",), "user id (from the policies file's users:)"),
+                    Option(("--start",), "ISO time with its zone", {"required": True}),
+                    Option(("--end",), "ISO time with its zone", {"required": True}),
+                    Option(("--comment",), "why"),
+                ),
+            ),
+            Command(
+                "list",
+                "current and future overrides",
+                _oncall("list_overrides"),
+                (Option(("--schedule",), "one schedule"),),
+            ),
+            Command("delete", "remove an override", _oncall("delete_override"), (Option(("id",), "override id"),)),
+        ),
+    ),
 )
 
 

@@ -155,3 +155,23 @@ def _scrubbed(value: Any, max_depth: int, depth: int) -> Any:
     if isinstance(value, (list, tuple)):
         return [_scrubbed(v, max_depth, depth + 1) for v in value]
     return value
+
+
+# ------------------------------------------------------------------------------ on call
+# docs/oncall.md: the policies file's users/schedules/maintenance_windows sections,
+# and the silences and overrides created at run time
+MAX_USERS = 1000  # users in the directory
+MAX_CONTACTS = 10  # contact methods of one user
+MAX_SCHEDULES = 200  # schedules in the policies file
+MAX_LAYERS = 10  # layers of one schedule
+MAX_PARTICIPANTS = 200  # participants of one rotation
+MAX_RESTRICTIONS = 20  # time-of-day/week restrictions of one layer
+MAX_SHIFT_HOURS = 24 * 7 * 52  # one shift: at most a year
+MAX_WINDOWS = 200  # maintenance windows in the policies file
+MAX_WINDOW_SCOPE = 100  # dag_ids (or policies) one maintenance window names
+MAX_WINDOW_MINUTES = 7 * 24 * 60  # one maintenance window lasts at most a week
+MAX_SILENCES = 1000  # silences not yet expired at once (a new one beyond is refused)
+MAX_OVERRIDES = 1000  # overrides not yet over at once, over all schedules
+MAX_ONCALL_SPAN_DAYS = 400  # a silence's or an override's length, from its start
+MAX_ONCALL_HORIZON_DAYS = 62  # how far ahead "next handoffs" and the on-call strip look
+MAX_HANDOFFS = 200  # handoffs listed by one request

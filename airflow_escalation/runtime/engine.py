@@ -111,11 +111,12 @@ class EscalationEngine:
         self._calls = StoreCalls(self._store)
         self._inline = self._calls.inline
         self._outbox = Outbox(
-            self._calls, self._clock, sched_config, self._owner, self._policy_for, self._send, self._wake_at
+            self._calls, self._clock, sched_config, self._owner, self._policy_for, self._send_routed, self._wake_at
         )
         self._outbox.measure = lambda outcome, delivery: self._measure(self._metrics.delivery, outcome, delivery)
         self._running = False
         self._last_cleanup: datetime | None = None
+        self._oncall: Any = None  # airflow_escalation.oncall.runtime.OnCall (set_oncall)
 
     # ------------------------------------------------------------------ configuration
     @property
@@ -169,6 +170,16 @@ class EscalationEngine:
     def add_channel_resolver(self, resolver: ChannelResolver) -> None:
         """Let ``resolver(target)`` supply a sender for some targets (checked before the handler)."""
         self._channel_resolvers.append(resolver)
+
+    def set_oncall(self, oncall: Any) -> None:
+        """Ask ``oncall`` (:class:`airflow_escalation.oncall.runtime.OnCall`) about silences and
+        maintenance windows (at triggers and due steps) and where ``schedule:``/``user:``
+        targets lead at delivery time (docs/oncall.md)."""
+        self._oncall = oncall
+
+    @property
+    def oncall(self) -> Any:
+        return self._oncall
 
     def add_listener(self, listener: Callable[[EscalationRecord, str], Any]) -> None:
         """Call ``listener(record, action)`` after every committed change of a record.
@@ -403,6 +414,9 @@ class EscalationEngine:
             return chosen
         policy = chosen
         now = self._clock.now()
+        suppression = (
+            (await self._oncall.snapshot(now)).match(context, policy.name, incident_id) if self._oncall else None
+        )
 
         # an incident's open record belongs to its DAG: a trigger of another DAG never joins it
         # nor is suppressed by its cooldown, whatever the incident id says
@@ -418,7 +432,12 @@ class EscalationEngine:
                 return await self._retrigger(existing, trigger_type, triggered_by)
             if policy.cooldown_minutes > 0:
                 last = await self._calls(self._store.last_closed, incident_id, policy.name, dag_id)
-                if last is not None and last.closed_at is not None and now - last.closed_at < policy.cooldown:
+                if (
+                    last is not None
+                    and last.closed_at is not None
+                    and now - last.closed_at < policy.cooldown
+                    and "suppressed_by" not in last.metadata  # a silenced trigger starts no cooldown
+                ):
                     until = last.closed_at + policy.cooldown
                     self._measure(self._metrics.escalation, engine_metrics.SUPPRESSED, policy.name)
                     return EscalationResult.failure_result(
@@ -445,8 +464,14 @@ class EscalationEngine:
                 "triggered", now, triggered_by, trigger_type=trigger_type.value, severity=context.get("severity")
             )
             change = Change()
+            if suppression is not None:  # silenced: recorded, closed, nothing sent (docs/oncall.md)
+                record.metadata["suppressed_by"] = suppression.to_dict()
+                record.add_history_event("suppressed", now, triggered_by, **suppression.to_dict())
+                self._decisions.transition(record, EscalationEvent.CANCEL, now, "system", reason=suppression.label)
+                self._decisions.close(record, now)
             try:
-                self._decisions.run_steps(record, policy, now, change)
+                if suppression is None:
+                    self._decisions.run_steps(record, policy, now, change)
             except Exception as exc:  # e.g. a level condition without an evaluator
                 log.exception("escalation of incident %r could not start", incident_id)
                 return EscalationResult.failure_result(
@@ -462,6 +487,13 @@ class EscalationEngine:
                 continue  # another engine opened it first: join that one
             record.version = stored.version
             self._after_write(record, change, "trigger", queue=not self._config.send_before_return)
+            if suppression is not None:
+                return EscalationResult.failure_result(
+                    record,
+                    "trigger",
+                    f"suppressed by {suppression.label} until {suppression.ends_at.isoformat()}",
+                    code="suppressed",
+                )
             if log.isEnabledFor(logging.INFO):
                 log.info(
                     "escalation %s triggered for incident %r under policy %r (%s)",
@@ -598,23 +630,25 @@ class EscalationEngine:
         batch = self._sched_config.batch_size
         while True:
             claimed = await self._calls(self._store.claim_due, now, batch, self._owner, self._lease)
+            quiet = await self._oncall.snapshot(now) if self._oncall is not None and claimed else None
             if self._inline:
                 for record in claimed:
-                    await self._process_claimed(record, now)
+                    await self._process_claimed(record, now, quiet)
             else:  # together: their writes share a batch (SQLite: one commit, Redis: one round trip)
-                await asyncio.gather(*(self._process_claimed(record, now) for record in claimed))
+                await asyncio.gather(*(self._process_claimed(record, now, quiet) for record in claimed))
             processed += len(claimed)
             if len(claimed) < batch:
                 return processed
 
-    async def _process_claimed(self, record: EscalationRecord, now: datetime) -> None:
+    async def _process_claimed(self, record: EscalationRecord, now: datetime, quiet: Any = None) -> None:
         decisions = self._decisions
+        muted_by = quiet.match(record.context, record.policy_name, record.incident_id) if quiet else None
         if record.next_escalation_at is not None:
             late = (self._clock.now() - record.next_escalation_at).total_seconds()
             self._measure(self._metrics.lateness, max(0.0, late))
         for _ in range(ATTEMPTS):
             expected, seen = record.version, len(record.history)
-            change = Change(from_state=record.state, escalations_before=record.escalation_count)
+            change = Change(from_state=record.state, escalations_before=record.escalation_count, muted_by=muted_by)
             try:
                 policy = self._policy_for(record)
                 decisions.run_steps(record, policy, now, change)
@@ -698,6 +732,14 @@ class EscalationEngine:
             self._scheduler.wake_at(record.next_escalation_at)
 
     # ------------------------------------------------------------------ delivery
+    async def _send_routed(self, record: EscalationRecord, level: EscalationLevel, delivery: Delivery) -> Any:
+        """A ``schedule:``/``user:`` target goes to whom on call says now; others as written."""
+        if self._oncall is not None:
+            outcome = await self._oncall.send(delivery, self._clock.now(), lambda t: self._send(record, level, t))
+            if outcome is not self._oncall.NOT_MINE:
+                return outcome
+        return await self._send(record, level, delivery.target)
+
     async def _send(self, record: EscalationRecord, level: EscalationLevel, target: EscalationTarget) -> Any:
         for resolver in self._channel_resolvers:
             sender = resolver(target)

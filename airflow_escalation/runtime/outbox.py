@@ -22,7 +22,6 @@ from airflow_escalation.core.models import (
     EscalationLevel,
     EscalationPolicy,
     EscalationRecord,
-    EscalationTarget,
 )
 from airflow_escalation.runtime.store_calls import StoreCalls
 from airflow_escalation.runtime.worker_pool import WorkerPool
@@ -30,7 +29,7 @@ from airflow_escalation.scheduling.base import SchedulerConfig
 
 log = logging.getLogger("airflow_escalation.engine")
 
-Send = Callable[[EscalationRecord, EscalationLevel, EscalationTarget], Awaitable[Any]]
+Send = Callable[[EscalationRecord, EscalationLevel, Delivery], Awaitable[Any]]
 
 
 class Outbox:
@@ -140,7 +139,7 @@ class Outbox:
             level = self._policy_for(record).get_level(delivery.level)
             async with _time_limit(limit):
                 # the record's own policy snapshot has the delivery's level
-                outcome = await self._send(record, level, delivery.target)  # type: ignore[arg-type]
+                outcome = await self._send(record, level, delivery)  # type: ignore[arg-type]
             if outcome is False:
                 error = "the notification handler returned False"
         except asyncio.TimeoutError:

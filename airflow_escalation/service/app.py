@@ -161,6 +161,10 @@ class EscalationService:
 
     async def _start_engine(self) -> None:
         assert self.engine is not None
+        if self.engine.oncall is None:  # schedules, silences, maintenance windows (docs/oncall.md)
+            from airflow_escalation.oncall.runtime import OnCall
+
+            self.engine.set_oncall(OnCall(self.policy_config.oncall, self.engine.store, self.engine.clock))
         for setup in list(_ENGINE_SETUP):
             try:
                 outcome = setup(self.engine)
@@ -433,6 +437,9 @@ def create_app(
     from airflow_escalation.service import ui  # pages, one-click links, GET /me (docs/ui.md)
 
     ui.install(app, API_PREFIX)
+    from airflow_escalation.service.routes import oncall  # schedules, silences, overrides (docs/oncall.md)
+
+    app.include_router(oncall.router, prefix=API_PREFIX)
     return app
 
 

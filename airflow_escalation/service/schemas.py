@@ -185,6 +185,10 @@ class Delivery(BaseModel):
     next_attempt_at: Optional[datetime] = None
     sent_at: Optional[datetime] = None
     last_error: Optional[str] = None
+    resolved_to: Optional[str] = Field(
+        None,
+        description="whom a schedule: or user: target reached at its last attempt: 'schedule:oncall-primary → alice'",
+    )
 
     @field_serializer("created_at", "updated_at", "next_attempt_at", "sent_at")
     def _times(self, value: Optional[datetime]) -> Optional[str]:

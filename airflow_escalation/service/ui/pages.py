@@ -33,6 +33,8 @@ _STATIC_FILES = {
     "routes.js": "text/javascript; charset=utf-8",
     "icon.svg": "image/svg+xml",
     "icon-dark.svg": "image/svg+xml",
+    "oncall.js": "text/javascript; charset=utf-8",
+    "oncall.css": "text/css; charset=utf-8",
 }
 
 
@@ -75,6 +77,12 @@ async def record_page(request: Request, record_id: str, user: Any = Depends(page
     if record is None or not (await auth.read_scope(user)).allows(record.dag_id):
         raise PageError(404, "No such escalation", f"There is no escalation {record_id[:80]!r}.")
     return render(request, "record.html", view="record", record_id=record_id, **_common(user))
+
+
+@router.get("/oncall")
+async def oncall_page(request: Request, user: Any = Depends(page_reader)) -> Any:
+    """On call: who is on call per schedule and the next two weeks, silences, windows (docs/oncall.md)."""
+    return render(request, "oncall.html", view="oncall", **_common(user))
 
 
 @router.get("/ti")

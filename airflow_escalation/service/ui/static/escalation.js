@@ -440,6 +440,8 @@
       case "notified": return "Level " + ev.level + " notified" + (d.round ? " (repeat " + d.round + ")" : "");
       case "notify": return "Repeat " + (d.repeat !== undefined ? d.repeat : "") + " at level " + ev.level;
       case "notification_skipped": return "Notification skipped";
+      case "suppressed": return "Suppressed by " + (d.kind === "maintenance_window" ? "maintenance window " : "silence ") + text(d.id);
+      case "notification_muted": return "Notification muted by " + (d.kind === "maintenance_window" ? "maintenance window " : "silence ") + text(d.id);
       case "level_skipped": return "Level " + (d.skipped_level !== undefined ? d.skipped_level : "?") + " skipped";
       case "escalate": return "Escalated to level " + (d.to_level !== undefined ? d.to_level : ev.level) + who;
       case "escalate_success": return "Level " + ev.level + " active";
@@ -458,6 +460,8 @@
     var parts = [];
     if (d.note) parts.push("Note: " + text(d.note));
     if (d.reason) parts.push("Reason: " + text(d.reason));
+    if (d.comment) parts.push("Comment: " + text(d.comment));
+    if (d.ends_at) parts.push("until " + absTime(d.ends_at));
     if (d.error) parts.push(text(d.error));
     if (d.severity) parts.push("Severity: " + text(d.severity));
     if (ev.event === "triggered" && d.trigger_type) parts.push("Trigger: " + text(d.trigger_type));
@@ -467,7 +471,7 @@
 
   function deliveryItem(d) {
     var t = d.target || {};
-    var key = (t.type || "?") + ":" + (t.identifier || "?");
+    var key = d.resolved_to || ((t.type || "?") + ":" + (t.identifier || "?"));  /* schedule:x → alice */
     var bits = [stateBadge(d.state), el("span", { class: "chip", text: key })];
     var info = [];
     if (d.attempts) info.push(d.attempts + (d.attempts === 1 ? " attempt" : " attempts"));
