@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 #: escalation events, each counted per policy
 TRIGGERED = "triggered"
-SUPPRESSED = "suppressed"  # refused within the policy's cooldown
+SUPPRESSED = "suppressed"  # refused within the policy's cooldown, or silenced (docs/oncall.md)
 JOINED = "joined"  # a trigger that joined the incident's open escalation (nobody paged again)
 ESCALATED = "escalated"
 ACKNOWLEDGED = "acknowledged"
