@@ -73,7 +73,8 @@ def parse_hhmm(value: Any, *, allow_24: bool = False) -> time | None:
     if allow_24 and text == "24:00":
         return None
     if not _HHMM.match(text):
-        raise ValueError(f"expected a time of day as 'HH:MM' (00:00-23:59), got {text[:20]!r}")
+        span = "00:00-23:59, or 24:00" if allow_24 else "00:00-23:59"
+        raise ValueError(f"expected a time of day as 'HH:MM' ({span}), got {text[:20]!r}")
     hours, minutes = text.split(":")
     return time(int(hours), int(minutes))
 
@@ -93,6 +94,9 @@ def aware_utc(value: datetime, field: str) -> datetime:
     return value.astimezone(UTC)
 
 
+_FIELD_FIRST = re.compile(r"([a-z_]+): (.+)", re.DOTALL)
+
+
 def explain(exc: ValidationError, where: str = "") -> str:
     """A pydantic error as ``where.field[0].sub: message`` lines, short enough to show."""
     lines = []
@@ -101,6 +105,9 @@ def explain(exc: ValidationError, where: str = "") -> str:
         for part in error.get("loc", ()):
             path = f"{path}[{part}]" if isinstance(part, int) else (f"{path}.{part}" if path else str(part))
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        # a check across fields names its field first (``start: …``): it belongs in the path
+        if (field := _FIELD_FIRST.match(message)) is not None:
+            path, message = (f"{path}.{field[1]}" if path else field[1]), field[2]
         lines.append(f"{path}: {message}" if path else message)
     more = len(exc.errors()) - len(lines)
     if more > 0:

@@ -298,7 +298,7 @@ class OnCall:
         try:
             silence = Silence(
                 id=uuid.uuid4().hex,
-                matchers=matchers if isinstance(matchers, Matchers) else Matchers.model_validate(matchers),
+                matchers=matchers,  # validated here, so an error is named `matchers: …`
                 starts_at=start,
                 ends_at=ends_at,
                 comment=comment,

@@ -257,14 +257,14 @@ def test_nobody_without_fallback():
             {"users": [{"id": "a"}], "schedules": [{"name": "s", "fallback": "b"}]},
             "schedules[0].fallback: unknown user 'b'",
         ),
-        ({"schedules": [{"name": "s"}]}, "schedules[0]: layers: a schedule needs at least one layer or a fallback"),
+        ({"schedules": [{"name": "s"}]}, "schedules[0].layers: a schedule needs at least one layer or a fallback"),
         (
             {"maintenance_windows": [{"name": "w", "cron": "61 * * * *", "duration_minutes": 5, "dag_ids": ["d"]}]},
             "maintenance_windows[0].cron: not a 5-field cron expression",
         ),
         (
             {"maintenance_windows": [{"name": "w", "cron": "0 2 * * *", "duration_minutes": 5}]},
-            "maintenance_windows[0]: dag_ids: a maintenance window needs dag_ids or policies",
+            "maintenance_windows[0].dag_ids: a maintenance window needs dag_ids or policies",
         ),
         (
             {"maintenance_windows": [{"name": "w", "cron": "0 2 * * *", "duration_minutes": 0, "dag_ids": ["d"]}]},
