@@ -595,3 +595,116 @@ async def test_runtime_overrides_and_silences_are_refused_naming_the_field():
         with pytest.raises(ValueError, match="ends_at"):
             oncall.create_silence({"dag_id": "a"}, starts_at=at(8, 0), ends_at=at(9, 0))  # ends in the past
         assert oncall.list_silences() == []
+
+
+# --- restrictions: over midnight, 24 hours, across a DST change --------------------------------
+
+RESTRICTED = (
+    "escalation:\n  policies:"
+    + level1("p", "user:kim")
+    + USERS
+    + """
+schedules:
+  - name: nights
+    time_zone: Europe/Berlin
+    layers:
+      - name: all-week
+        rotation: {participants: [dan], shift_unit: weeks, start: 2026-01-05}
+      - name: friday-night
+        rotation: {participants: [eve], shift_unit: weeks, start: 2026-01-05}
+        restrictions:
+          - {days: [fri], start: "22:00", end: "06:00"}
+      - name: sunday-all-day
+        rotation: {participants: [fay], shift_unit: weeks, start: 2026-01-05}
+        restrictions:
+          - {days: [sun], start: "07:00", end: "07:00"}
+      - name: early-sunday
+        rotation: {participants: [gus], shift_unit: weeks, start: 2026-01-05}
+        restrictions:
+          - {days: [sun], start: "01:00", end: "03:00"}
+"""
+)
+
+
+async def test_restrictions_over_midnight_a_whole_day_and_across_spring_forward():
+    async with Run(RESTRICTED, at(0, 0, day=27, month=3)) as run:
+        who = lambda *args: run.oncall.on_call("nights", at(*args)).user  # noqa: E731
+        # Friday 2026-03-27 22:00 CET (21:00 UTC) to Saturday 06:00 CET (05:00 UTC)
+        assert who(20, 59, 59, 27, 3) == "dan"
+        assert who(21, 0, 0, 27, 3) == "eve"
+        assert who(4, 59, 59, 28, 3) == "eve"
+        assert who(5, 0, 0, 28, 3) == "dan"
+        # Sunday 2026-03-29: 01:00 CET is 00:00 UTC; 03:00 CEST is 01:00 UTC (one real hour)
+        assert who(23, 59, 59, 28, 3) == "dan"
+        assert who(0, 0, 0, 29, 3) == "gus"
+        assert who(0, 59, 59, 29, 3) == "gus"
+        # start == end is 24 hours: Sunday 07:00 CEST (05:00 UTC) to Monday 07:00 CEST
+        assert who(1, 0, 0, 29, 3) == "dan"
+        assert who(5, 0, 0, 29, 3) == "fay"
+        assert who(4, 59, 59, 30, 3) == "fay"
+        assert who(5, 0, 0, 30, 3) == "dan"
+        assert run.oncall.on_call("nights", at(5, 0, 0, 29, 3)).source == "layer:sunday-all-day"
+
+
+# --- several matching silences; a suppressed record starts no cooldown -------------------------
+
+COOLDOWN = """
+escalation:
+  policies:
+    - name: cool
+      cooldown_minutes: 30
+      levels:
+        - {level: 1, targets: [{type: user, identifier: kim}]}
+maintenance_windows:
+  - {name: always, cron: "0 * * * *", duration_minutes: 60, dag_ids: [etl], comment: hourly}
+"""
+
+
+async def test_the_first_started_silence_is_named_before_a_window_and_no_cooldown_follows():
+    async with Run(COOLDOWN + USERS, at(9, 30)) as run:
+        oncall = run.oncall
+        later = oncall.create_silence({"dag_id": "etl"}, starts_at=at(9, 50), duration=timedelta(hours=1))
+        earlier = oncall.create_silence({"policy": "cool"}, starts_at=at(9, 40), duration=timedelta(minutes=15))
+        await run.to(at(9, 35))
+        assert (await run.trigger("etl.a", {"dag_id": "etl"}, "cool")).record.metadata["suppressed_by"][
+            "id"
+        ] == "always"
+        await run.to(at(9, 52))
+        first = await run.trigger("etl.a", {"dag_id": "etl"}, "cool")
+        assert first.record.metadata["suppressed_by"]["id"] == earlier.id
+        await run.to(at(9, 55))  # the earlier silence has ended
+        assert (await run.trigger("etl.a", {"dag_id": "etl"}, "cool")).record.metadata["suppressed_by"][
+            "id"
+        ] == later.id
+        oncall.expire_silence(later.id)
+        # the window is still open for etl: use another DAG under the same policy and incident id
+        again = await run.trigger("etl.a", {"dag_id": "other"}, "cool")
+        assert again.success  # three suppressed records started no cooldown
+        await run.to(at(10, 30))
+        assert run.sent() == {"06-10 09:55:00 etl.a": ["email:kim@example.com"]}
+
+
+# --- a schedule with nobody on call: the attempt fails and is resolved again at the retry ------
+
+LATE_START = (
+    "escalation:\n  policies:"
+    + level1("late", "schedule:late")
+    + USERS
+    + """
+schedules:
+  - name: late
+    time_zone: UTC
+    layers:
+      - name: only
+        rotation: {participants: [hal], shift_unit: days, start: "2026-06-10T10:01"}
+"""
+)
+
+
+async def test_nobody_on_call_fails_the_attempt_and_the_retry_reaches_the_new_person():
+    async with Run(LATE_START, at(10, 0)) as run:
+        record = await run.trigger("late.x", {"dag_id": "late"}, "late")
+        await run.to(at(10, 10))
+        # attempts at 10:00:00 (nobody), 10:00:30 (nobody), 10:01:30 (hal): 30 s, doubling
+        assert run.sent() == {"06-10 10:01:30 late.x": ["email:hal@example.com"]}
+        assert [r["label"] for r in run.oncall.resolutions(record.record.id)][-1] == "schedule:late → hal"
