@@ -60,6 +60,15 @@ def from_wall_clock(local: datetime, tz: Any) -> datetime:
     return to_utc(moment)
 
 
+def every_occurrence(local: datetime, tz: Any) -> tuple[datetime, ...]:
+    """Each moment (aware UTC) a wall clock in ``tz`` shows ``local``: both, in order, for a time
+    that happens twice (fall back); else :func:`from_wall_clock`'s one."""
+    first, second = local.replace(tzinfo=tz, fold=0), local.replace(tzinfo=tz, fold=1)
+    if first.utcoffset() != second.utcoffset() and wall_clock(first, tz) == local:
+        return (to_utc(first), to_utc(second))
+    return (from_wall_clock(local, tz),)
+
+
 def check_zone(name: str) -> str:
     zone(name)
     return name

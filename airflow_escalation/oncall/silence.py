@@ -32,6 +32,7 @@ from airflow_escalation.oncall._base import (
     Time,
     aware_utc,
     check_zone,
+    every_occurrence,
     from_wall_clock,
     wall_clock,
     zone,
@@ -192,6 +193,17 @@ class MaintenanceWindow(Model):
 
         return croniter(self.cron, local)
 
+    @cached_property
+    def _hourly(self) -> bool:
+        return self.cron.split()[1].startswith("*")
+
+    def _moments(self, local: datetime, tz: Any) -> tuple[datetime, ...]:
+        """When the wall-clock time ``local`` opens the window. As cron does on a fall-back
+        night, an expression whose hour field is ``*`` (``*``, ``*/2``) opens at both
+        occurrences of a repeated time — every hour is still covered —, one naming fixed hours
+        only at the second (the DST rule)."""
+        return every_occurrence(local, tz) if self._hourly else (from_wall_clock(local, tz),)
+
     def opened_before(self, at: datetime) -> datetime:
         """The latest opening at or before ``at`` (aware UTC).
 
@@ -203,9 +215,9 @@ class MaintenanceWindow(Model):
         tz = zone(self.time_zone)
         it = self._cron(wall_clock(at, tz).replace(microsecond=0) + _DST_MARGIN)
         for _ in range(_MAX_CRON_STEPS):
-            opened = from_wall_clock(it.get_prev(datetime), tz)
-            if opened <= at:
-                return opened
+            for opened in reversed(self._moments(it.get_prev(datetime), tz)):
+                if opened <= at:
+                    return opened
         raise ValueError(f"maintenance window {self.name!r}: no opening found before {at.isoformat()}")
 
     def open_window(self, at: datetime) -> tuple[datetime, datetime] | None:
@@ -223,11 +235,11 @@ class MaintenanceWindow(Model):
             found.append(current)
         it = self._cron(wall_clock(start, tz).replace(microsecond=0) - _DST_MARGIN)
         for _ in range(_MAX_CRON_STEPS):
-            opened = from_wall_clock(it.get_next(datetime), tz)
-            if opened >= end or len(found) >= limit:
-                break
-            if opened > start and (not found or opened > found[-1][0]):
-                found.append((opened, opened + self.duration))
+            for opened in self._moments(it.get_next(datetime), tz):
+                if opened >= end or len(found) >= limit:
+                    return found
+                if opened > start and (not found or opened > found[-1][0]):
+                    found.append((opened, opened + self.duration))
         return found
 
     def suppression(self, closes: datetime) -> Suppression:

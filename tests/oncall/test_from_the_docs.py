@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from airflow_escalation import EscalationPolicyManager
+from airflow_escalation.oncall.silence import MaintenanceWindow
 from airflow_escalation.testing import FakeClock, RecordingHandler
 
 UTC = timezone.utc
@@ -594,6 +595,10 @@ async def test_runtime_overrides_and_silences_are_refused_naming_the_field():
             oncall.create_silence({}, duration=timedelta(minutes=5))
         with pytest.raises(ValueError, match="ends_at"):
             oncall.create_silence({"dag_id": "a"}, starts_at=at(8, 0), ends_at=at(9, 0))  # ends in the past
+        with pytest.raises(ValueError, match="start"):
+            oncall.create_override("ops", "gus", datetime(2026, 6, 10, 11), at(12, 0))  # naive
+        with pytest.raises(ValueError, match="starts_at"):
+            oncall.create_silence({"dag_id": "a"}, starts_at=datetime(2026, 6, 10, 11), duration=timedelta(hours=1))
         assert oncall.list_silences() == []
 
 
@@ -708,3 +713,41 @@ async def test_nobody_on_call_fails_the_attempt_and_the_retry_reaches_the_new_pe
         # attempts at 10:00:00 (nobody), 10:00:30 (nobody), 10:01:30 (hal): 30 s, doubling
         assert run.sent() == {"06-10 10:01:30 late.x": ["email:hal@example.com"]}
         assert [r["label"] for r in run.oncall.resolutions(record.record.id)][-1] == "schedule:late → hal"
+
+
+# --- windows on a fall-back night: a fixed hour opens once, an hourly window covers every hour --
+
+FALL_BACK_WINDOWS = """
+escalation:
+  policies:
+    - name: quiet
+      levels:
+        - {level: 1, targets: [{type: user, identifier: kim}]}
+maintenance_windows:
+  - {name: hourly, cron: "0 * * * *", duration_minutes: 60, dag_ids: [hourly], time_zone: Europe/Berlin}
+  - {name: at-two-thirty, cron: "30 2 * * *", duration_minutes: 30, dag_ids: [daily], time_zone: Europe/Berlin}
+"""
+
+
+async def test_windows_on_a_fall_back_night():
+    # 2026-10-25 in Berlin: 03:00 CEST (01:00 UTC) falls back to 02:00 CET; 02:00-03:00 happens twice
+    async with Run(FALL_BACK_WINDOWS + USERS, at(22, 0, day=24, month=10)) as run:
+        outcomes = {}
+        for minutes in range(0, 240, 15):
+            await run.to(at(22, 0, day=24, month=10) + timedelta(minutes=minutes))
+            hourly = await run.trigger(f"h{minutes}", {"dag_id": "hourly"}, "quiet")
+            daily = await run.trigger(f"d{minutes}", {"dag_id": "daily"}, "quiet")
+            outcomes[f"{run.clock.now():%H:%M}"] = (hourly.code, daily.code)
+        # the hourly window opens at both 02:00s (00:00 and 01:00 UTC): every moment is covered
+        assert {hourly for hourly, _ in outcomes.values()} == {"suppressed"}
+        # 02:30 happens twice: the daily window opens at the second, 02:30 CET = 01:30 UTC
+        assert [t for t, (_, daily) in outcomes.items() if daily == "suppressed"] == ["01:30", "01:45"]
+        window = MaintenanceWindow(
+            name="h", cron="0 * * * *", duration_minutes=60, dag_ids=["a"], time_zone="Europe/Berlin"
+        )
+        openings = window.openings(at(23, 30, day=24, month=10), at(2, 0, day=25, month=10))
+        assert [opened for opened, _ in openings] == [
+            at(23, 0, day=24, month=10),
+            at(0, 0, day=25, month=10),
+            at(1, 0, day=25, month=10),
+        ]
