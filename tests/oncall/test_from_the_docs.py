@@ -751,3 +751,59 @@ async def test_windows_on_a_fall_back_night():
             at(0, 0, day=25, month=10),
             at(1, 0, day=25, month=10),
         ]
+
+
+# --- more silence rules: a retry written before the silence, expiring, a muted escalation -----
+
+
+async def test_a_retry_written_before_a_silence_is_still_sent():
+    async with Run(LATE_START, at(10, 0)) as run:
+        await run.trigger("late.y", {"dag_id": "late"}, "late")  # nobody on call: retried
+        await run.to(at(10, 0, 10))
+        run.oncall.create_silence({"dag_id": "late"}, duration=timedelta(hours=1))
+        await run.to(at(10, 10))
+        assert run.sent() == {"06-10 10:01:30 late.y": ["email:hal@example.com"]}
+
+
+async def test_expiring_a_pending_and_an_expired_silence():
+    async with Run(SILENCES, at(10, 0)) as run:
+        oncall = run.oncall
+        pending = oncall.create_silence({"dag_id": "etl"}, starts_at=at(11, 0), duration=timedelta(hours=1))
+        assert oncall.get_silence(pending.id).status(at(10, 0)) == "pending"
+        expired = oncall.expire_silence(pending.id)
+        assert expired.ends_at == at(10, 0) and expired.status(at(10, 0)) == "expired"
+        await run.to(at(10, 5))
+        assert oncall.expire_silence(pending.id).ends_at == at(10, 0)  # changes nothing
+        assert oncall.list_silences() == []
+        assert [s.id for s in oncall.list_silences(include_expired=True)] == [pending.id]
+        await run.to(at(11, 30))
+        assert (await run.trigger("etl.z", {"dag_id": "etl"}, "etl-policy")).success
+
+
+async def test_a_muted_escalation_still_climbs_and_the_next_level_resumes_after_the_silence():
+    policy = """
+escalation:
+  policies:
+    - name: climb
+      levels:
+        - {level: 1, targets: [{type: user, identifier: kim}]}
+        - {level: 2, delay_minutes: 30, targets: [{type: user, identifier: ivy}], repeat_count: 2, repeat_interval_minutes: 10}
+"""
+    async with Run(policy + USERS, at(10, 0)) as run:
+        record = await run.trigger("q.1", {"dag_id": "q"}, "climb")
+        run.oncall.create_silence({"dag_id": "q"}, starts_at=at(10, 20), ends_at=at(10, 45))
+        await run.to(at(11, 30))
+        assert run.sent() == {
+            "06-10 10:00:00 q.1": ["email:kim@example.com"],
+            # 10:30 level 2 and 10:40 its first repeat are muted; level 1 does not come back
+            "06-10 10:50:00 q.1": ["email:ivy@example.com"],
+        }
+        assert run.engine.get_record(record.record.id).current_level == 2
+        assert len(run.history(record.record.id, "notification_muted")) == 2
+
+
+async def test_handoffs_include_an_override():
+    async with Run(OPS, at(10, 0)) as run:
+        run.oncall.create_override("ops", "gus", at(10, 7), at(10, 13))
+        handoffs = run.oncall.handoffs("ops", at(10, 0), at(11, 0))
+        assert [(h.start, h.user) for h in handoffs] == [(at(10, 7), "gus"), (at(10, 13), "ivy")]
