@@ -145,6 +145,16 @@ class EscalationPolicyConfig:
         default = data.get("default_policy") or (next(iter(policies)) if policies else "default")
         if policies and default not in policies:
             raise ValueError(f"default_policy: {default!r} is not one of the policies {sorted(policies)}")
+        oncall = _oncall_sections(data)
+        if oncall is not None and policies:
+            # a window naming a policy the file lacks would silently never apply
+            for w_index, window in enumerate(oncall.maintenance_windows):
+                for p_index, name in enumerate(window.policies):
+                    if name not in policies:
+                        raise ValueError(
+                            f"maintenance_windows[{w_index}].policies[{p_index}]: unknown policy {name!r}"
+                            f" (known: {sorted(policies)})"
+                        )
         return cls(
             default_policy=default,
             policies=policies,
@@ -162,7 +172,7 @@ class EscalationPolicyConfig:
             metrics_enabled=data.get("metrics_enabled", True),
             check_business_hours=data.get("check_business_hours", True),
             retention_days=_number(data.get("retention_days", 30), "retention_days", maximum=MAX_MINUTES),
-            oncall=_oncall_sections(data),
+            oncall=oncall,
             routes=list(data.get("routes") or []),
         )
 

@@ -570,6 +570,10 @@ BAD_BASE = "escalation:\n  policies:" + level1("p", "user:kim") + USERS
             "maintenance_windows:\n  - {name: w, cron: '0 2 * * *', duration_minutes: 10, time_zone: Nowhere/Land, dag_ids: [a]}",
             "maintenance_windows[0].time_zone",
         ),
+        (
+            "maintenance_windows:\n  - {name: w, cron: '0 2 * * *', duration_minutes: 10, policies: [p, nope]}",
+            "maintenance_windows[0].policies[1]: unknown policy 'nope'",
+        ),
         ("users:\n  - {id: kim, name: K2}", "users[10].id"),
     ],
 )
