@@ -811,3 +811,22 @@ async def test_handoffs_include_an_override():
         run.oncall.create_override("ops", "gus", at(10, 7), at(10, 13))
         handoffs = run.oncall.handoffs("ops", at(10, 0), at(11, 0))
         assert [(h.start, h.user) for h in handoffs] == [(at(10, 7), "gus"), (at(10, 13), "ivy")]
+
+
+async def test_shifts_merge_a_persons_back_to_back_shifts_and_handoffs_start_after_start():
+    yaml_text = (
+        BAD_BASE
+        + """
+schedules:
+  - name: s
+    time_zone: UTC
+    layers:
+      - name: base
+        rotation: {participants: [kim, kim, ivy], shift_unit: days, start: 2026-06-01}
+"""
+    )
+    async with Run(yaml_text, at(0, 0, day=1)) as run:
+        shifts = run.oncall.shifts("s", at(0, 0, day=1), at(0, 0, day=5))
+        assert [(s.start.day, s.end.day, s.user) for s in shifts] == [(1, 3, "kim"), (3, 4, "ivy"), (4, 5, "kim")]
+        handoffs = run.oncall.handoffs("s", at(0, 0, day=3), at(0, 0, day=8))
+        assert [(h.start.day, h.user) for h in handoffs] == [(4, "kim"), (6, "ivy"), (7, "kim")]
