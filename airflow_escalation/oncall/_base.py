@@ -103,7 +103,7 @@ def aware_utc(value: datetime, field: str) -> datetime:
     return value.astimezone(UTC)
 
 
-_FIELD_FIRST = re.compile(r"([a-z_]+): (.+)", re.DOTALL)
+_FIELD_FIRST = re.compile(r"([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+(?:\[\d+\])?)*): (.+)", re.DOTALL)
 
 
 def explain(exc: ValidationError, where: str = "") -> str:

@@ -574,6 +574,11 @@ BAD_BASE = "escalation:\n  policies:" + level1("p", "user:kim") + USERS
             "maintenance_windows:\n  - {name: w, cron: '0 2 * * *', duration_minutes: 10, policies: [p, nope]}",
             "maintenance_windows[0].policies[1]: unknown policy 'nope'",
         ),
+        (
+            "schedules:\n  - {name: s, layers: [{name: l, rotation: {participants: [kim], start: 2026-01-01}},"
+            " {name: l, rotation: {participants: [kim], start: 2026-01-01}}]}",
+            "schedules[0].layers[1].name: duplicate layer name 'l'",
+        ),
         ("users:\n  - {id: kim, name: K2}", "users[10].id"),
     ],
 )
