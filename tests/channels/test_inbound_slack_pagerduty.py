@@ -94,6 +94,8 @@ def service(monkeypatch, connections, sink, clock):
     )
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "alice:op,victor:viewer")
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "False")
+    # a fresh one: create_auth_manager() keeps any cached subclass instance an earlier test made
+    monkeypatch.setattr(airflow_app._AuthManagerState, "instance", None)
     monkeypatch.setattr(airflow_app._AuthManagerState, "instance", airflow_app.create_auth_manager())
     users = {"U_ALICE": "alice", "U_VICTOR": "victor", "U_GHOST": "ghost"}
     connections(
