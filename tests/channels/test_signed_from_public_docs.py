@@ -112,7 +112,7 @@ def block_actions(
     """A ``block_actions`` payload shaped as Slack's reference shows it, extra fields and all."""
     return {
         "type": "block_actions",
-        "user": {"id": member, "username": "jtorrance", "name": "jtorrance", "team_id": "T9TK3CUKW"},
+        "user": {"id": member, "username": "jtorrance", "name": "Jack Törrance", "team_id": "T9TK3CUKW"},
         "api_app_id": "AABA1ABCD",
         "token": "9s8d9as89d8as9d8as989",  # the deprecated verification token: to be ignored
         "container": {
@@ -144,8 +144,8 @@ def block_actions(
 
 
 def form(payload: dict[str, Any]) -> bytes:
-    """``payload=<url-encoded JSON>``, as Slack posts it (spaces as ``+``)."""
-    return ("payload=" + quote_plus(json.dumps(payload))).encode()
+    """``payload=<url-encoded JSON>``, as Slack posts it (UTF-8 percent-encoded, spaces as ``+``)."""
+    return ("payload=" + quote_plus(json.dumps(payload, ensure_ascii=False))).encode()
 
 
 def slack_posted_message(posted: dict[str, Any]) -> dict[str, Any]:
@@ -187,7 +187,7 @@ def pagerduty_webhook(
             "html_url": "https://acme.pagerduty.com/users/PLH1HKV",
             "id": "PLH1HKV",
             "self": "https://api.pagerduty.com/users/PLH1HKV",
-            "summary": "Tenex Engineer",
+            "summary": "Zoë Ångström",
             "type": "user_reference",
         }
     data = {
@@ -247,7 +247,8 @@ def pagerduty_webhook(
             "data": data,
         }
     }
-    return json.dumps(event, indent=2).encode()  # as sent: pretty, and the signature is over these bytes
+    # as sent: pretty, UTF-8 (not \u escapes), and the signature is over these very bytes
+    return json.dumps(event, indent=2, ensure_ascii=False).encode("utf-8")
 
 
 # ------------------------------------------------------------------ the service
@@ -488,7 +489,7 @@ def test_a_documented_webhook_acknowledges_then_resolves_without_echo(service):
     answer = service.pagerduty(body, pagerduty_header(body, *WEBHOOK_SECRETS), name="x-pagerduty-signature")
     assert answer.status_code == 200, answer.text
     record = service.record(record_id)
-    assert (record.state, record.acknowledged_by) == ("acknowledged", "Tenex Engineer (PagerDuty)")
+    assert (record.state, record.acknowledged_by) == ("acknowledged", "Zoë Ångström (PagerDuty)")
 
     # delivered again (PagerDuty delivers at least once): 401, nothing changes
     version = record.version
