@@ -294,7 +294,8 @@ def test_forged_stale_and_foreign_pagerduty_webhooks_change_nothing(service):
     version = service.record(record_id).version
     now = service.clock.now()
     fresh = pd_event(record_id, "incident.acknowledged", now.isoformat())
-    stale = pd_event(record_id, "incident.acknowledged", (now - timedelta(minutes=6)).isoformat(), "01STALE")
+    # stale: older than PagerDuty's retry window (about 20 minutes; 30 accepted)
+    stale = pd_event(record_id, "incident.acknowledged", (now - timedelta(minutes=31)).isoformat(), "01STALE")
     for body, header in [
         (fresh, pagerduty_signature(fresh, "wrong-secret")),
         (fresh, None),
