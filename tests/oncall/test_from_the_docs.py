@@ -835,3 +835,106 @@ schedules:
         assert [(s.start.day, s.end.day, s.user) for s in shifts] == [(1, 3, "kim"), (3, 4, "ivy"), (4, 5, "kim")]
         handoffs = run.oncall.handoffs("s", at(0, 0, day=3), at(0, 0, day=8))
         assert [(h.start.day, h.user) for h in handoffs] == [(4, "kim"), (6, "ivy"), (7, "kim")]
+
+
+# --- the same rules over REST (the routes the page lists; in-process, fake clock) -------------
+
+REST_YAML = (
+    "escalation:\n  policies:"
+    + level1("ops-policy", "schedule:ops")
+    + USERS
+    + """
+schedules:
+  - name: ops
+    time_zone: UTC
+    layers:
+      - name: base
+        rotation: {participants: [ivy], shift_unit: days, start: 2026-06-01}
+maintenance_windows:
+  - {name: nightly, cron: "0 23 * * *", duration_minutes: 60, dag_ids: [night], time_zone: Europe/Berlin}
+"""
+)
+
+
+class Caller:
+    def get_name(self) -> str:
+        return "lead"
+
+    def get_id(self) -> str:
+        return "lead"
+
+
+@pytest.fixture
+def rest(monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from airflow_escalation.runtime.policy_config import EscalationPolicyConfig, parse_yaml
+    from airflow_escalation.runtime.engine import EscalationEngine, EscalationEngineConfig
+    from airflow_escalation.scheduling.base import SchedulerConfig
+    from airflow_escalation.service import auth
+    from airflow_escalation.service.app import create_app
+    from airflow_escalation.service.routes import oncall as oncall_routes
+    from airflow_escalation.stores.memory import InMemoryEscalationStore
+
+    async def allow(user, dag_id=None):  # the auth manager's answer is tested on the real stack
+        return None
+
+    monkeypatch.setattr(oncall_routes, "authorize_write", allow)
+    clock = FakeClock(at(10, 0))
+    recorder = RecordingHandler(clock)
+    config = EscalationPolicyConfig.from_dict(parse_yaml(REST_YAML))
+    engine = EscalationEngine(
+        EscalationEngineConfig(
+            store=InMemoryEscalationStore(),
+            clock=clock,
+            scheduler_config=SchedulerConfig(scheduler_type="memory"),
+            default_notification_handler=recorder,
+        )
+    )
+    for policy in config.policies.values():
+        engine.register_policy(policy)
+    app = create_app(engine=engine, policy_config=config)
+    app.dependency_overrides[auth.require_read] = Caller
+    app.dependency_overrides[auth.require_write] = Caller
+    app.dependency_overrides[auth.read_scope] = lambda: auth.DagScope(None)
+    with TestClient(app) as client:
+        yield client, clock, recorder
+
+
+def test_an_override_and_a_silence_over_rest(rest):
+    client, clock, recorder = rest
+    api = "/api/v1"
+    naive = {"schedule": "ops", "user": "gus", "start": "2026-06-10T10:07:00", "end": "2026-06-10T10:13:00Z"}
+    assert client.post(f"{api}/overrides", json=naive).status_code == 422
+    made = client.post(f"{api}/overrides", json={**naive, "start": "2026-06-10T10:07:00Z", "comment": "swap"})
+    assert made.status_code == 201 and made.json()["created_by"] == "lead"
+    who = client.get(f"{api}/schedules/ops/oncall", params={"at": "2026-06-10T10:07:00Z"}).json()
+    assert (who["user"], who["source"]) == ("gus", f"override:{made.json()['id']}")
+    assert client.get(f"{api}/schedules/ops/oncall", params={"at": "2026-06-10T10:13:00Z"}).json()["user"] == "ivy"
+    handoffs = client.get(f"{api}/schedules/ops/handoffs", params={"start": "2026-06-10T10:00:00Z", "days": 1})
+    assert [(h["start"], h["user"]) for h in handoffs.json()["handoffs"]][:2] == [
+        ("2026-06-10T10:07:00+00:00", "gus"),
+        ("2026-06-10T10:13:00+00:00", "ivy"),
+    ]
+    silence = client.post(
+        f"{api}/silences",
+        json={"matchers": {"incident": "api.*", "severity": "HIGH"}, "duration_minutes": 30, "comment": "failover"},
+    )
+    assert silence.status_code == 201 and silence.json()["status"] == "active"
+    assert client.post(f"{api}/silences", json={"matchers": {}, "duration_minutes": 5}).status_code == 422
+    body = {"incident_id": "api.5xx", "context": {"dag_id": "api", "severity": "high"}, "policy_name": "ops-policy"}
+    suppressed = client.post(f"{api}/escalations", json=body)
+    assert suppressed.status_code == 200 and suppressed.json()["code"] == "suppressed"
+    clock.set(at(10, 8))
+    body["context"]["severity"] = "low"  # not matched: pages gus, who covers 10:07-10:13
+    paged = client.post(f"{api}/escalations", json=body).json()
+    assert paged["success"] is True
+    record = client.get(f"{api}/escalations/{paged['record']['id']}").json()
+    assert [d.get("resolved_to") for d in record["deliveries"]] == ["schedule:ops → gus"]
+    assert [(n.at, n.target) for n in recorder.sent] == [(at(10, 8), "email:gus@example.com")]
+    expired = client.post(f"{api}/silences/{silence.json()['id']}/expire").json()
+    assert expired["status"] == "expired" and expired["ends_at"] == at(10, 8).isoformat()
+    [window] = client.get(f"{api}/maintenance-windows").json()["maintenance_windows"]
+    assert window["name"] == "nightly" and window["open_now"] is False
+    # 23:00 in Berlin is 21:00 UTC in June
+    assert window["openings"][0] == {"start": "2026-06-10T21:00:00+00:00", "end": "2026-06-10T22:00:00+00:00"}
