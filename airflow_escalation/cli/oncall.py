@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any, TextIO
 
 
@@ -21,7 +22,7 @@ def _duration_minutes(text: str) -> float:
         minutes = float(number) * (factor or 1)
     except ValueError:
         raise UsageError(f"--duration: expected e.g. 90m, 2h, 1d, got {text!r}") from None
-    if minutes <= 0:
+    if not math.isfinite(minutes) or minutes <= 0:  # float() also reads "nan" and "inf"
         raise UsageError(f"--duration: must be positive, got {text!r}")
     return minutes
 

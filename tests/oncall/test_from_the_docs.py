@@ -938,3 +938,19 @@ def test_an_override_and_a_silence_over_rest(rest):
     assert window["name"] == "nightly" and window["open_now"] is False
     # 23:00 in Berlin is 21:00 UTC in June
     assert window["openings"][0] == {"start": "2026-06-10T21:00:00+00:00", "end": "2026-06-10T22:00:00+00:00"}
+
+
+@pytest.mark.parametrize(("text", "minutes"), [("90m", 90), ("2h", 120), ("1d", 1440), ("1w", 10080), ("45", 45)])
+def test_cli_durations_as_documented(text, minutes):
+    from airflow_escalation.cli.oncall import _duration_minutes
+
+    assert _duration_minutes(text) == minutes
+
+
+@pytest.mark.parametrize("text", ["0", "-5", "nan", "inf", "2x", "1h30m"])
+def test_cli_durations_refused(text):
+    from airflow_escalation.cli.commands import UsageError
+    from airflow_escalation.cli.oncall import _duration_minutes
+
+    with pytest.raises(UsageError, match="--duration"):
+        _duration_minutes(text)
