@@ -808,7 +808,11 @@ escalation:
             "06-10 10:50:00 q.1": ["email:ivy@example.com"],
         }
         assert run.engine.get_record(record.record.id).current_level == 2
-        assert len(run.history(record.record.id, "notification_muted")) == 2
+        muted = run.history(record.record.id, "notification_muted")
+        assert [(e["at"], e["level"], e["details"]["round"]) for e in muted] == [
+            (at(10, 30).isoformat(), 2, 0),
+            (at(10, 40).isoformat(), 2, 1),
+        ]
 
 
 async def test_handoffs_include_an_override():
