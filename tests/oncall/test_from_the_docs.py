@@ -958,3 +958,16 @@ def test_cli_durations_refused(text):
 
     with pytest.raises(UsageError, match="--duration"):
         _duration_minutes(text)
+
+
+async def test_a_trigger_joining_an_open_escalation_during_a_silence_pages_nobody():
+    async with Run(SILENCES, at(10, 0)) as run:
+        first = await run.trigger("etl.load", {"dag_id": "etl"}, "etl-policy")
+        run.oncall.create_silence({"dag_id": "etl"}, starts_at=at(10, 5), duration=timedelta(minutes=30))
+        await run.to(at(10, 5))
+        joined = await run.trigger("etl.load", {"dag_id": "etl"}, "etl-policy")
+        assert joined.success and joined.record.id == first.record.id  # joined, not suppressed
+        await run.to(at(10, 40))
+        kim = ["email:kim@example.com"]
+        # 10:10, 10:20, 10:30 muted; 10:40 pages again
+        assert run.sent() == {"06-10 10:00:00 etl.load": kim, "06-10 10:40:00 etl.load": kim}
