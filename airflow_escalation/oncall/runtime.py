@@ -296,14 +296,17 @@ class OnCall:
         if len(active) >= bounds.MAX_SILENCES:
             raise OnCallError(f"silences: at most {bounds.MAX_SILENCES} silences may be pending or active at once")
         try:
-            silence = Silence(
-                id=uuid.uuid4().hex,
-                matchers=matchers,  # validated here, so an error is named `matchers: …`
-                starts_at=start,
-                ends_at=ends_at,
-                comment=comment,
-                created_by=created_by,
-                created_at=now,
+            # matchers validated with the silence, so an error is named `matchers: …`
+            silence = Silence.model_validate(
+                {
+                    "id": uuid.uuid4().hex,
+                    "matchers": matchers,
+                    "starts_at": start,
+                    "ends_at": ends_at,
+                    "comment": comment,
+                    "created_by": created_by,
+                    "created_at": now,
+                }
             )
         except ValueError as exc:
             raise OnCallError(_explain(exc)) from None
