@@ -122,11 +122,8 @@ class EscalationEngine:
         self._inline = not self._store.blocking
         # a store that prefers batches (SQLite, Redis) gets its calls on threads of its own
         self._store_batches = (
-            _StoreBatches(
-                self._store.run_batch,  # type: ignore[attr-defined]  # stores that prefer batches have it
-                getattr(self._store, "batch_threads", 1),
-            )
-            if self._store.blocking and getattr(self._store, "prefers_batches", False)
+            _StoreBatches(self._store.run_batch, self._store.batch_threads)
+            if self._store.blocking and self._store.prefers_batches
             else None
         )
         # deliveries are run by up to max_concurrent_jobs workers (created in the running loop)

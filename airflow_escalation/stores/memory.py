@@ -112,15 +112,6 @@ class InMemoryEscalationStore(BaseEscalationStore):
                 if r.is_active and (policy_name is None or r.policy_name == policy_name)
             )
 
-    def get_pending_escalations(self, before: datetime) -> list[EscalationRecord]:
-        with self._lock:
-            found = [
-                r.clone()
-                for r in self._records.values()
-                if r.is_open and r.next_escalation_at is not None and r.next_escalation_at <= before
-            ]
-        return sorted(found, key=lambda r: r.next_escalation_at)
-
     def list_records(
         self,
         *,
@@ -146,15 +137,6 @@ class InMemoryEscalationStore(BaseEscalationStore):
             ]
         found.sort(key=lambda r: (r.created_at, r.id), reverse=True)
         return [r.clone() for r in found[offset : offset + limit]], len(found)
-
-    def save(self, record: EscalationRecord) -> EscalationRecord:
-        with self._lock:
-            stored = record.clone()
-            current = self._records.get(record.id)
-            stored.version = (current.version if current else 0) + 1
-            self._records[record.id] = stored
-            self._index(stored)
-        return stored.clone()
 
     def delete(self, record_id: str) -> bool:
         with self._lock:

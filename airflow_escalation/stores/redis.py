@@ -4,7 +4,7 @@ Layout under ``key_prefix`` (P):
 
 - ``P rec:{id}``      hash: ``data`` (the record's JSON without history/version/notification_count),
   ``ver``, ``nc`` (notification_count, only ever bumped by ``finish_delivery`` and set by
-  create/save), the lease ``lo``/``lu``, and the few derived fields the scripts index and count by
+  create), the lease ``lo``/``lu``, and the few derived fields the scripts index and count by
   (state, level, policy, incident, epoch times, ack/resolve durations in microseconds);
 - ``P hist:{id}``     list of history events (JSON);
 - ``P dlv:{id}``      delivery hash; ``P rec_dlv:{id}`` list of a record's delivery ids in order;
@@ -389,17 +389,6 @@ if ARGV[4] == '1' then
 end
 add_deliveries(i)
 return 1
-"""
-
-# ARGV: P, id, record fields (REC_FIELDS), notification_count, full history (n, ...). Returns the version.
-_LUA_SAVE = r"""
-local id = ARGV[2]
-local k = P .. 'rec:' .. id
-local ver = tonumber(redis.call('HGET', k, 'ver') or '0') + 1
-write_record(id, args_to(REC_FIELDS, 3), load_record(id), {'ver', tostring(ver), 'nc', ARGV[3 + #REC_FIELDS]})
-redis.call('DEL', P .. 'hist:' .. id)
-push_history(id, 4 + #REC_FIELDS)
-return ver
 """
 
 # ARGV: P, offset, limit, n, state..., policy, incident, dag ('' = no filter).
@@ -801,7 +790,6 @@ class RedisEscalationStore(BaseEscalationStore):
         self._no_dag_indexed = False  # _index_no_dag ran (on the first read filtered by DAG)
         self._create = script(_LUA_CREATE)
         self._update = script(_LUA_UPDATE)
-        self._save = script(_LUA_SAVE)
         self._delete = script(_LUA_DELETE)
         self._list = script(_LUA_LIST)
         self._cleanup = script(_LUA_CLEANUP)
@@ -963,16 +951,6 @@ class RedisEscalationStore(BaseEscalationStore):
         with self._errors("count_active"):
             return int(self._client.zcard(key))
 
-    def get_pending_escalations(self, before: datetime) -> list[EscalationRecord]:
-        with self._errors("get_pending_escalations"):
-            ids = self._client.zrangebyscore(self._key("due"), "-inf", _ts(before))
-        before = ensure_aware(before)
-        return [
-            r
-            for r in self._load(ids)
-            if r.is_open and r.next_escalation_at is not None and r.next_escalation_at <= before
-        ]
-
     def list_records(
         self,
         *,
@@ -1004,19 +982,6 @@ class RedisEscalationStore(BaseEscalationStore):
         )
         records = (_record_from(dict(zip(_READ_FIELDS, values)), history) for values, history in reply[1:])
         return [r for r in records if r is not None], int(reply[0])
-
-    def save(self, record: EscalationRecord) -> EscalationRecord:
-        version = self._run(
-            self._save,
-            "save",
-            record.id,
-            *_record_args(record),
-            str(int(record.notification_count)),
-            *_history_args(record.history),
-        )
-        stored = record.clone()
-        stored.version = int(version)
-        return stored
 
     def delete(self, record_id: str) -> bool:
         return bool(self._run(self._delete, "delete", record_id))

@@ -51,14 +51,13 @@ from airflow_escalation.core.timeutil import UTC, ensure_aware, from_iso
 from airflow_escalation.core.types import ACTIVE_STATE_VALUES, DeliveryState, EscalationState
 from airflow_escalation.stores import sql_schema
 from airflow_escalation.stores.base import BaseEscalationStore, DagIds, StoreError
+from airflow_escalation.stores.sql_codec import MYSQL_DIALECTS, codec_for
 from airflow_escalation.stores.sql_schema import (
     DEFAULT_PREFIX,
-    MYSQL_DIALECTS,
     TARGET_KEY,
     JSONDocument,
     Tables,
     UTCDateTime,
-    _json_default,
     build_tables,
 )
 
@@ -246,48 +245,24 @@ def _check_deliveries(record: EscalationRecord, deliveries: Sequence[Delivery]) 
 # --------------------------------------------------------------------------- the direct path
 
 
-def _sqlite_time(value: datetime) -> str:
-    # SQLITE_DATETIME_FORMAT, as UTCDateTime writes it: isoformat pads the year to 4 digits and,
-    # with timespec="microseconds", always writes 6 digits of microseconds
-    return ensure_aware(value).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-def _sqlite_load_time(value: str) -> datetime:
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
-
-
-def _naive_utc(value: datetime) -> datetime:
-    return ensure_aware(value).replace(tzinfo=None)
-
-
-def _dump_json(value: Any) -> str | None:
-    # the conversions of JSONDocument (datetimes, enums, sets, other objects)
-    return None if value is None else json.dumps(value, separators=(",", ":"), default=_json_default)
-
-
 class _Codec:
-    """Values between the models and the driver, for the direct path and the listings.
+    """Rows between the models and the driver, for the direct path and the listings.
 
-    Does what UTCDateTime and JSONDocument do on the SQLAlchemy path, without its per-value
-    processing: SQLite keeps datetimes as fixed-width UTC text; PostgreSQL takes aware datetimes
-    and returns them aware; MySQL takes and returns naive UTC. JSON is written and read as text
-    (PostgreSQL's is selected as text: psycopg would otherwise parse a record's documents again in
-    each of its history rows). Record and delivery rows are selected in model field order
+    The values are converted by the dialect's codec (``sql_codec``), the one UTCDateTime and
+    JSONDocument use on the SQLAlchemy path, without SQLAlchemy's per-value processing. JSON is
+    written and read as text (PostgreSQL's is selected as text: psycopg would otherwise parse a
+    record's documents again in each of its history rows). Record and delivery rows are selected in model field order
     (``record_reads``, ``delivery_reads``) and made models by ``record`` and ``delivery``.
     """
 
     def __init__(self, tables: Tables, backend: str) -> None:
         record, event, delivery = tables
         self.backend = backend
-        self.dump_json = _dump_json
-        self.load_json: Callable[[Any], Any] = json.loads
-        if backend == "sqlite":
-            self.dump_time: Callable[[datetime], Any] = _sqlite_time
-            self.load_time: Callable[[Any], datetime] = _sqlite_load_time
-        elif backend == "postgresql":
-            self.dump_time, self.load_time = ensure_aware, ensure_aware
-        else:
-            self.dump_time, self.load_time = _naive_utc, ensure_aware
+        values = codec_for(backend)
+        self.dump_json: Callable[[Any], str] = values.dump_json
+        self.load_json: Callable[[Any], Any] = values.load_json
+        self.dump_time: Callable[[datetime], Any] = values.dump_time
+        self.load_time: Callable[[Any], datetime] = values.load_time
         self.record_columns = [record.c[name] for name in _RECORD_FIELDS]
         self.record_reads = [self.read(column) for column in self.record_columns]
         self._record_loaders = [self.loader(column) for column in self.record_columns]
@@ -1269,14 +1244,6 @@ class SQLEscalationStore(BaseEscalationStore):
         query = sa.select(sa.func.count()).select_from(record).where(*criteria)
         return self._run(lambda conn: conn.execute(query).scalar_one())
 
-    def get_pending_escalations(self, before: datetime) -> list[EscalationRecord]:
-        record = self._tables.record
-        return self._records(
-            self._is_open(),
-            record.c.next_escalation_at <= before,
-            order_by=(record.c.next_escalation_at, record.c.id),
-        )
-
     def list_records(
         self,
         *,
@@ -1310,27 +1277,6 @@ class SQLEscalationStore(BaseEscalationStore):
         return self._run(
             lambda conn: (self._with_history(conn, conn.execute(page).all()), conn.execute(total).scalar_one())
         )
-
-    def save(self, record: EscalationRecord) -> EscalationRecord:
-        table, event = self._tables.record, self._tables.event
-        values = _record_values(record)
-        values["history_len"] = len(record.history)
-
-        def work(conn: Connection) -> int:
-            current = conn.execute(sa.select(table.c.version).where(table.c.id == record.id).with_for_update()).scalar()
-            version = (current or 0) + 1
-            row = {**values, "version": version}
-            if current is None:
-                conn.execute(sa.insert(table).values(row))
-            else:
-                conn.execute(sa.update(table).where(table.c.id == record.id).values(row))
-                conn.execute(sa.delete(event).where(event.c.record_id == record.id))
-            self._insert_events(conn, record.id, record.history, 0, record.updated_at)
-            return version
-
-        stored = record.clone()
-        stored.version = self._run(work, write=True)
-        return stored
 
     def delete(self, record_id: str) -> bool:
         return self._run(lambda conn: self._delete_records(conn, [record_id]), write=True) > 0

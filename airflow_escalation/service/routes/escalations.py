@@ -161,7 +161,7 @@ async def trigger(
 @router.get(
     "",
     response_model=EscalationList,
-    responses={**_AUTH_RESPONSES, 501: {"model": Detail, "description": "the store cannot list"}},
+    responses=_AUTH_RESPONSES,
     summary="List escalations, newest first",
 )
 async def list_escalations(
@@ -211,20 +211,17 @@ async def list_escalations(
         return EscalationList(
             escalations=[Record.from_core(r) for r in page], total=len(records), limit=limit, offset=offset
         )
-    try:
-        records, total = await run_store(
-            engine,
-            engine.store.list_records,
-            states=sorted(states) if states is not None else None,
-            policy_name=policy,
-            incident_id=incident,
-            dag_id=dag_id,
-            dag_ids=scope.dag_ids,
-            limit=limit,
-            offset=offset,
-        )
-    except NotImplementedError as exc:
-        return JSONResponse({"detail": f"the {engine.store.name} store cannot list records: {exc}"}, status_code=501)
+    records, total = await run_store(
+        engine,
+        engine.store.list_records,
+        states=sorted(states) if states is not None else None,
+        policy_name=policy,
+        incident_id=incident,
+        dag_id=dag_id,
+        dag_ids=scope.dag_ids,
+        limit=limit,
+        offset=offset,
+    )
     return EscalationList(escalations=[Record.from_core(r) for r in records], total=total, limit=limit, offset=offset)
 
 
