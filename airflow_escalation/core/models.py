@@ -857,8 +857,9 @@ class StatsAccumulator:
             s.cancelled_count += 1
         elif state == EscalationState.FAILED.value:
             s.failed_count += 1
+        elif state == EscalationState.ACKNOWLEDGED.value:
+            s.acknowledged_count += 1  # acknowledged now: one later resolved counts as resolved
         if record.acknowledged_at is not None:
-            s.acknowledged_count += 1
             self._ack_total += (record.acknowledged_at - record.created_at).total_seconds()
             self._ack_n += 1
         if state == EscalationState.RESOLVED.value:

@@ -5,15 +5,96 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+from collections import Counter
 from datetime import datetime, timedelta
-from typing import Sequence
+from enum import Enum
+from typing import Iterable, Sequence
 
-from airflow_escalation.core.models import Delivery, EscalationRecord, EscalationStats, StatsAccumulator
+from airflow_escalation.core.models import Delivery, EscalationRecord, EscalationStats
 from airflow_escalation.core.timeutil import UTC
-from airflow_escalation.core.types import DeliveryState
+from airflow_escalation.core.types import ACTIVE_STATE_VALUES, DeliveryState, EscalationState
 from airflow_escalation.stores.base import BaseEscalationStore, DagIds
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_RESOLVED = EscalationState.RESOLVED.value
+_COUNTED = (
+    # EscalationStats fields that count the records in one state
+    ("acknowledged_count", EscalationState.ACKNOWLEDGED.value),
+    ("resolved_count", _RESOLVED),
+    ("timed_out_count", EscalationState.TIMED_OUT.value),
+    ("cancelled_count", EscalationState.CANCELLED.value),
+    ("failed_count", EscalationState.FAILED.value),
+)
+
+
+class _Tally:
+    """The stats of one Dag's records, kept as they change (what the SQL store's aggregates and
+    the Redis store's counters count), so that ``get_stats`` costs the number of Dags, not of
+    records. Durations are summed in integer microseconds: adding and taking back is exact."""
+
+    __slots__ = ("ack_n", "ack_us", "failed", "levels", "policies", "res_n", "res_us", "sent", "states")
+
+    def __init__(self) -> None:
+        self.states: Counter[str] = Counter()
+        self.levels: Counter[int] = Counter()
+        self.policies: Counter[str] = Counter()
+        self.ack_n = self.ack_us = self.res_n = self.res_us = 0
+        self.sent: Counter[str] = Counter()  # by target key
+        self.failed = 0
+
+    def count(self, record: EscalationRecord, one: int) -> None:
+        """Add the record (``one=1``) or take it back (``-1``)."""
+        state = _value(record.state)
+        self.states[state] += one
+        self.levels[record.current_level] += one
+        self.policies[record.policy_name] += one
+        if record.acknowledged_at is not None:
+            self.ack_n += one
+            self.ack_us += one * ((record.acknowledged_at - record.created_at) // _MICROSECOND)
+        if state == _RESOLVED and record.resolved_at is not None:
+            self.res_n += one
+            self.res_us += one * ((record.resolved_at - record.created_at) // _MICROSECOND)
+
+    def count_delivery(self, delivery: Delivery, one: int) -> None:
+        if delivery.state == DeliveryState.SENT:
+            self.sent[delivery.target.key] += one
+        elif delivery.state == DeliveryState.FAILED:
+            self.failed += one
+
+
+def _stats(tallies: Iterable[_Tally]) -> EscalationStats:
+    states: Counter[str] = Counter()
+    levels: Counter[int] = Counter()
+    policies: Counter[str] = Counter()
+    sent: Counter[str] = Counter()
+    ack_n = ack_us = res_n = res_us = failed = 0
+    for tally in tallies:
+        states.update(tally.states)
+        levels.update(tally.levels)
+        policies.update(tally.policies)
+        sent.update(tally.sent)
+        ack_n, ack_us, res_n, res_us = (
+            ack_n + tally.ack_n,
+            ack_us + tally.ack_us,
+            res_n + tally.res_n,
+            res_us + tally.res_us,
+        )
+        failed += tally.failed
+    stats = EscalationStats(
+        total_escalations=sum(states.values()),
+        active_escalations=sum(n for state, n in states.items() if state in ACTIVE_STATE_VALUES),
+        avg_time_to_acknowledge_seconds=ack_us / 1e6 / ack_n if ack_n else 0.0,
+        avg_time_to_resolve_seconds=res_us / 1e6 / res_n if res_n else 0.0,
+        escalations_by_level={level: n for level, n in levels.items() if n},
+        escalations_by_policy={policy: n for policy, n in policies.items() if n},
+        notifications_sent=sum(sent.values()),
+        notifications_by_target={key: n for key, n in sent.items() if n},
+        notifications_failed=failed,
+    )
+    for field, state in _COUNTED:
+        setattr(stats, field, states[state])
+    return stats
 
 
 class InMemoryEscalationStore(BaseEscalationStore):
@@ -46,6 +127,29 @@ class InMemoryEscalationStore(BaseEscalationStore):
         self._moved: set[str] = set()
         self._seq = itertools.count()
         self._pending: dict[str, Delivery] = {}  # pending deliveries, in the order they became so
+        # kept as records change, so that lists and counts cost what they find, not what is stored
+        self._by_state: dict[str, dict[str, None]] = {}  # state -> record ids (an ordered set)
+        self._active_by_policy: dict[str, dict[str, None]] = {}  # paging record ids per policy
+        self._tallies: dict[str | None, _Tally] = {}  # per Dag
+
+    def _track(self, old: EscalationRecord | None, new: EscalationRecord | None) -> None:
+        """Move a record's entries in the state and active indexes and its Dag's counts from
+        ``old`` (None: a new record) to ``new`` (None: deleted)."""
+        if old is not None:
+            old_state = _value(old.state)
+            self._by_state[old_state].pop(old.id, None)
+            if old_state in ACTIVE_STATE_VALUES:
+                self._active_by_policy[old.policy_name].pop(old.id, None)
+            self._tallies[old.dag_id].count(old, -1)
+        if new is not None:
+            new_state = _value(new.state)
+            self._by_state.setdefault(new_state, {})[new.id] = None
+            if new_state in ACTIVE_STATE_VALUES:
+                self._active_by_policy.setdefault(new.policy_name, {})[new.id] = None
+            tally = self._tallies.get(new.dag_id)
+            if tally is None:
+                tally = self._tallies[new.dag_id] = _Tally()
+            tally.count(new, 1)
 
     # ------------------------------------------------------------------ helpers
     def _index(self, record: EscalationRecord) -> None:
@@ -80,6 +184,10 @@ class InMemoryEscalationStore(BaseEscalationStore):
 
     def _add_deliveries(self, deliveries: Sequence[Delivery]) -> None:
         for delivery in deliveries:
+            if delivery.state in (DeliveryState.SENT, DeliveryState.FAILED):
+                record = self._records.get(delivery.record_id)
+                dag_id = record.dag_id if record is not None else None
+                self._tallies.setdefault(dag_id, _Tally()).count_delivery(delivery, 1)
             self._deliveries[delivery.id] = delivery
             self._deliveries_by_record.setdefault(delivery.record_id, []).append(delivery.id)
             if delivery.state == DeliveryState.PENDING:
@@ -95,22 +203,21 @@ class InMemoryEscalationStore(BaseEscalationStore):
             found = [r.clone() for r in self._records.values() if r.incident_id == incident_id]
         return sorted(found, key=lambda r: r.created_at)
 
+    def _active_ids(self, policy_name: str | None) -> list[str]:
+        if policy_name is not None:
+            return list(self._active_by_policy.get(policy_name, ()))
+        return [record_id for ids in self._active_by_policy.values() for record_id in ids]
+
     def get_active(self, policy_name: str | None = None) -> list[EscalationRecord]:
         with self._lock:
-            found = [
-                r.clone()
-                for r in self._records.values()
-                if r.is_active and (policy_name is None or r.policy_name == policy_name)
-            ]
+            found = [self._records[record_id].clone() for record_id in self._active_ids(policy_name)]
         return sorted(found, key=lambda r: r.created_at)
 
     def count_active(self, policy_name: str | None = None) -> int:
         with self._lock:
-            return sum(
-                1
-                for r in self._records.values()
-                if r.is_active and (policy_name is None or r.policy_name == policy_name)
-            )
+            if policy_name is not None:
+                return len(self._active_by_policy.get(policy_name, ()))
+            return sum(len(ids) for ids in self._active_by_policy.values())
 
     def list_records(
         self,
@@ -126,11 +233,15 @@ class InMemoryEscalationStore(BaseEscalationStore):
         wanted = set(states) if states else None
         dags = set(dag_ids) if dag_ids is not None else None
         with self._lock:
+            if wanted is None:
+                candidates: Iterable[EscalationRecord] = self._records.values()
+            else:
+                by_state = self._by_state
+                candidates = [self._records[i] for state in wanted for i in by_state.get(_value(state), ())]
             found = [
                 r
-                for r in self._records.values()
-                if (wanted is None or r.state in wanted)
-                and (policy_name is None or r.policy_name == policy_name)
+                for r in candidates
+                if (policy_name is None or r.policy_name == policy_name)
                 and (incident_id is None or r.incident_id == incident_id)
                 and (dag_id is None or r.dag_id == dag_id)
                 and (dags is None or r.dag_id in dags)
@@ -143,6 +254,8 @@ class InMemoryEscalationStore(BaseEscalationStore):
             record = self._records.pop(record_id, None)
             if record is None:
                 return False
+            self._track(record, None)
+            tally = self._tallies[record.dag_id]
             key = _incident_key(record)
             for index in (self._open, self._last_closed):
                 if index.get(key) == record_id:
@@ -150,7 +263,7 @@ class InMemoryEscalationStore(BaseEscalationStore):
             self._leases.pop(record_id, None)
             self._due_at.pop(record_id, None)
             for delivery_id in self._deliveries_by_record.pop(record_id, []):
-                self._deliveries.pop(delivery_id, None)
+                tally.count_delivery(self._deliveries.pop(delivery_id), -1)
                 self._delivery_leases.pop(delivery_id, None)
                 self._pending.pop(delivery_id, None)
             return True
@@ -164,22 +277,10 @@ class InMemoryEscalationStore(BaseEscalationStore):
         return len(old)
 
     def get_stats(self, dag_ids: DagIds | None = None) -> EscalationStats:
-        acc = StatsAccumulator()
-        dags = set(dag_ids) if dag_ids is not None else None
         with self._lock:
-            if dags is None:
-                for record in self._records.values():
-                    acc.add_record(record)
-                for delivery in self._deliveries.values():
-                    acc.add_delivery(delivery.target.key, delivery.state)
-            else:
-                for record in self._records.values():
-                    if record.dag_id in dags:
-                        acc.add_record(record)
-                        for delivery_id in self._deliveries_by_record.get(record.id, ()):
-                            delivery = self._deliveries[delivery_id]
-                            acc.add_delivery(delivery.target.key, delivery.state)
-        return acc.result()
+            if dag_ids is None:
+                return _stats(self._tallies.values())
+            return _stats(self._tallies[dag] for dag in set(dag_ids) if dag in self._tallies)
 
     def clear(self) -> None:
         with self._lock:
@@ -194,6 +295,9 @@ class InMemoryEscalationStore(BaseEscalationStore):
             self._due_at.clear()
             self._moved.clear()
             self._pending.clear()
+            self._by_state.clear()
+            self._active_by_policy.clear()
+            self._tallies.clear()
 
     # ------------------------------------------------------------------ engine contract
     def create(self, record: EscalationRecord, deliveries: Sequence[Delivery] = ()) -> EscalationRecord | None:
@@ -203,6 +307,7 @@ class InMemoryEscalationStore(BaseEscalationStore):
             record.version = 1
             self._records[record.id] = record
             self._index(record)
+            self._track(None, record)
             self._add_deliveries(deliveries)
         return record
 
@@ -230,6 +335,7 @@ class InMemoryEscalationStore(BaseEscalationStore):
             record.notification_count = current.notification_count  # counted by finish_delivery
             self._records[record.id] = record
             self._index(record)
+            self._track(current, record)
             self._leases.pop(record.id, None)
             if cancel_pending:
                 for delivery_id in self._deliveries_by_record.get(record.id, ()):
@@ -325,10 +431,10 @@ class InMemoryEscalationStore(BaseEscalationStore):
             self._delivery_leases.pop(delivery_id, None)
             delivery.updated_at = now
             delivery.last_error = error
+            record = self._records.get(delivery.record_id)
             if sent:
                 delivery.state = DeliveryState.SENT
                 delivery.sent_at = now
-                record = self._records.get(delivery.record_id)
                 if record is not None:
                     record.notification_count += 1
             elif retry_at is not None:
@@ -337,6 +443,8 @@ class InMemoryEscalationStore(BaseEscalationStore):
                 self._pending[delivery_id] = delivery
             else:
                 delivery.state = DeliveryState.FAILED
+            if record is not None:
+                self._tallies[record.dag_id].count_delivery(delivery, 1)
             return _copy_delivery(delivery)
 
     def expire_deliveries(self, now: datetime) -> int:
@@ -356,6 +464,10 @@ class InMemoryEscalationStore(BaseEscalationStore):
         with self._lock:
             times = [d.next_attempt_at or d.created_at for d in self._pending.values()]
         return min(times) if times else None
+
+
+def _value(state: object) -> str:
+    return state.value if isinstance(state, Enum) else str(state)
 
 
 def _incident_key(record: EscalationRecord) -> tuple[str, str, str | None]:
