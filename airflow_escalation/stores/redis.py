@@ -29,7 +29,6 @@ shares one hash slot (give a prefix with a hash tag, e.g. ``"{escalation}:"``).
 
 from __future__ import annotations
 
-import json
 import re
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -43,6 +42,7 @@ from airflow_escalation.core.models import Delivery, EscalationRecord, Escalatio
 from airflow_escalation.core.timeutil import UTC, ensure_aware
 from airflow_escalation.core.types import ACTIVE_STATE_VALUES, DeliveryState, EscalationState
 from airflow_escalation.stores.base import BaseEscalationStore, DagIds, StoreError
+from airflow_escalation.stores.json_documents import dump_json, load_json
 
 _SEP = "\x1f"  # between incident id and policy name in the open / last_closed hashes
 _UNKNOWN_ERROR = "the sender stopped while sending: outcome unknown, not re-sent"
@@ -585,20 +585,6 @@ def _micros(delta: timedelta) -> str:
     return str(delta // timedelta(microseconds=1))
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=_json_default)
-
-
 def _state(record: EscalationRecord) -> str:
     state = record.state
     return state.value if isinstance(state, Enum) else str(state)
@@ -615,7 +601,7 @@ def _record_args(record: EscalationRecord) -> list[str]:
     resolved = state == EscalationState.RESOLVED.value and record.resolved_at is not None
     res = _micros(record.resolved_at - record.created_at) if resolved else ""
     return [
-        _dumps(data),
+        dump_json(data),
         state,
         str(int(record.current_level)),
         record.policy_name,
@@ -643,7 +629,7 @@ def _dag_args(dag_ids: DagIds) -> list[str]:
 
 
 def _history_args(events: Sequence[dict]) -> list[str]:
-    return [str(len(events)), *(_dumps(e) for e in events)]
+    return [str(len(events)), *(dump_json(e) for e in events)]
 
 
 def _delivery_args(deliveries: Sequence[Delivery]) -> list[str]:
@@ -653,7 +639,7 @@ def _delivery_args(deliveries: Sequence[Delivery]) -> list[str]:
         args += [
             d.id,
             d.record_id,
-            _dumps(
+            dump_json(
                 {
                     "id": d.id,
                     "record_id": d.record_id,
@@ -670,7 +656,7 @@ def _delivery_args(deliveries: Sequence[Delivery]) -> list[str]:
             _ts(d.next_attempt_at),
             _ts(d.created_at),
             _iso(d.sent_at),
-            _dumps(d.last_error),
+            dump_json(d.last_error),
             d.target.key,
         ]
     return args
@@ -684,24 +670,24 @@ def _record_from(fields: dict[str, str], history: list[str] | str) -> Escalation
     """A record from its hash fields and its history: the list's JSON events, or one JSON array."""
     if not fields.get("data"):
         return None
-    data = json.loads(fields["data"])
+    data = load_json(fields["data"])
     data["version"] = int(fields.get("ver") or 0)
     data["notification_count"] = int(fields.get("nc") or 0)
-    data["history"] = json.loads(history) if isinstance(history, str) else [json.loads(e) for e in history]
+    data["history"] = load_json(history) if isinstance(history, str) else [load_json(e) for e in history]
     return EscalationRecord.from_dict(data)
 
 
 def _delivery_from(fields: dict[str, str]) -> Delivery | None:
     if not fields.get("data"):
         return None
-    data = json.loads(fields["data"])
+    data = load_json(fields["data"])
     data.update(
         state=fields["st"],
         attempts=int(fields.get("att") or 0),
         updated_at=fields.get("upd") or None,
         next_attempt_at=fields.get("nat") or None,
         sent_at=fields.get("sent") or None,
-        last_error=json.loads(fields.get("err") or "null"),
+        last_error=load_json(fields.get("err") or "null"),
     )
     return Delivery.from_dict(data)
 
@@ -1219,11 +1205,13 @@ class RedisEscalationStore(BaseEscalationStore):
         error: str | None = None,
         retry_at: datetime | None = None,
     ) -> _Call:
-        args = [delivery_id, _iso(now), "1" if sent else "0", _dumps(error), _iso(retry_at), _ts(retry_at)]
+        args = [delivery_id, _iso(now), "1" if sent else "0", dump_json(error), _iso(retry_at), _ts(retry_at)]
         return _Call(self._finish_delivery, "finish_delivery", args, _delivery_reply)
 
     def expire_deliveries(self, now: datetime) -> int:
-        return int(self._run(self._expire_deliveries, "expire_deliveries", _ts(now), _iso(now), _dumps(_UNKNOWN_ERROR)))
+        return int(
+            self._run(self._expire_deliveries, "expire_deliveries", _ts(now), _iso(now), dump_json(_UNKNOWN_ERROR))
+        )
 
     def next_delivery_at(self) -> datetime | None:
         with self._errors("next_delivery_at"):

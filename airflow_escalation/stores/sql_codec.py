@@ -6,45 +6,25 @@ dialect, used by both the SQLAlchemy column types (``sql_schema.UTCDateTime``,
   aware values; MySQL/MariaDB keep no zone, so they take naive UTC wall-clock time and it is made
   aware again when read; SQLite keeps fixed-width UTC text (:data:`SQLITE_DATETIME_FORMAT`), which
   sorts in time order. Naive input is taken as UTC everywhere.
-- JSON documents are written as compact text; values JSON cannot hold (datetimes, enums, sets,
-  other objects) become ISO strings (UTC), values, lists or ``str()``. A driver that parses JSON
-  columns itself (psycopg on the SQLAlchemy path) hands back objects, which are kept as they are.
+- JSON documents are written as compact text (``json_documents``: the same as the Redis store's).
+  A driver that parses JSON columns itself (psycopg on the SQLAlchemy path) hands back objects,
+  which are kept as they are.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
 from typing import Any, Callable
 
 from airflow_escalation.core.timeutil import UTC, ensure_aware
+from airflow_escalation.stores.json_documents import dump_json, load_json
 
 MYSQL_DIALECTS = frozenset({"mysql", "mariadb"})
 
 # SQLite keeps datetimes as text; this fixed-width UTC format sorts in time order and puts the
 # microseconds at characters 21-26, which the store's duration arithmetic relies on.
 SQLITE_DATETIME_FORMAT = "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d"
-
-
-def json_default(value: Any) -> Any:
-    """What a value JSON cannot hold is written as."""
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat() if value.tzinfo else value.isoformat()
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
-
-
-def dump_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=json_default)
-
-
-def load_json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, (str, bytes, bytearray)) else value
 
 
 def _sqlite_time(value: datetime) -> str:
