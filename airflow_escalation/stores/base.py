@@ -76,8 +76,12 @@ class BaseEscalationStore(ABC):
     def get_by_incident(self, incident_id: str) -> list[EscalationRecord]: ...
 
     @abstractmethod
-    def get_active(self, policy_name: str | None = None) -> list[EscalationRecord]:
-        """Records still paging (pending, active, escalating), oldest first."""
+    def get_active(self, policy_name: str | None = None, *, with_history: bool = True) -> list[EscalationRecord]:
+        """Records still paging (pending, active, escalating), oldest first.
+
+        ``with_history=False`` leaves each record's ``history`` empty: the store then neither
+        reads nor decodes the histories (a policy's paging records at scale, for an overview).
+        """
 
     def count_active(self, policy_name: str | None = None) -> int:
         """How many records ``get_active(policy_name)`` would return, counted without loading them.

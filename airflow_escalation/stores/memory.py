@@ -208,10 +208,10 @@ class InMemoryEscalationStore(BaseEscalationStore):
             return list(self._active_by_policy.get(policy_name, ()))
         return [record_id for ids in self._active_by_policy.values() for record_id in ids]
 
-    def get_active(self, policy_name: str | None = None) -> list[EscalationRecord]:
+    def get_active(self, policy_name: str | None = None, *, with_history: bool = True) -> list[EscalationRecord]:
         with self._lock:
-            found = [self._records[record_id].clone() for record_id in self._active_ids(policy_name)]
-        return sorted(found, key=lambda r: r.created_at)
+            found = [self._records[record_id] for record_id in self._active_ids(policy_name)]
+        return sorted((r.clone() if with_history else _without_history(r) for r in found), key=lambda r: r.created_at)
 
     def count_active(self, policy_name: str | None = None) -> int:
         with self._lock:
@@ -473,6 +473,13 @@ def _value(state: object) -> str:
 def _incident_key(record: EscalationRecord) -> tuple[str, str, str | None]:
     """One open record per incident, policy and DAG."""
     return record.incident_id, record.policy_name, record.dag_id
+
+
+def _without_history(record: EscalationRecord) -> EscalationRecord:
+    twin = EscalationRecord.__new__(EscalationRecord)
+    twin.__dict__.update(record.__dict__)
+    twin.history, twin.metadata = [], dict(record.metadata)
+    return twin
 
 
 def _copy_delivery(delivery: Delivery) -> Delivery:

@@ -891,7 +891,7 @@ class RedisEscalationStore(BaseEscalationStore):
                 outcomes[i] = (None, exc)
         return outcomes
 
-    def _load(self, ids: Sequence[str]) -> list[EscalationRecord]:
+    def _load(self, ids: Sequence[str], with_history: bool = True) -> list[EscalationRecord]:
         """Records by id in that order, skipping the missing ones (each read is atomic)."""
         found: list[EscalationRecord] = []
         with self._errors("read records"):
@@ -901,9 +901,11 @@ class RedisEscalationStore(BaseEscalationStore):
                 for record_id in chunk:
                     # only the fields a record is built from: replies parse faster than HGETALL
                     pipe.hmget(self._key("rec:", record_id), _READ_FIELDS)
-                    pipe.lrange(self._key("hist:", record_id), 0, -1)
+                    if with_history:
+                        pipe.lrange(self._key("hist:", record_id), 0, -1)
                 replies = pipe.execute()
-                for values, history in zip(replies[::2], replies[1::2]):
+                pairs = zip(replies[::2], replies[1::2]) if with_history else ((v, []) for v in replies)
+                for values, history in pairs:
                     record = _record_from(dict(zip(_READ_FIELDS, values)), history)
                     if record is not None:
                         found.append(record)
@@ -925,12 +927,16 @@ class RedisEscalationStore(BaseEscalationStore):
             ids = sorted(self._client.smembers(self._key("incident:", incident_id)))
         return sorted(self._load(ids), key=lambda r: r.created_at)
 
-    def get_active(self, policy_name: str | None = None) -> list[EscalationRecord]:
+    def get_active(self, policy_name: str | None = None, *, with_history: bool = True) -> list[EscalationRecord]:
         key = self._key("active") if policy_name is None else self._key("active:", policy_name)
         with self._errors("get_active"):
             ids = self._client.zrange(key, 0, -1)
         # an index read and the record reads are separate steps: re-check what was read
-        return [r for r in self._load(ids) if r.is_active and (policy_name is None or r.policy_name == policy_name)]
+        return [
+            r
+            for r in self._load(ids, with_history)
+            if r.is_active and (policy_name is None or r.policy_name == policy_name)
+        ]
 
     def count_active(self, policy_name: str | None = None) -> int:
         key = self._key("active") if policy_name is None else self._key("active:", policy_name)

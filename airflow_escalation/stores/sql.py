@@ -922,8 +922,12 @@ class SQLEscalationStore(BaseEscalationStore):
                     histories[record_id].append(codec.load_json(entry))
         return [codec.record(row, histories[row[0]]) for row in rows]
 
-    def _records(self, *criteria: Any, order_by: Sequence[Any], limit: int | None = None) -> list[EscalationRecord]:
+    def _records(
+        self, *criteria: Any, order_by: Sequence[Any], limit: int | None = None, with_history: bool = True
+    ) -> list[EscalationRecord]:
         query = self._record_query().where(*criteria).order_by(*order_by).limit(limit)
+        if not with_history:
+            return self._run(lambda conn: [self._codec.record(row, []) for row in conn.execute(query)])
         return self._run(lambda conn: self._with_history(conn, conn.execute(query).all()))
 
     def _first(self, *criteria: Any, order_by: Sequence[Any] = ()) -> EscalationRecord | None:
@@ -1229,12 +1233,12 @@ class SQLEscalationStore(BaseEscalationStore):
         record = self._tables.record
         return self._records(record.c.incident_id == incident_id, order_by=(record.c.created_at, record.c.id))
 
-    def get_active(self, policy_name: str | None = None) -> list[EscalationRecord]:
+    def get_active(self, policy_name: str | None = None, *, with_history: bool = True) -> list[EscalationRecord]:
         record = self._tables.record
         criteria = [record.c.state.in_(sorted(ACTIVE_STATE_VALUES))]
         if policy_name is not None:
             criteria.append(record.c.policy_name == policy_name)
-        return self._records(*criteria, order_by=(record.c.created_at, record.c.id))
+        return self._records(*criteria, order_by=(record.c.created_at, record.c.id), with_history=with_history)
 
     def count_active(self, policy_name: str | None = None) -> int:
         record = self._tables.record

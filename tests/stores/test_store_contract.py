@@ -439,10 +439,10 @@ def test_next_delivery_at_is_the_earliest_pending_attempt(store: BaseEscalationS
 
 
 def test_get_active_lists_paging_records_oldest_first(store: BaseEscalationStore) -> None:
-    c = create(store, make_record("c", state="active", at=T0 + minutes(3)))
-    a = create(store, make_record("a", state="pending", at=T0 + minutes(1)))
+    c = create(store, make_record("c", state="active", at=T0 + minutes(3), history=[{"event": "triggered"}]))
+    a = create(store, make_record("a", state="pending", at=T0 + minutes(1), history=[{"event": "triggered"}]))
     b = create(store, make_record("b", "other", state="active", at=T0 + minutes(2)))
-    d = create(store, make_record("d", state="escalating", at=T0))
+    d = create(store, make_record("d", state="escalating", at=T0, history=[{"event": "x"}, {"event": "y"}]))
     create(store, make_record("e", state="acknowledged", at=T0))
     create(store, make_record("f", state="resolved", at=T0, closed_at=T0))
     closed = create(store, make_record("g", at=T0))
@@ -452,6 +452,12 @@ def test_get_active_lists_paging_records_oldest_first(store: BaseEscalationStore
     assert ids(store.get_active("critical")) == [d.id, a.id, c.id]
     assert ids(store.get_active("other")) == [b.id]
     assert store.get_active("none") == []
+    # without their histories: the same records, histories left unread
+    full = store.get_active("critical")
+    assert all(r.history for r in full)
+    bare = store.get_active("critical", with_history=False)
+    assert [r.history for r in bare] == [[], [], []]
+    assert [{**r.to_dict(), "history": []} for r in full] == [{**r.to_dict(), "history": []} for r in bare]
     # counted as listed: the state change of a close moves a record out of the count
     assert [store.count_active(), store.count_active("critical"), store.count_active("other")] == [4, 3, 1]
     assert store.count_active("none") == 0
