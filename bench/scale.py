@@ -20,8 +20,8 @@ calls to them); PostgreSQL and MySQL, where that takes minutes, by bulk INSERTs 
 executemany) of the rows ``create`` writes, checked afterwards against ``get``. The servers'
 planner statistics are then refreshed (ANALYZE), as autovacuum / InnoDB do after a bulk load.
 
-    .venv/bin/python bench/store_queries.py                         # memory, sqlite, postgres, mysql, redis
-    .venv/bin/python bench/store_queries.py --backends sqlite redis --n 20000
+    .venv/bin/python bench/scale.py                         # memory, sqlite, postgres, mysql, redis
+    .venv/bin/python bench/scale.py --backends sqlite redis --n 20000
 
 Servers come from $ESCALATION_BENCH_POSTGRES_URL (default
 postgresql+psycopg://postgres@127.0.0.1:5432/test), $ESCALATION_BENCH_MYSQL_URL (default
@@ -34,6 +34,7 @@ reached is reported as such.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -61,6 +62,7 @@ URLS = {
 }
 BACKENDS = ["memory", "sqlite", "postgres", "mysql", "redis"]
 POLICIES = ["db-critical", "etl-nightly", "api-latency", "ml-training"]
+SCOPED_DAGS = ["dag_0", "dag_1"]  # the stats a user allowed two of the 50 Dags sees
 CLAIM_LIMIT = 200  # SchedulerConfig.batch_size
 FILL_BATCH = 1_000  # creates per run_batch call
 LEASE = timedelta(seconds=120)
@@ -296,7 +298,7 @@ def timed(fn: Callable[[], Any], runs: int) -> tuple[float, Any]:
 
 
 def measure(backend: str, n: int, runs: int) -> dict[str, Any]:
-    tmpdir = tempfile.mkdtemp(prefix="store-queries-")
+    tmpdir = tempfile.mkdtemp(prefix="scale-")
     try:
         store = open_store(backend, tmpdir)
     except Exception as exc:
@@ -313,11 +315,14 @@ def measure(backend: str, n: int, runs: int) -> dict[str, Any]:
         out["next_due_at"], _ = timed(store.next_due_at, runs)
         out["get_active"], active = timed(lambda: store.get_active(policy), runs)
         out["active_n"] = len(active)
+        out["get_active_bare"], _ = timed(lambda: store.get_active(policy, with_history=False), runs)
         out["list_records"], (page, total) = timed(lambda: store.list_records(states=ACTIVE, limit=50), runs)
         out["page_n"], out["total"] = len(page), total
         out["count_active"], out["active_total"] = timed(store.count_active, runs)
         out["get_stats"], stats = timed(store.get_stats, runs)
         out["stats_total"] = stats.total_escalations
+        out["get_stats_dags"], stats = timed(lambda: store.get_stats(dag_ids=SCOPED_DAGS), runs)
+        out["stats_dags_total"] = stats.total_escalations
         return out
     finally:
         try:
@@ -338,14 +343,16 @@ def main() -> int:
     p.add_argument("--backends", nargs="+", choices=BACKENDS, default=BACKENDS)
     p.add_argument("--n", type=int, default=100_000, help="records per store (default 100,000)")
     p.add_argument("--runs", type=int, default=7, help="timed runs per query; the median is shown")
+    p.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     args = p.parse_args()
 
-    rows = []
+    rows, results = [], []
     for backend in args.backends:
-        print(f"[store_queries] {backend}: filling {args.n:,} records ...", file=sys.stderr, flush=True)
+        print(f"[scale] {backend}: filling {args.n:,} records ...", file=sys.stderr, flush=True)
         r = measure(backend, args.n, args.runs)
+        results.append(r)
         if "error" in r:
-            rows.append([backend, f"unavailable: {r['error']}", "", "", "", "", "", "", ""])
+            rows.append([backend, f"unavailable: {r['error']}"] + [""] * 9)
             continue
         rows.append(
             [
@@ -355,9 +362,11 @@ def main() -> int:
                 ms(r["next_due_at"]),
                 f"{ms(r['claim_due'] + r['next_due_at'])}",
                 f"{ms(r['get_active'])} ({r['active_n']:,})",
+                ms(r["get_active_bare"]),
                 f"{ms(r['list_records'])} ({r['page_n']} of {r['total']:,})",
                 f"{ms(r['count_active'])} ({r['active_total']:,})",
                 f"{ms(r['get_stats'])} ({r['stats_total']:,})",
+                f"{ms(r['get_stats_dags'])} ({r['stats_dags_total']:,})",
             ]
         )
     header = [
@@ -367,9 +376,11 @@ def main() -> int:
         "next_due_at",
         "due sweep",
         "get_active(policy) (records)",
+        "same, with_history=False",
         "list_records(active, 50) (page of total)",
         "count_active() (count)",
         "get_stats() (total)",
+        "get_stats(2 of 50 Dags) (total)",
     ]
     widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header))]
     for row in [header, ["-" * w for w in widths], *rows]:
@@ -379,6 +390,8 @@ def main() -> int:
         f"{len(POLICIES)} policies; median of {args.runs} runs after one untimed run; "
         f"python {sys.version.split()[0]}"
     )
+    if args.json:
+        print(json.dumps({"scale": results, "n": args.n, "runs": args.runs}))
     return 0
 
 

@@ -1016,8 +1016,9 @@ class RedisEscalationStore(BaseEscalationStore):
         )
 
     def _stats_of_dags(self, dag_ids: DagIds) -> EscalationStats:
-        """Stats over the records of some DAGs: counted from the records and their deliveries
-        (the counters are kept for every record only)."""
+        """Stats over the records of some DAGs: counted from the records (without their
+        histories) and their deliveries, read in pipelines (the counters are kept for every
+        record only)."""
         if None in dag_ids:
             self._index_no_dag()
         keys = [self._key("no_dag") if d is None else self._key(f"by_dag:{d}") for d in set(dag_ids)]
@@ -1028,9 +1029,20 @@ class RedisEscalationStore(BaseEscalationStore):
                 pipe.zrange(key, 0, -1)
             ids = sorted({i for found in (pipe.execute() if keys else []) for i in found})
         for chunk in range(0, len(ids), _BATCH):
-            for record in self._load(ids[chunk : chunk + _BATCH]):
+            records = self._load(ids[chunk : chunk + _BATCH], with_history=False)  # stats need none
+            for record in records:
                 acc.add_record(record)
-                for delivery in self.get_deliveries(record.id):
+            with self._errors("get_stats"):  # the deliveries of the chunk's records: two round trips
+                pipe = self._client.pipeline(transaction=False)
+                for record in records:
+                    pipe.lrange(self._key("rec_dlv:", record.id), 0, -1)
+                delivery_ids = [i for found in (pipe.execute() if records else []) for i in found]
+                pipe = self._client.pipeline(transaction=False)
+                for delivery_id in delivery_ids:
+                    pipe.hgetall(self._key("dlv:", delivery_id))
+                replies = pipe.execute() if delivery_ids else []
+            for delivery in map(_delivery_from, replies):
+                if delivery is not None:
                     acc.add_delivery(delivery.target.key, delivery.state)
         return acc.result()
 
