@@ -41,7 +41,7 @@ import redis
 from airflow_escalation.core.models import Delivery, EscalationRecord, EscalationStats, StatsAccumulator
 from airflow_escalation.core.timeutil import UTC, ensure_aware
 from airflow_escalation.core.types import ACTIVE_STATE_VALUES, DeliveryState, EscalationState
-from airflow_escalation.stores.base import BaseEscalationStore, DagIds, StoreError
+from airflow_escalation.stores.base import BaseEscalationStore, DagIds, StoreCall, StoreError
 from airflow_escalation.stores.json_documents import dump_json, load_json
 
 _SEP = "\x1f"  # between incident id and policy name in the open / last_closed hashes
@@ -846,7 +846,7 @@ class RedisEscalationStore(BaseEscalationStore):
     prefers_batches = True
     batch_threads = 2
 
-    def run_batch(self, calls: Sequence[tuple[Callable[..., Any], tuple, dict]]) -> list[tuple[Any, Exception | None]]:
+    def run_batch(self, calls: Sequence[StoreCall]) -> list[tuple[Any, Exception | None]]:
         """Run ``calls`` (this store's bound methods, args, kwargs); their outcomes in order,
         ``(result, None)`` or ``(None, error)``.
 

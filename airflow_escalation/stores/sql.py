@@ -50,7 +50,7 @@ from airflow_escalation.core.models import (
 from airflow_escalation.core.timeutil import UTC, ensure_aware, from_iso
 from airflow_escalation.core.types import ACTIVE_STATE_VALUES, DeliveryState, EscalationState
 from airflow_escalation.stores import sql_schema
-from airflow_escalation.stores.base import BaseEscalationStore, DagIds, StoreError
+from airflow_escalation.stores.base import BaseEscalationStore, DagIds, StoreCall, StoreError
 from airflow_escalation.stores.sql_codec import MYSQL_DIALECTS, codec_for
 from airflow_escalation.stores.sql_schema import (
     DEFAULT_PREFIX,
@@ -837,7 +837,7 @@ class SQLEscalationStore(BaseEscalationStore):
         finally:
             cursor.close()
 
-    def run_batch(self, calls: Sequence[tuple[Callable[..., Any], tuple, dict]]) -> list[tuple[Any, Exception | None]]:
+    def run_batch(self, calls: Sequence[StoreCall]) -> list[tuple[Any, Exception | None]]:
         """Run ``calls`` (this store's bound methods, args, kwargs) as one transaction; their
         outcomes in order, ``(result, None)`` or ``(None, error)``.
 
@@ -849,14 +849,8 @@ class SQLEscalationStore(BaseEscalationStore):
         """
         if self._dialect == "postgresql":
             return self._pipelined(calls)
-        outcomes: list[tuple[Any, Exception | None]] = []
         with self._batch():
-            for fn, args, kwargs in calls:
-                try:
-                    outcomes.append((fn(*args, **kwargs), None))
-                except Exception as exc:  # noqa: BLE001 - that call's outcome
-                    outcomes.append((None, exc))
-        return outcomes
+            return super().run_batch(calls)
 
     @contextmanager
     def _batch(self) -> Iterator[None]:
