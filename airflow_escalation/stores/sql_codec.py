@@ -30,13 +30,15 @@ SQLITE_DATETIME_FORMAT = "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)0
 def _sqlite_time(value: datetime) -> str:
     # SQLITE_DATETIME_FORMAT: isoformat pads the year to 4 digits and, with
     # timespec="microseconds", always writes 6 digits of microseconds
+    if value.tzinfo is UTC:  # the engine's own times: drop the "+00:00"
+        return value.isoformat(" ", "microseconds")[:-6]
     return ensure_aware(value).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _sqlite_load_time(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return ensure_aware(value)
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return ensure_aware(value)
 
 
 def _naive_utc(value: datetime) -> datetime:
