@@ -29,6 +29,7 @@ shares one hash slot (give a prefix with a hash tag, e.g. ``"{escalation}:"``).
 
 from __future__ import annotations
 
+from collections import Counter
 import re
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -89,20 +90,35 @@ local function load_record(id)
   return f
 end
 
+-- the counters of one DAG's records ('' = of no DAG), all in one hash
+local function dag_stats(dag)
+  if dag == '' then return P .. 'stats_nodag' end
+  return P .. 'stats_dag:' .. dag
+end
+
+-- where a record with fields f is counted once: {hash, field} (every record, and its DAG's)
+local function counted_at(f)
+  local S, D = P .. 'stats', dag_stats(f.dag)
+  return {
+    {S, 'total'}, {S, 'st:' .. f.st}, {P .. 'stats:level', f.lvl}, {P .. 'stats:policy', f.pol},
+    {D, 'total'}, {D, 'st:' .. f.st}, {D, 'lvl:' .. f.lvl}, {D, 'pol:' .. f.pol},
+  }
+end
+
+-- a duration (d = 'ack' or 'res': d_n and d_us, microseconds) added to or taken from a hash
+local function count_duration(key, d, us, one)
+  if us ~= '' then
+    bump(key, d .. '_n', one)
+    bump(key, d .. '_us', one == '1' and us or neg(us))
+  end
+end
+
 -- what StatsAccumulator.add_record counts for one record, added (one='1') or taken back ('-1')
 local function count_record(f, one)
-  local S = P .. 'stats'
-  bump(S, 'total', one)
-  bump(S, 'st:' .. f.st, one)
-  bump(P .. 'stats:level', f.lvl, one)
-  bump(P .. 'stats:policy', f.pol, one)
-  if f.ack ~= '' then
-    bump(S, 'ack_n', one)
-    bump(S, 'ack_us', one == '1' and f.ack or neg(f.ack))
-  end
-  if f.res ~= '' then
-    bump(S, 'res_n', one)
-    bump(S, 'res_us', one == '1' and f.res or neg(f.res))
+  for _, at in ipairs(counted_at(f)) do bump(at[1], at[2], one) end
+  for _, key in ipairs({P .. 'stats', dag_stats(f.dag)}) do
+    count_duration(key, 'ack', f.ack, one)
+    count_duration(key, 'res', f.res, one)
   end
 end
 
@@ -162,25 +178,19 @@ end
 -- move the record's counters from its old fields to its new ones: only those that change
 local function recount_record(old, f)
   if not old then return count_record(f, '1') end
-  local S = P .. 'stats'
-  local function move(key, old_field, field)
-    if old_field ~= field then
-      bump(key, old_field, '-1')
-      bump(key, field, '1')
+  local before, after = counted_at(old), counted_at(f)
+  for j, at in ipairs(after) do
+    if before[j][1] ~= at[1] or before[j][2] ~= at[2] then
+      bump(before[j][1], before[j][2], '-1')
+      bump(at[1], at[2], '1')
     end
   end
-  move(S, 'st:' .. old.st, 'st:' .. f.st)
-  move(P .. 'stats:level', old.lvl, f.lvl)
-  move(P .. 'stats:policy', old.pol, f.pol)
-  for _, d in ipairs({'ack', 'res'}) do  -- durations: ack_n/ack_us, res_n/res_us
-    if old[d] ~= f[d] then
-      if old[d] ~= '' then
-        bump(S, d .. '_n', '-1')
-        bump(S, d .. '_us', neg(old[d]))
-      end
-      if f[d] ~= '' then
-        bump(S, d .. '_n', '1')
-        bump(S, d .. '_us', f[d])
+  local S = P .. 'stats'
+  for _, keys in ipairs({{S, S}, {dag_stats(old.dag), dag_stats(f.dag)}}) do
+    for _, d in ipairs({'ack', 'res'}) do  -- durations: ack_n/ack_us, res_n/res_us
+      if old[d] ~= f[d] or keys[1] ~= keys[2] then
+        count_duration(keys[1], d, old[d], '-1')
+        count_duration(keys[2], d, f[d], '1')
       end
     end
   end
@@ -245,12 +255,19 @@ local function unindex_delivery(id)
   redis.call('ZREM', P .. 'dlv_sending', id)
 end
 
-local function count_delivery(st, tk, one)
+-- a delivery's outcome counted for every record and for its record's DAG (dag: nil to read it
+-- from the record rid)
+local function count_delivery(st, tk, one, rid, dag)
+  if st ~= 'sent' and st ~= 'failed' then return end
+  local D = dag_stats(dag or redis.call('HGET', P .. 'rec:' .. rid, 'dag') or '')
   if st == 'sent' then
     bump(P .. 'stats', 'sent', one)
     bump(P .. 'stats:target', tk, one)
-  elseif st == 'failed' then
+    bump(D, 'sent', one)
+    bump(D, 'tk:' .. tk, one)
+  else
     bump(P .. 'stats', 'failed', one)
+    bump(D, 'failed', one)
   end
 end
 
@@ -258,7 +275,7 @@ local function add_delivery(d)
   local k = P .. 'dlv:' .. d.id
   local old = redis.call('HMGET', k, 'st', 'tk')
   if old[1] then
-    count_delivery(old[1], old[2], '-1')
+    count_delivery(old[1], old[2], '-1', d.rid)
     unindex_delivery(d.id)
     redis.call('DEL', k)
   else
@@ -271,7 +288,7 @@ local function add_delivery(d)
   end
   redis.call('HSET', k, unpack(kv))
   index_delivery(d.id, d.st, d.nep, d.cep)
-  count_delivery(d.st, d.tk, '1')
+  count_delivery(d.st, d.tk, '1', d.rid)
 end
 
 local function add_deliveries(i)
@@ -284,10 +301,10 @@ local function add_deliveries(i)
   return i
 end
 
-local function remove_delivery(id)
+local function remove_delivery(id, dag)
   local k = P .. 'dlv:' .. id
   local old = redis.call('HMGET', k, 'st', 'tk')
-  if old[1] then count_delivery(old[1], old[2], '-1') end
+  if old[1] then count_delivery(old[1], old[2], '-1', nil, dag) end
   unindex_delivery(id)
   redis.call('DEL', k)
 end
@@ -298,7 +315,7 @@ local function remove_record(id)
   count_record(f, '-1')
   unindex_record(id, f, true)
   redis.call('DEL', P .. 'rec:' .. id, P .. 'hist:' .. id)
-  for _, did in ipairs(redis.call('LRANGE', P .. 'rec_dlv:' .. id, 0, -1)) do remove_delivery(did) end
+  for _, did in ipairs(redis.call('LRANGE', P .. 'rec_dlv:' .. id, 0, -1)) do remove_delivery(did, f.dag) end
   redis.call('DEL', P .. 'rec_dlv:' .. id)
   return 1
 end
@@ -357,6 +374,8 @@ local k = P .. 'rec:' .. id
 if redis.call('EXISTS', k) == 1 or redis.call('HEXISTS', P .. 'open_dag', incident_key(f.inc, f.pol, f.dag)) == 1 then
   return 0
 end
+-- the first record of an empty store: every record is counted per DAG from here on
+if redis.call('EXISTS', P .. 'stats') == 0 then redis.call('SET', P .. 'stats_by_dag', '1') end
 write_record(id, f, nil, {'ver', '1', 'nc', ARGV[3 + #REC_FIELDS]})
 redis.call('DEL', P .. 'hist:' .. id)
 local i = push_history(id, 4 + #REC_FIELDS)
@@ -532,13 +551,13 @@ if ARGV[4] == '1' then
   redis.call('HSET', k, 'upd', ARGV[3], 'err', ARGV[5], 'st', 'sent', 'sent', ARGV[3])
   local rk = P .. 'rec:' .. d[2]
   if redis.call('EXISTS', rk) == 1 then redis.call('HINCRBY', rk, 'nc', 1) end
-  count_delivery('sent', d[3], '1')
+  count_delivery('sent', d[3], '1', d[2])
 elseif ARGV[6] ~= '' then
   redis.call('HSET', k, 'upd', ARGV[3], 'err', ARGV[5], 'st', 'pending', 'nat', ARGV[6], 'nep', ARGV[7])
   redis.call('ZADD', P .. 'dlv_pending', ARGV[7], id)
 else
   redis.call('HSET', k, 'upd', ARGV[3], 'err', ARGV[5], 'st', 'failed')
-  count_delivery('failed', '', '1')
+  count_delivery('failed', '', '1', d[2])
 end
 return redis.call('HGETALL', k)
 """
@@ -561,9 +580,9 @@ return n
 
 # Key families of one prefix, for clear(): everything else under a longer prefix is left alone.
 _OWN_KEY = re.compile(
-    r"(rec:|hist:|dlv:|rec_dlv:|active:|incident:|stats:|by_state:|by_policy:|by_dag:|tmp:).*"
+    r"(rec:|hist:|dlv:|rec_dlv:|active:|incident:|stats:|stats_dag:|by_state:|by_policy:|by_dag:|tmp:).*"
     r"|due|open|last_closed|open_dag|last_closed_dag|no_dag|no_dag_indexed|active|closed|all|dlv_ready|dlv_pending"
-    r"|dlv_sending|stats",
+    r"|dlv_sending|stats|stats_nodag|stats_by_dag",
     re.DOTALL,
 )
 
@@ -774,6 +793,7 @@ class RedisEscalationStore(BaseEscalationStore):
         self._find_open = script(_LUA_FIND_OPEN)
         self._index_no_dag_script = script(_LUA_INDEX_NO_DAG)
         self._no_dag_indexed = False  # _index_no_dag ran (on the first read filtered by DAG)
+        self._counted_by_dag = False  # every record is counted per DAG (stats_by_dag is set)
         self._create = script(_LUA_CREATE)
         self._update = script(_LUA_UPDATE)
         self._delete = script(_LUA_DELETE)
@@ -1016,9 +1036,49 @@ class RedisEscalationStore(BaseEscalationStore):
         )
 
     def _stats_of_dags(self, dag_ids: DagIds) -> EscalationStats:
-        """Stats over the records of some DAGs: counted from the records (without their
-        histories) and their deliveries, read in pipelines (the counters are kept for every
-        record only)."""
+        """Stats over the records of some DAGs: their DAGs' counters, when every record was
+        counted per DAG (a store filled since its first record by this version), else counted
+        from the records."""
+        dags = set(dag_ids)
+        with self._errors("get_stats"):
+            if not self._counted_by_dag:
+                self._counted_by_dag = bool(self._client.exists(self._key("stats_by_dag")))
+            if not self._counted_by_dag:
+                return self._stats_of_dags_loaded(dags)
+            pipe = self._client.pipeline(transaction=True)
+            for dag in dags:
+                pipe.hgetall(self._key("stats_nodag") if dag is None else self._key("stats_dag:", dag))
+            hashes = pipe.execute() if dags else []
+        n: Counter[str] = Counter()
+        for fields in hashes:
+            n.update({k: int(v) for k, v in fields.items()})
+
+        def group(prefix: str) -> dict[str, int]:
+            return {k[len(prefix) :]: v for k, v in n.items() if k.startswith(prefix) and v}
+
+        ack_n, res_n = n["ack_n"], n["res_n"]
+        by_state = group("st:")
+        return EscalationStats(
+            total_escalations=n["total"],
+            active_escalations=sum(by_state.get(s, 0) for s in ACTIVE_STATE_VALUES),
+            acknowledged_count=by_state.get(EscalationState.ACKNOWLEDGED.value, 0),
+            resolved_count=by_state.get(EscalationState.RESOLVED.value, 0),
+            timed_out_count=by_state.get(EscalationState.TIMED_OUT.value, 0),
+            cancelled_count=by_state.get(EscalationState.CANCELLED.value, 0),
+            failed_count=by_state.get(EscalationState.FAILED.value, 0),
+            avg_time_to_acknowledge_seconds=n["ack_us"] / 1e6 / ack_n if ack_n else 0.0,
+            avg_time_to_resolve_seconds=n["res_us"] / 1e6 / res_n if res_n else 0.0,
+            escalations_by_level={int(k): v for k, v in group("lvl:").items()},
+            escalations_by_policy=group("pol:"),
+            notifications_sent=n["sent"],
+            notifications_by_target=group("tk:"),
+            notifications_failed=n["failed"],
+        )
+
+    def _stats_of_dags_loaded(self, dag_ids: DagIds) -> EscalationStats:
+        """Stats over the records of some DAGs counted from the records (without their histories)
+        and their deliveries, read in pipelines: a store written before records were counted
+        per DAG."""
         if None in dag_ids:
             self._index_no_dag()
         keys = [self._key("no_dag") if d is None else self._key(f"by_dag:{d}") for d in set(dag_ids)]

@@ -431,6 +431,12 @@ def _random_operations(seed: int, redis_store: RedisEscalationStore) -> None:
     # counters equal a recomputation over what Redis holds, and the reference store's stats
     assert_same_stats(redis_store.get_stats(), recompute(redis_store, ids))
     assert_same_stats(redis_store.get_stats(), memory.get_stats())
+    # per DAG: the DAGs' counters, and a recount from the records (a store written before
+    # records were counted per DAG) agree with the reference
+    for dags in ([None], ["dag_a"], ["dag_b", None], ["dag_a", "dag_b", "nothing"], []):
+        assert_same_stats(redis_store.get_stats(dag_ids=dags), memory.get_stats(dag_ids=dags))
+        assert_same_stats(redis_store._stats_of_dags_loaded(set(dags)), memory.get_stats(dag_ids=dags))
+    assert redis_store._counted_by_dag  # the first record of the empty store started the counts
     # and every record, delivery and index agrees with the reference
     for record_id in ids:
         mine, reference = redis_store.get(record_id), memory.get(record_id)
