@@ -20,8 +20,11 @@ Layout under ``key_prefix`` (P):
   ``P by_policy:{policy}``, ``P by_dag:{dag_id}`` and ``P no_dag`` (records of no DAG; filled
   for older records when the store opens);
 - counters: ``P stats`` (totals, per state, ack/resolve sums, sent/failed), ``P stats:level``,
-  ``P stats:policy``, ``P stats:target``. Scripts keep them exact, so ``get_stats`` reads four
-  hashes whatever the number of records.
+  ``P stats:policy``, ``P stats:target``; per DAG one hash, ``P stats_dag:{dag_id}`` (``P
+  stats_nodag`` for records of no DAG: ``total``, ``st:``/``lvl:``/``pol:``/``tk:`` fields, the
+  sums and outcomes), trusted once ``P stats_by_dag`` is set (by the first record of an empty
+  store). Scripts keep them exact, so ``get_stats`` reads four hashes (one per DAG asked for)
+  whatever the number of records.
 
 Scripts touch keys they derive from ids, so they are not Redis Cluster safe unless every key
 shares one hash slot (give a prefix with a hash tag, e.g. ``"{escalation}:"``).
