@@ -7,7 +7,6 @@ import itertools
 import threading
 from collections import Counter
 from datetime import datetime, timedelta
-from enum import Enum
 from typing import Iterable, Sequence
 
 from airflow_escalation.core.models import Delivery, EscalationRecord, EscalationStats
@@ -17,6 +16,7 @@ from airflow_escalation.stores.base import BaseEscalationStore, DagIds
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+_COUNT_AT = 10_000  # records written since the tallies were brought up to date: count them now
 _RESOLVED = EscalationState.RESOLVED.value
 _COUNTED = (
     # EscalationStats fields that count the records in one state
@@ -31,7 +31,8 @@ _COUNTED = (
 class _Tally:
     """The stats of one Dag's records, kept as they change (what the SQL store's aggregates and
     the Redis store's counters count), so that ``get_stats`` costs the number of Dags, not of
-    records. Durations are summed in integer microseconds: adding and taking back is exact."""
+    records. Durations are summed in integer microseconds: adding and taking back is exact.
+    States are keys as records hold them (``EscalationState`` is a ``str``: one key per state)."""
 
     __slots__ = ("ack_n", "ack_us", "failed", "levels", "policies", "res_n", "res_us", "sent", "states")
 
@@ -45,14 +46,17 @@ class _Tally:
 
     def count(self, record: EscalationRecord, one: int) -> None:
         """Add the record (``one=1``) or take it back (``-1``)."""
-        state = _value(record.state)
-        self.states[state] += one
-        self.levels[record.current_level] += one
-        self.policies[record.policy_name] += one
+        states, levels, policies = self.states, self.levels, self.policies
+        states[record.state] = states.get(record.state, 0) + one
+        levels[record.current_level] = levels.get(record.current_level, 0) + one
+        policies[record.policy_name] = policies.get(record.policy_name, 0) + one
+        self._durations(record, one)
+
+    def _durations(self, record: EscalationRecord, one: int) -> None:
         if record.acknowledged_at is not None:
             self.ack_n += one
             self.ack_us += one * ((record.acknowledged_at - record.created_at) // _MICROSECOND)
-        if state == _RESOLVED and record.resolved_at is not None:
+        if record.resolved_at is not None and record.state == _RESOLVED:
             self.res_n += one
             self.res_us += one * ((record.resolved_at - record.created_at) // _MICROSECOND)
 
@@ -127,29 +131,49 @@ class InMemoryEscalationStore(BaseEscalationStore):
         self._moved: set[str] = set()
         self._seq = itertools.count()
         self._pending: dict[str, Delivery] = {}  # pending deliveries, in the order they became so
-        # kept as records change, so that lists and counts cost what they find, not what is stored
-        self._by_state: dict[str, dict[str, None]] = {}  # state -> record ids (an ordered set)
+        # kept as records change, so that counts cost what they find, not what is stored
         self._active_by_policy: dict[str, dict[str, None]] = {}  # paging record ids per policy
         self._tallies: dict[str | None, _Tally] = {}  # per Dag
+        # Records are counted in the tallies when stats are asked for (or when many wait): a
+        # write only notes the record's version last counted (None: none), so a record opened
+        # and closed in between is counted once, not at every transition.
+        self._uncounted: dict[str, EscalationRecord | None] = {}
+        self._dag_of: dict[str, str | None] = {}  # record id -> its Dag (for its deliveries' counts)
 
     def _track(self, old: EscalationRecord | None, new: EscalationRecord | None) -> None:
-        """Move a record's entries in the state and active indexes and its Dag's counts from
-        ``old`` (None: a new record) to ``new`` (None: deleted)."""
-        if old is not None:
-            old_state = _value(old.state)
-            self._by_state[old_state].pop(old.id, None)
-            if old_state in ACTIVE_STATE_VALUES:
-                self._active_by_policy[old.policy_name].pop(old.id, None)
-            self._tallies[old.dag_id].count(old, -1)
-        if new is not None:
-            new_state = _value(new.state)
-            self._by_state.setdefault(new_state, {})[new.id] = None
-            if new_state in ACTIVE_STATE_VALUES:
-                self._active_by_policy.setdefault(new.policy_name, {})[new.id] = None
-            tally = self._tallies.get(new.dag_id)
-            if tally is None:
-                tally = self._tallies[new.dag_id] = _Tally()
-            tally.count(new, 1)
+        """Move a record's entry in the active index from ``old`` (None: a new record) to ``new``
+        (None: deleted), and note it for the tallies."""
+        old_key = old.policy_name if old is not None and old.state in ACTIVE_STATE_VALUES else None
+        new_key = new.policy_name if new is not None and new.state in ACTIVE_STATE_VALUES else None
+        record_id = new.id if new is not None else old.id if old is not None else ""
+        if old_key != new_key:
+            if old_key is not None:
+                self._active_by_policy[old_key].pop(record_id, None)
+            if new_key is not None:
+                ids = self._active_by_policy.get(new_key)
+                if ids is None:
+                    ids = self._active_by_policy[new_key] = {}
+                ids[record_id] = None
+        if record_id not in self._uncounted:
+            self._uncounted[record_id] = old  # the version the tallies hold (old: a stored one)
+            if len(self._uncounted) >= _COUNT_AT:
+                self._count()
+
+    def _count(self) -> None:
+        """Bring the tallies up to date with the records written since they last were."""
+        for record_id, counted in self._uncounted.items():
+            if counted is not None:
+                self._tallies[counted.dag_id].count(counted, -1)
+            current = self._records.get(record_id)
+            if current is not None:
+                self._tally(current.dag_id).count(current, 1)
+        self._uncounted.clear()
+
+    def _tally(self, dag_id: str | None) -> _Tally:
+        tally = self._tallies.get(dag_id)
+        if tally is None:
+            tally = self._tallies[dag_id] = _Tally()
+        return tally
 
     # ------------------------------------------------------------------ helpers
     def _index(self, record: EscalationRecord) -> None:
@@ -185,9 +209,7 @@ class InMemoryEscalationStore(BaseEscalationStore):
     def _add_deliveries(self, deliveries: Sequence[Delivery]) -> None:
         for delivery in deliveries:
             if delivery.state in (DeliveryState.SENT, DeliveryState.FAILED):
-                record = self._records.get(delivery.record_id)
-                dag_id = record.dag_id if record is not None else None
-                self._tallies.setdefault(dag_id, _Tally()).count_delivery(delivery, 1)
+                self._tally(self._dag_of.get(delivery.record_id)).count_delivery(delivery, 1)
             self._deliveries[delivery.id] = delivery
             self._deliveries_by_record.setdefault(delivery.record_id, []).append(delivery.id)
             if delivery.state == DeliveryState.PENDING:
@@ -233,15 +255,11 @@ class InMemoryEscalationStore(BaseEscalationStore):
         wanted = set(states) if states else None
         dags = set(dag_ids) if dag_ids is not None else None
         with self._lock:
-            if wanted is None:
-                candidates: Iterable[EscalationRecord] = self._records.values()
-            else:
-                by_state = self._by_state
-                candidates = [self._records[i] for state in wanted for i in by_state.get(_value(state), ())]
             found = [
                 r
-                for r in candidates
-                if (policy_name is None or r.policy_name == policy_name)
+                for r in self._records.values()
+                if (wanted is None or r.state in wanted)
+                and (policy_name is None or r.policy_name == policy_name)
                 and (incident_id is None or r.incident_id == incident_id)
                 and (dag_id is None or r.dag_id == dag_id)
                 and (dags is None or r.dag_id in dags)
@@ -254,8 +272,8 @@ class InMemoryEscalationStore(BaseEscalationStore):
             record = self._records.pop(record_id, None)
             if record is None:
                 return False
+            tally = self._tally(self._dag_of.pop(record_id, None))
             self._track(record, None)
-            tally = self._tallies[record.dag_id]
             key = _incident_key(record)
             for index in (self._open, self._last_closed):
                 if index.get(key) == record_id:
@@ -278,6 +296,7 @@ class InMemoryEscalationStore(BaseEscalationStore):
 
     def get_stats(self, dag_ids: DagIds | None = None) -> EscalationStats:
         with self._lock:
+            self._count()
             if dag_ids is None:
                 return _stats(self._tallies.values())
             return _stats(self._tallies[dag] for dag in set(dag_ids) if dag in self._tallies)
@@ -295,9 +314,10 @@ class InMemoryEscalationStore(BaseEscalationStore):
             self._due_at.clear()
             self._moved.clear()
             self._pending.clear()
-            self._by_state.clear()
             self._active_by_policy.clear()
             self._tallies.clear()
+            self._uncounted.clear()
+            self._dag_of.clear()
 
     # ------------------------------------------------------------------ engine contract
     def create(self, record: EscalationRecord, deliveries: Sequence[Delivery] = ()) -> EscalationRecord | None:
@@ -307,6 +327,7 @@ class InMemoryEscalationStore(BaseEscalationStore):
             record.version = 1
             self._records[record.id] = record
             self._index(record)
+            self._dag_of[record.id] = record.dag_id
             self._track(None, record)
             self._add_deliveries(deliveries)
         return record
@@ -444,7 +465,7 @@ class InMemoryEscalationStore(BaseEscalationStore):
             else:
                 delivery.state = DeliveryState.FAILED
             if record is not None:
-                self._tallies[record.dag_id].count_delivery(delivery, 1)
+                self._tally(self._dag_of.get(record.id)).count_delivery(delivery, 1)
             return _copy_delivery(delivery)
 
     def expire_deliveries(self, now: datetime) -> int:
@@ -464,10 +485,6 @@ class InMemoryEscalationStore(BaseEscalationStore):
         with self._lock:
             times = [d.next_attempt_at or d.created_at for d in self._pending.values()]
         return min(times) if times else None
-
-
-def _value(state: object) -> str:
-    return state.value if isinstance(state, Enum) else str(state)
 
 
 def _incident_key(record: EscalationRecord) -> tuple[str, str, str | None]:
