@@ -50,7 +50,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from airflow_escalation.core.models import Delivery, EscalationRecord, EscalationTarget
 from airflow_escalation.core.types import ACTIVE_STATE_VALUES, DeliveryState
-from airflow_escalation.stores.sql_schema import NAME, TARGET_KEY
+from airflow_escalation.stores.sql_schema import NAME
 
 UTC = timezone.utc
 TABLE_PREFIX = "bench_queries_"
@@ -81,6 +81,21 @@ POLICY_SNAPSHOT = {  # about the size of a two-level policy's snapshot
 # --------------------------------------------------------------------------- the records
 
 
+def sent_delivery(record: EscalationRecord, level: int, target: EscalationTarget, at: datetime) -> Delivery:
+    return Delivery(
+        id=f"{record.id}-{level}-0",
+        record_id=record.id,
+        level=level,
+        round=0,
+        target=target,
+        created_at=at,
+        updated_at=at,
+        state=DeliveryState.SENT,
+        attempts=1,
+        sent_at=at,
+    )
+
+
 def make_record(i: int, now: datetime, rng: random.Random) -> tuple[EscalationRecord, list[Delivery]]:
     """Record ``i`` of the mix (see the module docstring) with its deliveries."""
     policy = POLICIES[i % len(POLICIES)]
@@ -103,19 +118,7 @@ def make_record(i: int, now: datetime, rng: random.Random) -> tuple[EscalationRe
     record.add_history_event("triggered", created, "system", trigger_type="unacknowledged", severity="critical")
     record.add_history_event("start", created, "system", from_state="pending")
     record.add_history_event("notified", created, "system", round=0, targets=["user:oncall-primary"])
-    sent = {"state": DeliveryState.SENT, "attempts": 1, "sent_at": created}
-    deliveries = [
-        Delivery(
-            id=f"{record.id}-1-0",
-            record_id=record.id,
-            level=1,
-            round=0,
-            target=EscalationTarget.user("oncall-primary"),
-            created_at=created,
-            updated_at=created,
-            **sent,
-        )
-    ]
+    deliveries = [sent_delivery(record, 1, EscalationTarget.user("oncall-primary"), created)]
     if kind == 0:  # due now: level 2 is late
         record.next_escalation_at = now - timedelta(seconds=rng.randint(1, 3600))
         record.next_action = "escalate"
@@ -139,18 +142,7 @@ def make_record(i: int, now: datetime, rng: random.Random) -> tuple[EscalationRe
                 closed if closed != "timed_out" else "timeout", later, "oncall", from_state="active"
             )
             if kind % 2:  # some reached level 2 first
-                deliveries.append(
-                    Delivery(
-                        id=f"{record.id}-2-0",
-                        record_id=record.id,
-                        level=2,
-                        round=0,
-                        target=EscalationTarget.team("dba"),
-                        created_at=later,
-                        updated_at=later,
-                        **dict(sent, sent_at=later),
-                    )
-                )
+                deliveries.append(sent_delivery(record, 2, EscalationTarget.team("dba"), later))
     return record, deliveries
 
 
@@ -193,14 +185,14 @@ def drop_store(backend: str, store: Any) -> None:
 def sql_rows(record: EscalationRecord, deliveries: list[Delivery]) -> tuple[dict, list[dict], list[dict]]:
     """The record, event and delivery rows ``create`` writes, with model values (SQLAlchemy's
     column types convert them)."""
-    from airflow_escalation.stores.sql import open_key
+    from airflow_escalation.stores.sql import delivery_row, open_key
 
     row = {name: getattr(record, name) for name in EscalationRecord.__dataclass_fields__ if name != "history"}
     dag_id = record.context.get("dag_id")
     row.update(
         version=1,
         history_len=len(record.history),
-        open_key=open_key(record.incident_id, record.policy_name) if record.is_open else None,
+        open_key=open_key(record.incident_id, record.policy_name, record.dag_id) if record.is_open else None,
         lease_owner=None,
         lease_until=None,
         dag_id=dag_id if isinstance(dag_id, str) and len(dag_id) <= NAME else None,
@@ -209,25 +201,7 @@ def sql_rows(record: EscalationRecord, deliveries: list[Delivery]) -> tuple[dict
         {"record_id": record.id, "seq": seq, "at": datetime.fromisoformat(e["at"]), "event": e}
         for seq, e in enumerate(record.history)
     ]
-    delivered = [
-        {
-            "id": d.id,
-            "record_id": d.record_id,
-            "seq": seq,
-            "level": d.level,
-            "round": d.round,
-            "target": d.target.to_dict(),
-            "target_key": d.target.key[:TARGET_KEY],
-            "state": d.state.value,
-            "attempts": d.attempts,
-            "created_at": d.created_at,
-            "updated_at": d.updated_at,
-            "next_attempt_at": d.next_attempt_at,
-            "sent_at": d.sent_at,
-            "last_error": d.last_error,
-        }
-        for seq, d in enumerate(deliveries)
-    ]
+    delivered = [delivery_row(d, seq) for seq, d in enumerate(deliveries)]
     return row, events, delivered
 
 

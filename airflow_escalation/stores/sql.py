@@ -236,6 +236,27 @@ def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+def delivery_row(d: Delivery, seq: int) -> dict[str, Any]:
+    """The delivery table's row of ``d``, ``seq``-th of its record, in model values (the column
+    types convert them)."""
+    return {
+        "id": d.id,
+        "record_id": d.record_id,
+        "seq": seq,
+        "level": d.level,
+        "round": d.round,
+        "target": d.target.to_dict(),
+        "target_key": d.target.key[:TARGET_KEY],
+        "state": DeliveryState(d.state).value,
+        "attempts": d.attempts,
+        "created_at": d.created_at,
+        "updated_at": d.updated_at,
+        "next_attempt_at": d.next_attempt_at,
+        "sent_at": d.sent_at,
+        "last_error": d.last_error,
+    }
+
+
 def _check_deliveries(record: EscalationRecord, deliveries: Sequence[Delivery]) -> None:
     # deliveries are numbered per record (seq) under the record's row lock
     strays = sorted({d.record_id for d in deliveries if d.record_id != record.id})
@@ -943,26 +964,7 @@ class SQLEscalationStore(BaseEscalationStore):
     def _insert_deliveries(self, conn: Connection, deliveries: Sequence[Delivery], start: int) -> None:
         if deliveries:
             conn.execute(
-                sa.insert(self._tables.delivery),
-                [
-                    {
-                        "id": d.id,
-                        "record_id": d.record_id,
-                        "seq": start + i,
-                        "level": d.level,
-                        "round": d.round,
-                        "target": d.target.to_dict(),
-                        "target_key": d.target.key[:TARGET_KEY],
-                        "state": DeliveryState(d.state).value,
-                        "attempts": d.attempts,
-                        "created_at": d.created_at,
-                        "updated_at": d.updated_at,
-                        "next_attempt_at": d.next_attempt_at,
-                        "sent_at": d.sent_at,
-                        "last_error": d.last_error,
-                    }
-                    for i, d in enumerate(deliveries)
-                ],
+                sa.insert(self._tables.delivery), [delivery_row(d, start + i) for i, d in enumerate(deliveries)]
             )
 
     def _delete_records(self, conn: Connection, ids: Sequence[str]) -> int:
