@@ -1,7 +1,8 @@
 """airflow-escalation: multi-level notification escalation for Apache Airflow.
 
-The core (engine, models, stores, schedulers) imports nothing from Airflow; the Airflow layer
-(hooks, notifiers, operators, sensors, triggers, the API-server plugin) adapts it.
+The domain (``core/``), the runtime, the stores and the schedulers import nothing from Airflow;
+the Airflow layer (hooks, notifiers, operators, sensors, triggers, the API-server plugin) adapts
+them. docs/architecture.md has the rooms and the arrows.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 _LAZY: dict[str, str] = {
     "Clock": "airflow_escalation.core.clock",
     "FakeClock": "airflow_escalation.core.clock",
-    "EscalationEngine": "airflow_escalation.core.engine",
-    "EscalationEngineConfig": "airflow_escalation.core.engine",
-    "EscalationPolicyConfig": "airflow_escalation.core.manager",
-    "EscalationPolicyManager": "airflow_escalation.core.manager",
+    "EscalationEngine": "airflow_escalation.runtime.engine",
+    "EscalationEngineConfig": "airflow_escalation.runtime.engine",
+    "EscalationPolicyConfig": "airflow_escalation.runtime.policy_config",
+    "EscalationPolicyManager": "airflow_escalation.runtime.manager",
     "Delivery": "airflow_escalation.core.models",
     "EscalationLevel": "airflow_escalation.core.models",
     "EscalationPolicy": "airflow_escalation.core.models",
@@ -60,8 +61,9 @@ _LAZY: dict[str, str] = {
 
 if TYPE_CHECKING:
     from airflow_escalation.core.clock import Clock, FakeClock
-    from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
-    from airflow_escalation.core.manager import EscalationPolicyConfig, EscalationPolicyManager
+    from airflow_escalation.runtime.engine import EscalationEngine, EscalationEngineConfig
+    from airflow_escalation.runtime.manager import EscalationPolicyManager
+    from airflow_escalation.runtime.policy_config import EscalationPolicyConfig
     from airflow_escalation.core.models import (
         Delivery,
         EscalationLevel,

@@ -65,7 +65,7 @@ def test_service_delivers_conn_id_targets_through_channels(tmp_path, sink, http_
             }
         ],
     }
-    with caplog.at_level(logging.INFO, logger="airflow_escalation.notifications"), _client(settings) as c:
+    with caplog.at_level(logging.INFO, logger="airflow_escalation.delivery"), _client(settings) as c:
         service = c.app.state.service
         assert isinstance(service.delivery, ChannelDelivery)
         assert any(isinstance(r, ChannelResolver) for r in service.engine._channel_resolvers)
@@ -92,7 +92,7 @@ def test_service_delivers_conn_id_targets_through_channels(tmp_path, sink, http_
 
 
 def test_injected_engine_gets_no_channels_unless_installed():
-    from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
+    from airflow_escalation.runtime.engine import EscalationEngine, EscalationEngineConfig
     from airflow_escalation.scheduling.base import SchedulerConfig
 
     engine = EscalationEngine(

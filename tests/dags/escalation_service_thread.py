@@ -19,13 +19,13 @@ from typing import Any
 import uvicorn
 from fastapi import Body, Depends, HTTPException, Request
 
-from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
-from airflow_escalation.core.manager import EscalationPolicyConfig
+from airflow_escalation.runtime.engine import EscalationEngine, EscalationEngineConfig
+from airflow_escalation.runtime.policy_config import EscalationPolicyConfig
 from airflow_escalation.demo.local_airflow import free_port
 from airflow_escalation.scheduling.base import SchedulerConfig
 from airflow_escalation.service import auth
 from airflow_escalation.service.app import create_app
-from airflow_escalation.service.notify import make_log_handler
+from airflow_escalation.service.delivery_log import make_log_handler
 from airflow_escalation.stores.memory import InMemoryEscalationStore
 
 JWT_SECRET = "escalation-dag-tests-jwt-secret-0123456789abcdef-0123456789abcdef-0123"  # >= 64 bytes (HS512)

@@ -162,8 +162,8 @@ class Service:
 
 def make_service(monkeypatch: Any) -> Any:
     """The service app on a memory store with fake authentication; yields a :class:`Service`."""
-    from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
-    from airflow_escalation.core.manager import EscalationPolicyConfig
+    from airflow_escalation.runtime.engine import EscalationEngine, EscalationEngineConfig
+    from airflow_escalation.runtime.policy_config import EscalationPolicyConfig
     from airflow_escalation.scheduling.base import SchedulerConfig
     from airflow_escalation.service.app import create_app
     from airflow_escalation.stores.memory import InMemoryEscalationStore
