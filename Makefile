@@ -37,10 +37,10 @@ docs: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not postgres and not mysql and not redis and not slow and not drill"
 
-## benchmarks against truthound 3.2.0 (installed into .bench-venv only)
+## every benchmark, one table: lifecycles against truthound 3.2.0 (installed into .bench-venv only),
+## PostgreSQL/MySQL with one and three engine processes, queries at 100,000 records, timer lateness
 bench: $(STAMP) services
-	$(PY) bench/run.py
-	$(PY) bench/timers.py
+	$(PY) bench/all.py
 
 services:
 	@scripts/services.sh

@@ -24,7 +24,7 @@ HOOK_CLASS_NAME = "airflow_escalation.hooks.escalation.EscalationHook"
 PLUGIN_CLASS_NAME = "airflow_escalation.plugins.escalation_plugin.EscalationPlugin"
 INTEGRATION_NAME = "Escalation"
 NOTIFIER_CLASS_NAME = "airflow_escalation.notifications.escalation.EscalationNotifier"
-DB_MANAGER_CLASS_NAME = "airflow_escalation.models.db.EscalationDBManager"
+DB_MANAGER_CLASS_NAME = "airflow_escalation.stores.airflow_db.EscalationDBManager"
 
 
 def _option(

@@ -3,7 +3,7 @@
 # truthound is never a dependency of airflow_escalation: it lives only in this venv.
 # Idempotent and quiet: does nothing when the venv already has truthound 3.2.0.
 #   bench/setup_env.sh               # truthound only
-#   bench/setup_env.sh --with-redis  # also the redis client (truthound's redis store needs it)
+#   bench/setup_env.sh --with-redis  # also the redis client and hiredis (truthound's redis store needs it)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,6 +39,7 @@ pkgs=()
 has truthound "$TRUTHOUND_VERSION" || pkgs+=("truthound==$TRUTHOUND_VERSION")
 if [ "$want_redis" = 1 ]; then
   has redis || pkgs+=("redis>=5")
+  has hiredis || pkgs+=("hiredis")  # the C reply parser, as ours uses (same client speed-up for both)
 fi
 
 if [ "${#pkgs[@]}" -gt 0 ]; then

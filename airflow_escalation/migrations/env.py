@@ -9,7 +9,7 @@ from logging.config import fileConfig
 from alembic import context
 
 from airflow import settings
-from airflow_escalation.models.db import EscalationDBManager
+from airflow_escalation.stores.airflow_db import EscalationDBManager
 
 config = context.config
 version_table = EscalationDBManager.version_table_name

@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
-    from airflow_escalation.stores.base import BaseEscalationStore
+    from airflow_escalation.stores.base import BaseEscalationStore, StoreCall
 
 
 class StoreCalls:
@@ -28,12 +28,7 @@ class StoreCalls:
         self.inline = not store.blocking
         # a store that prefers batches (SQLite, Redis) gets its calls on threads of its own
         self._batches = (
-            StoreBatches(
-                store.run_batch,  # type: ignore[attr-defined]  # stores that prefer batches have it
-                getattr(store, "batch_threads", 1),
-            )
-            if store.blocking and getattr(store, "prefers_batches", False)
-            else None
+            StoreBatches(store.run_batch, store.batch_threads) if store.blocking and store.prefers_batches else None
         )
 
     async def __call__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -44,8 +39,7 @@ class StoreCalls:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
 
-# a store call (fn, args, kwargs), and one waiting for its batch with the future that gets its outcome
-_Call = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+# a store call waiting for its batch (the future that gets its outcome, fn, args, kwargs)
 _Pending = tuple["asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
@@ -68,7 +62,7 @@ class StoreBatches:
     _IDLE_SECONDS = 5.0
     _MAX_BATCH = 256  # calls per batch: bounds a batch's transaction and its callers' wait
 
-    def __init__(self, run_batch: Callable[[list[_Call]], list[tuple[Any, Any]]], threads: int = 1) -> None:
+    def __init__(self, run_batch: Callable[[list[StoreCall]], list[tuple[Any, Any]]], threads: int = 1) -> None:
         self._run_batch = run_batch
         self._size = max(1, int(threads))
         self._turn: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}  # calls of a loop's current turn

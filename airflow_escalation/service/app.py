@@ -500,7 +500,7 @@ async def _too_large(send: Callable) -> None:
 
 
 def _tables_migrated(store) -> bool:
-    from airflow_escalation.models.db import current_revision_is_head
+    from airflow_escalation.stores.airflow_db import current_revision_is_head
 
     with store.engine.connect() as connection:
         return current_revision_is_head(connection)

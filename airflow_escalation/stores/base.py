@@ -19,14 +19,21 @@ Besides the spec's query methods, a backend provides:
   ``finish_delivery`` records the outcome, ``expire_deliveries`` marks sends whose sender died as
   ``unknown`` (they may have gone out, so they are not re-sent).
 
-Backends that do I/O set ``blocking = True``; the engine then calls them from worker threads.
+What a backend can do beyond the contract is declared here, on the base class, as capabilities
+with a default every caller can rely on (no caller asks ``hasattr``):
+
+- ``blocking`` -- the backend does I/O: the engine calls it from worker threads;
+- ``prefers_batches`` / ``batch_threads`` / :meth:`~BaseEscalationStore.run_batch` -- the engine
+  hands the calls of one event-loop turn to ``run_batch`` together, on ``batch_threads`` threads
+  of their own (SQLite: one transaction; PostgreSQL: one pipeline; Redis: one round trip). The
+  default ``run_batch`` runs each call on its own.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from datetime import datetime, timedelta
-from typing import Collection, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 from airflow_escalation.core.models import Delivery, EscalationRecord, EscalationStats
 
@@ -34,6 +41,9 @@ from airflow_escalation.core.models import Delivery, EscalationRecord, Escalatio
 #: None for every record, else only records whose ``dag_id`` is in the collection (``None`` in
 #: it stands for records of no DAG)
 DagIds = Collection["str | None"]
+
+#: a store call for :meth:`BaseEscalationStore.run_batch`: the store's bound method, args, kwargs
+StoreCall = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
 class StoreError(RuntimeError):
@@ -43,7 +53,13 @@ class StoreError(RuntimeError):
 class BaseEscalationStore(ABC):
     """Abstract base of escalation stores; see the module docstring for the contract."""
 
+    #: the backend does I/O: the engine calls it from worker threads
     blocking: bool = False
+    #: the engine hands the calls of one event-loop turn to :meth:`run_batch` together
+    prefers_batches: bool = False
+    #: threads the engine runs this store's batches on (two: one batch is sent while the
+    #: previous one's replies are read)
+    batch_threads: int = 1
 
     def __init__(self, name: str = "base") -> None:
         self._name = name
@@ -60,8 +76,12 @@ class BaseEscalationStore(ABC):
     def get_by_incident(self, incident_id: str) -> list[EscalationRecord]: ...
 
     @abstractmethod
-    def get_active(self, policy_name: str | None = None) -> list[EscalationRecord]:
-        """Records still paging (pending, active, escalating), oldest first."""
+    def get_active(self, policy_name: str | None = None, *, with_history: bool = True) -> list[EscalationRecord]:
+        """Records still paging (pending, active, escalating), oldest first.
+
+        ``with_history=False`` leaves each record's ``history`` empty: the store then neither
+        reads nor decodes the histories (a policy's paging records at scale, for an overview).
+        """
 
     def count_active(self, policy_name: str | None = None) -> int:
         """How many records ``get_active(policy_name)`` would return, counted without loading them.
@@ -69,14 +89,6 @@ class BaseEscalationStore(ABC):
         Backends count in their indexes; this fallback loads the records.
         """
         return len(self.get_active(policy_name))
-
-    @abstractmethod
-    def get_pending_escalations(self, before: datetime) -> list[EscalationRecord]:
-        """Open records whose ``next_escalation_at`` is at or before ``before``."""
-
-    @abstractmethod
-    def save(self, record: EscalationRecord) -> EscalationRecord:
-        """Unconditional upsert (imports, admin repair). The engine itself never uses it."""
 
     @abstractmethod
     def delete(self, record_id: str) -> bool: ...
@@ -93,6 +105,7 @@ class BaseEscalationStore(ABC):
     @abstractmethod
     def clear(self) -> None: ...
 
+    @abstractmethod
     def list_records(
         self,
         *,
@@ -110,7 +123,6 @@ class BaseEscalationStore(ABC):
         whose ``dag_id`` is in it, ``None`` in it standing for records of no DAG (the service
         passes the DAGs the caller may read). Both may be given: they combine.
         """
-        raise NotImplementedError(f"{type(self).__name__} does not list records yet")
 
     # ------------------------------------------------------------------ engine contract
     @abstractmethod
@@ -197,6 +209,19 @@ class BaseEscalationStore(ABC):
     @abstractmethod
     def next_delivery_at(self) -> datetime | None:
         """Earliest ``next_attempt_at`` of any pending delivery."""
+
+    # ------------------------------------------------------------------ batches
+    def run_batch(self, calls: Sequence[StoreCall]) -> list[tuple[Any, Exception | None]]:
+        """Run ``calls`` (this store's bound methods, args, kwargs); their outcomes in order,
+        ``(result, None)`` or ``(None, error)``. Backends that ``prefer_batches`` run them
+        together (one transaction, pipeline or round trip); this default runs each alone."""
+        outcomes: list[tuple[Any, Exception | None]] = []
+        for fn, args, kwargs in calls:
+            try:
+                outcomes.append((fn(*args, **kwargs), None))
+            except Exception as exc:  # noqa: BLE001 - that call's outcome
+                outcomes.append((None, exc))
+        return outcomes
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:  # noqa: B027 - optional: stores without connections need nothing

@@ -5,15 +5,100 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+from collections import Counter
 from datetime import datetime, timedelta
-from typing import Sequence
+from typing import Iterable, Sequence
 
-from airflow_escalation.core.models import Delivery, EscalationRecord, EscalationStats, StatsAccumulator
+from airflow_escalation.core.models import Delivery, EscalationRecord, EscalationStats
 from airflow_escalation.core.timeutil import UTC
-from airflow_escalation.core.types import DeliveryState
+from airflow_escalation.core.types import ACTIVE_STATE_VALUES, DeliveryState, EscalationState
 from airflow_escalation.stores.base import BaseEscalationStore, DagIds
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_COUNT_AT = 10_000  # records written since the tallies were brought up to date: count them now
+_RESOLVED = EscalationState.RESOLVED.value
+_COUNTED = (
+    # EscalationStats fields that count the records in one state
+    ("acknowledged_count", EscalationState.ACKNOWLEDGED.value),
+    ("resolved_count", _RESOLVED),
+    ("timed_out_count", EscalationState.TIMED_OUT.value),
+    ("cancelled_count", EscalationState.CANCELLED.value),
+    ("failed_count", EscalationState.FAILED.value),
+)
+
+
+class _Tally:
+    """The stats of one Dag's records, kept as they change (what the SQL store's aggregates and
+    the Redis store's counters count), so that ``get_stats`` costs the number of Dags, not of
+    records. Durations are summed in integer microseconds: adding and taking back is exact.
+    States are keys as records hold them (``EscalationState`` is a ``str``: one key per state)."""
+
+    __slots__ = ("ack_n", "ack_us", "failed", "levels", "policies", "res_n", "res_us", "sent", "states")
+
+    def __init__(self) -> None:
+        self.states: Counter[str] = Counter()
+        self.levels: Counter[int] = Counter()
+        self.policies: Counter[str] = Counter()
+        self.ack_n = self.ack_us = self.res_n = self.res_us = 0
+        self.sent: Counter[str] = Counter()  # by target key
+        self.failed = 0
+
+    def count(self, record: EscalationRecord, one: int) -> None:
+        """Add the record (``one=1``) or take it back (``-1``)."""
+        states, levels, policies = self.states, self.levels, self.policies
+        states[record.state] = states.get(record.state, 0) + one
+        levels[record.current_level] = levels.get(record.current_level, 0) + one
+        policies[record.policy_name] = policies.get(record.policy_name, 0) + one
+        self._durations(record, one)
+
+    def _durations(self, record: EscalationRecord, one: int) -> None:
+        if record.acknowledged_at is not None:
+            self.ack_n += one
+            self.ack_us += one * ((record.acknowledged_at - record.created_at) // _MICROSECOND)
+        if record.resolved_at is not None and record.state == _RESOLVED:
+            self.res_n += one
+            self.res_us += one * ((record.resolved_at - record.created_at) // _MICROSECOND)
+
+    def count_delivery(self, delivery: Delivery, one: int) -> None:
+        if delivery.state == DeliveryState.SENT:
+            self.sent[delivery.target.key] += one
+        elif delivery.state == DeliveryState.FAILED:
+            self.failed += one
+
+
+def _stats(tallies: Iterable[_Tally]) -> EscalationStats:
+    states: Counter[str] = Counter()
+    levels: Counter[int] = Counter()
+    policies: Counter[str] = Counter()
+    sent: Counter[str] = Counter()
+    ack_n = ack_us = res_n = res_us = failed = 0
+    for tally in tallies:
+        states.update(tally.states)
+        levels.update(tally.levels)
+        policies.update(tally.policies)
+        sent.update(tally.sent)
+        ack_n, ack_us, res_n, res_us = (
+            ack_n + tally.ack_n,
+            ack_us + tally.ack_us,
+            res_n + tally.res_n,
+            res_us + tally.res_us,
+        )
+        failed += tally.failed
+    stats = EscalationStats(
+        total_escalations=sum(states.values()),
+        active_escalations=sum(n for state, n in states.items() if state in ACTIVE_STATE_VALUES),
+        avg_time_to_acknowledge_seconds=ack_us / 1e6 / ack_n if ack_n else 0.0,
+        avg_time_to_resolve_seconds=res_us / 1e6 / res_n if res_n else 0.0,
+        escalations_by_level={level: n for level, n in levels.items() if n},
+        escalations_by_policy={policy: n for policy, n in policies.items() if n},
+        notifications_sent=sum(sent.values()),
+        notifications_by_target={key: n for key, n in sent.items() if n},
+        notifications_failed=failed,
+    )
+    for field, state in _COUNTED:
+        setattr(stats, field, states[state])
+    return stats
 
 
 class InMemoryEscalationStore(BaseEscalationStore):
@@ -46,6 +131,49 @@ class InMemoryEscalationStore(BaseEscalationStore):
         self._moved: set[str] = set()
         self._seq = itertools.count()
         self._pending: dict[str, Delivery] = {}  # pending deliveries, in the order they became so
+        # kept as records change, so that counts cost what they find, not what is stored
+        self._active_by_policy: dict[str, dict[str, None]] = {}  # paging record ids per policy
+        self._tallies: dict[str | None, _Tally] = {}  # per Dag
+        # Records are counted in the tallies when stats are asked for (or when many wait): a
+        # write only notes the record's version last counted (None: none), so a record opened
+        # and closed in between is counted once, not at every transition.
+        self._uncounted: dict[str, EscalationRecord | None] = {}
+        self._dag_of: dict[str, str | None] = {}  # record id -> its Dag (for its deliveries' counts)
+
+    def _track(self, old: EscalationRecord | None, new: EscalationRecord | None) -> None:
+        """Move a record's entry in the active index from ``old`` (None: a new record) to ``new``
+        (None: deleted), and note it for the tallies."""
+        old_key = old.policy_name if old is not None and old.state in ACTIVE_STATE_VALUES else None
+        new_key = new.policy_name if new is not None and new.state in ACTIVE_STATE_VALUES else None
+        record_id = new.id if new is not None else old.id if old is not None else ""
+        if old_key != new_key:
+            if old_key is not None:
+                self._active_by_policy[old_key].pop(record_id, None)
+            if new_key is not None:
+                ids = self._active_by_policy.get(new_key)
+                if ids is None:
+                    ids = self._active_by_policy[new_key] = {}
+                ids[record_id] = None
+        if record_id not in self._uncounted:
+            self._uncounted[record_id] = old  # the version the tallies hold (old: a stored one)
+            if len(self._uncounted) >= _COUNT_AT:
+                self._count()
+
+    def _count(self) -> None:
+        """Bring the tallies up to date with the records written since they last were."""
+        for record_id, counted in self._uncounted.items():
+            if counted is not None:
+                self._tallies[counted.dag_id].count(counted, -1)
+            current = self._records.get(record_id)
+            if current is not None:
+                self._tally(current.dag_id).count(current, 1)
+        self._uncounted.clear()
+
+    def _tally(self, dag_id: str | None) -> _Tally:
+        tally = self._tallies.get(dag_id)
+        if tally is None:
+            tally = self._tallies[dag_id] = _Tally()
+        return tally
 
     # ------------------------------------------------------------------ helpers
     def _index(self, record: EscalationRecord) -> None:
@@ -80,6 +208,8 @@ class InMemoryEscalationStore(BaseEscalationStore):
 
     def _add_deliveries(self, deliveries: Sequence[Delivery]) -> None:
         for delivery in deliveries:
+            if delivery.state in (DeliveryState.SENT, DeliveryState.FAILED):
+                self._tally(self._dag_of.get(delivery.record_id)).count_delivery(delivery, 1)
             self._deliveries[delivery.id] = delivery
             self._deliveries_by_record.setdefault(delivery.record_id, []).append(delivery.id)
             if delivery.state == DeliveryState.PENDING:
@@ -95,31 +225,21 @@ class InMemoryEscalationStore(BaseEscalationStore):
             found = [r.clone() for r in self._records.values() if r.incident_id == incident_id]
         return sorted(found, key=lambda r: r.created_at)
 
-    def get_active(self, policy_name: str | None = None) -> list[EscalationRecord]:
+    def _active_ids(self, policy_name: str | None) -> list[str]:
+        if policy_name is not None:
+            return list(self._active_by_policy.get(policy_name, ()))
+        return [record_id for ids in self._active_by_policy.values() for record_id in ids]
+
+    def get_active(self, policy_name: str | None = None, *, with_history: bool = True) -> list[EscalationRecord]:
         with self._lock:
-            found = [
-                r.clone()
-                for r in self._records.values()
-                if r.is_active and (policy_name is None or r.policy_name == policy_name)
-            ]
-        return sorted(found, key=lambda r: r.created_at)
+            found = [self._records[record_id] for record_id in self._active_ids(policy_name)]
+        return sorted((r.clone() if with_history else _without_history(r) for r in found), key=lambda r: r.created_at)
 
     def count_active(self, policy_name: str | None = None) -> int:
         with self._lock:
-            return sum(
-                1
-                for r in self._records.values()
-                if r.is_active and (policy_name is None or r.policy_name == policy_name)
-            )
-
-    def get_pending_escalations(self, before: datetime) -> list[EscalationRecord]:
-        with self._lock:
-            found = [
-                r.clone()
-                for r in self._records.values()
-                if r.is_open and r.next_escalation_at is not None and r.next_escalation_at <= before
-            ]
-        return sorted(found, key=lambda r: r.next_escalation_at)
+            if policy_name is not None:
+                return len(self._active_by_policy.get(policy_name, ()))
+            return sum(len(ids) for ids in self._active_by_policy.values())
 
     def list_records(
         self,
@@ -147,20 +267,13 @@ class InMemoryEscalationStore(BaseEscalationStore):
         found.sort(key=lambda r: (r.created_at, r.id), reverse=True)
         return [r.clone() for r in found[offset : offset + limit]], len(found)
 
-    def save(self, record: EscalationRecord) -> EscalationRecord:
-        with self._lock:
-            stored = record.clone()
-            current = self._records.get(record.id)
-            stored.version = (current.version if current else 0) + 1
-            self._records[record.id] = stored
-            self._index(stored)
-        return stored.clone()
-
     def delete(self, record_id: str) -> bool:
         with self._lock:
             record = self._records.pop(record_id, None)
             if record is None:
                 return False
+            tally = self._tally(self._dag_of.pop(record_id, None))
+            self._track(record, None)
             key = _incident_key(record)
             for index in (self._open, self._last_closed):
                 if index.get(key) == record_id:
@@ -168,7 +281,7 @@ class InMemoryEscalationStore(BaseEscalationStore):
             self._leases.pop(record_id, None)
             self._due_at.pop(record_id, None)
             for delivery_id in self._deliveries_by_record.pop(record_id, []):
-                self._deliveries.pop(delivery_id, None)
+                tally.count_delivery(self._deliveries.pop(delivery_id), -1)
                 self._delivery_leases.pop(delivery_id, None)
                 self._pending.pop(delivery_id, None)
             return True
@@ -182,22 +295,11 @@ class InMemoryEscalationStore(BaseEscalationStore):
         return len(old)
 
     def get_stats(self, dag_ids: DagIds | None = None) -> EscalationStats:
-        acc = StatsAccumulator()
-        dags = set(dag_ids) if dag_ids is not None else None
         with self._lock:
-            if dags is None:
-                for record in self._records.values():
-                    acc.add_record(record)
-                for delivery in self._deliveries.values():
-                    acc.add_delivery(delivery.target.key, delivery.state)
-            else:
-                for record in self._records.values():
-                    if record.dag_id in dags:
-                        acc.add_record(record)
-                        for delivery_id in self._deliveries_by_record.get(record.id, ()):
-                            delivery = self._deliveries[delivery_id]
-                            acc.add_delivery(delivery.target.key, delivery.state)
-        return acc.result()
+            self._count()
+            if dag_ids is None:
+                return _stats(self._tallies.values())
+            return _stats(self._tallies[dag] for dag in set(dag_ids) if dag in self._tallies)
 
     def clear(self) -> None:
         with self._lock:
@@ -212,6 +314,10 @@ class InMemoryEscalationStore(BaseEscalationStore):
             self._due_at.clear()
             self._moved.clear()
             self._pending.clear()
+            self._active_by_policy.clear()
+            self._tallies.clear()
+            self._uncounted.clear()
+            self._dag_of.clear()
 
     # ------------------------------------------------------------------ engine contract
     def create(self, record: EscalationRecord, deliveries: Sequence[Delivery] = ()) -> EscalationRecord | None:
@@ -221,6 +327,8 @@ class InMemoryEscalationStore(BaseEscalationStore):
             record.version = 1
             self._records[record.id] = record
             self._index(record)
+            self._dag_of[record.id] = record.dag_id
+            self._track(None, record)
             self._add_deliveries(deliveries)
         return record
 
@@ -248,6 +356,7 @@ class InMemoryEscalationStore(BaseEscalationStore):
             record.notification_count = current.notification_count  # counted by finish_delivery
             self._records[record.id] = record
             self._index(record)
+            self._track(current, record)
             self._leases.pop(record.id, None)
             if cancel_pending:
                 for delivery_id in self._deliveries_by_record.get(record.id, ()):
@@ -343,10 +452,10 @@ class InMemoryEscalationStore(BaseEscalationStore):
             self._delivery_leases.pop(delivery_id, None)
             delivery.updated_at = now
             delivery.last_error = error
+            record = self._records.get(delivery.record_id)
             if sent:
                 delivery.state = DeliveryState.SENT
                 delivery.sent_at = now
-                record = self._records.get(delivery.record_id)
                 if record is not None:
                     record.notification_count += 1
             elif retry_at is not None:
@@ -355,6 +464,8 @@ class InMemoryEscalationStore(BaseEscalationStore):
                 self._pending[delivery_id] = delivery
             else:
                 delivery.state = DeliveryState.FAILED
+            if record is not None:
+                self._tally(self._dag_of.get(record.id)).count_delivery(delivery, 1)
             return _copy_delivery(delivery)
 
     def expire_deliveries(self, now: datetime) -> int:
@@ -379,6 +490,13 @@ class InMemoryEscalationStore(BaseEscalationStore):
 def _incident_key(record: EscalationRecord) -> tuple[str, str, str | None]:
     """One open record per incident, policy and DAG."""
     return record.incident_id, record.policy_name, record.dag_id
+
+
+def _without_history(record: EscalationRecord) -> EscalationRecord:
+    twin = EscalationRecord.__new__(EscalationRecord)
+    twin.__dict__.update(record.__dict__)
+    twin.history, twin.metadata = [], dict(record.metadata)
+    return twin
 
 
 def _copy_delivery(delivery: Delivery) -> Delivery:

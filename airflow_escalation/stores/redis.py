@@ -4,7 +4,7 @@ Layout under ``key_prefix`` (P):
 
 - ``P rec:{id}``      hash: ``data`` (the record's JSON without history/version/notification_count),
   ``ver``, ``nc`` (notification_count, only ever bumped by ``finish_delivery`` and set by
-  create/save), the lease ``lo``/``lu``, and the few derived fields the scripts index and count by
+  create), the lease ``lo``/``lu``, and the few derived fields the scripts index and count by
   (state, level, policy, incident, epoch times, ack/resolve durations in microseconds);
 - ``P hist:{id}``     list of history events (JSON);
 - ``P dlv:{id}``      delivery hash; ``P rec_dlv:{id}`` list of a record's delivery ids in order;
@@ -20,8 +20,11 @@ Layout under ``key_prefix`` (P):
   ``P by_policy:{policy}``, ``P by_dag:{dag_id}`` and ``P no_dag`` (records of no DAG; filled
   for older records when the store opens);
 - counters: ``P stats`` (totals, per state, ack/resolve sums, sent/failed), ``P stats:level``,
-  ``P stats:policy``, ``P stats:target``. Scripts keep them exact, so ``get_stats`` reads four
-  hashes whatever the number of records.
+  ``P stats:policy``, ``P stats:target``; per DAG one hash, ``P stats_dag:{dag_id}`` (``P
+  stats_nodag`` for records of no DAG: ``total``, ``st:``/``lvl:``/``pol:``/``tk:`` fields, the
+  sums and outcomes), trusted once ``P stats_by_dag`` is set (by the first record of an empty
+  store). Scripts keep them exact, so ``get_stats`` reads four hashes (one per DAG asked for)
+  whatever the number of records.
 
 Scripts touch keys they derive from ids, so they are not Redis Cluster safe unless every key
 shares one hash slot (give a prefix with a hash tag, e.g. ``"{escalation}:"``).
@@ -29,7 +32,7 @@ shares one hash slot (give a prefix with a hash tag, e.g. ``"{escalation}:"``).
 
 from __future__ import annotations
 
-import json
+from collections import Counter
 import re
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -42,7 +45,8 @@ import redis
 from airflow_escalation.core.models import Delivery, EscalationRecord, EscalationStats, StatsAccumulator
 from airflow_escalation.core.timeutil import UTC, ensure_aware
 from airflow_escalation.core.types import ACTIVE_STATE_VALUES, DeliveryState, EscalationState
-from airflow_escalation.stores.base import BaseEscalationStore, DagIds, StoreError
+from airflow_escalation.stores.base import BaseEscalationStore, DagIds, StoreCall, StoreError
+from airflow_escalation.stores.json_documents import dump_json, load_json
 
 _SEP = "\x1f"  # between incident id and policy name in the open / last_closed hashes
 _UNKNOWN_ERROR = "the sender stopped while sending: outcome unknown, not re-sent"
@@ -89,20 +93,35 @@ local function load_record(id)
   return f
 end
 
+-- the counters of one DAG's records ('' = of no DAG), all in one hash
+local function dag_stats(dag)
+  if dag == '' then return P .. 'stats_nodag' end
+  return P .. 'stats_dag:' .. dag
+end
+
+-- where a record with fields f is counted once: {hash, field} (every record, and its DAG's)
+local function counted_at(f)
+  local S, D = P .. 'stats', dag_stats(f.dag)
+  return {
+    {S, 'total'}, {S, 'st:' .. f.st}, {P .. 'stats:level', f.lvl}, {P .. 'stats:policy', f.pol},
+    {D, 'total'}, {D, 'st:' .. f.st}, {D, 'lvl:' .. f.lvl}, {D, 'pol:' .. f.pol},
+  }
+end
+
+-- a duration (d = 'ack' or 'res': d_n and d_us, microseconds) added to or taken from a hash
+local function count_duration(key, d, us, one)
+  if us ~= '' then
+    bump(key, d .. '_n', one)
+    bump(key, d .. '_us', one == '1' and us or neg(us))
+  end
+end
+
 -- what StatsAccumulator.add_record counts for one record, added (one='1') or taken back ('-1')
 local function count_record(f, one)
-  local S = P .. 'stats'
-  bump(S, 'total', one)
-  bump(S, 'st:' .. f.st, one)
-  bump(P .. 'stats:level', f.lvl, one)
-  bump(P .. 'stats:policy', f.pol, one)
-  if f.ack ~= '' then
-    bump(S, 'ack_n', one)
-    bump(S, 'ack_us', one == '1' and f.ack or neg(f.ack))
-  end
-  if f.res ~= '' then
-    bump(S, 'res_n', one)
-    bump(S, 'res_us', one == '1' and f.res or neg(f.res))
+  for _, at in ipairs(counted_at(f)) do bump(at[1], at[2], one) end
+  for _, key in ipairs({P .. 'stats', dag_stats(f.dag)}) do
+    count_duration(key, 'ack', f.ack, one)
+    count_duration(key, 'res', f.res, one)
   end
 end
 
@@ -162,25 +181,19 @@ end
 -- move the record's counters from its old fields to its new ones: only those that change
 local function recount_record(old, f)
   if not old then return count_record(f, '1') end
-  local S = P .. 'stats'
-  local function move(key, old_field, field)
-    if old_field ~= field then
-      bump(key, old_field, '-1')
-      bump(key, field, '1')
+  local before, after = counted_at(old), counted_at(f)
+  for j, at in ipairs(after) do
+    if before[j][1] ~= at[1] or before[j][2] ~= at[2] then
+      bump(before[j][1], before[j][2], '-1')
+      bump(at[1], at[2], '1')
     end
   end
-  move(S, 'st:' .. old.st, 'st:' .. f.st)
-  move(P .. 'stats:level', old.lvl, f.lvl)
-  move(P .. 'stats:policy', old.pol, f.pol)
-  for _, d in ipairs({'ack', 'res'}) do  -- durations: ack_n/ack_us, res_n/res_us
-    if old[d] ~= f[d] then
-      if old[d] ~= '' then
-        bump(S, d .. '_n', '-1')
-        bump(S, d .. '_us', neg(old[d]))
-      end
-      if f[d] ~= '' then
-        bump(S, d .. '_n', '1')
-        bump(S, d .. '_us', f[d])
+  local S = P .. 'stats'
+  for _, keys in ipairs({{S, S}, {dag_stats(old.dag), dag_stats(f.dag)}}) do
+    for _, d in ipairs({'ack', 'res'}) do  -- durations: ack_n/ack_us, res_n/res_us
+      if old[d] ~= f[d] or keys[1] ~= keys[2] then
+        count_duration(keys[1], d, old[d], '-1')
+        count_duration(keys[2], d, f[d], '1')
       end
     end
   end
@@ -245,12 +258,19 @@ local function unindex_delivery(id)
   redis.call('ZREM', P .. 'dlv_sending', id)
 end
 
-local function count_delivery(st, tk, one)
+-- a delivery's outcome counted for every record and for its record's DAG (dag: nil to read it
+-- from the record rid)
+local function count_delivery(st, tk, one, rid, dag)
+  if st ~= 'sent' and st ~= 'failed' then return end
+  local D = dag_stats(dag or redis.call('HGET', P .. 'rec:' .. rid, 'dag') or '')
   if st == 'sent' then
     bump(P .. 'stats', 'sent', one)
     bump(P .. 'stats:target', tk, one)
-  elseif st == 'failed' then
+    bump(D, 'sent', one)
+    bump(D, 'tk:' .. tk, one)
+  else
     bump(P .. 'stats', 'failed', one)
+    bump(D, 'failed', one)
   end
 end
 
@@ -258,7 +278,7 @@ local function add_delivery(d)
   local k = P .. 'dlv:' .. d.id
   local old = redis.call('HMGET', k, 'st', 'tk')
   if old[1] then
-    count_delivery(old[1], old[2], '-1')
+    count_delivery(old[1], old[2], '-1', d.rid)
     unindex_delivery(d.id)
     redis.call('DEL', k)
   else
@@ -271,7 +291,7 @@ local function add_delivery(d)
   end
   redis.call('HSET', k, unpack(kv))
   index_delivery(d.id, d.st, d.nep, d.cep)
-  count_delivery(d.st, d.tk, '1')
+  count_delivery(d.st, d.tk, '1', d.rid)
 end
 
 local function add_deliveries(i)
@@ -284,10 +304,10 @@ local function add_deliveries(i)
   return i
 end
 
-local function remove_delivery(id)
+local function remove_delivery(id, dag)
   local k = P .. 'dlv:' .. id
   local old = redis.call('HMGET', k, 'st', 'tk')
-  if old[1] then count_delivery(old[1], old[2], '-1') end
+  if old[1] then count_delivery(old[1], old[2], '-1', nil, dag) end
   unindex_delivery(id)
   redis.call('DEL', k)
 end
@@ -298,7 +318,7 @@ local function remove_record(id)
   count_record(f, '-1')
   unindex_record(id, f, true)
   redis.call('DEL', P .. 'rec:' .. id, P .. 'hist:' .. id)
-  for _, did in ipairs(redis.call('LRANGE', P .. 'rec_dlv:' .. id, 0, -1)) do remove_delivery(did) end
+  for _, did in ipairs(redis.call('LRANGE', P .. 'rec_dlv:' .. id, 0, -1)) do remove_delivery(did, f.dag) end
   redis.call('DEL', P .. 'rec_dlv:' .. id)
   return 1
 end
@@ -357,6 +377,8 @@ local k = P .. 'rec:' .. id
 if redis.call('EXISTS', k) == 1 or redis.call('HEXISTS', P .. 'open_dag', incident_key(f.inc, f.pol, f.dag)) == 1 then
   return 0
 end
+-- the first record of an empty store: every record is counted per DAG from here on
+if redis.call('EXISTS', P .. 'stats') == 0 then redis.call('SET', P .. 'stats_by_dag', '1') end
 write_record(id, f, nil, {'ver', '1', 'nc', ARGV[3 + #REC_FIELDS]})
 redis.call('DEL', P .. 'hist:' .. id)
 local i = push_history(id, 4 + #REC_FIELDS)
@@ -389,17 +411,6 @@ if ARGV[4] == '1' then
 end
 add_deliveries(i)
 return 1
-"""
-
-# ARGV: P, id, record fields (REC_FIELDS), notification_count, full history (n, ...). Returns the version.
-_LUA_SAVE = r"""
-local id = ARGV[2]
-local k = P .. 'rec:' .. id
-local ver = tonumber(redis.call('HGET', k, 'ver') or '0') + 1
-write_record(id, args_to(REC_FIELDS, 3), load_record(id), {'ver', tostring(ver), 'nc', ARGV[3 + #REC_FIELDS]})
-redis.call('DEL', P .. 'hist:' .. id)
-push_history(id, 4 + #REC_FIELDS)
-return ver
 """
 
 # ARGV: P, offset, limit, n, state..., policy, incident, dag ('' = no filter).
@@ -543,13 +554,13 @@ if ARGV[4] == '1' then
   redis.call('HSET', k, 'upd', ARGV[3], 'err', ARGV[5], 'st', 'sent', 'sent', ARGV[3])
   local rk = P .. 'rec:' .. d[2]
   if redis.call('EXISTS', rk) == 1 then redis.call('HINCRBY', rk, 'nc', 1) end
-  count_delivery('sent', d[3], '1')
+  count_delivery('sent', d[3], '1', d[2])
 elseif ARGV[6] ~= '' then
   redis.call('HSET', k, 'upd', ARGV[3], 'err', ARGV[5], 'st', 'pending', 'nat', ARGV[6], 'nep', ARGV[7])
   redis.call('ZADD', P .. 'dlv_pending', ARGV[7], id)
 else
   redis.call('HSET', k, 'upd', ARGV[3], 'err', ARGV[5], 'st', 'failed')
-  count_delivery('failed', '', '1')
+  count_delivery('failed', '', '1', d[2])
 end
 return redis.call('HGETALL', k)
 """
@@ -572,9 +583,9 @@ return n
 
 # Key families of one prefix, for clear(): everything else under a longer prefix is left alone.
 _OWN_KEY = re.compile(
-    r"(rec:|hist:|dlv:|rec_dlv:|active:|incident:|stats:|by_state:|by_policy:|by_dag:|tmp:).*"
+    r"(rec:|hist:|dlv:|rec_dlv:|active:|incident:|stats:|stats_dag:|by_state:|by_policy:|by_dag:|tmp:).*"
     r"|due|open|last_closed|open_dag|last_closed_dag|no_dag|no_dag_indexed|active|closed|all|dlv_ready|dlv_pending"
-    r"|dlv_sending|stats",
+    r"|dlv_sending|stats|stats_nodag|stats_by_dag",
     re.DOTALL,
 )
 
@@ -596,20 +607,6 @@ def _micros(delta: timedelta) -> str:
     return str(delta // timedelta(microseconds=1))
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=_json_default)
-
-
 def _state(record: EscalationRecord) -> str:
     state = record.state
     return state.value if isinstance(state, Enum) else str(state)
@@ -626,7 +623,7 @@ def _record_args(record: EscalationRecord) -> list[str]:
     resolved = state == EscalationState.RESOLVED.value and record.resolved_at is not None
     res = _micros(record.resolved_at - record.created_at) if resolved else ""
     return [
-        _dumps(data),
+        dump_json(data),
         state,
         str(int(record.current_level)),
         record.policy_name,
@@ -654,7 +651,7 @@ def _dag_args(dag_ids: DagIds) -> list[str]:
 
 
 def _history_args(events: Sequence[dict]) -> list[str]:
-    return [str(len(events)), *(_dumps(e) for e in events)]
+    return [str(len(events)), *(dump_json(e) for e in events)]
 
 
 def _delivery_args(deliveries: Sequence[Delivery]) -> list[str]:
@@ -664,7 +661,7 @@ def _delivery_args(deliveries: Sequence[Delivery]) -> list[str]:
         args += [
             d.id,
             d.record_id,
-            _dumps(
+            dump_json(
                 {
                     "id": d.id,
                     "record_id": d.record_id,
@@ -681,7 +678,7 @@ def _delivery_args(deliveries: Sequence[Delivery]) -> list[str]:
             _ts(d.next_attempt_at),
             _ts(d.created_at),
             _iso(d.sent_at),
-            _dumps(d.last_error),
+            dump_json(d.last_error),
             d.target.key,
         ]
     return args
@@ -695,24 +692,24 @@ def _record_from(fields: dict[str, str], history: list[str] | str) -> Escalation
     """A record from its hash fields and its history: the list's JSON events, or one JSON array."""
     if not fields.get("data"):
         return None
-    data = json.loads(fields["data"])
+    data = load_json(fields["data"])
     data["version"] = int(fields.get("ver") or 0)
     data["notification_count"] = int(fields.get("nc") or 0)
-    data["history"] = json.loads(history) if isinstance(history, str) else [json.loads(e) for e in history]
+    data["history"] = load_json(history) if isinstance(history, str) else [load_json(e) for e in history]
     return EscalationRecord.from_dict(data)
 
 
 def _delivery_from(fields: dict[str, str]) -> Delivery | None:
     if not fields.get("data"):
         return None
-    data = json.loads(fields["data"])
+    data = load_json(fields["data"])
     data.update(
         state=fields["st"],
         attempts=int(fields.get("att") or 0),
         updated_at=fields.get("upd") or None,
         next_attempt_at=fields.get("nat") or None,
         sent_at=fields.get("sent") or None,
-        last_error=json.loads(fields.get("err") or "null"),
+        last_error=load_json(fields.get("err") or "null"),
     )
     return Delivery.from_dict(data)
 
@@ -799,9 +796,9 @@ class RedisEscalationStore(BaseEscalationStore):
         self._find_open = script(_LUA_FIND_OPEN)
         self._index_no_dag_script = script(_LUA_INDEX_NO_DAG)
         self._no_dag_indexed = False  # _index_no_dag ran (on the first read filtered by DAG)
+        self._counted_by_dag = False  # every record is counted per DAG (stats_by_dag is set)
         self._create = script(_LUA_CREATE)
         self._update = script(_LUA_UPDATE)
-        self._save = script(_LUA_SAVE)
         self._delete = script(_LUA_DELETE)
         self._list = script(_LUA_LIST)
         self._cleanup = script(_LUA_CLEANUP)
@@ -872,7 +869,7 @@ class RedisEscalationStore(BaseEscalationStore):
     prefers_batches = True
     batch_threads = 2
 
-    def run_batch(self, calls: Sequence[tuple[Callable[..., Any], tuple, dict]]) -> list[tuple[Any, Exception | None]]:
+    def run_batch(self, calls: Sequence[StoreCall]) -> list[tuple[Any, Exception | None]]:
         """Run ``calls`` (this store's bound methods, args, kwargs); their outcomes in order,
         ``(result, None)`` or ``(None, error)``.
 
@@ -917,7 +914,7 @@ class RedisEscalationStore(BaseEscalationStore):
                 outcomes[i] = (None, exc)
         return outcomes
 
-    def _load(self, ids: Sequence[str]) -> list[EscalationRecord]:
+    def _load(self, ids: Sequence[str], with_history: bool = True) -> list[EscalationRecord]:
         """Records by id in that order, skipping the missing ones (each read is atomic)."""
         found: list[EscalationRecord] = []
         with self._errors("read records"):
@@ -927,9 +924,11 @@ class RedisEscalationStore(BaseEscalationStore):
                 for record_id in chunk:
                     # only the fields a record is built from: replies parse faster than HGETALL
                     pipe.hmget(self._key("rec:", record_id), _READ_FIELDS)
-                    pipe.lrange(self._key("hist:", record_id), 0, -1)
+                    if with_history:
+                        pipe.lrange(self._key("hist:", record_id), 0, -1)
                 replies = pipe.execute()
-                for values, history in zip(replies[::2], replies[1::2]):
+                pairs = zip(replies[::2], replies[1::2]) if with_history else ((v, []) for v in replies)
+                for values, history in pairs:
                     record = _record_from(dict(zip(_READ_FIELDS, values)), history)
                     if record is not None:
                         found.append(record)
@@ -951,27 +950,21 @@ class RedisEscalationStore(BaseEscalationStore):
             ids = sorted(self._client.smembers(self._key("incident:", incident_id)))
         return sorted(self._load(ids), key=lambda r: r.created_at)
 
-    def get_active(self, policy_name: str | None = None) -> list[EscalationRecord]:
+    def get_active(self, policy_name: str | None = None, *, with_history: bool = True) -> list[EscalationRecord]:
         key = self._key("active") if policy_name is None else self._key("active:", policy_name)
         with self._errors("get_active"):
             ids = self._client.zrange(key, 0, -1)
         # an index read and the record reads are separate steps: re-check what was read
-        return [r for r in self._load(ids) if r.is_active and (policy_name is None or r.policy_name == policy_name)]
+        return [
+            r
+            for r in self._load(ids, with_history)
+            if r.is_active and (policy_name is None or r.policy_name == policy_name)
+        ]
 
     def count_active(self, policy_name: str | None = None) -> int:
         key = self._key("active") if policy_name is None else self._key("active:", policy_name)
         with self._errors("count_active"):
             return int(self._client.zcard(key))
-
-    def get_pending_escalations(self, before: datetime) -> list[EscalationRecord]:
-        with self._errors("get_pending_escalations"):
-            ids = self._client.zrangebyscore(self._key("due"), "-inf", _ts(before))
-        before = ensure_aware(before)
-        return [
-            r
-            for r in self._load(ids)
-            if r.is_open and r.next_escalation_at is not None and r.next_escalation_at <= before
-        ]
 
     def list_records(
         self,
@@ -1004,19 +997,6 @@ class RedisEscalationStore(BaseEscalationStore):
         )
         records = (_record_from(dict(zip(_READ_FIELDS, values)), history) for values, history in reply[1:])
         return [r for r in records if r is not None], int(reply[0])
-
-    def save(self, record: EscalationRecord) -> EscalationRecord:
-        version = self._run(
-            self._save,
-            "save",
-            record.id,
-            *_record_args(record),
-            str(int(record.notification_count)),
-            *_history_args(record.history),
-        )
-        stored = record.clone()
-        stored.version = int(version)
-        return stored
 
     def delete(self, record_id: str) -> bool:
         return bool(self._run(self._delete, "delete", record_id))
@@ -1059,8 +1039,49 @@ class RedisEscalationStore(BaseEscalationStore):
         )
 
     def _stats_of_dags(self, dag_ids: DagIds) -> EscalationStats:
-        """Stats over the records of some DAGs: counted from the records and their deliveries
-        (the counters are kept for every record only)."""
+        """Stats over the records of some DAGs: their DAGs' counters, when every record was
+        counted per DAG (a store filled since its first record by this version), else counted
+        from the records."""
+        dags = set(dag_ids)
+        with self._errors("get_stats"):
+            if not self._counted_by_dag:
+                self._counted_by_dag = bool(self._client.exists(self._key("stats_by_dag")))
+            if not self._counted_by_dag:
+                return self._stats_of_dags_loaded(dags)
+            pipe = self._client.pipeline(transaction=True)
+            for dag in dags:
+                pipe.hgetall(self._key("stats_nodag") if dag is None else self._key("stats_dag:", dag))
+            hashes = pipe.execute() if dags else []
+        n: Counter[str] = Counter()
+        for fields in hashes:
+            n.update({k: int(v) for k, v in fields.items()})
+
+        def group(prefix: str) -> dict[str, int]:
+            return {k[len(prefix) :]: v for k, v in n.items() if k.startswith(prefix) and v}
+
+        ack_n, res_n = n["ack_n"], n["res_n"]
+        by_state = group("st:")
+        return EscalationStats(
+            total_escalations=n["total"],
+            active_escalations=sum(by_state.get(s, 0) for s in ACTIVE_STATE_VALUES),
+            acknowledged_count=by_state.get(EscalationState.ACKNOWLEDGED.value, 0),
+            resolved_count=by_state.get(EscalationState.RESOLVED.value, 0),
+            timed_out_count=by_state.get(EscalationState.TIMED_OUT.value, 0),
+            cancelled_count=by_state.get(EscalationState.CANCELLED.value, 0),
+            failed_count=by_state.get(EscalationState.FAILED.value, 0),
+            avg_time_to_acknowledge_seconds=n["ack_us"] / 1e6 / ack_n if ack_n else 0.0,
+            avg_time_to_resolve_seconds=n["res_us"] / 1e6 / res_n if res_n else 0.0,
+            escalations_by_level={int(k): v for k, v in group("lvl:").items()},
+            escalations_by_policy=group("pol:"),
+            notifications_sent=n["sent"],
+            notifications_by_target=group("tk:"),
+            notifications_failed=n["failed"],
+        )
+
+    def _stats_of_dags_loaded(self, dag_ids: DagIds) -> EscalationStats:
+        """Stats over the records of some DAGs counted from the records (without their histories)
+        and their deliveries, read in pipelines: a store written before records were counted
+        per DAG."""
         if None in dag_ids:
             self._index_no_dag()
         keys = [self._key("no_dag") if d is None else self._key(f"by_dag:{d}") for d in set(dag_ids)]
@@ -1071,9 +1092,20 @@ class RedisEscalationStore(BaseEscalationStore):
                 pipe.zrange(key, 0, -1)
             ids = sorted({i for found in (pipe.execute() if keys else []) for i in found})
         for chunk in range(0, len(ids), _BATCH):
-            for record in self._load(ids[chunk : chunk + _BATCH]):
+            records = self._load(ids[chunk : chunk + _BATCH], with_history=False)  # stats need none
+            for record in records:
                 acc.add_record(record)
-                for delivery in self.get_deliveries(record.id):
+            with self._errors("get_stats"):  # the deliveries of the chunk's records: two round trips
+                pipe = self._client.pipeline(transaction=False)
+                for record in records:
+                    pipe.lrange(self._key("rec_dlv:", record.id), 0, -1)
+                delivery_ids = [i for found in (pipe.execute() if records else []) for i in found]
+                pipe = self._client.pipeline(transaction=False)
+                for delivery_id in delivery_ids:
+                    pipe.hgetall(self._key("dlv:", delivery_id))
+                replies = pipe.execute() if delivery_ids else []
+            for delivery in map(_delivery_from, replies):
+                if delivery is not None:
                     acc.add_delivery(delivery.target.key, delivery.state)
         return acc.result()
 
@@ -1254,11 +1286,13 @@ class RedisEscalationStore(BaseEscalationStore):
         error: str | None = None,
         retry_at: datetime | None = None,
     ) -> _Call:
-        args = [delivery_id, _iso(now), "1" if sent else "0", _dumps(error), _iso(retry_at), _ts(retry_at)]
+        args = [delivery_id, _iso(now), "1" if sent else "0", dump_json(error), _iso(retry_at), _ts(retry_at)]
         return _Call(self._finish_delivery, "finish_delivery", args, _delivery_reply)
 
     def expire_deliveries(self, now: datetime) -> int:
-        return int(self._run(self._expire_deliveries, "expire_deliveries", _ts(now), _iso(now), _dumps(_UNKNOWN_ERROR)))
+        return int(
+            self._run(self._expire_deliveries, "expire_deliveries", _ts(now), _iso(now), dump_json(_UNKNOWN_ERROR))
+        )
 
     def next_delivery_at(self) -> datetime | None:
         with self._errors("next_delivery_at"):

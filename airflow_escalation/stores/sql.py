@@ -50,15 +50,14 @@ from airflow_escalation.core.models import (
 from airflow_escalation.core.timeutil import UTC, ensure_aware, from_iso
 from airflow_escalation.core.types import ACTIVE_STATE_VALUES, DeliveryState, EscalationState
 from airflow_escalation.stores import sql_schema
-from airflow_escalation.stores.base import BaseEscalationStore, DagIds, StoreError
+from airflow_escalation.stores.base import BaseEscalationStore, DagIds, StoreCall, StoreError
+from airflow_escalation.stores.sql_codec import MYSQL_DIALECTS, codec_for
 from airflow_escalation.stores.sql_schema import (
     DEFAULT_PREFIX,
-    MYSQL_DIALECTS,
     TARGET_KEY,
     JSONDocument,
     Tables,
     UTCDateTime,
-    _json_default,
     build_tables,
 )
 
@@ -237,6 +236,27 @@ def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+def delivery_row(d: Delivery, seq: int) -> dict[str, Any]:
+    """The delivery table's row of ``d``, ``seq``-th of its record, in model values (the column
+    types convert them)."""
+    return {
+        "id": d.id,
+        "record_id": d.record_id,
+        "seq": seq,
+        "level": d.level,
+        "round": d.round,
+        "target": d.target.to_dict(),
+        "target_key": d.target.key[:TARGET_KEY],
+        "state": DeliveryState(d.state).value,
+        "attempts": d.attempts,
+        "created_at": d.created_at,
+        "updated_at": d.updated_at,
+        "next_attempt_at": d.next_attempt_at,
+        "sent_at": d.sent_at,
+        "last_error": d.last_error,
+    }
+
+
 def _check_deliveries(record: EscalationRecord, deliveries: Sequence[Delivery]) -> None:
     # deliveries are numbered per record (seq) under the record's row lock
     strays = sorted({d.record_id for d in deliveries if d.record_id != record.id})
@@ -247,48 +267,24 @@ def _check_deliveries(record: EscalationRecord, deliveries: Sequence[Delivery]) 
 # --------------------------------------------------------------------------- the direct path
 
 
-def _sqlite_time(value: datetime) -> str:
-    # SQLITE_DATETIME_FORMAT, as UTCDateTime writes it: isoformat pads the year to 4 digits and,
-    # with timespec="microseconds", always writes 6 digits of microseconds
-    return ensure_aware(value).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-def _sqlite_load_time(value: str) -> datetime:
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
-
-
-def _naive_utc(value: datetime) -> datetime:
-    return ensure_aware(value).replace(tzinfo=None)
-
-
-def _dump_json(value: Any) -> str | None:
-    # the conversions of JSONDocument (datetimes, enums, sets, other objects)
-    return None if value is None else json.dumps(value, separators=(",", ":"), default=_json_default)
-
-
 class _Codec:
-    """Values between the models and the driver, for the direct path and the listings.
+    """Rows between the models and the driver, for the direct path and the listings.
 
-    Does what UTCDateTime and JSONDocument do on the SQLAlchemy path, without its per-value
-    processing: SQLite keeps datetimes as fixed-width UTC text; PostgreSQL takes aware datetimes
-    and returns them aware; MySQL takes and returns naive UTC. JSON is written and read as text
-    (PostgreSQL's is selected as text: psycopg would otherwise parse a record's documents again in
-    each of its history rows). Record and delivery rows are selected in model field order
+    The values are converted by the dialect's codec (``sql_codec``), the one UTCDateTime and
+    JSONDocument use on the SQLAlchemy path, without SQLAlchemy's per-value processing. JSON is
+    written and read as text (PostgreSQL's is selected as text: psycopg would otherwise parse a
+    record's documents again in each of its history rows). Record and delivery rows are selected in model field order
     (``record_reads``, ``delivery_reads``) and made models by ``record`` and ``delivery``.
     """
 
     def __init__(self, tables: Tables, backend: str) -> None:
         record, event, delivery = tables
         self.backend = backend
-        self.dump_json = _dump_json
-        self.load_json: Callable[[Any], Any] = json.loads
-        if backend == "sqlite":
-            self.dump_time: Callable[[datetime], Any] = _sqlite_time
-            self.load_time: Callable[[Any], datetime] = _sqlite_load_time
-        elif backend == "postgresql":
-            self.dump_time, self.load_time = ensure_aware, ensure_aware
-        else:
-            self.dump_time, self.load_time = _naive_utc, ensure_aware
+        values = codec_for(backend)
+        self.dump_json: Callable[[Any], str] = values.dump_json
+        self.load_json: Callable[[Any], Any] = values.load_json
+        self.dump_time: Callable[[datetime], Any] = values.dump_time
+        self.load_time: Callable[[Any], datetime] = values.load_time
         self.record_columns = [record.c[name] for name in _RECORD_FIELDS]
         self.record_reads = [self.read(column) for column in self.record_columns]
         self._record_loaders = [self.loader(column) for column in self.record_columns]
@@ -862,7 +858,7 @@ class SQLEscalationStore(BaseEscalationStore):
         finally:
             cursor.close()
 
-    def run_batch(self, calls: Sequence[tuple[Callable[..., Any], tuple, dict]]) -> list[tuple[Any, Exception | None]]:
+    def run_batch(self, calls: Sequence[StoreCall]) -> list[tuple[Any, Exception | None]]:
         """Run ``calls`` (this store's bound methods, args, kwargs) as one transaction; their
         outcomes in order, ``(result, None)`` or ``(None, error)``.
 
@@ -874,14 +870,8 @@ class SQLEscalationStore(BaseEscalationStore):
         """
         if self._dialect == "postgresql":
             return self._pipelined(calls)
-        outcomes: list[tuple[Any, Exception | None]] = []
         with self._batch():
-            for fn, args, kwargs in calls:
-                try:
-                    outcomes.append((fn(*args, **kwargs), None))
-                except Exception as exc:  # noqa: BLE001 - that call's outcome
-                    outcomes.append((None, exc))
-        return outcomes
+            return super().run_batch(calls)
 
     @contextmanager
     def _batch(self) -> Iterator[None]:
@@ -947,8 +937,12 @@ class SQLEscalationStore(BaseEscalationStore):
                     histories[record_id].append(codec.load_json(entry))
         return [codec.record(row, histories[row[0]]) for row in rows]
 
-    def _records(self, *criteria: Any, order_by: Sequence[Any], limit: int | None = None) -> list[EscalationRecord]:
+    def _records(
+        self, *criteria: Any, order_by: Sequence[Any], limit: int | None = None, with_history: bool = True
+    ) -> list[EscalationRecord]:
         query = self._record_query().where(*criteria).order_by(*order_by).limit(limit)
+        if not with_history:
+            return self._run(lambda conn: [self._codec.record(row, []) for row in conn.execute(query)])
         return self._run(lambda conn: self._with_history(conn, conn.execute(query).all()))
 
     def _first(self, *criteria: Any, order_by: Sequence[Any] = ()) -> EscalationRecord | None:
@@ -970,26 +964,7 @@ class SQLEscalationStore(BaseEscalationStore):
     def _insert_deliveries(self, conn: Connection, deliveries: Sequence[Delivery], start: int) -> None:
         if deliveries:
             conn.execute(
-                sa.insert(self._tables.delivery),
-                [
-                    {
-                        "id": d.id,
-                        "record_id": d.record_id,
-                        "seq": start + i,
-                        "level": d.level,
-                        "round": d.round,
-                        "target": d.target.to_dict(),
-                        "target_key": d.target.key[:TARGET_KEY],
-                        "state": DeliveryState(d.state).value,
-                        "attempts": d.attempts,
-                        "created_at": d.created_at,
-                        "updated_at": d.updated_at,
-                        "next_attempt_at": d.next_attempt_at,
-                        "sent_at": d.sent_at,
-                        "last_error": d.last_error,
-                    }
-                    for i, d in enumerate(deliveries)
-                ],
+                sa.insert(self._tables.delivery), [delivery_row(d, start + i) for i, d in enumerate(deliveries)]
             )
 
     def _delete_records(self, conn: Connection, ids: Sequence[str]) -> int:
@@ -1254,12 +1229,12 @@ class SQLEscalationStore(BaseEscalationStore):
         record = self._tables.record
         return self._records(record.c.incident_id == incident_id, order_by=(record.c.created_at, record.c.id))
 
-    def get_active(self, policy_name: str | None = None) -> list[EscalationRecord]:
+    def get_active(self, policy_name: str | None = None, *, with_history: bool = True) -> list[EscalationRecord]:
         record = self._tables.record
         criteria = [record.c.state.in_(sorted(ACTIVE_STATE_VALUES))]
         if policy_name is not None:
             criteria.append(record.c.policy_name == policy_name)
-        return self._records(*criteria, order_by=(record.c.created_at, record.c.id))
+        return self._records(*criteria, order_by=(record.c.created_at, record.c.id), with_history=with_history)
 
     def count_active(self, policy_name: str | None = None) -> int:
         record = self._tables.record
@@ -1269,14 +1244,6 @@ class SQLEscalationStore(BaseEscalationStore):
         # ix_record_active (state, policy_name, ...) answers it without reading the rows
         query = sa.select(sa.func.count()).select_from(record).where(*criteria)
         return self._run(lambda conn: conn.execute(query).scalar_one())
-
-    def get_pending_escalations(self, before: datetime) -> list[EscalationRecord]:
-        record = self._tables.record
-        return self._records(
-            self._is_open(),
-            record.c.next_escalation_at <= before,
-            order_by=(record.c.next_escalation_at, record.c.id),
-        )
 
     def list_records(
         self,
@@ -1311,27 +1278,6 @@ class SQLEscalationStore(BaseEscalationStore):
         return self._run(
             lambda conn: (self._with_history(conn, conn.execute(page).all()), conn.execute(total).scalar_one())
         )
-
-    def save(self, record: EscalationRecord) -> EscalationRecord:
-        table, event = self._tables.record, self._tables.event
-        values = _record_values(record)
-        values["history_len"] = len(record.history)
-
-        def work(conn: Connection) -> int:
-            current = conn.execute(sa.select(table.c.version).where(table.c.id == record.id).with_for_update()).scalar()
-            version = (current or 0) + 1
-            row = {**values, "version": version}
-            if current is None:
-                conn.execute(sa.insert(table).values(row))
-            else:
-                conn.execute(sa.update(table).where(table.c.id == record.id).values(row))
-                conn.execute(sa.delete(event).where(event.c.record_id == record.id))
-            self._insert_events(conn, record.id, record.history, 0, record.updated_at)
-            return version
-
-        stored = record.clone()
-        stored.version = self._run(work, write=True)
-        return stored
 
     def delete(self, record_id: str) -> bool:
         return self._run(lambda conn: self._delete_records(conn, [record_id]), write=True) > 0

@@ -22,9 +22,6 @@ check would share-lock the record row inside every outbox write.
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
-from enum import Enum
 from typing import Any, NamedTuple
 
 from sqlalchemy import JSON, Column, DateTime, Index, Integer, MetaData, String, Table, Text
@@ -32,10 +29,9 @@ from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from airflow_escalation.core.timeutil import UTC, ensure_aware
+from airflow_escalation.stores.sql_codec import MYSQL_DIALECTS, codec_for
 
 DEFAULT_PREFIX = "escalation_"
-MYSQL_DIALECTS = frozenset({"mysql", "mariadb"})
 
 RECORD_ID = 64  # uuid4().hex is 32 characters; room for imported ids
 DELIVERY_ID = 255
@@ -45,17 +41,19 @@ OPEN_KEY = 64  # sha256 hex: short enough for a unique index on MySQL whatever t
 # keeps (state, target_key) indexable on MySQL and its GROUP BY in an in-memory temporary table
 TARGET_KEY = 512
 
-# SQLite keeps datetimes as text; this fixed-width UTC format sorts in time order and puts the
-# microseconds at characters 21-26, which the store's duration arithmetic relies on.
-SQLITE_DATETIME_FORMAT = "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d"
+
+class _SQLiteDateTimeText(sqlite.DATETIME):
+    """SQLite's DATETIME column whose values are the codec's text, passed through as they are."""
+
+    def bind_processor(self, dialect: Dialect) -> None:
+        return None
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> None:
+        return None
 
 
 class UTCDateTime(TypeDecorator):
-    """Aware UTC datetimes on every backend; naive input is taken as UTC.
-
-    PostgreSQL stores ``timestamptz``. SQLite and MySQL keep no zone, so values are written as UTC
-    wall-clock time and made aware again when read.
-    """
+    """Aware UTC datetimes on every backend, converted by the dialect's codec (``sql_codec``)."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
@@ -64,41 +62,30 @@ class UTCDateTime(TypeDecorator):
         if dialect.name in MYSQL_DIALECTS:
             return dialect.type_descriptor(mysql.DATETIME(fsp=6))  # plain DATETIME drops microseconds
         if dialect.name == "sqlite":
-            return dialect.type_descriptor(sqlite.DATETIME(storage_format=SQLITE_DATETIME_FORMAT))
+            return _SQLiteDateTimeText()
         return dialect.type_descriptor(DateTime(timezone=True))
 
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        value = ensure_aware(value)
-        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else codec_for(dialect.name).dump_time(value)
 
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        # PostgreSQL answers in the session's zone, the others naive: both become aware UTC
-        return ensure_aware(value) if value is not None else None
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat() if value.tzinfo else value.isoformat()
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else codec_for(dialect.name).load_time(value)
 
 
 class JSONDocument(TypeDecorator):
-    """JSON whatever the engine's ``json_serializer``: values JSON cannot hold (datetimes, enums,
-    sets, other objects) are written as ISO strings, values, lists or ``str()``."""
+    """JSON documents, written and read by the dialect's codec (``sql_codec``): encoded once, as
+    the codec's text, whatever the engine's ``json_serializer``."""
 
     impl = JSON
     cache_ok = True
 
-    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        return json.loads(json.dumps(value, default=_json_default))
+    def bind_processor(self, dialect: Dialect) -> Any:
+        dump = codec_for(dialect.name).dump_json
+        return lambda value: None if value is None else dump(value)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        load = codec_for(dialect.name).load_json
+        return lambda value: None if value is None else load(value)
 
 
 class Tables(NamedTuple):

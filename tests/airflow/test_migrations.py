@@ -15,7 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 
-from airflow_escalation.models.db import EscalationDBManager, current_revision_is_head
+from airflow_escalation.stores.airflow_db import EscalationDBManager, current_revision_is_head
 from airflow_escalation.stores.sql_schema import metadata
 
 POSTGRES_URL = os.environ.get("ESCALATION_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

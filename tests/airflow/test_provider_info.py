@@ -120,7 +120,7 @@ def test_plugin_is_registered_by_entry_point_only():
 def test_db_manager_entry_names_the_db_manager():
     from importlib import import_module
 
-    from airflow_escalation.models.db import EscalationDBManager
+    from airflow_escalation.stores.airflow_db import EscalationDBManager
     from airflow_escalation.stores.sql_schema import metadata as escalation_metadata
 
     (name,) = get_provider_info()["db-managers"]

@@ -23,7 +23,7 @@ AIRFLOW_LAYER = [
     "airflow_escalation.triggers.escalation",
     "airflow_escalation.notifications.escalation",
     "airflow_escalation.plugins.escalation_plugin",
-    "airflow_escalation.models.db",
+    "airflow_escalation.stores.airflow_db",
     "airflow_escalation.cli.definition",
 ]
 

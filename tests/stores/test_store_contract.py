@@ -229,7 +229,6 @@ def test_history_events_are_appended_and_read_back_in_order(store: BaseEscalatio
     for found in (
         store.get_by_incident("inc-1"),
         store.get_active(),
-        store.get_pending_escalations(T0),
         store.claim_due(T0, 10, "a", LEASE),
     ):
         assert [e["event"] for e in found[0].history] == expected
@@ -295,20 +294,6 @@ def test_next_due_at_is_the_earliest_due_time_of_an_open_record(store: BaseEscal
     change(store, closed.id, close_keeping_the_due_time)
     assert store.next_due_at() == T0 + minutes(3)
     assert store.claim_due(T0 + minutes(1), 10, "a", LEASE) == []
-
-
-def test_get_pending_escalations_lists_open_records_due_by_then(store: BaseEscalationStore) -> None:
-    second = create(store, make_record("a", due=T0))
-    first = create(store, make_record("b", state="acknowledged", due=T0 - minutes(1)))
-    create(store, make_record("c", due=T0 + minutes(1)))
-    create(store, make_record("d", state="cancelled", due=T0 - minutes(2), closed_at=T0))
-    store.claim_due(T0, 10, "a", LEASE)  # leases do not hide records from this query
-
-    assert ids(store.get_pending_escalations(T0)) == [first.id, second.id]
-    assert store.get_pending_escalations(T0 - minutes(5)) == []
-
-
-# --------------------------------------------------------------------------- outbox
 
 
 def test_deliveries_are_written_with_the_record_in_order(store: BaseEscalationStore) -> None:
@@ -454,10 +439,10 @@ def test_next_delivery_at_is_the_earliest_pending_attempt(store: BaseEscalationS
 
 
 def test_get_active_lists_paging_records_oldest_first(store: BaseEscalationStore) -> None:
-    c = create(store, make_record("c", state="active", at=T0 + minutes(3)))
-    a = create(store, make_record("a", state="pending", at=T0 + minutes(1)))
+    c = create(store, make_record("c", state="active", at=T0 + minutes(3), history=[{"event": "triggered"}]))
+    a = create(store, make_record("a", state="pending", at=T0 + minutes(1), history=[{"event": "triggered"}]))
     b = create(store, make_record("b", "other", state="active", at=T0 + minutes(2)))
-    d = create(store, make_record("d", state="escalating", at=T0))
+    d = create(store, make_record("d", state="escalating", at=T0, history=[{"event": "x"}, {"event": "y"}]))
     create(store, make_record("e", state="acknowledged", at=T0))
     create(store, make_record("f", state="resolved", at=T0, closed_at=T0))
     closed = create(store, make_record("g", at=T0))
@@ -467,6 +452,12 @@ def test_get_active_lists_paging_records_oldest_first(store: BaseEscalationStore
     assert ids(store.get_active("critical")) == [d.id, a.id, c.id]
     assert ids(store.get_active("other")) == [b.id]
     assert store.get_active("none") == []
+    # without their histories: the same records, histories left unread
+    full = store.get_active("critical")
+    assert all(r.history for r in full)
+    bare = store.get_active("critical", with_history=False)
+    assert [r.history for r in bare] == [[], [], []]
+    assert [{**r.to_dict(), "history": []} for r in full] == [{**r.to_dict(), "history": []} for r in bare]
     # counted as listed: the state change of a close moves a record out of the count
     assert [store.count_active(), store.count_active("critical"), store.count_active("other")] == [4, 3, 1]
     assert store.count_active("none") == 0
@@ -569,18 +560,8 @@ def test_cleanup_resolved_deletes_old_closed_records_with_their_rows(store: Base
     create(store, make_record("old"))
 
 
-def test_save_delete_and_clear(store: BaseEscalationStore) -> None:
-    record = make_record(due=T0, notification_count=4)
-    record.add_history_event("imported", T0)
-    assert store.save(record).version == 1
-    assert record.version == 0  # the argument is not changed
-
-    record.current_level = 3
-    record.history = [{"event": "rewritten", "at": T0.isoformat()}]
-    saved = store.save(record)
-    stored = store.get(record.id)
-    assert saved.version == stored.version == 2
-    assert (stored.current_level, stored.notification_count, stored.history) == (3, 4, record.history)
+def test_delete_and_clear(store: BaseEscalationStore) -> None:
+    record = create(store, make_record(due=T0))
     assert store.find_open("inc-1", "critical").id == record.id
 
     assert store.delete(record.id) is True
@@ -884,7 +865,7 @@ def test_sqlite_memory_database_is_shared_by_threads() -> None:
     try:
         created = run_together(8, lambda i: store.create(make_record(f"inc-{i}", due=T0)))
         assert all(created)
-        assert len(store.get_pending_escalations(T0)) == 8
+        assert len(store.claim_due(T0, 10, "a", LEASE)) == 8
     finally:
         store.close()
 

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
-from airflow_escalation.stores.sql_schema import (
-    DELIVERY_ID,
-    NAME,
-    OPEN_KEY,
-    RECORD_ID,
-    TARGET_KEY,
-    JSONDocument,
-    UTCDateTime,
-)
+# Frozen: the column types and lengths as this revision created them, written out here rather
+# than imported from the live schema (stores/sql_schema.py), so that a later change there cannot
+# rewrite what this revision did. A schema change is a new revision.
+RECORD_ID = 64
+DELIVERY_ID = 255
+NAME = 255
+OPEN_KEY = 64
+TARGET_KEY = 512
+# aware UTC datetimes: timestamptz on PostgreSQL, DATETIME(6) on MySQL/MariaDB, DATETIME on SQLite
+UTCDateTime = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+JSONDocument = sa.JSON()
 
 revision = "0001"
 down_revision = None

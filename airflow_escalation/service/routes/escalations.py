@@ -183,7 +183,7 @@ async def list_escalations(
         return EscalationList(
             escalations=[Record.from_core(r) for r in page], total=len(records), limit=limit, offset=offset
         )
-    # every shipped store lists records (the store contract suite checks it): no 501 branch
+    # list_records is part of the store contract (stores/base.py): no 501 branch
     records, total = await run_store(
         engine,
         engine.store.list_records,

@@ -20,8 +20,8 @@ calls to them); PostgreSQL and MySQL, where that takes minutes, by bulk INSERTs 
 executemany) of the rows ``create`` writes, checked afterwards against ``get``. The servers'
 planner statistics are then refreshed (ANALYZE), as autovacuum / InnoDB do after a bulk load.
 
-    .venv/bin/python bench/store_queries.py                         # memory, sqlite, postgres, mysql, redis
-    .venv/bin/python bench/store_queries.py --backends sqlite redis --n 20000
+    .venv/bin/python bench/scale.py                         # memory, sqlite, postgres, mysql, redis
+    .venv/bin/python bench/scale.py --backends sqlite redis --n 20000
 
 Servers come from $ESCALATION_BENCH_POSTGRES_URL (default
 postgresql+psycopg://postgres@127.0.0.1:5432/test), $ESCALATION_BENCH_MYSQL_URL (default
@@ -34,6 +34,7 @@ reached is reported as such.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -49,7 +50,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from airflow_escalation.core.models import Delivery, EscalationRecord, EscalationTarget
 from airflow_escalation.core.types import ACTIVE_STATE_VALUES, DeliveryState
-from airflow_escalation.stores.sql_schema import NAME, TARGET_KEY
+from airflow_escalation.stores.sql_schema import NAME
 
 UTC = timezone.utc
 TABLE_PREFIX = "bench_queries_"
@@ -61,6 +62,7 @@ URLS = {
 }
 BACKENDS = ["memory", "sqlite", "postgres", "mysql", "redis"]
 POLICIES = ["db-critical", "etl-nightly", "api-latency", "ml-training"]
+SCOPED_DAGS = ["dag_0", "dag_1"]  # the stats a user allowed two of the 50 Dags sees
 CLAIM_LIMIT = 200  # SchedulerConfig.batch_size
 FILL_BATCH = 1_000  # creates per run_batch call
 LEASE = timedelta(seconds=120)
@@ -77,6 +79,21 @@ POLICY_SNAPSHOT = {  # about the size of a two-level policy's snapshot
 
 
 # --------------------------------------------------------------------------- the records
+
+
+def sent_delivery(record: EscalationRecord, level: int, target: EscalationTarget, at: datetime) -> Delivery:
+    return Delivery(
+        id=f"{record.id}-{level}-0",
+        record_id=record.id,
+        level=level,
+        round=0,
+        target=target,
+        created_at=at,
+        updated_at=at,
+        state=DeliveryState.SENT,
+        attempts=1,
+        sent_at=at,
+    )
 
 
 def make_record(i: int, now: datetime, rng: random.Random) -> tuple[EscalationRecord, list[Delivery]]:
@@ -101,19 +118,7 @@ def make_record(i: int, now: datetime, rng: random.Random) -> tuple[EscalationRe
     record.add_history_event("triggered", created, "system", trigger_type="unacknowledged", severity="critical")
     record.add_history_event("start", created, "system", from_state="pending")
     record.add_history_event("notified", created, "system", round=0, targets=["user:oncall-primary"])
-    sent = {"state": DeliveryState.SENT, "attempts": 1, "sent_at": created}
-    deliveries = [
-        Delivery(
-            id=f"{record.id}-1-0",
-            record_id=record.id,
-            level=1,
-            round=0,
-            target=EscalationTarget.user("oncall-primary"),
-            created_at=created,
-            updated_at=created,
-            **sent,
-        )
-    ]
+    deliveries = [sent_delivery(record, 1, EscalationTarget.user("oncall-primary"), created)]
     if kind == 0:  # due now: level 2 is late
         record.next_escalation_at = now - timedelta(seconds=rng.randint(1, 3600))
         record.next_action = "escalate"
@@ -137,18 +142,7 @@ def make_record(i: int, now: datetime, rng: random.Random) -> tuple[EscalationRe
                 closed if closed != "timed_out" else "timeout", later, "oncall", from_state="active"
             )
             if kind % 2:  # some reached level 2 first
-                deliveries.append(
-                    Delivery(
-                        id=f"{record.id}-2-0",
-                        record_id=record.id,
-                        level=2,
-                        round=0,
-                        target=EscalationTarget.team("dba"),
-                        created_at=later,
-                        updated_at=later,
-                        **dict(sent, sent_at=later),
-                    )
-                )
+                deliveries.append(sent_delivery(record, 2, EscalationTarget.team("dba"), later))
     return record, deliveries
 
 
@@ -191,14 +185,14 @@ def drop_store(backend: str, store: Any) -> None:
 def sql_rows(record: EscalationRecord, deliveries: list[Delivery]) -> tuple[dict, list[dict], list[dict]]:
     """The record, event and delivery rows ``create`` writes, with model values (SQLAlchemy's
     column types convert them)."""
-    from airflow_escalation.stores.sql import open_key
+    from airflow_escalation.stores.sql import delivery_row, open_key
 
     row = {name: getattr(record, name) for name in EscalationRecord.__dataclass_fields__ if name != "history"}
     dag_id = record.context.get("dag_id")
     row.update(
         version=1,
         history_len=len(record.history),
-        open_key=open_key(record.incident_id, record.policy_name) if record.is_open else None,
+        open_key=open_key(record.incident_id, record.policy_name, record.dag_id) if record.is_open else None,
         lease_owner=None,
         lease_until=None,
         dag_id=dag_id if isinstance(dag_id, str) and len(dag_id) <= NAME else None,
@@ -207,25 +201,7 @@ def sql_rows(record: EscalationRecord, deliveries: list[Delivery]) -> tuple[dict
         {"record_id": record.id, "seq": seq, "at": datetime.fromisoformat(e["at"]), "event": e}
         for seq, e in enumerate(record.history)
     ]
-    delivered = [
-        {
-            "id": d.id,
-            "record_id": d.record_id,
-            "seq": seq,
-            "level": d.level,
-            "round": d.round,
-            "target": d.target.to_dict(),
-            "target_key": d.target.key[:TARGET_KEY],
-            "state": d.state.value,
-            "attempts": d.attempts,
-            "created_at": d.created_at,
-            "updated_at": d.updated_at,
-            "next_attempt_at": d.next_attempt_at,
-            "sent_at": d.sent_at,
-            "last_error": d.last_error,
-        }
-        for seq, d in enumerate(deliveries)
-    ]
+    delivered = [delivery_row(d, seq) for seq, d in enumerate(deliveries)]
     return row, events, delivered
 
 
@@ -296,7 +272,7 @@ def timed(fn: Callable[[], Any], runs: int) -> tuple[float, Any]:
 
 
 def measure(backend: str, n: int, runs: int) -> dict[str, Any]:
-    tmpdir = tempfile.mkdtemp(prefix="store-queries-")
+    tmpdir = tempfile.mkdtemp(prefix="scale-")
     try:
         store = open_store(backend, tmpdir)
     except Exception as exc:
@@ -313,11 +289,14 @@ def measure(backend: str, n: int, runs: int) -> dict[str, Any]:
         out["next_due_at"], _ = timed(store.next_due_at, runs)
         out["get_active"], active = timed(lambda: store.get_active(policy), runs)
         out["active_n"] = len(active)
+        out["get_active_bare"], _ = timed(lambda: store.get_active(policy, with_history=False), runs)
         out["list_records"], (page, total) = timed(lambda: store.list_records(states=ACTIVE, limit=50), runs)
         out["page_n"], out["total"] = len(page), total
         out["count_active"], out["active_total"] = timed(store.count_active, runs)
         out["get_stats"], stats = timed(store.get_stats, runs)
         out["stats_total"] = stats.total_escalations
+        out["get_stats_dags"], stats = timed(lambda: store.get_stats(dag_ids=SCOPED_DAGS), runs)
+        out["stats_dags_total"] = stats.total_escalations
         return out
     finally:
         try:
@@ -338,14 +317,16 @@ def main() -> int:
     p.add_argument("--backends", nargs="+", choices=BACKENDS, default=BACKENDS)
     p.add_argument("--n", type=int, default=100_000, help="records per store (default 100,000)")
     p.add_argument("--runs", type=int, default=7, help="timed runs per query; the median is shown")
+    p.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     args = p.parse_args()
 
-    rows = []
+    rows, results = [], []
     for backend in args.backends:
-        print(f"[store_queries] {backend}: filling {args.n:,} records ...", file=sys.stderr, flush=True)
+        print(f"[scale] {backend}: filling {args.n:,} records ...", file=sys.stderr, flush=True)
         r = measure(backend, args.n, args.runs)
+        results.append(r)
         if "error" in r:
-            rows.append([backend, f"unavailable: {r['error']}", "", "", "", "", "", "", ""])
+            rows.append([backend, f"unavailable: {r['error']}"] + [""] * 9)
             continue
         rows.append(
             [
@@ -355,9 +336,11 @@ def main() -> int:
                 ms(r["next_due_at"]),
                 f"{ms(r['claim_due'] + r['next_due_at'])}",
                 f"{ms(r['get_active'])} ({r['active_n']:,})",
+                ms(r["get_active_bare"]),
                 f"{ms(r['list_records'])} ({r['page_n']} of {r['total']:,})",
                 f"{ms(r['count_active'])} ({r['active_total']:,})",
                 f"{ms(r['get_stats'])} ({r['stats_total']:,})",
+                f"{ms(r['get_stats_dags'])} ({r['stats_dags_total']:,})",
             ]
         )
     header = [
@@ -367,9 +350,11 @@ def main() -> int:
         "next_due_at",
         "due sweep",
         "get_active(policy) (records)",
+        "same, with_history=False",
         "list_records(active, 50) (page of total)",
         "count_active() (count)",
         "get_stats() (total)",
+        "get_stats(2 of 50 Dags) (total)",
     ]
     widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header))]
     for row in [header, ["-" * w for w in widths], *rows]:
@@ -379,6 +364,8 @@ def main() -> int:
         f"{len(POLICIES)} policies; median of {args.runs} runs after one untimed run; "
         f"python {sys.version.split()[0]}"
     )
+    if args.json:
+        print(json.dumps({"scale": results, "n": args.n, "runs": args.runs}))
     return 0
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import inspect
 from airflow.utils.db_manager import BaseDBManager
 from airflow_escalation.stores.sql_schema import metadata
 
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # airflow_escalation/
 
 
 class EscalationDBManager(BaseDBManager):

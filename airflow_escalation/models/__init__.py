@@ -1,1 +1,0 @@
-"""The provider's tables in Airflow's metadata database."""
