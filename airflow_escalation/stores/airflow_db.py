@@ -27,7 +27,7 @@ class EscalationDBManager(BaseDBManager):
     migration_dir = (PACKAGE_DIR / "migrations").as_posix()
     alembic_file = (PACKAGE_DIR / "alembic.ini").as_posix()
     supports_table_dropping = True
-    revision_heads_map = {"0.1.0": "0001"}
+    revision_heads_map = {"0.1.0": "0001", "0.2.0": "0002"}  # 0002 (on call) ships with the next release
 
     def drop_tables(self, connection) -> None:
         inspector = inspect(connection)
