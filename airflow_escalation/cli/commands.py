@@ -29,7 +29,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -57,15 +57,31 @@ class Failure(Exception):
 
 
 def _ts(value: Any) -> str:
+    """The one time format (core/timefmt.py), ``-`` for none."""
+    from airflow_escalation.core.timefmt import format_time
+
     if not value:
         return "-"
     try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return format_time(str(value).replace("Z", "+00:00"))
     except ValueError:
         return str(value)
-    if moment.utcoffset() is not None and moment.utcoffset().total_seconds() == 0:
-        return moment.strftime("%Y-%m-%d %H:%M:%SZ")
-    return moment.isoformat(sep=" ", timespec="seconds")
+
+
+def _times(count: int) -> str:
+    return "not yet" if not count else f"{count} time" if count == 1 else f"{count} times"
+
+
+def _next(record: dict[str, Any]) -> str:
+    """``level 2 → eng-manager in 12 min (2026-… UTC)``: the API's next_step (the planner's)."""
+    from airflow_escalation.core.timefmt import format_relative
+
+    step = record.get("next_step")
+    if not step:
+        return "-"
+    due = str(step.get("due_at") or "")
+    when = format_relative(due, datetime.now(timezone.utc)) if due else ""
+    return f"{step.get('text')} {when} ({_ts(due)})"
 
 
 def _minutes(value: float) -> str:
@@ -139,34 +155,25 @@ def _result_line(result: dict[str, Any]) -> str:
     return " — ".join(bits)
 
 
-def _timeline(record: dict[str, Any]) -> list[tuple[str, str]]:
-    entries: list[tuple[str, str]] = []
-    for event in record.get("history") or []:
-        text = f"{event.get('event', '?')}"
-        if event.get("actor") and event.get("actor") != "system":
-            text += f" by {event['actor']}"
-        text += f"  (level {event.get('level', '?')}, {event.get('state', '?')})"
-        details = event.get("details")
-        if details:
-            text += "  " + ", ".join(f"{k}={v}" for k, v in details.items())
-        entries.append((str(event.get("at") or ""), text))
-    for d in record.get("deliveries") or []:
-        when = d.get("sent_at") or d.get("updated_at") or d.get("created_at") or ""
-        text = (
-            f"notify {_target(d.get('target') or {})}: {d.get('state')}  "
-            f"(level {d.get('level')}, round {d.get('round')}, attempts {d.get('attempts')})"
-        )
-        if d.get("last_error"):
-            text += f"  error: {d['last_error']}"
-        entries.append((str(when), text))
+def _timeline(record: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """The record's steps (core/timeline.steps, as the pages show them): ``(at, lines)``, the
+    step's title then one line per delivery."""
+    from airflow_escalation.core.timeline import steps
 
-    def key(entry: tuple[str, str]) -> Any:
-        try:
-            return datetime.fromisoformat(entry[0].replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return float("inf")
-
-    return sorted(entries, key=key)
+    entries: list[tuple[str, list[str]]] = []
+    for step in steps(record.get("history") or [], record.get("deliveries") or []):
+        lines = [step.title + (f"  ({step.detail})" if step.detail else "")]
+        for d in step.deliveries:
+            line = f"{_target(d.get('target') or {})}: {d.get('state')}"
+            if (d.get("attempts") or 0) > 1:
+                line += f" after {d['attempts']} attempts"
+            if d.get("last_error"):
+                line += f"  error: {d['last_error']}"
+            lines.append(line)
+        if not step.deliveries and step.targets:
+            lines.append("targets: " + ", ".join(step.targets))
+        entries.append((step.at, lines))
+    return entries
 
 
 def _show(record: dict[str, Any], out: TextIO) -> None:
@@ -189,13 +196,9 @@ def _show(record: dict[str, Any], out: TextIO) -> None:
             f"{_ts(record.get('resolved_at'))}" + (f" by {record['resolved_by']}" if record.get("resolved_by") else ""),
         ),
         ("closed", _ts(record.get("closed_at"))),
-        (
-            "next",
-            f"{_ts(record.get('next_escalation_at'))}"
-            + (f" ({record['next_action']})" if record.get("next_action") else ""),
-        ),
-        ("escalations", record.get("escalation_count")),
-        ("notifications", record.get("notification_count")),
+        ("next", _next(record)),
+        ("escalated", _times(record.get("escalation_count") or 0)),
+        ("notifications sent", record.get("notification_count")),
     ]
     width = max(len(k) for k, _ in fields)
     for name, value in fields:
@@ -205,9 +208,11 @@ def _show(record: dict[str, Any], out: TextIO) -> None:
         for k, v in record["context"].items():
             out.write(f"  {k} = {v}\n")
     timeline = _timeline(record)
-    out.write(f"timeline ({len(timeline)})\n")
-    for when, text in timeline:
-        out.write(f"  {_ts(when):<20}  {text}\n")
+    out.write(f"timeline ({len(timeline)} steps)\n")
+    for when, lines in timeline:
+        out.write(f"  {_ts(when):<23}  {lines[0]}\n")
+        for line in lines[1:]:
+            out.write(f"  {'':<23}    {line}\n")
 
 
 def _structured(args: argparse.Namespace) -> bool:

@@ -160,13 +160,19 @@ class Service:
         )
 
 
-def make_service(monkeypatch: Any) -> Any:
-    """The service app on a memory store with fake authentication; yields a :class:`Service`."""
+def make_service(monkeypatch: Any, clock: Any = None, handler: Any = None) -> Any:
+    """The service app on a memory store with fake authentication; yields a :class:`Service`.
+    With a ``clock`` (a FakeClock) the engine runs on it, woken by ``engine.advance``; a
+    ``handler`` delivers every notification (testing.RecordingHandler)."""
     from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
     from airflow_escalation.core.manager import EscalationPolicyConfig
     from airflow_escalation.scheduling.base import SchedulerConfig
     from airflow_escalation.service.app import create_app
     from airflow_escalation.stores.memory import InMemoryEscalationStore
+
+    # routes capture their dependencies when their module is first imported: import them
+    # before auth is patched, so the overrides below apply whichever test runs first
+    from airflow_escalation.service.ui import act, api, pages  # noqa: F401
 
     # REST routes captured Airflow's dependencies when they were declared: override those
     real_read, real_write, real_scope = auth.require_read, auth.require_write, auth.read_scope
@@ -180,7 +186,11 @@ def make_service(monkeypatch: Any) -> Any:
     engine = EscalationEngine(
         EscalationEngineConfig(
             store=InMemoryEscalationStore(),
-            scheduler_config=SchedulerConfig(scheduler_type="asyncio", check_interval_seconds=3600),
+            scheduler_config=SchedulerConfig(
+                scheduler_type="memory" if clock is not None else "asyncio", check_interval_seconds=3600
+            ),
+            clock=clock,
+            default_notification_handler=handler,
         )
     )
     app = create_app(engine=engine, policy_config=EscalationPolicyConfig())
