@@ -176,11 +176,13 @@ class PolicySync:
     def _append(
         self, latest: Optional[PolicyRevision], document: dict[str, Any], author: str, comment: str, source: str
     ) -> PolicyRevision:
+        engine = getattr(self._service, "engine", None)
+        now = engine.clock.now() if engine is not None else datetime.now(timezone.utc)
         draft = PolicyRevision(
             revision=0,
             document=document,
             author=author,
-            created_at=datetime.now(timezone.utc),
+            created_at=now,
             comment=comment,
             source=source,
             changes=changes(latest.document if latest is not None else None, document),

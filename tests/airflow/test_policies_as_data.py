@@ -9,6 +9,7 @@ In-process (TestClient); the user is fixed, and ``auth.may_manage_connections`` 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
@@ -195,7 +196,7 @@ def test_conflicts_rollback_import_export_and_delete(client):
         f"{API}/policies/document",
         json={"expected_revision": 3, "yaml": exported.text.replace("identifier: director", "identifier: cto")},
     )
-    assert imported.status_code == 200 and imported.json()["source"] == "import"
+    assert imported.status_code == 200 and imported.json()["source"] == "api"
     assert imported.json()["changes"] == ["policy ops changed: levels[2].targets"]
 
     gone = client.delete(f"{API}/policies/ops/definition", params={"expected_revision": 4})
@@ -216,7 +217,15 @@ def test_editing_needs_the_connections_permission(monkeypatch):
         assert c.get(f"{API}/policies/revisions").json()["total"] == 0
 
 
-async def test_which_wins_database_or_file():
+def run(coro: Any) -> Any:
+    """Run ``coro`` on its own loop in a thread (a Playwright session may hold this thread's)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def test_which_wins_database_or_file():
     file_doc = {"escalation": {"policies": [OPS]}}
     edited = {"policies": [{**OPS, "description": "edited in the UI"}]}
 
@@ -224,7 +233,7 @@ async def test_which_wins_database_or_file():
     db = PolicySync(MemoryPolicyRevisionStore(), source="database")
     db.bootstrap(file_doc, "policies.yaml")
     assert db.revisions.latest().source == "import" and db.revisions.latest().document == {"policies": [OPS]}
-    saved = await db.save(edited, 1, "alice", "tweak")
+    saved = run(db.save(edited, 1, "alice", "tweak"))
     assert saved.revision == 2
     db.bootstrap(file_doc, "policies.yaml")  # the next start: the file no longer overrides
     assert db.revisions.latest_revision() == 2 and db.current_config().policies["ops"].description == "edited in the UI"
@@ -235,7 +244,7 @@ async def test_which_wins_database_or_file():
     code.bootstrap(file_doc, "policies.yaml")  # unchanged: no new revision
     assert code.revisions.latest_revision() == 1 and code.revisions.latest().source == "file"
     with pytest.raises(PolicyEditRefused):
-        await code.save(edited, 1, "alice")
+        run(code.save(edited, 1, "alice"))
     code.bootstrap({"escalation": edited}, "policies.yaml")
     assert code.revisions.latest_revision() == 2 and code.revisions.latest().author == "system"
 

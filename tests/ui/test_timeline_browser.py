@@ -205,3 +205,80 @@ def test_acknowledge_without_a_note_and_back_changes_nothing(browser, live):
     assert step.locator(".what").inner_text() == "Acknowledged by admin"
     assert "note" not in (live.record(rec["id"])["history"][-1].get("details") or {})
     page.context.close()
+
+
+# ---------------------------------------------------------------------------------- policies
+
+POLICY_YAML = """escalation:
+  policies:
+  - name: orders
+    levels:
+    - level: 1
+      targets: [data-lead]
+      repeat_count: 2
+      repeat_interval_minutes: 5
+    - level: 2
+      delay_minutes: 15
+      targets: [eng-manager]
+    - level: 3
+      delay_minutes: 30
+      targets: [director]
+"""
+
+
+def test_policies_page_check_preview_save_and_roll_back(browser, live):
+    page = open_page(browser, live, "/ui/policies")
+    page.locator("#p-revision:text-is('No revision yet')").wait_for()
+    editor = page.get_by_test_id("policy-yaml")
+
+    # a policy with two mistakes: both named, nothing saved
+    editor.fill(POLICY_YAML.replace("delay_minutes: 15", "delay_minutes: -15").replace("level: 3", "level: three"))
+    page.get_by_test_id("check").click()
+    errors = page.locator("[data-testid=errors] li")
+    errors.first.wait_for()
+    assert errors.count() == 2
+    assert "levels[1]" in errors.nth(0).inner_text() and "-15" in errors.nth(0).inner_text()
+    assert "levels[2]" in errors.nth(1).inner_text() and "'three'" in errors.nth(1).inner_text()
+    assert page.get_by_test_id("save").is_disabled()
+
+    # fixed: the timeline it produces, before saving
+    editor.fill(POLICY_YAML)
+    assert page.get_by_test_id("save").is_disabled()  # a changed text needs a new check
+    page.get_by_test_id("check").click()
+    preview = page.locator("[data-testid=previews] [data-testid=preview]")
+    preview.wait_for()
+    assert preview.inner_text() == "L1 at 0, 5, 10 min; L2 at 15; L3 at 45"
+    assert page.locator("[data-testid=changes] li").all_inner_texts() == ["policy orders added"]
+    page.get_by_test_id("comment").fill("the orders ladder")
+    page.get_by_test_id("save").click()
+    page.locator("#p-revision", has_text="Revision 1 by admin").wait_for()
+    assert live.engine.get_policy("orders").levels[1].delay_minutes == 15
+    row = page.locator("[data-testid=policy-row][data-policy=orders]")
+    assert row.get_by_test_id("policy-preview").inner_text() == "L1 at 0, 5, 10 min; L2 at 15; L3 at 45"
+    screenshot(page, "policies-page")
+
+    # a second revision, then back to the first
+    editor.fill(POLICY_YAML.replace("delay_minutes: 30", "delay_minutes: 60"))
+    page.get_by_test_id("check").click()
+    page.locator("[data-testid=changes] li", has_text="levels[2].delay_minutes").wait_for()
+    page.get_by_test_id("save").click()
+    page.locator("#p-revision", has_text="Revision 2 by admin").wait_for()
+    assert live.engine.get_policy("orders").levels[2].delay_minutes == 60
+    revisions = page.locator("[data-testid=revision]")
+    assert revisions.count() == 2
+    assert "the orders ladder" in revisions.nth(1).inner_text()
+    revisions.nth(1).get_by_test_id("rollback").click()
+    page.locator("#dialog-ok").click()
+    page.locator("#p-revision", has_text="Revision 3 by admin").wait_for()
+    assert live.engine.get_policy("orders").levels[2].delay_minutes == 30
+    assert "roll back to revision 1" in page.locator("[data-testid=revision]").first.inner_text()
+    assert not page.errors, page.errors
+    page.context.close()
+
+
+def test_policies_page_is_read_only_for_a_viewer(browser, live):
+    page = open_page(browser, live, "/ui/policies", user="viewer")
+    page.locator("#p-source", has_text="Read only").wait_for()
+    assert page.get_by_test_id("policy-yaml").evaluate("e => e.readOnly")
+    assert page.get_by_test_id("save").is_disabled()
+    page.context.close()

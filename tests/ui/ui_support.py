@@ -172,6 +172,7 @@ def make_service(monkeypatch: Any, clock: Any = None, handler: Any = None) -> An
 
     # routes capture their dependencies when their module is first imported: import them
     # before auth is patched, so the overrides below apply whichever test runs first
+    from airflow_escalation.service.routes import escalations, policies, policy_revisions  # noqa: F401
     from airflow_escalation.service.ui import act, api, pages  # noqa: F401
 
     # REST routes captured Airflow's dependencies when they were declared: override those
@@ -182,6 +183,7 @@ def make_service(monkeypatch: Any, clock: Any = None, handler: Any = None) -> An
     monkeypatch.setattr(auth, "require_read", _fake_require_read)
     monkeypatch.setattr(auth, "authorize_write", _fake_authorize_write)
     monkeypatch.setattr(auth, "may_edit", _fake_may_edit)
+    monkeypatch.setattr(auth, "may_manage_connections", _fake_may_edit)  # policy edits: admin only
     monkeypatch.setattr(auth, "read_scope", _fake_read_scope)
     engine = EscalationEngine(
         EscalationEngineConfig(

@@ -51,7 +51,10 @@ class RevisionSummary(BaseModel):
     author: str
     created_at: str
     comment: str
-    source: str = Field(description="api, import (the file on a first start), file (policies_source = file), rollback")
+    source: str = Field(
+        description="api (REST or the UI), import (the policies file on a first start), file "
+        "(policies_source = file), rollback"
+    )
     changes: list[str] = Field(description="what this revision changed, in words")
 
 
@@ -122,6 +125,32 @@ class PreviewRequest(_Body):
     def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
         bounds.check_json(value, "policy", max_bytes=bounds.MAX_POLICY_BYTES, max_depth=bounds.MAX_DEPTH + 4)
         return value
+
+
+class DocumentCheck(_Body):
+    document: Optional[dict[str, Any]] = None
+    yaml: Optional[str] = Field(None, max_length=bounds.MAX_YAML_BYTES)
+
+    @field_validator("document")
+    @classmethod
+    def _bounded(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        if value is not None:
+            bounds.check_json(value, "document", max_bytes=bounds.MAX_YAML_BYTES, max_depth=bounds.MAX_DEPTH + 6)
+        return value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "DocumentCheck":
+        if (self.document is None) == (self.yaml is None):
+            raise ValueError("give exactly one of 'document' (a mapping) or 'yaml' (YAML text)")
+        return self
+
+
+class CheckAnswer(BaseModel):
+    valid: bool
+    errors: list[str] = Field(description="every error found, each naming where it is")
+    previews: dict[str, str] = Field(description="per policy, the timeline it would produce")
+    changes: list[str] = Field(description="what saving it would change, against the latest revision")
+    based_on: int = Field(description="the latest revision it was compared with (send it as expected_revision)")
 
 
 class PreviewStepOut(BaseModel):
@@ -253,7 +282,6 @@ async def export_document(request: Request) -> Response:
 )
 async def replace_document(request: Request, body: DocumentEdit, user: Any = Depends(require_policy_admin)) -> Any:
     document: Any = body.document
-    source = "api"
     if body.yaml is not None:
         try:
             document = parse_yaml(body.yaml)
@@ -264,8 +292,39 @@ async def replace_document(request: Request, body: DocumentEdit, user: Any = Dep
                 ).model_dump(),
                 status_code=422,
             )
-        source = "import"
-    return await _save(request, user, document, body, source)
+    return await _save(request, user, document, body)
+
+
+@router.post(
+    "/document/check",
+    response_model=CheckAnswer,
+    responses=_RESPONSES,
+    summary="Check a document before saving: every error, each policy's timeline, what would change",
+)
+async def check_document(request: Request, body: DocumentCheck) -> Any:
+    from airflow_escalation.core.policy_doc import changes, unwrap, validate_document
+
+    latest = await _latest(request)
+    document: Any = body.document
+    if body.yaml is not None:
+        try:
+            document = parse_yaml(body.yaml)
+        except ValueError as exc:
+            return CheckAnswer(
+                valid=False, errors=[bounds.truncate(exc)], previews={}, changes=[], based_on=latest.revision
+            )
+    _, errors = validate_document(document)
+    if errors:
+        errors = [bounds.truncate(e, 500) for e in errors]
+        return CheckAnswer(valid=False, errors=errors, previews={}, changes=[], based_on=latest.revision)
+    document = unwrap(document)
+    return CheckAnswer(
+        valid=True,
+        errors=[],
+        previews=_previews(document),
+        changes=changes(latest.document if latest.revision else None, document),
+        based_on=latest.revision,
+    )
 
 
 @router.get("/revisions", response_model=RevisionList, responses=_RESPONSES, summary="Revisions, newest first")

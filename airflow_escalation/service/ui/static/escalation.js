@@ -762,6 +762,153 @@
     });
   }
 
+  // ------------------------------------------------------------------ policies page
+  /* the policies in force with their timelines, an editor (check, then save a revision), and
+     the revisions with roll-back; the server validates and decides (docs/policies.md) */
+  var policyEdit = { based: null, loaded: "", checked: null, canEdit: false, latest: 0 };
+
+  function policyRow(entry, previews) {
+    var name = text(entry.name);
+    var sev = Array.isArray(entry.severity_filter) && entry.severity_filter.length ? entry.severity_filter.map(text).join(", ") : "any";
+    return el("tr", { dataset: { testid: "policy-row", policy: name } },
+      el("td", null, el("strong", { text: name }), entry.description ? el("span", { class: "sub", text: text(entry.description) }) : null),
+      el("td", { dataset: { testid: "policy-preview" }, text: previews[name] || "\u2014" }),
+      el("td", { text: sev }),
+      el("td", { text: entry.enabled === false ? "no" : "yes" }));
+  }
+
+  function revisionItem(rev, latest) {
+    var head = el("div", { class: "what" }, "Revision " + rev.revision + " \u00b7 " + text(rev.author) +
+      " \u00b7 " + text(rev.source), rev.revision === latest ? el("span", { class: "chip", text: "in force" }) : null);
+    var li = el("li", { dataset: { testid: "revision", revision: rev.revision } },
+      el("div", { class: "when" }, timeEl(rev.created_at), " \u00b7 ", el("span", { text: absTime(rev.created_at) })),
+      head, rev.comment ? el("div", { class: "detail", text: text(rev.comment) }) : null,
+      el("ul", { class: "changes" }, (rev.changes || []).map(function (c) { return el("li", { text: text(c) }); })));
+    if (rev.revision !== latest && policyEdit.canEdit) {
+      li.appendChild(el("button", { type: "button", class: "button outline sm", text: "Roll back to this",
+        dataset: { testid: "rollback" }, onclick: function () { rollbackTo(rev); } }));
+    }
+    return li;
+  }
+
+  function setEditorText(yamlText, revision) {
+    $("p-yaml").value = yamlText;
+    policyEdit.loaded = yamlText;
+    policyEdit.based = revision;
+    policyEdit.checked = null;
+    $("p-save").disabled = true;
+    $("p-stale").hidden = true;
+    clear($("p-result"));
+  }
+
+  function refreshPolicies(force) {
+    return Promise.all([api("GET", "/policies/document"), api("GET", "/policies/revisions?limit=50"), permFor("")])
+      .then(function (answers) {
+        var doc = answers[0], revs = answers[1], perm = answers[2];
+        banner(null);
+        stamp();
+        policyEdit.canEdit = !!(perm && perm.can_edit_policies);
+        policyEdit.latest = doc.revision;
+        var key = JSON.stringify([doc.revision, revs.total, policyEdit.canEdit]);
+        if (!force && key === lastRender) { tick(); return; }
+        lastRender = key;
+        $("p-revision").textContent = doc.revision ? "Revision " + doc.revision + " by " + doc.author + ", " +
+          absTime(doc.created_at) : "No revision yet";
+        $("p-source").textContent = revs.source === "file" ?
+          "Managed as code ([escalation] policies_source = file): edit the policies file instead." :
+          policyEdit.canEdit ? "" : "Read only: editing policies needs permission to edit Airflow connections.";
+        var entries = (doc.document && Array.isArray(doc.document.policies)) ? doc.document.policies : [];
+        var rows = $("p-rows");
+        clear(rows);
+        entries.forEach(function (entry) { rows.appendChild(policyRow(entry, doc.previews || {})); });
+        $("empty").hidden = entries.length > 0;
+        var list = $("p-revisions");
+        clear(list);
+        revs.revisions.forEach(function (rev) { list.appendChild(revisionItem(rev, doc.revision)); });
+        var editable = policyEdit.canEdit && revs.source !== "file";
+        $("p-yaml").readOnly = !editable;
+        $("p-check").disabled = false;
+        var dirty = $("p-yaml").value !== policyEdit.loaded;
+        if (policyEdit.based === null || !dirty) setEditorText(doc.yaml, doc.revision);
+        else if (doc.revision !== policyEdit.based) {
+          $("p-stale").textContent = "Revision " + doc.revision + " was saved since you started editing: " +
+            "saving yours would be refused. Discard your changes to load it.";
+          $("p-stale").hidden = false;
+        }
+        if (!editable) $("p-save").disabled = true;
+      });
+  }
+
+  function showCheck(answer) {
+    var box = $("p-result");
+    clear(box);
+    if (!answer.valid) {
+      box.appendChild(el("p", { class: "error-text", text: "Not saved: " + answer.errors.length +
+        (answer.errors.length === 1 ? " error" : " errors") }));
+      box.appendChild(el("ul", { class: "errors", dataset: { testid: "errors" } },
+        answer.errors.map(function (e) { return el("li", { text: text(e) }); })));
+      return;
+    }
+    var previews = answer.previews || {};
+    box.appendChild(el("dl", { class: "facts", dataset: { testid: "previews" } }, Object.keys(previews).map(function (name) {
+      return fact(name, el("span", { dataset: { testid: "preview" }, text: previews[name] }));
+    })));
+    if (answer.changes) {
+      box.appendChild(el("ul", { class: "changes", dataset: { testid: "changes" } },
+        answer.changes.map(function (c) { return el("li", { text: text(c) }); })));
+    }
+  }
+
+  function checkPolicies() {
+    var yamlText = $("p-yaml").value;
+    return api("POST", "/policies/document/check", { yaml: yamlText }).then(function (answer) {
+      showCheck(answer);
+      policyEdit.checked = answer.valid ? yamlText : null;
+      $("p-save").disabled = !(answer.valid && policyEdit.canEdit && !$("p-yaml").readOnly);
+    }, function (err) { if (!sessionBanner(err)) toast("Check failed: " + err.message, true); });
+  }
+
+  function savePolicies() {
+    var yamlText = $("p-yaml").value;
+    if (policyEdit.checked !== yamlText) { $("p-save").disabled = true; return Promise.resolve(); }
+    $("p-save").disabled = true;
+    return api("PUT", "/policies/document", { yaml: yamlText, expected_revision: policyEdit.based,
+      comment: $("p-comment").value.trim() }).then(function (saved) {
+      toast("Saved revision " + saved.revision + ": every API server applies it within seconds");
+      $("p-comment").value = "";
+      setEditorText(saved.yaml, saved.revision);
+      return refresh(true);
+    }, function (err) {
+      if (sessionBanner(err)) return;
+      if (err.body && Array.isArray(err.body.errors)) showCheck({ valid: false, errors: err.body.errors });
+      toast("Not saved: " + err.message, true);
+    });
+  }
+
+  function rollbackTo(rev) {
+    return ask({ title: "Roll back to revision " + rev.revision + "?", message: "Its policies become a new revision, " +
+      "applied by every API server within seconds. Open escalations keep the policy they started with.",
+      textLabel: "Why (optional)", ok: "Roll back" }).then(function (answer) {
+      if (!answer) return;
+      return api("POST", "/policies/revisions/" + rev.revision + "/rollback",
+        { expected_revision: policyEdit.latest, comment: answer.text }).then(function (saved) {
+        toast("Rolled back: revision " + saved.revision + " has the policies of revision " + rev.revision);
+        setEditorText(saved.yaml, saved.revision);
+        return refresh(true);
+      }, function (err) { if (!sessionBanner(err)) toast("Roll back failed: " + err.message, true); });
+    });
+  }
+
+  function initPolicies() {
+    $("p-check").addEventListener("click", checkPolicies);
+    $("p-save").addEventListener("click", savePolicies);
+    $("p-discard").addEventListener("click", function () { policyEdit.based = null; lastRender = ""; refresh(true); });
+    $("p-yaml").addEventListener("input", function () {
+      // a changed text needs a new check before it can be saved
+      if ($("p-yaml").value !== policyEdit.checked) $("p-save").disabled = true;
+    });
+  }
+
   // ------------------------------------------------------------------ polling
   var timer = null, inFlight = null;
 
@@ -769,7 +916,8 @@
     // one refresh at a time; a forced one (after an action) runs again once the current ends,
     // so it never shows what was read before the action
     if (inFlight) return force ? inFlight.then(function () { return refresh(true); }) : inFlight;
-    var run = CFG.view === "list" ? refreshList : CFG.view === "record" ? refreshRecord : refreshTask;
+    var run = CFG.view === "list" ? refreshList : CFG.view === "record" ? refreshRecord :
+      CFG.view === "policies" ? refreshPolicies : refreshTask;
     inFlight = Promise.resolve().then(function () { return run(force); }).catch(function (err) {
       if (!sessionBanner(err)) banner("Could not load escalations: " + (err && err.message ? err.message : String(err)));
     }).then(function () { inFlight = null; });
@@ -815,5 +963,6 @@
 
   document.addEventListener("visibilitychange", function () { if (!document.hidden) refresh(false); });
   if (CFG.view === "list") initFilters();
+  if (CFG.view === "policies") initPolicies();
   refresh(true).then(schedule);
 })();
