@@ -251,7 +251,10 @@ def _epoch() -> Any:
 _EDIT_RESPONSES: dict[int | str, dict[str, Any]] = {
     **_RESPONSES,
     409: {"model": Detail, "description": "expected_revision is not the latest, or policies are managed as code"},
-    422: {"model": InvalidDocument, "description": "the policies are invalid: every error, nothing changed"},
+    422: {
+        "description": "an invalid body (FastAPI's detail list), or invalid policies: "
+        '{"detail": "...", "errors": [every error found]}, and nothing changed'
+    },
 }
 
 
