@@ -67,7 +67,11 @@ class PolicySync:
         if latest is None or (self.source == "file" and latest.document != document):
             kind = "file" if self.source == "file" else "import"
             comment = f"from {file_name}" + (" (policies_source = file)" if kind == "file" else " (first start)")
-            self._append(latest, document, "system", comment, kind)
+            try:
+                self._append(latest, document, "system", comment, kind)
+            except RevisionConflict:
+                # replicas starting together: another one imported the file first
+                log.info("escalation policies: another API server imported %s first", file_name)
         elif self.source == "database" and latest.document != document:
             log.info(
                 "escalation policies: %s differs from the database's revision %d, which wins "
