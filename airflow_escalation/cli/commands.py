@@ -425,6 +425,67 @@ def _cmd_policies(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_policy_export(args: argparse.Namespace, out: TextIO) -> int:
+    document = _client(args).policy_document()
+    text = document.get("yaml") or ""
+    if args.file:
+        Path(args.file).write_text(text, encoding="utf-8")
+        out.write(f"revision {document.get('revision')} written to {args.file}\n")
+    else:
+        out.write(text)
+    return EXIT_OK
+
+
+def _cmd_policy_import(args: argparse.Namespace, out: TextIO) -> int:
+    from airflow_escalation.client.errors import EscalationAPIError
+
+    path = args.file
+    if not os.path.isfile(path):
+        raise Failure(f"{path}: no such file")
+    client = _client(args)
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    expected = args.expected_revision
+    if expected is None:
+        expected = int(client.policy_document().get("revision") or 0)
+    try:
+        saved = client.save_policies(text, expected, args.comment or f"import {os.path.basename(path)}")
+    except EscalationAPIError as exc:
+        errors = (exc.body or {}).get("errors") if isinstance(exc.body, dict) else None
+        if exc.status_code == 422 and errors:
+            raise Failure(f"{path}: not saved, {len(errors)} errors:\n  " + "\n  ".join(errors)) from None
+        raise
+    out.write(f"saved revision {saved['revision']}: {'; '.join(saved.get('changes') or [])}\n")
+    for name, timeline in (saved.get("previews") or {}).items():
+        out.write(f"  {name}: {timeline}\n")
+    return EXIT_OK
+
+
+def _cmd_policy_revisions(args: argparse.Namespace, out: TextIO) -> int:
+    page = _client(args).policy_revisions(limit=args.limit or 20)
+    if _structured(args):
+        _emit(page, args, out)
+        return EXIT_OK
+    out.write(f"policies: {page.get('source')} wins; revision {page.get('current')} in force here\n")
+    for rev in page.get("revisions") or []:
+        out.write(
+            f"  {rev['revision']:>4}  {_ts(rev.get('created_at'))}  {rev.get('author')} ({rev.get('source')})"
+            + (f"  {rev['comment']}" if rev.get("comment") else "")
+            + "\n"
+        )
+        for change in rev.get("changes") or []:
+            out.write(f"        {change}\n")
+    return EXIT_OK
+
+
+def _cmd_policy_rollback(args: argparse.Namespace, out: TextIO) -> int:
+    client = _client(args)
+    expected = int(client.policy_document().get("revision") or 0)
+    saved = client.rollback_policies(args.revision, expected, args.comment or "")
+    out.write(f"saved revision {saved['revision']} with the policies of revision {args.revision}\n")
+    return EXIT_OK
+
+
 def _cmd_health(args: argparse.Namespace, out: TextIO) -> int:
     client = _client(args)
     health = client.health()
@@ -683,10 +744,45 @@ COMMANDS: tuple[Command | Group, ...] = (
     Command("health", "check the service", _cmd_health),
     Group(
         "policy",
-        "escalation policies: validate a file, list the service's",
+        "escalation policies: validate a file, list the service's, export/import, revisions, roll back",
         (
             Command("validate", _VALIDATE_HELP, _cmd_validate, _VALIDATE),
             Command("list", _POLICIES_HELP, _cmd_policies),
+            Command(
+                "export",
+                "write the policies in force as a policies file (YAML)",
+                _cmd_policy_export,
+                (Option(("--file",), "write here instead of printing"),),
+            ),
+            Command(
+                "import",
+                "save a policies file as the next revision (every error named when invalid)",
+                _cmd_policy_import,
+                (
+                    Option(("file",), "policies YAML file"),
+                    Option(("--comment",), "what and why (kept with the revision)"),
+                    Option(
+                        ("--expected-revision",),
+                        "the revision this file was based on (default: the latest)",
+                        {"type": int},
+                    ),
+                ),
+            ),
+            Command(
+                "revisions",
+                "who changed the policies, when and what",
+                _cmd_policy_revisions,
+                (Option(("--limit",), "how many (default 20)", {"type": int}),),
+            ),
+            Command(
+                "rollback",
+                "save an earlier revision's policies as the next revision",
+                _cmd_policy_rollback,
+                (
+                    Option(("revision",), "the revision to go back to", {"type": int}),
+                    Option(("--comment",), "why"),
+                ),
+            ),
         ),
     ),
     # `silence` (silences of the on-call issue) goes here as a Group of its own commands

@@ -75,3 +75,52 @@ def test_the_policies_file_is_revision_one_and_an_edit_reaches_both_workers(stac
     while not all(stack.get(f"{API}/policies/revisions?limit=1").json()["current"] == revision + 1 for _ in range(20)):
         assert time.monotonic() < deadline, "a worker never applied the removal"
         time.sleep(0.5)
+
+
+def test_cli_exports_imports_lists_and_rolls_back(stack, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = Path(sys.executable).with_name("airflow-escalation")
+    login = ["--url", stack.base, "--username", "admin", "--password", stack.password("admin")]
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(cli), *args, *login], capture_output=True, text=True, timeout=120)
+
+    exported = tmp_path / "policies.yaml"
+    done = run("policy", "export", "--file", str(exported))
+    assert done.returncode == 0, done.stderr
+    before = stack.get(f"{API}/policies/document").json()["revision"]
+    assert f"revision {before} written" in done.stdout and "name: fast" in exported.read_text()
+
+    exported.write_text(
+        exported.read_text()
+        .replace("delay_minutes: -1", "x")
+        .replace("name: restart", "name: restart\n      cooldown: 1")
+    )
+    refused = run("policy", "import", str(exported))
+    assert refused.returncode == 1 and "not saved, 1 errors" in refused.stderr and "cooldown" in refused.stderr
+
+    exported.write_text(
+        exported.read_text().replace("      cooldown: 1\n", "").replace("delay_minutes: 0.25", "delay_minutes: 0.5")
+    )
+    imported = run("policy", "import", str(exported), "--comment", "slower restart")
+    assert imported.returncode == 0, imported.stderr
+    assert f"saved revision {before + 1}: policy restart changed: levels[1].delay_minutes" in imported.stdout
+    assert "restart: L1 at 0 min; L2 at 0.5" in imported.stdout
+
+    listed = run("policy", "revisions", "--limit", "2")
+    assert listed.returncode == 0 and "slower restart" in listed.stdout and "database wins" in listed.stdout
+
+    back = run("policy", "rollback", str(before))
+    assert back.returncode == 0, back.stderr
+    assert f"saved revision {before + 2} with the policies of revision {before}" in back.stdout
+    assert (
+        stack.get(f"{API}/policies/document").json()["document"]
+        == stack.get(f"{API}/policies/revisions/{before}").json()["document"]
+    )
+    deadline = time.monotonic() + 60
+    while not _every_worker_applied(stack, before + 2, "restart"):  # the next tests see the file's policies
+        assert time.monotonic() < deadline, "a worker never applied the roll back"
+        time.sleep(0.5)
