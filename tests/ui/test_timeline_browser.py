@@ -125,7 +125,7 @@ def test_grouped_timeline_toggle_and_next_step(browser, live):
     assert "escalate: active \u2192 escalating" in transitions.inner_text()
     # it stays on across the page's refreshes
     page.evaluate("document.body.classList.contains('show-transitions')")
-    screenshot(page, "timeline-grouped")
+    screenshot(page, "timeline-steps", doc=True)
 
     # what happens next, and to whom: level 3 at +45 min, 28 min from now
     next_line = page.locator(".facts [data-testid=next-step]")
@@ -255,7 +255,7 @@ def test_policies_page_check_preview_save_and_roll_back(browser, live):
     assert live.engine.get_policy("orders").levels[1].delay_minutes == 15
     row = page.locator("[data-testid=policy-row][data-policy=orders]")
     assert row.get_by_test_id("policy-preview").inner_text() == "L1 at 0, 5, 10 min; L2 at 15; L3 at 45"
-    screenshot(page, "policies-page")
+    screenshot(page, "policies-page", doc=True)
 
     # a second revision, then back to the first
     editor.fill(POLICY_YAML.replace("delay_minutes: 30", "delay_minutes: 60"))
