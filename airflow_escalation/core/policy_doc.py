@@ -1,9 +1,10 @@
-"""Policies as data: the policies document, every error it has, what an edit changed, and the
-timeline a policy produces.
+"""Policies as data: a revision of the policies document, each policy's errors, what an edit
+changed, and the timeline a policy produces.
 
 The document is the policies file's ``escalation:`` mapping (``policies``, ``default_policy``,
 ``global_enabled``, …), kept as its author wrote it; each saved version of it is a revision
-(``service/policy_sync.py`` stores and applies them). Pure functions: no I/O, no Airflow.
+(``service/policy_sync.py`` stores and applies them; ``service/policy_validation.py`` checks a
+whole document). Pure functions of the domain: no I/O, no Airflow.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from airflow_escalation.core import bounds, planner
-from airflow_escalation.core.manager import EscalationPolicyConfig
+from airflow_escalation.core import planner
 from airflow_escalation.core.models import EscalationLevel, EscalationPolicy, EscalationRecord
 from airflow_escalation.core.types import EscalationState
 
 #: steps a preview shows at most (a policy repeating every minute for a day stops there)
 MAX_PREVIEW_STEPS = 60
+#: a preview's last step when max_escalations stops the climb
+TIMEOUT = "timeout"
 
 
 @dataclass(frozen=True)
@@ -60,50 +62,6 @@ def unwrap(data: Any) -> Any:
     if isinstance(data, dict) and set(data) == {"escalation"}:
         return data["escalation"] if data["escalation"] is not None else {}
     return data
-
-
-def validate_document(data: Any) -> tuple[EscalationPolicyConfig | None, list[str]]:
-    """The config ``data`` defines, or None and every error found: each top-level field, each
-    policy, each level of each policy, duplicates and the default policy, each named."""
-    data = unwrap(data)
-    if not isinstance(data, dict):
-        return None, [f"document: expected a mapping, got {type(data).__name__}"]
-    errors: list[str] = []
-    try:
-        bounds.check_json(data, "document", max_bytes=bounds.MAX_YAML_BYTES, max_depth=bounds.MAX_DEPTH + 6)
-    except ValueError as exc:
-        return None, [str(exc)]
-    raw = data.get("policies") or []
-    if not isinstance(raw, list):
-        errors.append(f"policies: expected a list, got {type(raw).__name__}")
-        raw = []
-    if len(raw) > bounds.MAX_POLICIES:
-        errors.append(f"policies: at most {bounds.MAX_POLICIES} policies, got {len(raw)}")
-        raw = raw[: bounds.MAX_POLICIES]
-    # the top-level fields alone (every policy checked on its own below)
-    try:
-        EscalationPolicyConfig.from_dict({k: v for k, v in data.items() if k not in ("policies", "default_policy")})
-    except (ValueError, TypeError) as exc:
-        errors.append(str(exc))
-    names: list[str] = []
-    for index, item in enumerate(raw):
-        policy_errors = policy_errors_of(item)
-        label = f"policies[{index}]"
-        if isinstance(item, dict) and isinstance(item.get("name"), str):
-            label += f" ({item['name']})"
-            if item["name"] in names:
-                errors.append(f"{label}: duplicate policy name {item['name']!r}")
-            names.append(item["name"])
-        errors += [f"{label}: {e}" for e in policy_errors]
-    default = data.get("default_policy")
-    if default is not None and names and default not in names:
-        errors.append(f"default_policy: {default!r} is not one of the policies {sorted(set(names))}")
-    if errors:
-        return None, [bounds.truncate(e, 500) for e in errors]
-    try:
-        return EscalationPolicyConfig.from_dict(data), []
-    except (ValueError, TypeError) as exc:  # a rule only the whole config checks
-        return None, [bounds.truncate(exc, 500)]
 
 
 def policy_errors_of(item: Any) -> list[str]:
@@ -211,7 +169,7 @@ def _short(value: Any) -> str:
 class PreviewStep:
     minute: float  # after the trigger
     level: int
-    action: str  # start, repeat, escalate, auto_resolve
+    action: str  # start, repeat, escalate, auto_resolve, timeout
     targets: list[str]
 
     def to_dict(self) -> dict[str, Any]:
@@ -238,6 +196,8 @@ def preview(policy: EscalationPolicy) -> list[PreviewStep]:
             break
         if step.action == planner.ESCALATE:
             if policy.max_escalations and escalations >= policy.max_escalations:
+                # the climb the policy does not allow: the escalation times out then
+                out.append(PreviewStep(_minutes(due - t0), record.current_level, TIMEOUT, []))
                 break
             escalations += 1
         if step.action == planner.REPEAT:
@@ -256,11 +216,12 @@ def preview_text(steps: list[PreviewStep]) -> str:
     parts: list[str] = []
     current: tuple[int, list[str]] | None = None
     for step in steps:
-        if step.action == planner.AUTO_RESOLVE:
+        if step.action in (planner.AUTO_RESOLVE, TIMEOUT):
             if current:
                 parts.append(_level_part(current, not parts))
                 current = None
-            parts.append(f"auto-resolve at {_num(step.minute)}")
+            verb = "auto-resolve" if step.action == planner.AUTO_RESOLVE else "times out"
+            parts.append(f"{verb} at {_num(step.minute)}")
             continue
         if current is None or current[0] != step.level or step.action != planner.REPEAT:
             if current:

@@ -26,7 +26,8 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 from airflow_escalation.core.manager import EscalationPolicyConfig
-from airflow_escalation.core.policy_doc import PolicyRevision, RevisionConflict, changes, unwrap, validate_document
+from airflow_escalation.core.policy_doc import PolicyRevision, RevisionConflict, changes, unwrap
+from airflow_escalation.service.policy_validation import validate_document
 
 log = logging.getLogger("airflow_escalation.service")
 

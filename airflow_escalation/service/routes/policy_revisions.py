@@ -305,7 +305,8 @@ async def replace_document(request: Request, body: DocumentEdit, user: Any = Dep
     summary="Check a document before saving: every error, each policy's timeline, what would change",
 )
 async def check_document(request: Request, body: DocumentCheck) -> Any:
-    from airflow_escalation.core.policy_doc import changes, unwrap, validate_document
+    from airflow_escalation.core.policy_doc import changes, unwrap
+    from airflow_escalation.service.policy_validation import validate_document
 
     latest = await _latest(request)
     document: Any = body.document
