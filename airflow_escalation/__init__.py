@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 _LAZY: dict[str, str] = {
     "Clock": "airflow_escalation.core.clock",
     "FakeClock": "airflow_escalation.core.clock",
-    "EscalationEngine": "airflow_escalation.core.engine",
-    "EscalationEngineConfig": "airflow_escalation.core.engine",
-    "EscalationPolicyConfig": "airflow_escalation.core.manager",
-    "EscalationPolicyManager": "airflow_escalation.core.manager",
+    "EscalationEngine": "airflow_escalation.runtime.engine",
+    "EscalationEngineConfig": "airflow_escalation.runtime.engine",
+    "EscalationPolicyConfig": "airflow_escalation.runtime.policy_config",
+    "EscalationPolicyManager": "airflow_escalation.runtime.manager",
     "Delivery": "airflow_escalation.core.models",
     "EscalationLevel": "airflow_escalation.core.models",
     "EscalationPolicy": "airflow_escalation.core.models",
@@ -60,8 +60,9 @@ _LAZY: dict[str, str] = {
 
 if TYPE_CHECKING:
     from airflow_escalation.core.clock import Clock, FakeClock
-    from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
-    from airflow_escalation.core.manager import EscalationPolicyConfig, EscalationPolicyManager
+    from airflow_escalation.runtime.engine import EscalationEngine, EscalationEngineConfig
+    from airflow_escalation.runtime.manager import EscalationPolicyManager
+    from airflow_escalation.runtime.policy_config import EscalationPolicyConfig
     from airflow_escalation.core.models import (
         Delivery,
         EscalationLevel,

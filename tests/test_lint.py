@@ -1,5 +1,5 @@
 """Lint, format and types, in the suite: ``ruff check`` with the rules in pyproject.toml,
-``ruff format --check``, and ``mypy --strict`` on the domain (``airflow_escalation/core``)."""
+``ruff format --check``, and ``mypy --strict`` on the domain and the runtime (``airflow_escalation/core``, ``runtime``)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,6 @@ def test_ruff_format():
     assert done.returncode == 0, "run `ruff format`:\n" + done.stdout[-3000:] + done.stderr[-2000:]
 
 
-def test_mypy_strict_on_the_domain():
-    done = run(sys.executable, "-m", "mypy", "airflow_escalation/core")
+def test_mypy_strict_on_the_domain_and_the_runtime():
+    done = run(sys.executable, "-m", "mypy", "airflow_escalation/core", "airflow_escalation/runtime")
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]

@@ -5,7 +5,7 @@ for that connection's type (``http``, ``smtp``, ``slackwebhook``, ``slack``,
 ``pagerduty_events``); a target without one falls back to the engine's notification handler.
 
 :class:`ChannelResolver` plugs into :meth:`EscalationEngine.add_channel_resolver
-<airflow_escalation.core.engine.EscalationEngine.add_channel_resolver>`: called with a target, it
+<airflow_escalation.runtime.engine.EscalationEngine.add_channel_resolver>`: called with a target, it
 returns a sender for targets with a ``conn_id`` and ``None`` otherwise. The sender looks the
 connection up (in a worker thread: the metadata database and secrets backends block; the result
 is cached briefly), picks the channel, builds the message and sends it through the official

@@ -250,7 +250,8 @@ def _rows(rows: list[dict[str, Any]], args: argparse.Namespace, out: TextIO) -> 
 
 
 def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
-    from airflow_escalation.core.manager import EscalationPolicyConfig
+    from airflow_escalation.runtime.builder import scheduler_config_for
+    from airflow_escalation.runtime.policy_config import EscalationPolicyConfig
 
     path = args.file
     if not os.path.isfile(path):
@@ -267,6 +268,7 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     try:
         config = EscalationPolicyConfig.from_yaml(Path(path))
+        scheduler_config_for(config)  # what the engine builder would refuse, refused here too
     except (ValueError, TypeError) as exc:
         if str(exc).startswith("yaml:"):  # not loadable YAML (syntax, aliases, size, depth)
             raise Failure(f"{path}: cannot load: {' '.join(str(exc).split())}") from None

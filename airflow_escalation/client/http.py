@@ -784,6 +784,7 @@ def as_result(data: dict[str, Any]) -> EscalationResult:
         action=data.get("action", ""),
         level=int(data.get("level") or (record.current_level if record else 0)),
         targets_notified=[EscalationTarget.from_dict(t) for t in data.get("targets_notified") or []],
+        targets_queued=[EscalationTarget.from_dict(t) for t in data.get("targets_queued") or []],
         message=data.get("message", ""),
         error=data.get("error"),
         metadata=metadata,

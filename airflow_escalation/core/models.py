@@ -73,9 +73,10 @@ def _known_keys(data: dict[str, Any], allowed: set[str], where: str) -> None:
 # --------------------------------------------------------------------------- targets
 
 
-@dataclass
+@dataclass(frozen=True)
 class EscalationTarget:
-    """Someone (or somewhere) to notify.
+    """Someone (or somewhere) to notify. Frozen and hashable (as truthound's): targets go in sets
+    and dict keys; ``metadata`` is left out of the hash.
 
     ``conn_id`` names an Airflow connection that delivers to this target (Slack, SMTP, HTTP,
     PagerDuty); without one the engine's notification handler delivers it.
@@ -85,11 +86,11 @@ class EscalationTarget:
     identifier: str
     name: str = ""
     priority: int = 0
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False)
     conn_id: str | None = None
 
     def __post_init__(self) -> None:
-        self.type = _enum(TargetType, self.type, "target.type")
+        object.__setattr__(self, "type", _enum(TargetType, self.type, "target.type"))
         if not isinstance(self.identifier, str) or not self.identifier:
             raise ValueError(f"target.identifier: must be a non-empty string, got {_short(self.identifier)}")
         bounds.check_text(self.identifier, "target.identifier", bounds.MAX_IDENTIFIER)
@@ -97,7 +98,8 @@ class EscalationTarget:
         if self.conn_id is not None:
             bounds.check_text(self.conn_id, "target.conn_id", allow_empty=False)
         bounds.check_mapping(self.metadata, "target.metadata")
-        self.priority = _number(self.priority, "target.priority", minimum=-(10**9), maximum=10**9, integer=True)
+        priority = _number(self.priority, "target.priority", minimum=-(10**9), maximum=10**9, integer=True)
+        object.__setattr__(self, "priority", priority)
 
     @property
     def key(self) -> str:
@@ -305,6 +307,7 @@ _POLICY_FIELDS = {
     "metadata",
     "business_hours_mode",
     "delay_basis",
+    "timeout_minutes",
 }
 
 
@@ -333,6 +336,7 @@ class EscalationPolicy:
     metadata: dict[str, Any] = field(default_factory=dict)
     business_hours_mode: BusinessHoursMode = BusinessHoursMode.WAIT
     delay_basis: DelayBasis = DelayBasis.PREVIOUS_LEVEL
+    timeout_minutes: float = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -368,6 +372,7 @@ class EscalationPolicy:
         self.severity_filter = [str(s).lower() for s in self.severity_filter]
         self.max_escalations = _number(self.max_escalations, f"{where}: max_escalations", integer=True, maximum=10**9)
         self.cooldown_minutes = _number(self.cooldown_minutes, f"{where}: cooldown_minutes", maximum=MAX_MINUTES)
+        self.timeout_minutes = _number(self.timeout_minutes, f"{where}: timeout_minutes", maximum=MAX_MINUTES)
         for flag in ("enabled", "business_hours_only"):
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"{where}: {flag}: expected true or false, got {_short(getattr(self, flag))}")
@@ -406,6 +411,11 @@ class EscalationPolicy:
     @property
     def cooldown(self) -> timedelta:
         return minutes(self.cooldown_minutes)
+
+    @property
+    def timeout(self) -> timedelta:
+        """How long after the top level fired an unanswered record ends TIMED_OUT (0: never)."""
+        return minutes(self.timeout_minutes)
 
     @property
     def max_level(self) -> int:
@@ -465,6 +475,8 @@ class EscalationPolicy:
             "metadata": dict(self.metadata),
             "business_hours_mode": self.business_hours_mode.value,
             "delay_basis": self.delay_basis.value,
+            # only when set: policies without it keep their fingerprint (and records their snapshot)
+            **({"timeout_minutes": self.timeout_minutes} if self.timeout_minutes else {}),
         }
 
     @classmethod
@@ -524,7 +536,7 @@ class EscalationRecord:
     incident_id: str
     policy_name: str
     current_level: int = 1
-    state: str = "pending"
+    state: EscalationState = EscalationState.PENDING  # a str Enum: compares equal to its value
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     acknowledged_at: datetime | None = None
@@ -546,6 +558,9 @@ class EscalationRecord:
     next_action: str | None = None
     notify_rounds: int = 0
     closed_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        self.state = EscalationState(self.state)
 
     @staticmethod
     def generate_id() -> str:
@@ -581,8 +596,13 @@ class EscalationRecord:
 
     @property
     def duration(self) -> timedelta:
-        end = self.closed_at or self.updated_at
-        return end - self.created_at
+        """From trigger to close; an open record's runs on to now (the system clock: with a
+        fake clock ask :meth:`duration_at`)."""
+        return self.duration_at(datetime.now(UTC))
+
+    def duration_at(self, now: datetime) -> timedelta:
+        """From trigger to close, or to ``now`` while the record is open."""
+        return (self.closed_at or now) - self.created_at
 
     @property
     def dag_id(self) -> str | None:
@@ -606,7 +626,13 @@ class EscalationRecord:
         self, event: str, at: datetime, actor: str = "system", *, from_state: str | None = None, **details: Any
     ) -> dict[str, Any]:
         """Append ``{event, at, actor, state, level[, from_state][, details]}`` to the history."""
-        entry = {"event": event, "at": _iso(at), "actor": actor, "state": self.state, "level": self.current_level}
+        entry = {
+            "event": event,
+            "at": _iso(at),
+            "actor": actor,
+            "state": getattr(self.state, "value", self.state),
+            "level": self.current_level,
+        }
         if from_state is not None:  # transitions; kept flat: one dict per event keeps memory lean
             entry["from_state"] = from_state
         if details:
@@ -620,7 +646,7 @@ class EscalationRecord:
             "incident_id": self.incident_id,
             "policy_name": self.policy_name,
             "current_level": self.current_level,
-            "state": self.state,
+            "state": getattr(self.state, "value", self.state),  # a str assigned by hand stays as it is
             "created_at": to_iso(self.created_at),
             "updated_at": to_iso(self.updated_at),
             "acknowledged_at": to_iso(self.acknowledged_at),
@@ -743,6 +769,9 @@ class EscalationResult:
     message: str = ""
     error: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # every target the change paged (written to the outbox); ``targets_notified`` are those of
+    # them already sent when the call returned
+    targets_queued: list[EscalationTarget] = field(default_factory=list)
 
     @classmethod
     def success_result(
@@ -751,8 +780,17 @@ class EscalationResult:
         action: str,
         targets: list[EscalationTarget] | None = None,
         message: str = "",
+        queued: list[EscalationTarget] | None = None,
     ) -> EscalationResult:
-        return cls(True, record, action, record.current_level, targets or [], message or f"{action} succeeded")
+        return cls(
+            True,
+            record,
+            action,
+            record.current_level,
+            targets or [],
+            message or f"{action} succeeded",
+            targets_queued=queued if queued is not None else list(targets or []),
+        )
 
     @classmethod
     def failure_result(
@@ -781,6 +819,7 @@ class EscalationResult:
             "action": self.action,
             "level": self.level,
             "targets_notified": [t.to_dict() for t in self.targets_notified],
+            "targets_queued": [t.to_dict() for t in self.targets_queued],
             "message": self.message,
             "error": self.error,
             "metadata": self.metadata,
@@ -857,8 +896,11 @@ class StatsAccumulator:
             s.cancelled_count += 1
         elif state == EscalationState.FAILED.value:
             s.failed_count += 1
-        if record.acknowledged_at is not None:
+        elif state == EscalationState.ACKNOWLEDGED:
+            # by state, like the other counts: they partition the total (an acknowledged record
+            # later resolved counts as resolved)
             s.acknowledged_count += 1
+        if record.acknowledged_at is not None:
             self._ack_total += (record.acknowledged_at - record.created_at).total_seconds()
             self._ack_n += 1
         if state == EscalationState.RESOLVED.value:

@@ -5,11 +5,19 @@ Candidates while a record waits at level N (fired at ``f``, ``r`` repeats sent):
 - ``repeat``       at f + (r + 1) x repeat_interval, while r < repeat_count
 - ``escalate``     at base + delay(N + 1), base = f (default) or the trigger time
 - ``auto_resolve`` at f + auto_resolve_minutes of level N
+- ``timeout``      at f + the policy's timeout_minutes, once N is the top level (the ladder is
+  spent and nobody answered: the record ends TIMED_OUT)
 
-A record that has not started waits for ``start`` at trigger + delay(1). When several candidates
-are already overdue (a wake-up came late, or business hours held them), the most decisive wins
-(auto_resolve, then escalate, then repeat) and missed repeats are not sent in a burst. Business
-hours in ``wait`` mode move a notification's due time to the window's next opening.
+A notify-only level (``require_ack: false``) offers no ``escalate``: the ladder goes no further
+(its last round resolves the record). ``escalate``, ``repeat`` and ``timeout`` apply while the
+record pages (:func:`is_paging`). A record that has not started waits for ``start`` at
+trigger + delay(1). When several candidates are already overdue (a wake-up came late, or business
+hours held them), the most decisive wins (auto_resolve, then timeout, then escalate, then repeat)
+and missed repeats are not sent in a burst.
+
+Business hours, every mode decided here: ``wait`` moves a notification's due time to the
+window's next opening (:func:`plan`); ``skip`` drops a round due outside the window
+(:func:`skips_notification`); ``notify`` sends it anyway.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from airflow_escalation.core.business_hours import next_business_time
+from airflow_escalation.core.business_hours import is_business_time, next_business_time
 from airflow_escalation.core.models import EscalationLevel, EscalationPolicy, EscalationRecord
 from airflow_escalation.core.types import BusinessHoursMode, DelayBasis, EscalationState
 
@@ -25,8 +33,9 @@ START = "start"
 REPEAT = "repeat"
 ESCALATE = "escalate"
 AUTO_RESOLVE = "auto_resolve"
+TIME_OUT = "timeout"
 NOTIFYING_ACTIONS = frozenset({START, REPEAT, ESCALATE})
-_PRIORITY = {AUTO_RESOLVE: 0, ESCALATE: 1, START: 1, REPEAT: 2}
+_PRIORITY = {AUTO_RESOLVE: 0, TIME_OUT: 1, ESCALATE: 2, START: 2, REPEAT: 3}
 # plain strings: enum attribute access is slow on this hot path
 _PENDING = EscalationState.PENDING.value
 _ACTIVE = EscalationState.ACTIVE.value
@@ -61,7 +70,10 @@ def candidates(record: EscalationRecord, policy: EscalationPolicy) -> list[tuple
         found.append((fired + auto_resolve, AUTO_RESOLVE))
     if is_paging(record, policy):
         nxt = policy.get_next_level(level.level)
-        if nxt is not None:
+        if nxt is None:
+            if policy.timeout_minutes > 0:
+                found.append((fired + policy.timeout, TIME_OUT))
+        elif level.require_ack:
             base = fired if policy.delay_basis is DelayBasis.PREVIOUS_LEVEL else record.created_at
             found.append((base + nxt.delay, ESCALATE))
         if record.repeats_sent < level.repeat_count:
@@ -109,3 +121,13 @@ def paged_level(record: EscalationRecord, policy: EscalationPolicy, action: str)
     if action == ESCALATE:
         return policy.get_next_level(record.current_level)
     return None
+
+
+def skips_notification(policy: EscalationPolicy, now: datetime, business_hours: bool = True) -> bool:
+    """Whether a round due at ``now`` is dropped: ``skip`` mode outside business hours."""
+    return (
+        business_hours
+        and policy.business_hours_only
+        and policy.business_hours_mode is BusinessHoursMode.SKIP
+        and not is_business_time(policy, now)
+    )

@@ -43,6 +43,13 @@ class EscalationState(str, Enum):
     TIMED_OUT = "timed_out"
     FAILED = "failed"
 
+    # printed and formatted as its value ("active"), as the plain strings records held before
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
     @property
     def is_terminal(self) -> bool:
         return self in TERMINAL_STATES

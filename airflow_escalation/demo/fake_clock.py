@@ -15,8 +15,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from airflow_escalation.core.clock import FakeClock
-from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
-from airflow_escalation.core.manager import EscalationPolicyConfig
+from airflow_escalation.runtime.builder import build_engine
+from airflow_escalation.runtime.policy_config import EscalationPolicyConfig
 from airflow_escalation.core.models import (
     EscalationLevel,
     EscalationRecord,
@@ -44,13 +44,8 @@ async def run(db_path: str, policies_file: Path) -> None:
             )
         return True
 
-    engine = EscalationEngine(
-        EscalationEngineConfig(
-            store_type="sqlite", store_config={"db_path": db_path}, clock=clock, default_notification_handler=notify
-        )
-    )
-    for policy in config.policies.values():
-        engine.register_policy(policy)
+    config.store_type, config.store_config = "sqlite", {"db_path": db_path}
+    engine = build_engine(config, clock=clock, handler=notify)
     await engine.start()
     print(f"policies from {policies_file}; store: SQLite at {db_path}\n")
 

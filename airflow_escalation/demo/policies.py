@@ -12,7 +12,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from airflow_escalation.core.manager import load_yaml
+from airflow_escalation.runtime.policy_config import load_yaml
 
 MINUTE_KEYS = ("delay_minutes", "repeat_interval_minutes", "auto_resolve_minutes", "cooldown_minutes")
 

@@ -10,7 +10,7 @@ from airflow_escalation.core.models import EscalationResult
 from airflow_escalation.core.types import EscalationTrigger
 
 if TYPE_CHECKING:
-    from airflow_escalation.core.engine import EscalationEngine
+    from airflow_escalation.runtime.engine import EscalationEngine
     from airflow_escalation.routing.escalation_rule import EscalationRule
 
 __all__ = ["EscalationAction"]

@@ -11,7 +11,7 @@ from airflow_escalation.routing.router import Route
 from airflow_escalation.routing.rules import RoutingRule
 
 if TYPE_CHECKING:
-    from airflow_escalation.core.engine import EscalationEngine
+    from airflow_escalation.runtime.engine import EscalationEngine
 
 __all__ = ["create_escalation_route"]
 

@@ -32,7 +32,7 @@ from airflow_escalation.core.types import DeliveryState
 from airflow_escalation.routing.invoke import action_kind, action_name, outcome_failed, run_action
 
 if TYPE_CHECKING:
-    from airflow_escalation.core.engine import EscalationEngine, NotificationHandler
+    from airflow_escalation.runtime.engine import EscalationEngine, NotificationHandler
 
 __all__ = [
     "LevelActionHandler",
@@ -173,10 +173,7 @@ class LevelActionHandler:
         if self.engine is None:
             return None
         try:
-            if getattr(self.engine.store, "blocking", False):
-                deliveries = await asyncio.to_thread(self.engine.get_deliveries, record.id)
-            else:
-                deliveries = self.engine.get_deliveries(record.id)
+            deliveries = await self.engine.store_calls(self.engine.store.get_deliveries, record.id)
         except Exception:
             log.warning("could not read the deliveries of escalation %s", record.id, exc_info=True)
             return None

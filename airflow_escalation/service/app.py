@@ -4,7 +4,7 @@
 imported by every Airflow process that loads plugins). The work happens in the app's lifespan,
 which the API server enters for mounted plugin apps: it reads ``[escalation]``, opens the store
 (the metadata database unless ``store_url`` says otherwise), loads the policies file, builds the
-:class:`~airflow_escalation.core.engine.EscalationEngine` with an APScheduler (or asyncio) clock,
+:class:`~airflow_escalation.runtime.engine.EscalationEngine` with an APScheduler (or asyncio) clock,
 and starts it; on shutdown it stops the engine and closes the store.
 
 A broken configuration never takes the API server down: the service then answers 503 with the
@@ -39,9 +39,9 @@ from fastapi.responses import JSONResponse
 from airflow_escalation import __version__
 from airflow_escalation.core import bounds
 from airflow_escalation.airflow_config import EscalationConfigError, EscalationSettings, load_settings
-from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
-from airflow_escalation.core.manager import EscalationPolicyConfig
-from airflow_escalation.scheduling.base import SchedulerConfig
+from airflow_escalation.runtime.builder import build_engine
+from airflow_escalation.runtime.engine import EscalationEngine
+from airflow_escalation.runtime.policy_config import EscalationPolicyConfig
 from airflow_escalation.service.auth import RecordHidden
 from airflow_escalation.service.deps import ServiceUnavailable
 from airflow_escalation.service.notify import make_log_handler
@@ -51,8 +51,6 @@ log = logging.getLogger("airflow_escalation.service")
 
 API_PREFIX = "/api/v1"
 
-# scheduler settings the [escalation] section owns; the policies file may set the others
-_OWNED_SCHEDULER_KEYS = {"scheduler_type", "check_interval_seconds", "max_concurrent_jobs"}
 _STORE_OPEN_ATTEMPTS = 3
 _STORE_OPEN_RETRY_SECONDS = 1.0
 
@@ -258,7 +256,7 @@ class EscalationService:
         """The policies file as data, when it was read without error at start."""
         if settings is None or not settings.policies_file or not self.policy_config.policies:
             return None
-        from airflow_escalation.core.manager import load_yaml
+        from airflow_escalation.runtime.policy_config import load_yaml
 
         try:
             data = load_yaml(Path(settings.policies_file).expanduser())
@@ -310,31 +308,22 @@ class EscalationService:
         return None
 
     def _build_engine(self, settings: EscalationSettings, store: BaseEscalationStore) -> EscalationEngine:
-        cfg = self.policy_config
-        extra = {k: v for k, v in (cfg.scheduler_config or {}).items() if k not in _OWNED_SCHEDULER_KEYS}
-        base = dict(
-            scheduler_type=settings.scheduler,
-            check_interval_seconds=settings.check_interval_seconds,
-            max_concurrent_jobs=settings.max_concurrent_deliveries,
-            cleanup_interval_seconds=cfg.cleanup_interval_minutes * 60,
+        # the one builder (runtime/builder.py): the [escalation] section owns the store, the
+        # scheduler type, its interval and the delivery concurrency; the policies file the rest
+        engine = build_engine(
+            self.policy_config,
+            store=store,
+            handler=make_log_handler(settings.base_url),
+            scheduler_owned=dict(
+                scheduler_type=settings.scheduler,
+                check_interval_seconds=settings.check_interval_seconds,
+                max_concurrent_jobs=settings.max_concurrent_deliveries,
+            ),
+            on_error=lambda message: self._error(f"[escalation] policies_file: {message}"),
+            # a trigger is answered once written, never held by a slow channel (clients time out
+            # after 5 s); the outbox sends at once, and targets_queued says who was paged
+            send_before_return=False,
         )
-        try:
-            scheduler_config = SchedulerConfig(**{**base, **extra})
-        except (TypeError, ValueError) as exc:
-            self._error(f"[escalation] policies_file: scheduler_config: {exc}; using the defaults")
-            scheduler_config = SchedulerConfig(**base)
-        engine = EscalationEngine(
-            EscalationEngineConfig(
-                store=store,
-                scheduler_config=scheduler_config,
-                default_notification_handler=make_log_handler(settings.base_url),
-                check_business_hours=cfg.check_business_hours,
-                metrics_enabled=cfg.metrics_enabled,
-                cleanup_after_days=cfg.retention_days,
-            )
-        )
-        for policy in cfg.policies.values():
-            engine.register_policy(policy)
         try:
             from airflow_escalation.service.delivery import install_delivery
 

@@ -194,7 +194,7 @@ async def require_write(request: Request, user: "BaseUser" = Depends(require_rea
 async def _authorize_trigger(request: Request, user: "BaseUser") -> None:
     """A trigger: the user may change runs of its Dag, and may edit connections if its inline
     policy names any (a body the route cannot parse is left to its 422)."""
-    from airflow_escalation.core.models import EscalationPolicy, dag_id_of
+    from airflow_escalation.core.models import dag_id_of
 
     try:
         body = await request.json()
@@ -207,7 +207,7 @@ async def _authorize_trigger(request: Request, user: "BaseUser") -> None:
     if not isinstance(inline, dict):
         return
     try:
-        policy = EscalationPolicy.from_dict(inline)
+        policy = inline_policy(request, inline)
     except Exception:  # noqa: BLE001 - the route answers 422 naming the field
         return
     conn_ids = sorted({t.conn_id for level in policy.levels for t in level.targets if t.conn_id})
@@ -220,6 +220,19 @@ async def _authorize_trigger(request: Request, user: "BaseUser") -> None:
                 "(policy_name, from the policies file) or ask a connection admin"
             ),
         )
+
+
+def inline_policy(request: Request, raw: dict[str, Any]) -> Any:
+    """``raw`` (a trigger's inline policy) as an ``EscalationPolicy``, parsed once per request:
+    the write check and the route share it (``request.state``). Raises what ``from_dict`` raises."""
+    from airflow_escalation.core.models import EscalationPolicy
+
+    cached = getattr(request.state, "inline_policy", None)
+    if cached is not None and cached[0] == raw:
+        return cached[1]
+    policy = EscalationPolicy.from_dict(raw)
+    request.state.inline_policy = (raw, policy)
+    return policy
 
 
 # ---------------------------------------------------------------------------------- browsers

@@ -25,7 +25,7 @@ from airflow_escalation.channels.base import ChannelRegistry, ChannelResolver, P
 from airflow_escalation.core.types import DeliveryState
 
 if TYPE_CHECKING:
-    from airflow_escalation.core.engine import EscalationEngine
+    from airflow_escalation.runtime.engine import EscalationEngine
     from airflow_escalation.core.models import Delivery, EscalationRecord
 
 log = logging.getLogger("airflow_escalation.delivery")
@@ -188,9 +188,7 @@ class ChannelDelivery:
         return False
 
     async def _store(self, fn: Any, *args: Any) -> Any:
-        if self.engine.store.blocking:
-            return await asyncio.to_thread(fn, *args)
-        return fn(*args)
+        return await self.engine.store_calls(fn, *args)
 
 
 def install_delivery(

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any, Callable
 
 from fastapi import Request
 
 if TYPE_CHECKING:
-    from airflow_escalation.core.engine import EscalationEngine
+    from airflow_escalation.runtime.engine import EscalationEngine
     from airflow_escalation.service.app import EscalationService
 
 
@@ -28,7 +27,6 @@ def get_engine(request: Request) -> "EscalationEngine":
 
 
 async def run_store(engine: "EscalationEngine", fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call a store method without blocking the event loop (blocking stores run in a thread)."""
-    if engine.store.blocking:
-        return await asyncio.to_thread(fn, *args, **kwargs)
-    return fn(*args, **kwargs)
+    """Call a store method without blocking the event loop: the engine's store calls
+    (``runtime/store_calls.py``, shared with the engine's own)."""
+    return await engine.store_calls(fn, *args, **kwargs)

@@ -25,7 +25,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from airflow_escalation.core.manager import EscalationPolicyConfig
+from airflow_escalation.runtime.policy_config import EscalationPolicyConfig
 from airflow_escalation.core.policy_doc import PolicyRevision, RevisionConflict, changes, unwrap
 from airflow_escalation.service.policy_validation import validate_document
 

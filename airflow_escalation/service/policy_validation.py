@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_escalation.core import bounds
-from airflow_escalation.core.manager import EscalationPolicyConfig
+from airflow_escalation.runtime.policy_config import EscalationPolicyConfig
 from airflow_escalation.core.policy_doc import policy_errors_of, unwrap
 
 

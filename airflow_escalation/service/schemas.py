@@ -290,7 +290,10 @@ class Result(BaseModel):
     message: str
     error: Optional[str] = None
     record: Optional[Record] = None
-    targets_notified: list[Target] = Field(default_factory=list)
+    targets_notified: list[Target] = Field(default_factory=list, description="the targets already sent to")
+    targets_queued: list[Target] = Field(
+        default_factory=list, description="every target the change paged (sent, or in the outbox)"
+    )
 
     @classmethod
     def from_core(cls, result: Any) -> "Result":
@@ -302,6 +305,7 @@ class Result(BaseModel):
             error=result.error,
             record=Record.from_core(result.record) if result.record is not None else None,
             targets_notified=[Target.model_validate(t.to_dict()) for t in result.targets_notified],
+            targets_queued=[Target.model_validate(t.to_dict()) for t in result.targets_queued],
         )
 
 

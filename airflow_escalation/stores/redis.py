@@ -1044,7 +1044,7 @@ class RedisEscalationStore(BaseEscalationStore):
         return EscalationStats(
             total_escalations=n.get("total", 0),
             active_escalations=active,
-            acknowledged_count=ack_n,
+            acknowledged_count=n.get(f"st:{EscalationState.ACKNOWLEDGED.value}", 0),
             resolved_count=n.get(f"st:{EscalationState.RESOLVED.value}", 0),
             timed_out_count=n.get(f"st:{EscalationState.TIMED_OUT.value}", 0),
             cancelled_count=n.get(f"st:{EscalationState.CANCELLED.value}", 0),

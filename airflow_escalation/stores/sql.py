@@ -77,6 +77,7 @@ _CONNECT_TIMEOUT = 10  # seconds to reach a database server before StoreError
 _BEGIN_OPTION = "escalation_sqlite_begin"  # execution option read by _sqlite_begin
 # record states counted by a field of their own (StatsAccumulator.add_record)
 _STATE_COUNTERS = {
+    EscalationState.ACKNOWLEDGED.value: "acknowledged_count",
     EscalationState.RESOLVED.value: "resolved_count",
     EscalationState.TIMED_OUT.value: "timed_out_count",
     EscalationState.CANCELLED.value: "cancelled_count",
@@ -1400,7 +1401,6 @@ class SQLEscalationStore(BaseEscalationStore):
                 setattr(stats, _STATE_COUNTERS[state], getattr(stats, _STATE_COUNTERS[state]) + n)
             stats.escalations_by_level[level] = stats.escalations_by_level.get(level, 0) + n
             stats.escalations_by_policy[policy] = stats.escalations_by_policy.get(policy, 0) + n
-        stats.acknowledged_count = ack_n
         stats.avg_time_to_acknowledge_seconds = float(ack_us) / 1e6 / ack_n if ack_n else 0.0
         stats.avg_time_to_resolve_seconds = float(res_us) / 1e6 / res_n if res_n else 0.0
         return stats

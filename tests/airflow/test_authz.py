@@ -70,8 +70,8 @@ def app() -> Iterator[App]:
     from airflow.api_fastapi import app as airflow_app
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 
-    from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
-    from airflow_escalation.core.manager import EscalationPolicyConfig
+    from airflow_escalation.runtime.engine import EscalationEngine, EscalationEngineConfig
+    from airflow_escalation.runtime.policy_config import EscalationPolicyConfig
     from airflow_escalation.scheduling.base import SchedulerConfig
     from airflow_escalation.service.app import create_app
     from airflow_escalation.stores.memory import InMemoryEscalationStore

@@ -28,8 +28,8 @@ import uvicorn  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance  # noqa: E402
 
-from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig  # noqa: E402
-from airflow_escalation.core.manager import EscalationPolicyConfig  # noqa: E402
+from airflow_escalation.runtime.engine import EscalationEngine, EscalationEngineConfig  # noqa: E402
+from airflow_escalation.runtime.policy_config import EscalationPolicyConfig  # noqa: E402
 from airflow_escalation.demo.local_airflow import free_port  # noqa: E402
 from airflow_escalation.scheduling.base import SchedulerConfig  # noqa: E402
 from airflow_escalation.service.app import create_app  # noqa: E402

@@ -208,7 +208,7 @@ def test_validate_yaml_over_the_size_limit_is_422(client):
 
 
 def test_manager_from_yaml_refuses_aliases_and_big_files(tmp_path):
-    from airflow_escalation.core.manager import EscalationPolicyManager
+    from airflow_escalation.runtime.manager import EscalationPolicyManager
 
     with pytest.raises(ValueError, match="aliases"):
         EscalationPolicyManager.from_yaml("escalation:\n" + "\n".join("  " + line for line in ALIAS_BOMB.splitlines()))

@@ -18,8 +18,8 @@ from typing import Any, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
-from airflow_escalation.core.manager import EscalationPolicyConfig
+from airflow_escalation.runtime.engine import EscalationEngine, EscalationEngineConfig
+from airflow_escalation.runtime.policy_config import EscalationPolicyConfig
 from airflow_escalation.core.policy_doc import PolicyRevision, RevisionConflict
 from airflow_escalation.scheduling.base import SchedulerConfig
 from airflow_escalation.service import auth

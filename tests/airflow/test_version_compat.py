@@ -72,7 +72,7 @@ def test_every_airflow_layer_module_refuses_an_old_airflow():
 def test_the_core_does_not_check():
     """The core runs without Airflow: importing it never asks Airflow's version."""
     code = (
-        "import sys, airflow_escalation.core.engine, airflow_escalation.stores.sql; "
+        "import sys, airflow_escalation.runtime.engine, airflow_escalation.stores.sql; "
         "sys.exit('airflow' in sys.modules or 'airflow_escalation.version_compat' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -28,7 +28,7 @@ from typing import Any
 import airflow  # noqa: F401
 import pytest
 
-from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
+from airflow_escalation.runtime.engine import EscalationEngine, EscalationEngineConfig
 from airflow_escalation.scheduling.base import SchedulerConfig
 from airflow_escalation.service.delivery import install_delivery
 from airflow_escalation.testing import FakeClock, RecordingHandler

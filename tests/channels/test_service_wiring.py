@@ -92,7 +92,7 @@ def test_service_delivers_conn_id_targets_through_channels(tmp_path, sink, http_
 
 
 def test_injected_engine_gets_no_channels_unless_installed():
-    from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
+    from airflow_escalation.runtime.engine import EscalationEngine, EscalationEngineConfig
     from airflow_escalation.scheduling.base import SchedulerConfig
 
     engine = EscalationEngine(

@@ -322,7 +322,7 @@ class FakeEscalationService:
         return 404, {"detail": "Not Found"}
 
     def _validate(self, body: Any) -> tuple[int, Any]:
-        from airflow_escalation.core.manager import EscalationPolicyConfig, load_yaml
+        from airflow_escalation.runtime.policy_config import EscalationPolicyConfig, load_yaml
 
         if not isinstance(body, dict) or ("policy" in body) == ("yaml" in body):
             return 422, {"detail": "give exactly one of policy or yaml"}

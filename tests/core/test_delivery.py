@@ -232,8 +232,13 @@ async def test_a_sweep_claims_no_more_deliveries_than_idle_workers_can_start(mak
         await stuck.wait()
         return True
 
+    # triggers that return once the deliveries are written (the handler hangs)
     first = await make_engine(
-        ladder(delays=(0, 60)), handler=hangs, store=store, scheduler_config=dict(max_concurrent_jobs=4)
+        ladder(delays=(0, 60)),
+        handler=hangs,
+        store=store,
+        scheduler_config=dict(max_concurrent_jobs=4),
+        send_before_return=False,
     )
     for n in range(30):
         await first.trigger(f"inc-{n}", {}, "ladder")

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from airflow_escalation.core import bounds
-from airflow_escalation.core.manager import _CONFIG_FIELDS, EscalationPolicyManager
+from airflow_escalation.runtime.manager import EscalationPolicyManager
+from airflow_escalation.runtime.policy_config import _CONFIG_FIELDS
 from airflow_escalation.core.models import _LEVEL_FIELDS, _POLICY_FIELDS, EscalationPolicy
 
 TARGET_FIELDS = {"type", "identifier", "name", "priority", "metadata", "conn_id"}

@@ -19,8 +19,8 @@ from typing import Any
 import uvicorn
 from fastapi import Body, Depends, HTTPException, Request
 
-from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
-from airflow_escalation.core.manager import EscalationPolicyConfig
+from airflow_escalation.runtime.engine import EscalationEngine, EscalationEngineConfig
+from airflow_escalation.runtime.policy_config import EscalationPolicyConfig
 from airflow_escalation.demo.local_airflow import free_port
 from airflow_escalation.scheduling.base import SchedulerConfig
 from airflow_escalation.service import auth

@@ -37,20 +37,24 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SharedSt
 
 @pytest.fixture
 async def make_engine(storage: SharedStorage, clock: FakeClock) -> AsyncIterator[Any]:
-    """``await make_engine(store, handler, start=True, **SchedulerConfig fields)``.
+    """``await make_engine(store, handler, start=True, send_before_return=False, **SchedulerConfig fields)``.
 
     An engine on ``store`` with the fake clock, the in-memory (passive) scheduler and the ladder
     policy registered. Every engine made is stopped before the storage is destroyed.
     """
     engines: list[EscalationEngine] = []
 
-    async def factory(store, handler: RecordingHandler, *, start: bool = True, **sched: Any) -> EscalationEngine:
+    async def factory(
+        store, handler: RecordingHandler, *, start: bool = True, send_before_return: bool = False, **sched: Any
+    ) -> EscalationEngine:
         engine = EscalationEngine(
             EscalationEngineConfig(
                 store=store,
                 clock=clock,
                 default_notification_handler=handler,
                 scheduler_config=SchedulerConfig(**{"scheduler_type": "memory", **sched}),
+                # these tests race engines over the outbox: a trigger leaves its deliveries there
+                send_before_return=send_before_return,
             )
         )
         engine.register_policy(ladder())

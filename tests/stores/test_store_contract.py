@@ -662,12 +662,15 @@ def test_get_stats_counts_like_the_stats_accumulator(store: BaseEscalationStore)
         assert got.pop(key) == pytest.approx(expected.pop(key), abs=1e-6)
     assert got == expected
     # and the numbers themselves
-    assert (stats.total_escalations, stats.active_escalations, stats.acknowledged_count) == (10, 3, 3)
+    # counted by state: the counts partition the total (c and g were acknowledged, then closed)
+    assert (stats.total_escalations, stats.active_escalations, stats.acknowledged_count) == (10, 3, 1)
     assert (stats.resolved_count, stats.timed_out_count, stats.cancelled_count, stats.failed_count) == (3, 1, 1, 1)
     assert stats.avg_time_to_acknowledge_seconds == pytest.approx((90 + 30 + 10) / 3)
     assert stats.avg_time_to_resolve_seconds == pytest.approx((300 + 120.500001) / 2)
     assert stats.escalations_by_level == {1: 5, 2: 3, 3: 2}
     assert stats.escalations_by_policy == {"critical": 7, "p2": 3}
+    counts = ("active_escalations", "acknowledged_count", "resolved_count", "timed_out_count", "cancelled_count")
+    assert sum(getattr(stats, name) for name in counts) + stats.failed_count == stats.total_escalations
     assert stats.notifications_by_target == {"user:lead": 2, "channel:#ops": 1, "email:boss@example.com": 1}
     assert (stats.notifications_sent, stats.notifications_failed) == (4, 2)
 

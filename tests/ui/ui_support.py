@@ -164,8 +164,8 @@ def make_service(monkeypatch: Any, clock: Any = None, handler: Any = None) -> An
     """The service app on a memory store with fake authentication; yields a :class:`Service`.
     With a ``clock`` (a FakeClock) the engine runs on it, woken by ``engine.advance``; a
     ``handler`` delivers every notification (testing.RecordingHandler)."""
-    from airflow_escalation.core.engine import EscalationEngine, EscalationEngineConfig
-    from airflow_escalation.core.manager import EscalationPolicyConfig
+    from airflow_escalation.runtime.engine import EscalationEngine, EscalationEngineConfig
+    from airflow_escalation.runtime.policy_config import EscalationPolicyConfig
     from airflow_escalation.scheduling.base import SchedulerConfig
     from airflow_escalation.service.app import create_app
     from airflow_escalation.stores.memory import InMemoryEscalationStore

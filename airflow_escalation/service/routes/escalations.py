@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable, Optional
 
-from fastapi import APIRouter, Body, Depends, Path, Query, status
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, status
 from fastapi.responses import JSONResponse
 
 from airflow_escalation.core import bounds
-from airflow_escalation.core.engine import EscalationEngine
-from airflow_escalation.core.models import EscalationPolicy, EscalationResult, dag_id_of
+from airflow_escalation.runtime.engine import EscalationEngine
+from airflow_escalation.core.models import EscalationResult
 from airflow_escalation.core.types import ACTIVE_STATE_VALUES, EscalationState
-from airflow_escalation.service.auth import DagScope, actor_name, read_scope, require_read, require_write
+from airflow_escalation.runtime.builder import trigger_with_gates
+from airflow_escalation.service.auth import DagScope, actor_name, inline_policy, read_scope, require_read, require_write
 from airflow_escalation.service.deps import get_engine, get_service, run_store
 from airflow_escalation.service.schemas import (
     MAX_NAME,
@@ -78,10 +79,6 @@ def _invalid(action: str, message: str) -> EscalationResult:
 # ---------------------------------------------------------------------------------- trigger
 
 
-async def _active_count(engine: EscalationEngine) -> int:
-    return await run_store(engine, engine.store.count_active)
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -102,49 +99,25 @@ async def _active_count(engine: EscalationEngine) -> int:
 )
 async def trigger(
     request_body: TriggerRequest,
+    request: Request,
     user: Any = Depends(require_write),
     engine: EscalationEngine = Depends(get_engine),
     service: Any = Depends(get_service),
 ) -> Any:
-    cfg = service.policy_config
-    if not cfg.global_enabled:
-        return _answer(
-            EscalationResult.failure_result(
-                None,
-                "trigger",
-                "escalation is disabled globally (global_enabled: false in the policies file)",
-                code="filtered",
-            )
-        )
     inline = None
     if request_body.policy is not None:
         try:
-            inline = EscalationPolicy.from_dict(request_body.policy)
+            inline = inline_policy(request, request_body.policy)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             message = str(exc)
             return _answer(_invalid("trigger", message if message.startswith("policy") else f"policy: {message}"))
-    name = request_body.policy_name
-    if name is None and inline is None and cfg.default_policy in engine.policies:
-        name = cfg.default_policy
-    if inline is None and cfg.max_concurrent_escalations:
-        if await _active_count(engine) >= cfg.max_concurrent_escalations:
-            open_one = await run_store(
-                engine, engine.store.find_open, request_body.incident_id, name or "", dag_id_of(request_body.context)
-            )
-            if open_one is None:
-                return _answer(
-                    EscalationResult.failure_result(
-                        None,
-                        "trigger",
-                        f"max_concurrent_escalations ({cfg.max_concurrent_escalations}) reached",
-                        code="capacity",
-                    )
-                )
     try:
-        result = await engine.trigger(
+        result = await trigger_with_gates(
+            engine,
+            service.policy_config,
             request_body.incident_id,
             request_body.context,
-            name,
+            request_body.policy_name,
             request_body.trigger_type,
             policy=inline,
             triggered_by=actor_name(user),

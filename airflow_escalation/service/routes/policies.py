@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse
 
-from airflow_escalation.core.engine import EscalationEngine
+from airflow_escalation.runtime.engine import EscalationEngine
 from airflow_escalation.core import bounds
-from airflow_escalation.core.manager import EscalationPolicyConfig, parse_yaml
+from airflow_escalation.runtime.policy_config import EscalationPolicyConfig, parse_yaml
 from airflow_escalation.core.models import EscalationPolicy
 from airflow_escalation.service.auth import require_read
 from airflow_escalation.service.deps import get_engine

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from airflow_escalation.core import bounds
-from airflow_escalation.core.manager import parse_yaml
+from airflow_escalation.runtime.policy_config import parse_yaml
 from airflow_escalation.core.models import EscalationPolicy
 from airflow_escalation.core.policy_doc import (
     PolicyRevision,

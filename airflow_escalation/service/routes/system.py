@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from airflow_escalation.core.engine import EscalationEngine
+from airflow_escalation.runtime.engine import EscalationEngine
 from airflow_escalation.service.auth import DagScope, read_scope, require_read
 from airflow_escalation.service.deps import get_engine, get_service, run_store
 from airflow_escalation.service.schemas import Detail, Health, Stats
