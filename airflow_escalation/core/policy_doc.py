@@ -204,7 +204,7 @@ def preview(policy: EscalationPolicy) -> list[PreviewStep]:
             record.repeats_sent += 1
         else:
             record.current_level, record.level_fired_at, record.repeats_sent = level.level, due, 0
-            record.state = EscalationState.ACTIVE.value
+            record.state = EscalationState.ACTIVE
         out.append(PreviewStep(_minutes(due - t0), level.level, step.action, [t.display_name for t in level.targets]))
         if not level.require_ack and record.repeats_sent >= level.repeat_count:
             break  # a notify-only level resolves after its last round
