@@ -19,8 +19,8 @@ from airflow_escalation.core.types import EscalationState
 
 #: steps a preview shows at most (a policy repeating every minute for a day stops there)
 MAX_PREVIEW_STEPS = 60
-#: a preview's last step when max_escalations stops the climb
-TIMEOUT = "timeout"
+#: a preview's last step when the escalation times out (timeout_minutes, or max_escalations)
+TIMEOUT = planner.TIME_OUT
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ def preview(policy: EscalationPolicy) -> list[PreviewStep]:
         if step is None:
             break
         due = step.due
-        if step.action == planner.AUTO_RESOLVE:
+        if step.action in (planner.AUTO_RESOLVE, planner.TIME_OUT):
             out.append(PreviewStep(_minutes(due - t0), record.current_level, step.action, []))
             break
         level = planner.paged_level(record, policy, step.action)

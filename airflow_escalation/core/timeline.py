@@ -132,9 +132,9 @@ def _opening(event: Mapping[str, Any]) -> TimelineStep:
     elif name == "cancel":
         kind, title = "cancelled", f"Cancelled{by}"
     elif name == "timeout":
-        kind, title = "timed_out", "Timed out"
+        kind, title = "timed_out", "Timed out: nobody acknowledged at the top level"
     elif name == "max_level_reached":
-        kind, title = "timed_out", "Timed out: highest level reached"
+        kind, title = "timed_out", "Timed out: no more escalations allowed (max_escalations)"
     elif name == "error":
         kind, title = "failed", "Failed"
     return TimelineStep(
@@ -231,7 +231,7 @@ def steps(history: Sequence[Mapping[str, Any]], deliveries: Sequence[Mapping[str
 class NextStep:
     """What a record does next, when, and whom it tells: the planner's answer, in words."""
 
-    action: str  # planner.START, REPEAT, ESCALATE or AUTO_RESOLVE
+    action: str  # planner.START, REPEAT, ESCALATE, AUTO_RESOLVE or TIME_OUT
     due_at: datetime
     level: int | None  # the level told (None: nobody is told)
     targets: list[str]  # their display names
@@ -258,6 +258,8 @@ def next_step(record: EscalationRecord, policy: EscalationPolicy) -> NextStep | 
     who = ", ".join(names) or "no targets"
     if action == planner.AUTO_RESOLVE:
         text = "resolves automatically"
+    elif action == planner.TIME_OUT:
+        text = f"times out at level {record.current_level}"
     elif level is None:
         text = action.replace("_", " ")
     elif action == planner.REPEAT:

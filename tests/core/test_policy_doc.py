@@ -51,6 +51,9 @@ def test_preview_follows_the_policy_options():
     assert preview_text(preview(policy(delay_basis="trigger", max_escalations=1))) == (
         "L1 at 2 min; L2 at 30; times out at 45"
     )
+    assert preview_text(preview(policy(timeout_minutes=20, delay_basis="trigger"))) == (
+        "L1 at 2 min; L2 at 30; L3 at 45; times out at 65"
+    )
     endless = EscalationPolicy.from_dict(
         {"name": "e", "levels": [{"level": 1, "targets": ["a"], "repeat_count": 500, "repeat_interval_minutes": 1}]}
     )

@@ -125,7 +125,7 @@ def test_unknown_and_edge_events_stay_visible():
     assert [s.title for s in found] == [
         "Triggered by x: level 1 paged",
         "something_new by eve",
-        "Timed out: highest level reached",
+        "Timed out: no more escalations allowed (max_escalations)",
     ]
     assert steps([]) == []
 
@@ -161,3 +161,17 @@ def test_paged_level_per_action():
     assert planner.paged_level(record, policy, planner.REPEAT).level == 2
     assert planner.paged_level(record, policy, planner.ESCALATE).level == 3
     assert planner.paged_level(record, policy, planner.AUTO_RESOLVE) is None
+
+
+async def test_next_step_at_the_top_level_is_the_timeout(make_engine):
+    policy = seed_policy(timeout_minutes=30)
+    engine = await make_engine(policy)
+    rid = (await engine.trigger("orders", CRIT, SEED)).record.id
+    await engine.advance(timedelta(minutes=46))  # level 3 paged at 45
+
+    step = next_step(engine.store.get(rid), policy)
+    assert step is not None and step.action == planner.TIME_OUT and step.level is None
+    assert step.text == "times out at level 3" and step.targets == []
+    await engine.advance(timedelta(minutes=30))
+    found = steps(engine.store.get(rid).to_dict()["history"])
+    assert found[-1].title == "Timed out: nobody acknowledged at the top level"
