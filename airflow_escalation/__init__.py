@@ -1,7 +1,8 @@
 """airflow-escalation: multi-level notification escalation for Apache Airflow.
 
-The core (engine, models, stores, schedulers) imports nothing from Airflow; the Airflow layer
-(hooks, notifiers, operators, sensors, triggers, the API-server plugin) adapts it.
+The domain (``core/``), the runtime, the stores and the schedulers import nothing from Airflow;
+the Airflow layer (hooks, notifiers, operators, sensors, triggers, the API-server plugin) adapts
+them. docs/architecture.md has the rooms and the arrows.
 """
 
 from __future__ import annotations

@@ -175,16 +175,3 @@ def load_settings(conf: Any = None) -> EscalationSettings:
         base_url=public_base_url(conf),
         metadata_db_url=str(conf.get("database", "sql_alchemy_conn", fallback="") or ""),
     )
-
-
-def is_enabled(conf: Any = None) -> bool:
-    """``[escalation] enabled``, tolerant: an unreadable value counts as enabled (and is
-    reported by the service's ``/health``), so a typo never silently removes the service."""
-    if conf is None:
-        from airflow.configuration import conf as airflow_conf
-
-        conf = airflow_conf
-    try:
-        return _bool("enabled", _option(conf, "enabled"))
-    except EscalationConfigError:
-        return True

@@ -249,12 +249,6 @@ class ChannelRegistry:
             self._specs[key] = channel
             self._instances.pop(key, None)
 
-    def unregister(self, conn_type: str) -> None:
-        key = normalize_conn_type(conn_type)
-        with self._lock:
-            self._specs.pop(key, None)
-            self._instances.pop(key, None)
-
     @property
     def conn_types(self) -> list[str]:
         return sorted(self._specs)

@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from airflow_escalation.cli.spool import drain_spool, list_spool
 from airflow_escalation.client.errors import (
     EscalationAPIError,
     EscalationAuthError,
@@ -557,81 +558,6 @@ def _client(args: argparse.Namespace) -> Any:
     return client
 
 
-# --------------------------------------------------------------------------- the spool
-
-
-def _cmd_spool_list(args: argparse.Namespace, out: TextIO) -> int:
-    from airflow_escalation.spool import EscalationSpool
-
-    spool = EscalationSpool(args.dir)
-    rows: list[dict[str, Any]] = []
-    for entry in spool.entries():
-        rows.append(
-            {
-                "status": "waiting",
-                "file": entry.path.name,
-                "kind": entry.kind,
-                "incident": entry.incident_id,
-                "conn": entry.conn_id,
-                "attempts": entry.attempts,
-                "age": str(entry.age).split(".")[0],
-                "error": entry.last_error or "-",
-            }
-        )
-    for path in spool.dead_entries():
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            data = {}
-        rows.append(
-            {
-                "status": "dead",
-                "file": path.name,
-                "kind": data.get("kind", "?"),
-                "incident": (data.get("request") or {}).get("incident_id") or "?",
-                "conn": data.get("conn_id") or "?",
-                "attempts": data.get("attempts", "?"),
-                "age": "-",
-                "error": data.get("dead_reason") or "-",
-            }
-        )
-    if _structured(args):
-        _emit({"directory": str(spool.directory), "entries": rows}, args, out)
-    elif rows:
-        _rows(rows, args, out)
-    else:
-        out.write(f"{spool.directory}: empty\n")
-    return EXIT_OK
-
-
-def _cmd_spool_drain(args: argparse.Namespace, out: TextIO) -> int:
-    import logging
-
-    from airflow_escalation.notifications.handoff import HandoffSender
-    from airflow_escalation.spool import EscalationSpool
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    spool = EscalationSpool(args.dir)
-    with HandoffSender(timeout=args.timeout if args.timeout is not None else 5.0) as sender:
-        report = spool.drain(sender.send_entry, budget_seconds=args.budget)
-    summary = {
-        "sent": report.sent,
-        "dead": report.dead,
-        "left": report.left,
-        "stopped": report.stopped,
-        "last_error": report.last_error,
-    }
-    if _structured(args):
-        _emit(summary, args, out)
-    else:
-        out.write(
-            f"sent {report.sent}, dead {report.dead}, left {report.left}"
-            + (f" (stopped: {report.stopped}: {report.last_error})" if report.stopped else "")
-            + "\n"
-        )
-    return EXIT_OK if report.left == 0 else EXIT_FAILURE
-
-
 # --------------------------------------------------------------------------- the command table
 
 Handler = Callable[[argparse.Namespace, TextIO], int]
@@ -792,11 +718,11 @@ COMMANDS: tuple[Command | Group, ...] = (
         "spool",
         "the local spool of hand-offs that could not reach the service",
         (
-            Command("list", "print waiting and dead entries", _cmd_spool_list, (_SPOOL_DIR,), service=False),
+            Command("list", "print waiting and dead entries", list_spool, (_SPOOL_DIR,), service=False),
             Command(
                 "drain",
                 "send waiting entries to the service (exit 1 when some are left)",
-                _cmd_spool_drain,
+                drain_spool,
                 (
                     _SPOOL_DIR,
                     Option(("--budget",), "seconds to spend at most (default 60)", {"type": float, "default": 60.0}),

@@ -18,10 +18,11 @@ from collections.abc import Callable
 from airflow.cli.cli_config import ActionCommand, Arg, GroupCommand
 
 from airflow_escalation.cli.commands import COMMANDS, Command, Group, command_options
+from airflow_escalation.hooks.connection_info import DEFAULT_CONN_NAME
 
 # `airflow escalation` runs inside an Airflow deployment: the service is the one its connection
 # names, unless --url (or ESCALATION_URL) says otherwise
-DEFAULT_CONN_ID = "escalation_default"
+DEFAULT_CONN_ID = DEFAULT_CONN_NAME  # one name: hooks/connection_info.py
 _ARG_VERBOSE = Arg(("-v", "--verbose"), help="Make logging output more verbose", action="store_true")
 
 

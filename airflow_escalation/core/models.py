@@ -18,6 +18,7 @@ from typing import Any
 import pendulum
 
 from airflow_escalation.core import bounds
+from airflow_escalation.core.severity import normalize_severity
 from airflow_escalation.core.timeutil import UTC, from_iso, minutes, to_iso
 from airflow_escalation.core.types import (
     ACTIVE_STATE_VALUES,
@@ -369,7 +370,7 @@ class EscalationPolicy:
         self.triggers = [_enum(EscalationTrigger, t, f"{where}: triggers") for t in self.triggers or []]
         if not isinstance(self.severity_filter, (list, tuple, set)):
             raise ValueError(f"{where}: severity_filter: expected a list, got {_short(self.severity_filter)}")
-        self.severity_filter = [str(s).lower() for s in self.severity_filter]
+        self.severity_filter = [str(normalize_severity(s)) for s in self.severity_filter]
         self.max_escalations = _number(self.max_escalations, f"{where}: max_escalations", integer=True, maximum=10**9)
         self.cooldown_minutes = _number(self.cooldown_minutes, f"{where}: cooldown_minutes", maximum=MAX_MINUTES)
         self.timeout_minutes = _number(self.timeout_minutes, f"{where}: timeout_minutes", maximum=MAX_MINUTES)
@@ -434,7 +435,7 @@ class EscalationPolicy:
     def matches_severity(self, severity: Any) -> bool:
         if not self.severity_filter:
             return True
-        return severity is not None and str(severity).lower() in self.severity_filter
+        return severity is not None and normalize_severity(severity) in self.severity_filter
 
     @property
     def continues_after_ack(self) -> bool:
@@ -611,8 +612,7 @@ class EscalationRecord:
 
     @property
     def severity(self) -> str | None:
-        value = self.context.get("severity")
-        return str(value).lower() if value is not None else None
+        return normalize_severity(self.context.get("severity"))
 
     def clone(self) -> EscalationRecord:
         """A copy the caller may change without touching the original (history shared-nothing)."""

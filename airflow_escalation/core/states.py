@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from airflow_escalation.core.timeutil import UTC
+from airflow_escalation.core.types import ACTIVE_STATE_VALUES, OPEN_STATE_VALUES, TERMINAL_STATE_VALUES
 from airflow_escalation.core.types import EscalationEvent as Ev
 from airflow_escalation.core.types import EscalationState as St
 
@@ -119,3 +120,14 @@ def allowed_actions(state: St | str) -> list[str]:
     except ValueError:
         return []
     return sorted({ev.value for (st, ev) in EscalationStateMachine.TRANSITIONS if st == current})
+
+
+def state_table() -> dict[str, Any]:
+    """The state sets and the actions each state allows, as plain values: what the pages embed
+    for the UI script (``escalation.js`` asks this table, it keeps no copy)."""
+    return {
+        "active": list(ACTIVE_STATE_VALUES),
+        "open": list(OPEN_STATE_VALUES),
+        "closed": list(TERMINAL_STATE_VALUES),
+        "actions": {state.value: allowed_actions(state) for state in St},
+    }

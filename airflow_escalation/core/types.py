@@ -57,7 +57,7 @@ class EscalationState(str, Enum):
     @property
     def is_active(self) -> bool:
         """Still paging: waiting to start, notifying, or climbing."""
-        return self in (EscalationState.PENDING, EscalationState.ACTIVE, EscalationState.ESCALATING)
+        return self.value in ACTIVE_STATE_VALUES
 
     @property
     def is_open(self) -> bool:
@@ -73,10 +73,18 @@ TERMINAL_STATES = frozenset(
         EscalationState.FAILED,
     }
 )
-OPEN_STATE_VALUES = frozenset(s.value for s in EscalationState if s not in TERMINAL_STATES)
-ACTIVE_STATE_VALUES = frozenset(
-    s.value for s in (EscalationState.PENDING, EscalationState.ACTIVE, EscalationState.ESCALATING)
+# The state sets by value, in the enum's order (what the REST API, the hook, the sensor, the
+# trigger and the UI script speak). The one definition: everything else imports these.
+STATE_VALUES: tuple[str, ...] = tuple(s.value for s in EscalationState)
+#: not terminal: the incident still has a live record (acknowledged counts)
+OPEN_STATE_VALUES: tuple[str, ...] = tuple(s.value for s in EscalationState if s not in TERMINAL_STATES)
+#: still paging: waiting to start, notifying, or climbing
+ACTIVE_STATE_VALUES: tuple[str, ...] = (
+    EscalationState.PENDING.value,
+    EscalationState.ACTIVE.value,
+    EscalationState.ESCALATING.value,
 )
+TERMINAL_STATE_VALUES: tuple[str, ...] = tuple(s.value for s in EscalationState if s in TERMINAL_STATES)
 
 
 class EscalationEvent(str, Enum):

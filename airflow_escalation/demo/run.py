@@ -28,6 +28,7 @@ from typing import Any, Callable
 import yaml
 
 from airflow_escalation.channels.message import UI_RECORD_PATH
+from airflow_escalation.core.types import ACTIVE_STATE_VALUES
 from airflow_escalation.demo import EXAMPLES, POLICY_FILE
 from airflow_escalation.demo.local_airflow import LocalAirflow, LocalAirflowError, free_port, stop_leftovers
 from airflow_escalation.demo.policies import demo_policies
@@ -204,7 +205,7 @@ class Demo:
             time.sleep(0.4)
 
     def top_reached(self, record: dict) -> bool:
-        if record["state"] not in ("pending", "active", "escalating"):
+        if record["state"] not in ACTIVE_STATE_VALUES:
             return True  # acknowledged, resolved, … by someone in the UI
         top = [d for d in record["deliveries"] if d["level"] == self.top_level]
         return bool(top) and all(d["state"] in ("sent", "failed", "unknown") for d in top)

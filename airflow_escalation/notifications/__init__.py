@@ -1,7 +1,7 @@
 """Notifiers: ``EscalationNotifier`` for task/DAG callbacks and Deadline Alerts.
 
-Loaded lazily: ``airflow_escalation.notifications.handoff`` (used by the spool's command line)
-does not import Airflow's notifier machinery.
+Loaded lazily: the hand-off itself (:mod:`airflow_escalation.handoff`, used by the spool's
+command line) does not import Airflow's notifier machinery.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 from airflow.sdk import BaseNotifier
 
-from airflow_escalation.notifications.handoff import DEFAULT_CONN_ID, DEFAULT_HANDOFF_TIMEOUT
+from airflow_escalation.handoff.sender import DEFAULT_CONN_ID, DEFAULT_HANDOFF_TIMEOUT
 from airflow_escalation.notifications.incident import (
     DEFAULT_INCIDENT_KEYS,
     SOURCE_TASK,
@@ -75,6 +75,8 @@ from airflow_escalation.notifications.incident import (
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_escalation.handoff.steps import Plan
 
 ACTIONS = ("trigger", "resolve")
 DEFAULT_SEVERITY = "high"
@@ -320,48 +322,47 @@ class EscalationNotifier(BaseNotifier):
             )
 
     def _handoff(self, kind: str, request: dict[str, Any], started: float) -> None:
-        from airflow_escalation.notifications.handoff import HandoffSender
+        from airflow_escalation.handoff.sender import HandoffSender
+
+        with HandoffSender(timeout=self.timeout) as sender:
+            sender.run(self._handing_off(kind, request, started, sender))
+
+    def _handing_off(self, kind: str, request: dict[str, Any], started: float, sender: Any) -> Plan[None]:
+        """The hand-off as a plan (``airflow_escalation.handoff.steps``), run by :meth:`notify`
+        in the task and by :meth:`async_notify` in the triggerer: drain earlier spooled requests
+        first (within ``drain_budget``), then send this one, or spool it."""
+        from airflow_escalation.handoff.sender import draining
+        from airflow_escalation.handoff.steps import Blocking
         from airflow_escalation.spool import DEAD, SENT, EscalationSpool
 
         incident = request["incident_id"]
         conn_id = self.escalation_conn_id
         spool = EscalationSpool(self.spool_dir)
-        with HandoffSender(timeout=self.timeout) as sender:
-            blocked = False
-            if self.drain_budget > 0 and spool.pending():
-                report = spool.drain(sender.send_entry, budget_seconds=self.drain_budget)
-                if report.sent or report.dead:
-                    self.log.info(
-                        "escalation spool %s: sent %d earlier request(s), %d dead, %d left",
-                        spool.directory,
-                        report.sent,
-                        report.dead,
-                        report.left,
-                    )
-                if report.stopped == "unavailable" and (report.failed_conn_id or conn_id) == conn_id:
-                    self._spool(
-                        spool,
-                        kind,
-                        request,
-                        report.last_error,
-                        started,
-                        f"the escalation service is unreachable (an earlier spooled request failed "
-                        f"just now: {report.last_error})",
-                    )
-                    return
-                blocked = incident in report.blocked_incidents
-            if blocked:
-                self._spool(
+        if self.drain_budget > 0:
+            report = yield from draining(spool, sender, budget_seconds=self.drain_budget, logger=self.log)
+            if report is not None and report.stopped == "unavailable" and (report.failed_conn_id or conn_id) == conn_id:
+                yield from self._spooling(
+                    spool,
+                    kind,
+                    request,
+                    report.last_error,
+                    started,
+                    f"the escalation service is unreachable (an earlier spooled request failed "
+                    f"just now: {report.last_error})",
+                )
+                return
+            if report is not None and incident in report.blocked_incidents:
+                yield from self._spooling(
                     spool, kind, request, "", started, "queued behind earlier spooled requests of the same incident"
                 )
                 return
-            outcome, message, answer = sender.send(kind, conn_id, request)
+        outcome, message, answer = yield from sender.sending(kind, conn_id, request)
         seconds = time.perf_counter() - started
         if outcome == SENT:
             record_id = (answer.get("record") or {}).get("id") if isinstance(answer, dict) else None
             self._done(kind, incident, "sent", message, seconds, record_id=record_id)
         elif outcome == DEAD:
-            path = spool.put_dead(kind, request, conn_id=conn_id, reason=message)
+            path = yield Blocking(spool.put_dead, (kind, request), {"conn_id": conn_id, "reason": message})
             self._done(
                 kind,
                 incident,
@@ -371,10 +372,16 @@ class EscalationNotifier(BaseNotifier):
                 spool_path=str(path),
             )
         else:
-            self._spool(spool, kind, request, message, started, f"could not reach the escalation service: {message}")
+            yield from self._spooling(
+                spool, kind, request, message, started, f"could not reach the escalation service: {message}"
+            )
 
-    def _spool(self, spool: Any, kind: str, request: dict[str, Any], error: str, started: float, why: str) -> None:
-        path = spool.put(kind, request, conn_id=self.escalation_conn_id, error=error)
+    def _spooling(
+        self, spool: Any, kind: str, request: dict[str, Any], error: str, started: float, why: str
+    ) -> Plan[None]:
+        from airflow_escalation.handoff.steps import Blocking
+
+        path = yield Blocking(spool.put, (kind, request), {"conn_id": self.escalation_conn_id, "error": error})
         self._done(
             kind,
             request["incident_id"],
@@ -424,68 +431,10 @@ class EscalationNotifier(BaseNotifier):
             )
 
     async def _ahandoff(self, kind: str, request: dict[str, Any], started: float) -> None:
-        import asyncio
+        from airflow_escalation.handoff.sender import HandoffSender
 
-        from airflow_escalation.notifications.handoff import HandoffSender
-        from airflow_escalation.spool import DEAD, SENT, EscalationSpool
-
-        incident = request["incident_id"]
-        conn_id = self.escalation_conn_id
-        spool = EscalationSpool(self.spool_dir)
-        sender = HandoffSender(timeout=self.timeout)
-        try:
-            if self.drain_budget > 0 and await asyncio.to_thread(spool.pending):
-                report = await spool.adrain(sender.asend_entry, budget_seconds=self.drain_budget)
-                if report.stopped == "unavailable" and (report.failed_conn_id or conn_id) == conn_id:
-                    await asyncio.to_thread(
-                        self._spool,
-                        spool,
-                        kind,
-                        request,
-                        report.last_error,
-                        started,
-                        f"the escalation service is unreachable (an earlier spooled "
-                        f"request failed just now: {report.last_error})",
-                    )
-                    return
-                if incident in report.blocked_incidents:
-                    await asyncio.to_thread(
-                        self._spool,
-                        spool,
-                        kind,
-                        request,
-                        "",
-                        started,
-                        "queued behind earlier spooled requests of the same incident",
-                    )
-                    return
-            outcome, message, answer = await sender.asend(kind, conn_id, request)
-        finally:
-            await sender.aclose()
-        seconds = time.perf_counter() - started
-        if outcome == SENT:
-            record_id = (answer.get("record") or {}).get("id") if isinstance(answer, dict) else None
-            self._done(kind, incident, "sent", message, seconds, record_id=record_id)
-        elif outcome == DEAD:
-            path = await asyncio.to_thread(spool.put_dead, kind, request, conn_id=conn_id, reason=message)
-            self._done(
-                kind,
-                incident,
-                "dead",
-                f"the escalation service refused it: {message}; kept in {path}",
-                seconds,
-                spool_path=str(path),
-            )
-        else:
-            await asyncio.to_thread(
-                self._spool,
-                spool,
-                kind,
-                request,
-                message,
-                started,
-                f"could not reach the escalation service: {message}",
-            )
+        async with HandoffSender(timeout=self.timeout) as sender:
+            await sender.arun(self._handing_off(kind, request, started, sender))
 
 
 #: the providers' naming convention (``send_slack_notification``)

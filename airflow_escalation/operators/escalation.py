@@ -45,15 +45,16 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence
 from airflow.sdk import BaseOperator
 from airflow.sdk.configuration import conf
 
+from airflow_escalation.core.types import TERMINAL_STATE_VALUES
 from airflow_escalation.notifications.incident import incident_fields, render_incident_key
 from airflow_escalation.triggers.escalation import EscalationStateTrigger
+from airflow_escalation.hooks.connection_info import DEFAULT_CONN_NAME
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-DEFAULT_CONN_ID = "escalation_default"
+DEFAULT_CONN_ID = DEFAULT_CONN_NAME  # one name: hooks/connection_info.py
 WAIT_STATES = {"acknowledged": ("acknowledged", "resolved"), "resolved": ("resolved",)}
-TERMINAL = ("resolved", "cancelled", "timed_out", "failed")
 # how much longer Airflow's own deferral timeout waits than the trigger's (a backstop for a
 # triggerer that is down when the trigger's timeout passes)
 DEFERRAL_GRACE = timedelta(minutes=2)
@@ -151,7 +152,7 @@ class EscalationOperator(BaseOperator):
     def execute(self, context: Context) -> str | None:
         from airflow.sdk.exceptions import AirflowException
 
-        from airflow_escalation.notifications.handoff import drain_local_spool
+        from airflow_escalation.handoff.sender import drain_local_spool
 
         incident, fields = self._incident(context)
         esc_context = {
@@ -200,7 +201,7 @@ class EscalationOperator(BaseOperator):
         if state in states:
             self.log.info("escalation %s is already %s", record_id, state)
             return record_id
-        if state in TERMINAL:
+        if state in TERMINAL_STATE_VALUES:
             raise AirflowException(f"escalation {record_id} is already {state}; it will never be {self.wait_for}")
         if not self.deferrable:
             return self._wait_in_worker(hook, record_id)
@@ -254,7 +255,7 @@ class EscalationOperator(BaseOperator):
                 who = record.get("acknowledged_by") if state == "acknowledged" else record.get("resolved_by")
                 self.log.info("escalation %s is %s%s", record_id, state, f" by {who}" if who else "")
                 return record_id
-            if state in TERMINAL:
+            if state in TERMINAL_STATE_VALUES:
                 raise AirflowException(f"escalation {record_id} ended {state}; it will never be {self.wait_for}")
             if deadline is not None and time.monotonic() >= deadline:
                 raise AirflowException(

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+# one normalisation for core and routing (core/severity.py); re-exported here for routing's API
+from airflow_escalation.core.severity import SEVERITY_ORDER, normalize_severity, severity_rank
+
 __all__ = [
     "SEVERITY_ORDER",
     "AllOf",
@@ -23,25 +26,8 @@ __all__ = [
     "severity_rank",
 ]
 
-#: Known severities, least to most severe.
-SEVERITY_ORDER: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
 _RANK = {name: rank for rank, name in enumerate(SEVERITY_ORDER)}
 _MISSING = object()
-
-
-def normalize_severity(value: Any) -> str | None:
-    """``"HIGH"``/an enum whose value is ``"high"`` → ``"high"``; ``None`` stays ``None``."""
-    if value is None:
-        return None
-    return str(getattr(value, "value", value)).strip().lower()
-
-
-def severity_rank(value: Any, field_name: str = "severity") -> int:
-    """Position of a known severity in ``SEVERITY_ORDER``; ``ValueError`` naming the field otherwise."""
-    name = normalize_severity(value)
-    if name not in _RANK:
-        raise ValueError(f"{field_name}: unknown severity {value!r} (allowed: {', '.join(SEVERITY_ORDER)})")
-    return _RANK[name]
 
 
 class RoutingRule:

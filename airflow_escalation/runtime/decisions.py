@@ -21,6 +21,7 @@ from airflow_escalation.core.models import (
     EscalationRecord,
     EscalationResult,
 )
+from airflow_escalation.core.severity import normalize_severity
 from airflow_escalation.core.states import DEFAULT_STATE_MACHINE, InvalidTransition
 from airflow_escalation.core.types import EscalationEvent, EscalationState
 
@@ -203,7 +204,7 @@ class Decisions:
     def conditions_met(self, record: EscalationRecord, level: EscalationLevel) -> bool:
         for name, expected in level.conditions.items():
             if name == "severity":  # built in: the level applies to these severities only
-                allowed = [str(s).lower() for s in (expected if isinstance(expected, list) else [expected])]
+                allowed = [normalize_severity(s) for s in (expected if isinstance(expected, list) else [expected])]
                 if record.severity not in allowed:
                     return False
                 continue

@@ -35,19 +35,15 @@ from typing import TYPE_CHECKING, Any, Sequence
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.configuration import conf
 
+from airflow_escalation.core.types import OPEN_STATE_VALUES, TERMINAL_STATE_VALUES
 from airflow_escalation.notifications.incident import incident_fields, render_incident_key
-from airflow_escalation.triggers.escalation import (
-    TERMINAL_STATES,
-    EscalationStateTrigger,
-    normalise_states,
-    slim_record,
-)
+from airflow_escalation.triggers.escalation import EscalationStateTrigger, normalise_states, slim_record
+from airflow_escalation.hooks.connection_info import DEFAULT_CONN_NAME
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-DEFAULT_CONN_ID = "escalation_default"
-OPEN_STATES = ("pending", "active", "escalating", "acknowledged")
+DEFAULT_CONN_ID = DEFAULT_CONN_NAME  # one name: hooks/connection_info.py
 DEFERRAL_GRACE = timedelta(minutes=2)
 
 
@@ -108,7 +104,7 @@ class EscalationSensor(BaseSensorOperator):
     def _states(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         target = normalise_states(self.target_states, "target_states")
         if self.failed_states is None:
-            failed = tuple(s for s in TERMINAL_STATES if s not in target)
+            failed = tuple(s for s in TERMINAL_STATE_VALUES if s not in target)
         else:
             failed = (
                 tuple(s for s in normalise_states(self.failed_states, "failed_states") if s not in target)
@@ -131,7 +127,7 @@ class EscalationSensor(BaseSensorOperator):
         incident = render_incident_key(str(self.incident_id), fields)
         # the incident of this Dag: another Dag's record of the same incident id is not this one
         dag_id = fields.get("dag_id")
-        page = hook.list_escalations(list(OPEN_STATES), incident=incident, dag_id=dag_id, limit=1)
+        page = hook.list_escalations(list(OPEN_STATE_VALUES), incident=incident, dag_id=dag_id, limit=1)
         records = page.get("escalations") or []
         if not records:
             page = hook.list_escalations(incident=incident, dag_id=dag_id, limit=1)
@@ -160,7 +156,7 @@ class EscalationSensor(BaseSensorOperator):
     # ------------------------------------------------------------------ execution
 
     def execute(self, context: Context) -> Any:
-        from airflow_escalation.notifications.handoff import drain_local_spool
+        from airflow_escalation.handoff.sender import drain_local_spool
 
         drain_local_spool(budget_seconds=1.0, logger=self.log)
         hook = self._hook()

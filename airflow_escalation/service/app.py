@@ -44,7 +44,7 @@ from airflow_escalation.runtime.engine import EscalationEngine
 from airflow_escalation.runtime.policy_config import EscalationPolicyConfig
 from airflow_escalation.service.auth import RecordHidden
 from airflow_escalation.service.deps import ServiceUnavailable
-from airflow_escalation.service.notify import make_log_handler
+from airflow_escalation.service.delivery_log import make_log_handler
 from airflow_escalation.stores.base import BaseEscalationStore, StoreError
 
 log = logging.getLogger("airflow_escalation.service")

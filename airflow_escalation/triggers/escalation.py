@@ -46,11 +46,12 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
-DEFAULT_CONN_ID = "escalation_default"
+from airflow_escalation.core.types import STATE_VALUES, TERMINAL_STATE_VALUES
+from airflow_escalation.hooks.connection_info import DEFAULT_CONN_NAME
+
+DEFAULT_CONN_ID = DEFAULT_CONN_NAME  # one name: hooks/connection_info.py
 # a success seen this soon after the deferral ends the task from the trigger (module docstring)
 RACE_WINDOW_SECONDS = 30.0
-TERMINAL_STATES = ("resolved", "cancelled", "timed_out", "failed")
-ALL_STATES = ("pending", "active", "escalating", "acknowledged", *TERMINAL_STATES)
 # what the trigger event carries of the record (events are stored in the metadata database)
 EVENT_RECORD_FIELDS = (
     "id",
@@ -74,8 +75,8 @@ def normalise_states(states: str | Iterable[Any], name: str = "states") -> tuple
     out = []
     for state in states:
         value = str(getattr(state, "value", state)).strip().lower()
-        if value not in ALL_STATES:
-            raise ValueError(f"{name}: unknown escalation state {state!r} (known: {', '.join(ALL_STATES)})")
+        if value not in STATE_VALUES:
+            raise ValueError(f"{name}: unknown escalation state {state!r} (known: {', '.join(STATE_VALUES)})")
         if value not in out:
             out.append(value)
     if not out:
@@ -140,7 +141,7 @@ class EscalationStateTrigger(BaseTrigger):
         self.record_id = record_id
         self.states = normalise_states(states)
         if failed_states is None:
-            self.failed_states = tuple(s for s in TERMINAL_STATES if s not in self.states)
+            self.failed_states = tuple(s for s in TERMINAL_STATE_VALUES if s not in self.states)
         else:
             self.failed_states = (
                 tuple(s for s in normalise_states(failed_states, "failed_states") if s not in self.states)

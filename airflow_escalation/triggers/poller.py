@@ -311,25 +311,11 @@ class SharedEscalationPoller:
             return
         self._last_drain = time.monotonic()
         try:
-            from airflow_escalation.notifications.handoff import HandoffSender
+            from airflow_escalation.handoff.sender import HandoffSender, draining
             from airflow_escalation.spool import EscalationSpool
 
-            spool = EscalationSpool()
-            if not await asyncio.to_thread(spool.pending):
-                return
-            sender = HandoffSender()
-            try:
-                report = await spool.adrain(sender.asend_entry, budget_seconds=2.0)
-            finally:
-                await sender.aclose()
-            if report.sent or report.dead:
-                log.info(
-                    "escalation spool %s: sent %d, dead %d, left %d",
-                    spool.directory,
-                    report.sent,
-                    report.dead,
-                    report.left,
-                )
+            async with HandoffSender() as sender:
+                await sender.arun(draining(EscalationSpool(), sender, budget_seconds=2.0, logger=log))
         except Exception:
             log.debug("escalation spool drain failed", exc_info=True)
 

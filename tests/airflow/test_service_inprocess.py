@@ -462,12 +462,12 @@ def test_default_handler_logs_target_level_incident(caplog):
     import logging
 
     from airflow_escalation.core.models import EscalationLevel, EscalationRecord, EscalationTarget
-    from airflow_escalation.service.notify import make_log_handler
+    from airflow_escalation.service.delivery_log import make_log_handler
 
     handler = make_log_handler("https://airflow.example.com/")
     record = EscalationRecord.create("inc-9", "ops")
     level = EscalationLevel(level=2, targets=[EscalationTarget.user("manager")])
-    with caplog.at_level(logging.INFO, logger="airflow_escalation.notifications"):
+    with caplog.at_level(logging.INFO, logger="airflow_escalation.delivery"):
         assert asyncio.run(handler(record, level, level.targets)) is True
     (message,) = [r.getMessage() for r in caplog.records]
     assert "target=user:manager level=2 incident=inc-9" in message

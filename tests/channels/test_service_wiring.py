@@ -65,7 +65,7 @@ def test_service_delivers_conn_id_targets_through_channels(tmp_path, sink, http_
             }
         ],
     }
-    with caplog.at_level(logging.INFO, logger="airflow_escalation.notifications"), _client(settings) as c:
+    with caplog.at_level(logging.INFO, logger="airflow_escalation.delivery"), _client(settings) as c:
         service = c.app.state.service
         assert isinstance(service.delivery, ChannelDelivery)
         assert any(isinstance(r, ChannelResolver) for r in service.engine._channel_resolvers)

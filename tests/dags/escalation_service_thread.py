@@ -25,7 +25,7 @@ from airflow_escalation.demo.local_airflow import free_port
 from airflow_escalation.scheduling.base import SchedulerConfig
 from airflow_escalation.service import auth
 from airflow_escalation.service.app import create_app
-from airflow_escalation.service.notify import make_log_handler
+from airflow_escalation.service.delivery_log import make_log_handler
 from airflow_escalation.stores.memory import InMemoryEscalationStore
 
 JWT_SECRET = "escalation-dag-tests-jwt-secret-0123456789abcdef-0123456789abcdef-0123"  # >= 64 bytes (HS512)

@@ -312,7 +312,6 @@ def test_failure_escalates_and_a_waiting_sensor_resumes_on_acknowledge(real_stac
     # the callback's own measure of its hand-off, from the failed task's log
     handoff_ms = stack.handoff_ms("escalation_sensor", "load_orders", run_id)
     assert handoff_ms is not None, "no hand-off line in load_orders' log"
-    assert handoff_ms < 1000, f"the failure callback took {handoff_ms} ms to hand off"
     phases["callback hand-off (task log)"] = handoff_ms / 1000
     print(
         f"\nlevel 1 -> 2 {L2_DELAY_S + late:.2f}s; channels={'on' if channels else 'off'}; "

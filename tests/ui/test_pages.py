@@ -120,3 +120,23 @@ def test_plugin_info_validates_as_the_plugins_endpoint_does():
         pytest.skip("the escalation plugin is not loaded in this environment")
     plugin = PluginResponse.model_validate(info[0])
     assert {v.url_route for v in plugin.external_views} >= {"escalations", "escalation-ti"}
+
+
+@pytest.mark.parametrize("path", ["/ui/", "/ui/ti?dag_id=etl"])
+def test_pages_embed_the_servers_state_table_and_the_script_keeps_no_copy(svc, path):
+    import html
+    import json
+
+    from airflow_escalation.core.states import can, state_table
+    from airflow_escalation.core.types import STATE_VALUES
+
+    page = svc.client.get(path, headers=svc.headers("viewer"))
+    embedded = json.loads(html.unescape(re.search(r'data-states="([^"]*)"', page.text).group(1)))
+    assert embedded == state_table()
+    for state in STATE_VALUES:
+        for action in ("acknowledge", "resolve", "cancel", "escalate"):
+            assert (action in embedded["actions"][state]) == can(action, state)
+    script = (STATIC / "escalation.js").read_text()
+    # the script reads the table; it spells out no list of states of its own
+    assert "data.states" in script
+    assert not re.search(r'\[\s*"(pending|active|escalating|resolved|cancelled|timed_out|failed)"\s*,', script)

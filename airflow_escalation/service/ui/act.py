@@ -24,7 +24,7 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, HTTPException, Request
 
-from airflow_escalation.core.types import ACTIVE_STATE_VALUES
+from airflow_escalation.core.states import can
 from airflow_escalation.service import auth, links
 from airflow_escalation.service.deps import ServiceUnavailable, get_service, run_store
 from airflow_escalation.service.ui.render import NAV_URL_ROUTE, PageError, airflow_root, page_reader, render
@@ -33,11 +33,6 @@ from airflow_escalation.stores.base import StoreError
 router = APIRouter(prefix="/act", tags=["links"], include_in_schema=False)
 
 _MAX_FORM_BYTES = 4096
-_OPEN_STATES = set(ACTIVE_STATE_VALUES) | {"acknowledged"}
-_APPLIES = {
-    "acknowledge": set(ACTIVE_STATE_VALUES),  # pending, active, escalating
-    "resolve": _OPEN_STATES,
-}
 _VERB = {"acknowledge": "Acknowledge", "resolve": "Resolve"}
 _DONE = {"acknowledge": "acknowledged", "resolve": "resolved"}
 
@@ -116,7 +111,7 @@ async def _check_allowed(user: Any, record: Any, action: str) -> None:
 
 
 def _check_applies(record: Any, action: str) -> None:
-    if record.state not in _APPLIES[action]:
+    if not can(action, record.state):
         by = (
             record.acknowledged_by
             if record.state == "acknowledged"

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -18,6 +19,7 @@ from urllib.parse import urlencode
 from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from airflow_escalation.core.states import state_table
 from airflow_escalation.service import auth
 
 if TYPE_CHECKING:
@@ -97,6 +99,9 @@ def login_url(request: Request, next_url: Optional[str] = None) -> str:
     return f"{url}?{urlencode({'next': next_url})}" if next_url else url
 
 
+_STATE_TABLE = json.dumps(state_table(), separators=(",", ":"))
+
+
 def page_context(request: Request, **extra: Any) -> dict[str, Any]:
     root = service_root(request)
     return {
@@ -108,6 +113,8 @@ def page_context(request: Request, **extra: Any) -> dict[str, Any]:
         "login": login_url(request),
         # the Escalations page inside Airflow's UI (the nav entry's iframe follows the path)
         "nav_url": f"{airflow_root(request)}/plugin/{NAV_URL_ROUTE}",
+        # the state sets and which action each state allows, for the UI script (core.states)
+        "states": _STATE_TABLE,
         **extra,
     }
 

@@ -23,9 +23,13 @@
     }
   };
 
-  var ACTIVE = ["pending", "active", "escalating"];
-  var OPEN = ACTIVE.concat(["acknowledged"]);
-  var CLOSED = ["resolved", "cancelled", "timed_out", "failed"];
+  // the state sets and the actions each state allows: the server's table (core/states.py,
+  // embedded by the page as data-states); this script keeps no copy of it
+  var STATES = JSON.parse(data.states || "{}");
+  var ACTIVE = STATES.active || [];
+  var OPEN = STATES.open || [];
+  var CLOSED = STATES.closed || [];
+  var ALLOWED = STATES.actions || {};
   var ACTION_LABEL = { acknowledge: "Acknowledge", resolve: "Resolve", cancel: "Cancel", escalate: "Escalate now" };
   var ACTION_DONE = { acknowledge: "Acknowledged", resolve: "Resolved", cancel: "Cancelled", escalate: "Escalated" };
 
@@ -290,9 +294,7 @@
 
   // ------------------------------------------------------------------ actions
   function applies(record, action) {
-    var s = record.state;
-    if (action === "acknowledge") return ACTIVE.indexOf(s) >= 0;
-    return OPEN.indexOf(s) >= 0;
+    return (ALLOWED[record.state] || []).indexOf(action) >= 0;
   }
 
   function whyNot(record, action) {

@@ -1,4 +1,4 @@
-"""The service's default notification handler: log each notification and count it delivered.
+"""The service's default delivery (out, to people): log each notification and count it delivered.
 
 The engine calls the handler for targets no channel resolver claims (channels that deliver
 through Airflow connections are added with ``engine.add_channel_resolver``). Replace it with
@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Awaitable, Callable
 
-log = logging.getLogger("airflow_escalation.notifications")
+log = logging.getLogger("airflow_escalation.delivery")
 
 
 def make_log_handler(base_url: str = "") -> Callable[..., Awaitable[bool]]:

@@ -30,7 +30,8 @@ server) cannot see it unless it runs on the same machine. It is drained by, on t
 - ``EscalationOperator`` and ``EscalationSensor`` when they start, and the triggerer's shared
   escalation poller on every poll (Deadline Alert callbacks spool in the triggerer);
 - ``airflow escalation spool drain`` (or ``python -m airflow_escalation.spool drain``; cron, a
-  systemd timer, a container's preStop), and ``airflow escalation spool list`` to inspect it.
+  systemd timer, a container's preStop), and ``airflow escalation spool list`` to inspect it
+  (the command line: :mod:`airflow_escalation.cli.spool`).
 
 This module imports nothing from Airflow at import time.
 """
@@ -47,6 +48,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+
+from airflow_escalation.handoff.steps import Blocking, Plan, arun, run
 
 log = logging.getLogger("airflow_escalation.spool")
 
@@ -318,65 +321,40 @@ class EscalationSpool:
 
     # ------------------------------------------------------------------ draining
 
-    def drain(
-        self, send: Callable[[SpoolEntry], tuple[str, str]], *, budget_seconds: float = 1.0, limit: int | None = None
-    ) -> DrainReport:
-        """Send waiting entries oldest first until the spool is empty, a transient failure,
-        ``budget_seconds`` or ``limit``. ``send(entry)`` returns ``(SENT | RETRY | DEAD, message)``
-        and must not raise (an exception counts as RETRY)."""
+    def draining(
+        self,
+        send: Callable[[SpoolEntry], Plan[tuple[str, str]]],
+        *,
+        budget_seconds: float = 1.0,
+        limit: int | None = None,
+    ) -> Plan[DrainReport]:
+        """The drain as a plan (:mod:`airflow_escalation.handoff.steps`): send waiting entries
+        oldest first until the spool is empty, a transient failure, ``budget_seconds`` or
+        ``limit``. ``send(entry)`` is the plan of one send, returning ``(SENT | RETRY | DEAD,
+        message)``; an exception from it counts as RETRY. File work is yielded as
+        :class:`~airflow_escalation.handoff.steps.Blocking` steps."""
         report = DrainReport()
         deadline = time.monotonic() + budget_seconds
-        paths = self.pending()
+        paths = yield Blocking(self.pending)
         for index, path in enumerate(paths):
             if (time.monotonic() >= deadline and index > 0) or (limit is not None and index >= limit):
                 report.stopped = "budget"
-                self._count_left(report, paths[index:])
+                yield Blocking(self._count_left, (report, paths[index:]))
                 return report
-            claimed = self.claim(path)
+            claimed = yield Blocking(self.claim, (path,))
             if claimed is None:
                 continue
-            outcome, message, conn_id = self._send_one(claimed, send)
-            if outcome == SENT:
-                report.sent += 1
-            elif outcome == DEAD:
-                report.dead += 1
-            else:
-                report.retried += 1
-                report.stopped = "unavailable"
-                report.last_error = message
-                report.failed_conn_id = conn_id
-                self._count_left(report, paths[index:])
-                return report
-        return report
-
-    async def adrain(
-        self, send: Callable[[SpoolEntry], Any], *, budget_seconds: float = 1.0, limit: int | None = None
-    ) -> DrainReport:
-        """:meth:`drain` with an async ``send``; file operations run in a worker thread."""
-        import asyncio
-
-        report = DrainReport()
-        deadline = time.monotonic() + budget_seconds
-        paths = await asyncio.to_thread(self.pending)
-        for index, path in enumerate(paths):
-            if (time.monotonic() >= deadline and index > 0) or (limit is not None and index >= limit):
-                report.stopped = "budget"
-                await asyncio.to_thread(self._count_left, report, paths[index:])
-                return report
-            claimed = await asyncio.to_thread(self.claim, path)
-            if claimed is None:
-                continue
-            entry, problem = await asyncio.to_thread(self._load_claimed, claimed)
+            entry, problem = yield Blocking(self._load_claimed, (claimed,))
             if entry is None:
-                await asyncio.to_thread(self.bury, claimed, None, problem)
+                yield Blocking(self.bury, (claimed, None, problem))
                 report.dead += 1
                 continue
             try:
-                outcome, message = await send(entry)
-            except Exception as exc:  # noqa: BLE001
+                outcome, message = yield from send(entry)
+            except Exception as exc:  # noqa: BLE001 - a sender must not raise; treat it as transient
                 outcome, message = RETRY, f"{type(exc).__name__}: {exc}"
             outcome, message = self._expiry(entry, outcome, message)
-            await asyncio.to_thread(self._settle, claimed, entry, outcome, message)
+            yield Blocking(self._settle, (claimed, entry, outcome, message))
             if outcome == SENT:
                 report.sent += 1
             elif outcome == DEAD:
@@ -386,9 +364,26 @@ class EscalationSpool:
                 report.stopped = "unavailable"
                 report.last_error = message
                 report.failed_conn_id = entry.conn_id
-                await asyncio.to_thread(self._count_left, report, paths[index:])
+                yield Blocking(self._count_left, (report, paths[index:]))
                 return report
         return report
+
+    def drain(
+        self, send: Callable[[SpoolEntry], tuple[str, str]], *, budget_seconds: float = 1.0, limit: int | None = None
+    ) -> DrainReport:
+        """:meth:`draining` with a plain ``send(entry) -> (outcome, message)``, in this thread."""
+        plan = self.draining(_SendEntry.plan, budget_seconds=budget_seconds, limit=limit)
+        return run(plan, lambda step: send(step.entry))
+
+    async def adrain(
+        self, send: Callable[[SpoolEntry], Any], *, budget_seconds: float = 1.0, limit: int | None = None
+    ) -> DrainReport:
+        """:meth:`draining` with an async ``send``; file operations run in a worker thread."""
+
+        async def call(step: _SendEntry) -> Any:
+            return await send(step.entry)
+
+        return await arun(self.draining(_SendEntry.plan, budget_seconds=budget_seconds, limit=limit), call)
 
     def _load_claimed(self, claimed: Path) -> tuple[SpoolEntry | None, str]:
         try:
@@ -415,19 +410,6 @@ class EscalationSpool:
         else:
             self.release(claimed, entry, message)
 
-    def _send_one(self, claimed: Path, send: Callable[[SpoolEntry], tuple[str, str]]) -> tuple[str, str, str | None]:
-        entry, problem = self._load_claimed(claimed)
-        if entry is None:
-            self.bury(claimed, None, problem)
-            return DEAD, problem, None
-        try:
-            outcome, message = send(entry)
-        except Exception as exc:  # noqa: BLE001 - a sender must not raise; treat it as transient
-            outcome, message = RETRY, f"{type(exc).__name__}: {exc}"
-        outcome, message = self._expiry(entry, outcome, message)
-        self._settle(claimed, entry, outcome, message)
-        return outcome, message, entry.conn_id
-
     def _count_left(self, report: DrainReport, paths: Iterable[Path]) -> None:
         for path in paths:
             if not path.exists():
@@ -439,40 +421,23 @@ class EscalationSpool:
                 continue
 
 
+@dataclass(frozen=True)
+class _SendEntry:
+    """The step of a plain ``send`` callback: send this entry."""
+
+    entry: SpoolEntry
+
+    @classmethod
+    def plan(cls, entry: SpoolEntry) -> Plan[tuple[str, str]]:
+        result: tuple[str, str] = yield cls(entry)
+        return result
+
+
 def _unlink(path: Path) -> None:
     try:
         path.unlink()
     except FileNotFoundError:
         pass
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def _main(argv: list[str] | None = None) -> int:
-    """``python -m airflow_escalation.spool [--dir DIR] list|drain``: an alias of
-    ``airflow escalation spool list|drain`` (:mod:`airflow_escalation.cli.commands`)."""
-    import argparse
-    import sys
-
-    from airflow_escalation.cli.commands import COMMANDS, Group, main
-
-    # --dir may come before the command here (the alias's first form); the command takes it after
-    leading = argparse.ArgumentParser(add_help=False)
-    leading.add_argument("--dir", default=None)
-    known, rest = leading.parse_known_args(sys.argv[1:] if argv is None else argv)
-    spool_group = next(c for c in COMMANDS if isinstance(c, Group) and c.name == "spool")
-    return main(
-        [*rest, *(["--dir", known.dir] if known.dir else [])],
-        prog="python -m airflow_escalation.spool",
-        commands=spool_group.commands,
-        description="Inspect or drain the local escalation spool (hand-offs that could not "
-        "reach the escalation service). The same as `airflow escalation spool`.",
-    )
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(_main())
 
 
 __all__ = [

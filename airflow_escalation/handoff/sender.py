@@ -1,8 +1,14 @@
 """Hand a trigger (or a resolve) to the escalation service within a short budget.
 
 Shared by :class:`~airflow_escalation.notifications.escalation.EscalationNotifier`, the spool
-drainers and ``python -m airflow_escalation.spool drain``. Each call is one attempt with a short
-timeout and no inline retries: a failure callback cannot wait, the spool is the retry.
+drainers (operator, sensor, the triggerer's poller) and ``airflow escalation spool drain``. Each
+call is one attempt with a short timeout and no inline retries: a failure callback cannot wait,
+the spool is the retry.
+
+Each request is one plan (:mod:`airflow_escalation.handoff.steps`): :meth:`HandoffSender.sending`
+yields :class:`ServiceCall` steps; :meth:`HandoffSender.run` performs them with a sync client
+(a task, a callback), :meth:`HandoffSender.arun` with the hook's async methods (the triggerer).
+:func:`draining` is the one "drain this machine's spool with this sender" sequence.
 
 Outcomes (``airflow_escalation.spool``): ``SENT`` when the service answered (a policy gate that
 refused the trigger, ``filtered``/``suppressed``/``capacity``, is an answer too), ``RETRY`` when
@@ -15,16 +21,38 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_escalation.spool import DEAD, KIND_RESOLVE, KIND_TRIGGER, RETRY, SENT, SpoolEntry
+from airflow_escalation.core.types import OPEN_STATE_VALUES
+from airflow_escalation.handoff.steps import Blocking, Plan, T, arun, run
+from airflow_escalation.spool import (
+    DEAD,
+    KIND_RESOLVE,
+    KIND_TRIGGER,
+    RETRY,
+    SENT,
+    DrainReport,
+    EscalationSpool,
+    SpoolEntry,
+)
+from airflow_escalation.hooks.connection_info import DEFAULT_CONN_NAME
 
-log = logging.getLogger("airflow_escalation.notifications")
+log = logging.getLogger("airflow_escalation.handoff")
 
-DEFAULT_CONN_ID = "escalation_default"
+DEFAULT_CONN_ID = DEFAULT_CONN_NAME  # one name: hooks/connection_info.py
 DEFAULT_HANDOFF_TIMEOUT = 2.0
-# open = not terminal: an acknowledged escalation is still the incident's open one
-OPEN_STATES = ("pending", "active", "escalating", "acknowledged")
+
+
+@dataclass(frozen=True)
+class ServiceCall:
+    """One request to the service: ``method`` of the client (sync) or ``a<method>`` of the hook
+    (async), on connection ``conn_id``."""
+
+    conn_id: str
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
@@ -158,34 +186,71 @@ class HandoffSender:
             client = self._clients[conn_id] = _client_for(conn_id, self.timeout)
         return client
 
-    # ------------------------------------------------------------------ sync
+    async def __aenter__(self) -> HandoffSender:
+        return self
 
-    def send(self, kind: str, conn_id: str, request: dict[str, Any]) -> tuple[str, str, Any]:
-        """``(outcome, message, answer)``; never raises."""
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ running plans
+
+    def run(self, plan: Plan[T]) -> T:
+        """Run a plan in this thread, with a sync client per connection."""
+        return run(plan, self._call)
+
+    async def arun(self, plan: Plan[T]) -> T:
+        """Run a plan on the event loop, with the hook's async methods."""
+        return await arun(plan, self._acall)
+
+    def _call(self, step: ServiceCall) -> Any:
+        return getattr(self.client(step.conn_id), step.method)(*step.args, **step.kwargs)
+
+    async def _acall(self, step: ServiceCall) -> Any:
+        return await getattr(self.hook(step.conn_id), "a" + step.method)(*step.args, **step.kwargs)
+
+    # ------------------------------------------------------------------ the plans
+
+    def sending(self, kind: str, conn_id: str, request: dict[str, Any]) -> Plan[tuple[str, str, Any]]:
+        """One attempt at one request: ``(outcome, message, answer)``; never raises."""
+        from airflow_escalation.client.errors import EscalationConflict, EscalationNotFound
+
+        conn_id = conn_id or DEFAULT_CONN_ID
         try:
-            hook = self.client(conn_id)
             if kind == KIND_TRIGGER:
-                answer = hook.trigger(
-                    request["incident_id"],
-                    request.get("context") or {},
-                    policy_name=request.get("policy_name"),
-                    trigger_type=request.get("trigger_type"),
-                    policy=request.get("policy"),
+                answer = yield ServiceCall(
+                    conn_id,
+                    "trigger",
+                    (request["incident_id"], request.get("context") or {}),
+                    {
+                        "policy_name": request.get("policy_name"),
+                        "trigger_type": request.get("trigger_type"),
+                        "policy": request.get("policy"),
+                    },
                 )
                 return SENT, describe_trigger(answer), answer
             if kind == KIND_RESOLVE:
+                page = yield ServiceCall(
+                    conn_id,
+                    "list_escalations",
+                    (list(OPEN_STATE_VALUES),),
+                    {"incident": request["incident_id"], "policy": request.get("policy_name"), "limit": 100},
+                )
                 resolved = []
-                for record in self._open_records(hook.list_escalations, request):
-                    if self._resolve_one(hook.resolve, record["id"], request.get("note")):
+                for record in page.get("escalations") or []:
+                    try:
+                        yield ServiceCall(conn_id, "resolve", (record["id"], request.get("note")))
                         resolved.append(record["id"])
+                    except (EscalationConflict, EscalationNotFound):
+                        continue  # closed meanwhile: nothing left to resolve
                 return SENT, describe_resolve(request, resolved), resolved
             return DEAD, f"unknown kind {kind!r}", None
         except Exception as exc:  # noqa: BLE001 - a hand-off never raises
             outcome, message = classify(exc)
             return outcome, message, None
 
-    def send_entry(self, entry: SpoolEntry) -> tuple[str, str]:
-        outcome, message, _ = self.send(entry.kind, entry.conn_id, entry.request)
+    def sending_entry(self, entry: SpoolEntry) -> Plan[tuple[str, str]]:
+        """:meth:`sending` for a spooled entry (what :meth:`EscalationSpool.draining` sends)."""
+        outcome, message, _ = yield from self.sending(entry.kind, entry.conn_id, entry.request)
         if outcome == SENT:
             log.info(
                 "escalation spool: sent %s %s (%d earlier attempts): %s",
@@ -196,65 +261,9 @@ class HandoffSender:
             )
         return outcome, message
 
-    @staticmethod
-    def _open_records(list_fn: Any, request: dict[str, Any]) -> list[dict[str, Any]]:
-        page = list_fn(list(OPEN_STATES), incident=request["incident_id"], policy=request.get("policy_name"), limit=100)
-        return list(page.get("escalations") or [])
-
-    @staticmethod
-    def _resolve_one(resolve_fn: Any, record_id: str, note: str | None) -> bool:
-        from airflow_escalation.client.errors import EscalationConflict, EscalationNotFound
-
-        try:
-            resolve_fn(record_id, note)
-            return True
-        except (EscalationConflict, EscalationNotFound):
-            return False  # closed meanwhile: nothing left to resolve
-
-    # ------------------------------------------------------------------ async
-
-    async def asend(self, kind: str, conn_id: str, request: dict[str, Any]) -> tuple[str, str, Any]:
-        try:
-            hook = self.hook(conn_id)
-            if kind == KIND_TRIGGER:
-                answer = await hook.atrigger(
-                    request["incident_id"],
-                    request.get("context") or {},
-                    policy_name=request.get("policy_name"),
-                    trigger_type=request.get("trigger_type"),
-                    policy=request.get("policy"),
-                )
-                return SENT, describe_trigger(answer), answer
-            if kind == KIND_RESOLVE:
-                from airflow_escalation.client.errors import EscalationConflict, EscalationNotFound
-
-                page = await hook.alist_escalations(
-                    list(OPEN_STATES), incident=request["incident_id"], policy=request.get("policy_name"), limit=100
-                )
-                resolved = []
-                for record in page.get("escalations") or []:
-                    try:
-                        await hook.aresolve(record["id"], request.get("note"))
-                        resolved.append(record["id"])
-                    except (EscalationConflict, EscalationNotFound):
-                        continue
-                return SENT, describe_resolve(request, resolved), resolved
-            return DEAD, f"unknown kind {kind!r}", None
-        except Exception as exc:  # noqa: BLE001
-            outcome, message = classify(exc)
-            return outcome, message, None
-
-    async def asend_entry(self, entry: SpoolEntry) -> tuple[str, str]:
-        outcome, message, _ = await self.asend(entry.kind, entry.conn_id, entry.request)
-        if outcome == SENT:
-            log.info(
-                "escalation spool: sent %s %s (%d earlier attempts): %s",
-                entry.kind,
-                entry.path.name,
-                entry.attempts,
-                message,
-            )
-        return outcome, message
+    def send(self, kind: str, conn_id: str, request: dict[str, Any]) -> tuple[str, str, Any]:
+        """:meth:`sending`, in this thread."""
+        return self.run(self.sending(kind, conn_id, request))
 
 
 def describe_trigger(answer: Any) -> str:
@@ -276,40 +285,55 @@ def describe_resolve(request: dict[str, Any], resolved: list[str]) -> str:
     return f"resolved {', '.join(resolved)} (incident {request.get('incident_id')!r})"
 
 
+def draining(
+    spool: EscalationSpool, sender: HandoffSender, *, budget_seconds: float, logger: Any = None
+) -> Plan[DrainReport | None]:
+    """Send what ``spool`` holds with ``sender`` for at most ``budget_seconds`` and log what it
+    did: the one drain sequence of the notifier, the operator, the sensor, the triggerer's poller
+    and the command line. ``None`` when the spool is empty (one directory listing)."""
+    if not (yield Blocking(spool.pending)):
+        return None
+    report = yield from spool.draining(sender.sending_entry, budget_seconds=budget_seconds)
+    if report.sent or report.dead or report.left:
+        (logger or log).info(
+            "escalation spool %s: sent %d earlier request(s), %d dead, %d left%s",
+            spool.directory,
+            report.sent,
+            report.dead,
+            report.left,
+            f" ({report.stopped}: {report.last_error})" if report.stopped == "unavailable" else "",
+        )
+    return report
+
+
 def drain_local_spool(
     *,
     budget_seconds: float = 1.0,
     timeout: float = DEFAULT_HANDOFF_TIMEOUT,
     spool_dir: str | None = None,
     logger: Any = None,
-) -> Any:
-    """Send what this machine's spool holds, for at most ``budget_seconds``; never raises.
+) -> DrainReport | None:
+    """Send what this machine's spool holds, for at most ``budget_seconds``, in this thread;
+    never raises (an operator or a sensor calls it before its own request).
 
     Returns the :class:`~airflow_escalation.spool.DrainReport`, or ``None`` when the spool is
-    empty (one directory listing) or draining failed.
+    empty or draining failed.
     """
-    from airflow_escalation.spool import EscalationSpool
-
-    logger = logger or log
     try:
-        spool = EscalationSpool(spool_dir)
-        if not spool.pending():
-            return None
         with HandoffSender(timeout=timeout) as sender:
-            report = spool.drain(sender.send_entry, budget_seconds=budget_seconds)
-        if report.sent or report.dead or report.left:
-            logger.info(
-                "escalation spool %s: sent %d earlier request(s), %d dead, %d left%s",
-                spool.directory,
-                report.sent,
-                report.dead,
-                report.left,
-                f" ({report.stopped}: {report.last_error})" if report.stopped == "unavailable" else "",
+            return sender.run(
+                draining(EscalationSpool(spool_dir), sender, budget_seconds=budget_seconds, logger=logger)
             )
-        return report
     except Exception as exc:  # noqa: BLE001
-        logger.warning("escalation spool: drain failed: %s: %s", type(exc).__name__, exc)
+        (logger or log).warning("escalation spool: drain failed: %s: %s", type(exc).__name__, exc)
         return None
 
 
-__all__ = ["DEFAULT_HANDOFF_TIMEOUT", "OPEN_STATES", "HandoffSender", "classify", "drain_local_spool"]
+__all__ = [
+    "DEFAULT_HANDOFF_TIMEOUT",
+    "HandoffSender",
+    "ServiceCall",
+    "classify",
+    "drain_local_spool",
+    "draining",
+]
