@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from airflow_stack import API
+
+pytestmark = pytest.mark.slow
 
 LADDER = {
     "name": "api-server-edited",

@@ -292,6 +292,7 @@ def postgres_store_factory() -> Iterator[Any]:
         store.close()
 
 
+@pytest.mark.postgres
 def test_two_replicas_an_edit_on_one_applies_on_the_other(monkeypatch, postgres_store_factory):
     with (
         make_client(monkeypatch, postgres_store_factory()) as a,
