@@ -47,6 +47,11 @@ DEFAULTS: dict[str, str] = {
     "base_url": "",
     "spool_dir": "",
     "component_jwt_max_role": "OP",
+    # the failure detector (airflow_escalation.detection.watcher)
+    "detect_failures": "True",
+    "detect_interval_seconds": "1",
+    "detect_lookback_minutes": "15",
+    "detect_overlap_seconds": "30",
 }
 
 SCHEDULERS = ("apscheduler", "asyncio")

@@ -115,6 +115,35 @@ CONFIG: dict[str, Any] = {
                 "20",
                 "100",
             ),
+            "detect_failures": _option(
+                "Let the service page failures itself through the failure routes of the policies "
+                f"file (routes:), whether or not the Dag has a callback; see {DOCS_URL}routes/. "
+                "Without routes nothing is read.",
+                "boolean",
+                "False",
+                "True",
+            ),
+            "detect_interval_seconds": _option(
+                "Seconds between two reads of new failures from the metadata database by each API-server worker.",
+                "float",
+                "2",
+                "1",
+            ),
+            "detect_lookback_minutes": _option(
+                "On start, how far back the detector reads failures (those already paged are in "
+                "the store and are skipped); a failure older than this when the service starts is "
+                "not paged.",
+                "float",
+                "60",
+                "15",
+            ),
+            "detect_overlap_seconds": _option(
+                "Each read starts this many seconds before the previous one ended, so a failure "
+                "committed late (or with a skewed clock) is not missed.",
+                "float",
+                "60",
+                "30",
+            ),
             "base_url": _option(
                 "Public URL of the Airflow UI/API server used in links sent with notifications. "
                 "Empty: [api] base_url (or http://localhost:<[api] port>).",

@@ -111,17 +111,40 @@ class ConnectionInfo:
     host: str = ""
     schema: str = ""
     port: int | None = None
+    #: a Slack API connection with a signing secret: its buttons act from Slack (docs/channels.md)
+    interactive: bool = False
 
     @classmethod
     def from_connection(cls, conn: Any, conn_id: str) -> ConnectionInfo:
         port = getattr(conn, "port", None)
+        conn_type = normalize_conn_type(getattr(conn, "conn_type", None) or "")
         return cls(
             conn_id=conn_id,
-            conn_type=normalize_conn_type(getattr(conn, "conn_type", None) or ""),
+            conn_type=conn_type,
             host=str(getattr(conn, "host", None) or ""),
             schema=str(getattr(conn, "schema", None) or ""),
             port=int(port) if port not in (None, "") else None,
+            interactive=conn_type == "slack" and bool(connection_extra_value(conn, SLACK_SIGNING_SECRET)),
         )
+
+
+#: the extras that hold the secrets Slack and PagerDuty sign their requests with
+SLACK_SIGNING_SECRET = "signing_secret"
+PAGERDUTY_WEBHOOK_SECRET = "webhook_secret"
+
+
+def connection_extra_value(conn: Any, key: str) -> Any:
+    """An extra of an Airflow connection: ``key``, or the older ``extra__<type>__<key>`` form."""
+    try:
+        extra = conn.extra_dejson
+    except Exception:  # noqa: BLE001 - an extra that is not JSON holds nothing we read
+        return None
+    if not isinstance(extra, dict):
+        return None
+    value = extra.get(key)
+    if value in (None, ""):
+        value = extra.get(f"extra__{normalize_conn_type(getattr(conn, 'conn_type', '') or '')}__{key}")
+    return value
 
 
 def normalize_conn_type(conn_type: str) -> str:
@@ -335,6 +358,9 @@ class ChannelResolver:
         self._clock = clock
         self._monotonic = monotonic
         self._cache: dict[str, _Cached] = {}
+        # every connection type seen, kept (types rarely change): what change hooks may ask
+        # synchronously (service/delivery.py's follow-ups, the metrics' channel names)
+        self._types: dict[str, str] = {}
         self._inflight: dict[str, asyncio.Future] = {}
 
     # -- engine contract: resolver(target) -> sender | None
@@ -383,6 +409,7 @@ class ChannelResolver:
                     f"{', '.join(self.registry.conn_types)}"
                 )
             self._cache[conn_id] = _Cached(info, self._monotonic() + self._cache_seconds)
+            self._types[conn_id] = info.conn_type
             future.set_result(info)
             return info
         except asyncio.CancelledError:
@@ -395,6 +422,10 @@ class ChannelResolver:
         finally:
             if self._inflight.get(conn_id) is future:
                 del self._inflight[conn_id]
+
+    def known_conn_type(self, conn_id: str) -> str | None:
+        """The type of ``conn_id`` if this resolver ever looked it up (no I/O), else None."""
+        return self._types.get(conn_id)
 
     def forget(self, conn_id: str | None = None) -> None:
         """Drop cached connection types (all, or one)."""

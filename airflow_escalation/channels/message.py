@@ -58,6 +58,8 @@ WEBHOOK_SCHEMA_VERSION = 1
 MAX_EXCEPTION_CHARS = 2000
 MAX_TITLE_CHARS = 200
 ACTIONS = ("acknowledge", "resolve")
+#: the ``block_id`` of the buttons block (the Slack route replaces it when the message is updated)
+SLACK_ACTIONS_BLOCK = "escalation_actions"
 
 # link keys in display order, with their labels
 LINK_LABELS = {
@@ -436,8 +438,13 @@ class EscalationMessage:
         """The notification text Slack shows where blocks cannot be (push, previews)."""
         return slack_escape(self.title)
 
-    def to_slack_blocks(self) -> list[dict[str, Any]]:
-        """Block Kit blocks: header, facts, error excerpt, links, acknowledge/resolve buttons."""
+    def to_slack_blocks(self, interactive: bool = False) -> list[dict[str, Any]]:
+        """Block Kit blocks: header, facts, error excerpt, links, acknowledge/resolve buttons.
+
+        ``interactive`` (the Slack API connection): the buttons post back to the service's Slack
+        interactivity endpoint (``action_id`` ``escalation_<action>``, ``value`` the record id) and
+        act as the Slack member's escalation user. Otherwise (Incoming Webhooks) they are the
+        signed one-click links."""
         blocks: list[dict[str, Any]] = [
             {"type": "header", "text": {"type": "plain_text", "text": _one_line(self.title, 150)}},
         ]
@@ -458,6 +465,12 @@ class EscalationMessage:
         if others:
             text = " · ".join(slack_link(url, label) for label, url in others)
             blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": text[:2900]}]})
+        buttons = self._slack_action_buttons() if interactive else self._slack_link_buttons()
+        if buttons:
+            blocks.append({"type": "actions", "block_id": SLACK_ACTIONS_BLOCK, "elements": buttons})
+        return blocks
+
+    def _slack_link_buttons(self) -> list[dict[str, Any]]:
         buttons = []
         for key, label, url in self.link_items():
             if key in ACTIONS:
@@ -470,9 +483,24 @@ class EscalationMessage:
                 if key == "acknowledge":
                     button["style"] = "primary"
                 buttons.append(button)
-        if buttons:
-            blocks.append({"type": "actions", "elements": buttons})
-        return blocks
+        return buttons
+
+    def _slack_action_buttons(self) -> list[dict[str, Any]]:
+        from airflow_escalation.core.states import can
+
+        buttons: list[dict[str, Any]] = []
+        for action in ACTIONS:
+            if can(action, self.state):
+                button = {
+                    "type": "button",
+                    "action_id": f"escalation_{action}",
+                    "text": {"type": "plain_text", "text": LINK_LABELS[action]},
+                    "value": self.record_id,
+                }
+                if action == "acknowledge":
+                    button["style"] = "primary"
+                buttons.append(button)
+        return buttons
 
     # ------------------------------------------------------------------------- webhook
     def to_webhook_json(self) -> dict[str, Any]:

@@ -11,13 +11,17 @@
 
 Both post Block Kit blocks (header, facts, error excerpt, links, acknowledge/resolve buttons)
 with the title as fallback text, and turn link unfurling off (a preview fetch must never open a
-one-click link).
+one-click link). The buttons are the signed one-click links, except on a ``slack`` connection
+with a ``signing_secret`` extra: there they post back to the service's Slack interactivity
+endpoint (``service/routes/slack.py``), which acts as the clicking member's escalation user and
+updates the message in place (:func:`acted_blocks`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from airflow_escalation.channels.base import Channel, ChannelError, ConnectionInfo, failure_reason
 
@@ -75,7 +79,7 @@ class SlackApiChannel(Channel):
         kwargs = dict(
             channel=target.identifier,
             text=message.slack_text,
-            blocks=message.to_slack_blocks(),
+            blocks=message.to_slack_blocks(interactive=connection.interactive),
             unfurl_links=False,
             unfurl_media=False,
         )
@@ -89,3 +93,46 @@ class SlackApiChannel(Channel):
             raise ChannelError(
                 f"Slack chat.postMessage to {target.identifier[:100]!r}: {failure_reason(exc)}"
             ) from None
+
+
+_DONE = {"acknowledge": "Acknowledged", "resolve": "Resolved"}
+
+
+def acted_blocks(blocks: Any, action: str, actor: str, at: datetime, state: str) -> list[dict[str, Any]]:
+    """The message's ``blocks`` once ``actor`` took ``action`` at ``at``: the buttons block
+    (``escalation_actions``) gives way to "Acknowledged by alice at 09:12" (Slack shows the time
+    in each reader's own zone), followed by the buttons still allowed in ``state``."""
+    from airflow_escalation.channels.message import LINK_LABELS, SLACK_ACTIONS_BLOCK, slack_escape
+    from airflow_escalation.core.states import can
+
+    kept: list[dict[str, Any]] = []
+    buttons: list[dict[str, Any]] = []
+    record_id = ""
+    for block in blocks if isinstance(blocks, list) else []:
+        if not isinstance(block, dict):
+            continue
+        if block.get("block_id") == SLACK_ACTIONS_BLOCK:
+            for element in block.get("elements") or ():
+                if isinstance(element, dict) and isinstance(element.get("value"), str):
+                    record_id = record_id or element["value"]
+            continue
+        if block.get("block_id") == "escalation_outcome":
+            continue  # an earlier outcome line: the newest replaces it
+        kept.append(block)
+    epoch = int(at.timestamp())
+    fallback = at.strftime("%H:%M UTC")
+    line = f"{_DONE.get(action, action)} by *{slack_escape(actor)}* at <!date^{epoch}^{{time}}|{fallback}>"
+    kept.append({"type": "context", "block_id": "escalation_outcome", "elements": [{"type": "mrkdwn", "text": line}]})
+    if record_id:
+        for name in ("acknowledge", "resolve"):
+            if can(name, state):
+                button: dict[str, Any] = {
+                    "type": "button",
+                    "action_id": f"escalation_{name}",
+                    "text": {"type": "plain_text", "text": LINK_LABELS[name]},
+                    "value": record_id,
+                }
+                buttons.append(button)
+    if buttons:
+        kept.append({"type": "actions", "block_id": SLACK_ACTIONS_BLOCK, "elements": buttons})
+    return kept

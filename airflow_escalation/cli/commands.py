@@ -266,6 +266,8 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
             raise Failure(f"{path}: invalid: " + "; ".join(answer.get("errors") or ["(no detail)"]))
         if not _structured(args):
             out.write(f"{path}: valid on the service ({', '.join(answer.get('policies') or [])})\n")
+            for warning in answer.get("warnings") or []:
+                out.write(f"warning: {warning}\n")
         return EXIT_OK
     try:
         config = EscalationPolicyConfig.from_yaml(Path(path))
@@ -277,12 +279,20 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     except Exception as exc:  # noqa: BLE001 - an unreadable file and the like
         message = " ".join(str(exc).split())
         raise Failure(f"{path}: cannot load: {type(exc).__name__}: {message}") from None
+    from airflow_escalation.detection.routes import RouteError, config_routes
+
+    try:
+        routes = config_routes(config)
+    except RouteError as exc:
+        raise Failure(f"{path}: invalid: {exc}") from None
     if _structured(args):
         _emit(
             {
                 "valid": True,
                 "default_policy": config.default_policy,
                 "policies": [p.to_dict() for p in config.policies.values()],
+                "routes": len(routes.routes),
+                "warnings": routes.warnings,
             },
             args,
             out,
@@ -296,6 +306,10 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     )
     for policy in config.policies.values():
         out.write("\n" + "\n".join(_describe_policy(policy)) + "\n")
+    if routes.routes:
+        out.write(f"\n{len(routes.routes)} failure route(s) (the first that matches wins)\n")
+    for warning in routes.warnings:
+        out.write(f"warning: {warning}\n")
     return EXIT_OK
 
 
@@ -591,6 +605,19 @@ class Group:
     commands: tuple[Command, ...]
 
 
+def _oncall(name: str) -> Handler:
+    """A handler of :mod:`airflow_escalation.cli.oncall`, imported when it runs."""
+
+    def run(args: argparse.Namespace, out: TextIO) -> int:
+        from airflow_escalation.cli import oncall
+
+        handler: Handler = getattr(oncall, name)
+        return handler(args, out)
+
+    run.__name__ = name
+    return run
+
+
 SERVICE_OPTIONS = (
     Option(("--url",), "Airflow API server URL (env ESCALATION_URL)"),
     Option(("--username",), "user for POST /auth/token (env ESCALATION_USERNAME)"),
@@ -621,6 +648,8 @@ _VALIDATE = (
 )
 _VALIDATE_HELP = "check a policies YAML file and print each policy's ladder"
 _POLICIES_HELP = "the service's policies"
+
+from airflow_escalation.cli import routes as _routes  # noqa: E402 - its handlers ask this module lazily
 
 COMMANDS: tuple[Command | Group, ...] = (
     Command(
@@ -713,6 +742,32 @@ COMMANDS: tuple[Command | Group, ...] = (
             ),
         ),
     ),
+    Group(
+        "routes",
+        "failure routes: what the service pages for by itself",
+        (
+            Command("list", "the routes in precedence order, warnings, the detector", _routes.cmd_list),
+            Command(
+                "explain",
+                "which route would catch a failure of a Dag, and what would happen",
+                _routes.cmd_explain,
+                (
+                    Option(("dag_id",), "the Dag"),
+                    Option(
+                        ("--kind",),
+                        "task_failed (default), task_up_for_retry, task_over_duration, dag_run_failed, "
+                        "dag_run_over_duration, deadline_missed",
+                        {"default": "task_failed"},
+                    ),
+                    Option(("--task-id",), "the task (task kinds)"),
+                    Option(("--run-type",), "scheduled, manual, backfill, asset_triggered, ..."),
+                    Option(("--try-number",), "the failed try (task_up_for_retry)", {"type": int}),
+                    Option(("--tag",), "instead of the Dag's tags (repeatable)", {"action": "append"}),
+                    Option(("--owner",), "instead of the Dag's owners (repeatable)", {"action": "append"}),
+                ),
+            ),
+        ),
+    ),
     # `silence` (silences of the on-call issue) goes here as a Group of its own commands
     Group(
         "spool",
@@ -735,6 +790,71 @@ COMMANDS: tuple[Command | Group, ...] = (
     # the first names of `policy validate` and `policy list`, kept for scripts
     Command("validate", _VALIDATE_HELP, _cmd_validate, _VALIDATE, hidden=True),
     Command("policies", _POLICIES_HELP, _cmd_policies, hidden=True),
+    # on call (docs/oncall.md)
+    Command(
+        "oncall",
+        "who is on call now for every schedule (or one, --at a time), and the next handoffs",
+        _oncall("show_oncall"),
+        (
+            Option(("schedule",), "a schedule name (default: all)", {"nargs": "?"}),
+            Option(("--at",), "an ISO time with its zone (default: now)"),
+            Option(("--handoffs",), "how many next handoffs to show (default 3)", {"type": int, "default": 3}),
+        ),
+    ),
+    Group(
+        "silence",
+        "silences: page nobody for matching escalations for a while",
+        (
+            Command(
+                "add",
+                "silence escalations that match every matcher given",
+                _oncall("add_silence"),
+                (
+                    Option(("--dag-id",), "the Dag"),
+                    Option(("--task-id",), "the task"),
+                    Option(("--policy",), "the policy"),
+                    Option(("--incident",), "incident id glob (* ? [abc])"),
+                    Option(("--severity",), "severity"),
+                    Option(("--duration",), "how long: 90m, 2h, 1d"),
+                    Option(("--until",), "or until this ISO time (with its zone)"),
+                    Option(("--starts",), "start later: an ISO time with its zone (default: now)"),
+                    Option(("--comment",), "why (shown on every record it suppresses)"),
+                ),
+            ),
+            Command(
+                "list",
+                "pending and active silences",
+                _oncall("list_silences"),
+                (Option(("--all",), "expired ones too", {"action": "store_true"}),),
+            ),
+            Command("expire", "end a silence now", _oncall("expire_silence"), (Option(("id",), "silence id"),)),
+        ),
+    ),
+    Group(
+        "override",
+        "overrides: put someone on call for a schedule for a while",
+        (
+            Command(
+                "add",
+                "put USER on call for SCHEDULE from --start to --end",
+                _oncall("add_override"),
+                (
+                    Option(("schedule",), "schedule name"),
+                    Option(("user",), "user id (from the policies file's users:)"),
+                    Option(("--start",), "ISO time with its zone", {"required": True}),
+                    Option(("--end",), "ISO time with its zone", {"required": True}),
+                    Option(("--comment",), "why"),
+                ),
+            ),
+            Command(
+                "list",
+                "current and future overrides",
+                _oncall("list_overrides"),
+                (Option(("--schedule",), "one schedule"),),
+            ),
+            Command("delete", "remove an override", _oncall("delete_override"), (Option(("id",), "override id"),)),
+        ),
+    ),
 )
 
 

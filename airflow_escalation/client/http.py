@@ -657,6 +657,16 @@ class EscalationClient:
         """``POST /policies/validate``: ``{"valid", "errors", "policies"}`` for a policy or YAML text."""
         return self._run(_validate_call(policy, yaml))
 
+    def routes(self) -> dict[str, Any]:
+        """``GET /routes``: the failure routes in precedence order, warnings, the detector's state."""
+        return self._run(_Call("GET", "/routes"))
+
+    def explain_route(self, dag_id: str, kind: str = "task_failed", **params: Any) -> dict[str, Any]:
+        """``GET /routes/explain``: which route would catch this failure and what would happen
+        (``task_id``, ``run_type``, ``try_number``, ``tags``, ``owners`` as the route asks)."""
+        query = {"dag_id": dag_id, "kind": kind, **{k: v for k, v in params.items() if v is not None}}
+        return self._run(_Call("GET", "/routes/explain", params=query))
+
     def health(self) -> dict[str, Any]:
         """``GET /health``: ``{"status", "engine_id", "store", "running"}``."""
         return self._run(_Call("GET", "/health"))
@@ -752,6 +762,59 @@ class EscalationClient:
 
     async def ahealth(self) -> dict[str, Any]:
         return await self._arun(_Call("GET", "/health"))
+
+    # ------------------------------------------------------------------ on call (docs/oncall.md)
+
+    def schedules(self) -> list[dict[str, Any]]:
+        """``GET /schedules``: each schedule with who is on call now and the next handoffs."""
+        return self._run(_Call("GET", "/schedules", unwrap="schedules"))
+
+    def on_call(self, schedule: str, at: str | None = None) -> dict[str, Any]:
+        """``GET /schedules/{name}/oncall``: who is on call now (or ``at``, an ISO time with zone)."""
+        return self._run(_Call("GET", f"/schedules/{_rid(schedule)}/oncall", params=_clean({"at": at})))
+
+    def handoffs(self, schedule: str, days: float | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """``GET /schedules/{name}/handoffs``."""
+        params = _clean({"days": days, "limit": limit})
+        return self._run(_Call("GET", f"/schedules/{_rid(schedule)}/handoffs", params=params, unwrap="handoffs"))
+
+    def silences(self, include_expired: bool = False) -> list[dict[str, Any]]:
+        """``GET /silences``."""
+        params = {"include_expired": "true"} if include_expired else None
+        return self._run(_Call("GET", "/silences", params=params, unwrap="silences"))
+
+    def create_silence(
+        self,
+        matchers: dict[str, Any],
+        *,
+        ends_at: str | None = None,
+        duration_minutes: float | None = None,
+        starts_at: str | None = None,
+        comment: str = "",
+    ) -> dict[str, Any]:
+        """``POST /silences``."""
+        body = _clean(
+            {"matchers": matchers, "starts_at": starts_at, "ends_at": ends_at, "duration_minutes": duration_minutes}
+        )
+        body["comment"] = comment
+        return self._run(_Call("POST", "/silences", json=body))
+
+    def expire_silence(self, silence_id: str) -> dict[str, Any]:
+        """``POST /silences/{id}/expire``."""
+        return self._run(_Call("POST", f"/silences/{_rid(silence_id)}/expire"))
+
+    def overrides(self, schedule: str | None = None) -> list[dict[str, Any]]:
+        """``GET /overrides``."""
+        return self._run(_Call("GET", "/overrides", params=_clean({"schedule": schedule}), unwrap="overrides"))
+
+    def create_override(self, schedule: str, user: str, start: str, end: str, comment: str = "") -> dict[str, Any]:
+        """``POST /overrides``."""
+        body = {"schedule": schedule, "user": user, "start": start, "end": end, "comment": comment}
+        return self._run(_Call("POST", "/overrides", json=body))
+
+    def delete_override(self, override_id: str) -> dict[str, Any]:
+        """``DELETE /overrides/{id}``."""
+        return self._run(_Call("DELETE", f"/overrides/{_rid(override_id)}"))
 
 
 # --------------------------------------------------------------------------- typed views

@@ -32,6 +32,15 @@ MAX_ERROR_CHARS = 500  # an error message in a response, a validation report or 
 MAX_LIST_LIMIT = 500  # records per page of GET /escalations
 MAX_LIST_OFFSET = 1_000_000  # records skipped by GET /escalations (use filters beyond that)
 MAX_RETRIGGER_EVENTS = 20  # "retriggered" history events per record; later joins are counted
+MAX_ROUTES = 1000  # failure routes in one policies file (docs/routes.md)
+MAX_ROUTE_VALUES = 100  # tags or owners one route lists
+MAX_ROUTE_TRY = 1000  # a route's min_try
+MAX_ROUTE_OVER_MINUTES = 60 * 24 * 30  # a route's over_minutes (30 days)
+MAX_ROUTE_SEVERITY = 64  # a route's severity
+MAX_DETECT_BATCH = 500  # failures the detector reads from the metadata database per query
+MAX_SIGNED_AGE_SECONDS = 5 * 60  # a signed Slack request's timestamp / a PagerDuty event's occurred_at
+MAX_WEBHOOK_BYTES = 64 * 1024  # a Slack interaction or PagerDuty webhook body (before any parsing)
+MAX_SIGNATURE_HEADER = 2048  # X-Slack-Signature / X-PagerDuty-Signature (several v1= entries)
 
 TRUNCATED = "…"
 
@@ -146,3 +155,23 @@ def _scrubbed(value: Any, max_depth: int, depth: int) -> Any:
     if isinstance(value, (list, tuple)):
         return [_scrubbed(v, max_depth, depth + 1) for v in value]
     return value
+
+
+# ------------------------------------------------------------------------------ on call
+# docs/oncall.md: the policies file's users/schedules/maintenance_windows sections,
+# and the silences and overrides created at run time
+MAX_USERS = 1000  # users in the directory
+MAX_CONTACTS = 10  # contact methods of one user
+MAX_SCHEDULES = 200  # schedules in the policies file
+MAX_LAYERS = 10  # layers of one schedule
+MAX_PARTICIPANTS = 200  # participants of one rotation
+MAX_RESTRICTIONS = 20  # time-of-day/week restrictions of one layer
+MAX_SHIFT_HOURS = 24 * 7 * 52  # one shift: at most a year
+MAX_WINDOWS = 200  # maintenance windows in the policies file
+MAX_WINDOW_SCOPE = 100  # dag_ids (or policies) one maintenance window names
+MAX_WINDOW_MINUTES = 7 * 24 * 60  # one maintenance window lasts at most a week
+MAX_SILENCES = 1000  # silences not yet expired at once (a new one beyond is refused)
+MAX_OVERRIDES = 1000  # overrides not yet over at once, over all schedules
+MAX_ONCALL_SPAN_DAYS = 400  # a silence's or an override's length, from its start
+MAX_ONCALL_HORIZON_DAYS = 62  # how far ahead "next handoffs" and the on-call strip look
+MAX_HANDOFFS = 200  # handoffs listed by one request

@@ -57,10 +57,19 @@ class RevisionConflict(Exception):
         self.expected, self.latest = expected, latest
 
 
+#: sections a policies file may hold beside its ``escalation:`` block (on-call, failure routes)
+BESIDE = frozenset({"users", "schedules", "maintenance_windows", "routes"})
+
+
 def unwrap(data: Any) -> Any:
-    """The document itself, whether given as ``{"escalation": {...}}`` (the file) or bare."""
-    if isinstance(data, dict) and set(data) == {"escalation"}:
-        return data["escalation"] if data["escalation"] is not None else {}
+    """The document itself, one flat mapping, whether given as the file (``escalation:``, with
+    the on-call sections and routes beside it or inside it) or bare."""
+    if isinstance(data, dict) and "escalation" in data and set(data) - {"escalation"} <= BESIDE:
+        inner = data["escalation"] if data["escalation"] is not None else {}
+        if not isinstance(inner, dict):
+            return data  # the validation names it
+        beside = {k: v for k, v in data.items() if k != "escalation"}
+        return {**inner, **beside} if not set(beside) & set(inner) else data
     return data
 
 

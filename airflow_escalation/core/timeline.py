@@ -20,9 +20,10 @@ from typing import Any, Mapping, Sequence
 
 from airflow_escalation.core import planner
 from airflow_escalation.core.models import EscalationPolicy, EscalationRecord
+from airflow_escalation.core.timefmt import format_time
 
 #: events that are the engine's bookkeeping of a step another event opened
-_FOLLOW_UPS = frozenset({"start", "escalate_success", "notified", "level_skipped"})
+_FOLLOW_UPS = frozenset({"start", "escalate_success", "notified", "level_skipped", "notification_muted"})
 #: step kinds whose step sends notifications (a following ``notified`` belongs to them)
 _PAGING = frozenset({"triggered", "paged", "reminder", "escalated"})
 
@@ -31,7 +32,7 @@ _PAGING = frozenset({"triggered", "paged", "reminder", "escalated"})
 class TimelineStep:
     """One step of an escalation: what happened, when, by whom, and who was told."""
 
-    kind: str  # triggered, retriggered, paged, reminder, escalated, skipped, acknowledged, resolved, …
+    kind: str  # triggered, retriggered, paged, reminder, escalated, skipped, suppressed, acknowledged, …
     at: str  # ISO 8601, when the step began
     title: str
     level: int
@@ -81,6 +82,18 @@ def _by(actor: str) -> str:
     return f" by {actor}" if actor and actor != "system" else ""
 
 
+def _muted_by(details: Mapping[str, Any]) -> str:
+    by_what = "maintenance window" if details.get("kind") == "maintenance_window" else "silence"
+    return f"{by_what} {details.get('id', '')}".rstrip()
+
+
+def _muted_detail(details: Mapping[str, Any]) -> str:
+    parts = [f"Comment: {details['comment']}"] if details.get("comment") else []
+    if details.get("ends_at"):
+        parts.append(f"until {format_time(str(details['ends_at']))}")
+    return " \u00b7 ".join(parts)
+
+
 def _escalated(level: int, actor: str) -> str:
     by = _by(actor)
     return f"Escalated to level {level}{by}" if by else f"Not acknowledged: escalated to level {level}"
@@ -125,6 +138,10 @@ def _opening(event: Mapping[str, Any]) -> TimelineStep:
         kind, title = "skipped", f"Level {details.get('skipped_level', '?')} skipped"
     elif name == "notification_skipped":
         kind, title = "skipped", "Notification skipped"
+    elif name in ("suppressed", "notification_muted"):  # a silence or a maintenance window (on-call)
+        what = "Suppressed" if name == "suppressed" else "Notification muted"
+        kind, title = "suppressed", f"{what} by {_muted_by(details)}"
+        detail = " \u00b7 ".join([d for d in (detail, _muted_detail(details)) if d])
     elif name == "acknowledge":
         kind, title = "acknowledged", f"Acknowledged{by}"
     elif name == "resolve":
@@ -160,6 +177,8 @@ def _folds_into(step: TimelineStep | None, event: Mapping[str, Any]) -> bool:
         return step.kind == "escalated"
     if name == "level_skipped":  # a level passed over on the way up is part of the climb
         return step.kind == "escalated"
+    if name == "notification_muted":  # the step's notification, held back by a silence
+        return step.kind in _PAGING
     # notified: the notification of the step that paged, once per (level, round)
     key = (int(event.get("level") or 0), int(details.get("round") or 0))
     return step.kind in _PAGING and step.level == key[0] and key not in [r[:2] for r in step._rounds]
@@ -175,7 +194,8 @@ def steps(history: Sequence[Mapping[str, Any]], deliveries: Sequence[Mapping[str
     out: list[TimelineStep] = []
     current: TimelineStep | None = None
     for event in history:
-        if not _folds_into(current, event):
+        folded = _folds_into(current, event)
+        if not folded:
             current = _opening(event)
             out.append(current)
         assert current is not None
@@ -184,6 +204,11 @@ def steps(history: Sequence[Mapping[str, Any]], deliveries: Sequence[Mapping[str
         if event.get("event") == "level_skipped" and current.kind == "escalated":
             skipped = f"Level {(event.get('details') or {}).get('skipped_level', '?')} skipped"
             current.detail = f"{current.detail} \u00b7 {skipped}" if current.detail else skipped
+        if event.get("event") == "notification_muted" and folded:
+            muted = f"Muted by {_muted_by(event.get('details') or {})}"
+            more = _muted_detail(event.get("details") or {})
+            note = f"{muted} \u00b7 {more}" if more else muted
+            current.detail = f"{current.detail} \u00b7 {note}" if current.detail else note
         if event.get("event") == "escalate_success" and current.kind == "escalated":
             current.level = int(event.get("level") or current.level)  # where the climb landed
             current.title = _escalated(current.level, current.actor)

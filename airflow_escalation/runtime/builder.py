@@ -85,6 +85,9 @@ def build_engine(
     )
     for policy in cfg.policies.values():
         engine.register_policy(policy)
+    from airflow_escalation.oncall.runtime import OnCall
+
+    engine.set_oncall(OnCall(cfg.oncall, engine.store, engine.clock))  # schedules, silences (docs/oncall.md)
     return engine
 
 

@@ -65,7 +65,7 @@ async def mutate(
         if isinstance(change, EscalationResult):
             return change, None
         record.updated_at = now
-        args = (record, expected, record.history[seen:], change.deliveries, change.cancel_pending)
+        args = (record, expected, record.history[seen:], change.written, change.cancel_pending)
         written = store.update(*args) if calls.inline else await calls(store.update, *args)
         if written:
             after_write(record, change, action)

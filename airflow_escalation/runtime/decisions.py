@@ -36,6 +36,17 @@ class Change:
 
     deliveries: list[Delivery] = field(default_factory=list)
     cancel_pending: bool = False
+    # written with the change by the engine's change hooks (PagerDuty follow-ups): sent by the
+    # outbox, never attempted before a call returns nor reported among its targets
+    follow_ups: list[Delivery] = field(default_factory=list)
+    from_state: str | None = None  # the record's state before the change (None: created by it)
+    escalations_before: int = 0
+    muted_by: Any = None  # the on-call Suppression (silence, window) muting this step's notifications
+
+    @property
+    def written(self) -> list[Delivery]:
+        """Every delivery the write carries."""
+        return self.deliveries + self.follow_ups if self.follow_ups else self.deliveries
 
 
 class Decisions:
@@ -138,7 +149,9 @@ class Decisions:
         round_: int,
     ) -> None:
         """Queue one round of notifications for ``level`` (unless business hours skip it)."""
-        if planner.skips_notification(policy, now, self.check_business_hours):
+        if change.muted_by is not None:  # a silence or maintenance window (docs/oncall.md)
+            record.add_history_event("notification_muted", now, round=round_, **change.muted_by.to_dict())
+        elif planner.skips_notification(policy, now, self.check_business_hours):
             record.add_history_event("notification_skipped", now, reason="outside business hours", round=round_)
         else:
             record.notify_rounds += 1

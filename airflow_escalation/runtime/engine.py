@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable
 
 from airflow_escalation.core import bounds
+from airflow_escalation.runtime import metrics as engine_metrics
 from airflow_escalation.core.clock import SYSTEM_CLOCK, Clock
 from airflow_escalation.core.models import (
     Delivery,
@@ -46,6 +47,8 @@ NotificationHandler = Callable[[EscalationRecord, EscalationLevel, list[Escalati
 # Returns a sender for targets it handles (e.g. a target with an Airflow conn_id), else None.
 TargetSender = Callable[[EscalationRecord, EscalationLevel, EscalationTarget], Awaitable[Any]]
 ChannelResolver = Callable[[EscalationTarget], TargetSender | None]
+# Deliveries to write with a change, in its compare-and-swap: (record, action, state before, now).
+ChangeHook = Callable[[EscalationRecord, str, "str | None", datetime], list[Delivery]]
 
 # While this engine's workers are sending deliveries it wrote, a pending delivery is most likely
 # one of those: the sweep that takes over others' (a stopped engine's, a retry) waits this long
@@ -99,6 +102,8 @@ class EscalationEngine:
         self._channel_resolvers: list[ChannelResolver] = []
         self._listeners: list[Callable[[EscalationRecord, str], Any]] = []
         self._listener_tasks: set[asyncio.Task[None]] = set()
+        self._change_hooks: list[ChangeHook] = []
+        self._metrics = engine_metrics.NULL_METRICS
         self._evaluators = dict(config.condition_evaluators)
         self._decisions = Decisions(config.check_business_hours, self._evaluators)
         self._owner = config.engine_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -106,10 +111,12 @@ class EscalationEngine:
         self._calls = StoreCalls(self._store)
         self._inline = self._calls.inline
         self._outbox = Outbox(
-            self._calls, self._clock, sched_config, self._owner, self._policy_for, self._send, self._wake_at
+            self._calls, self._clock, sched_config, self._owner, self._policy_for, self._send_routed, self._wake_at
         )
+        self._outbox.measure = lambda outcome, delivery: self._measure(self._metrics.delivery, outcome, delivery)
         self._running = False
         self._last_cleanup: datetime | None = None
+        self._oncall: Any = None  # airflow_escalation.oncall.runtime.OnCall (set_oncall)
 
     # ------------------------------------------------------------------ configuration
     @property
@@ -164,6 +171,16 @@ class EscalationEngine:
         """Let ``resolver(target)`` supply a sender for some targets (checked before the handler)."""
         self._channel_resolvers.append(resolver)
 
+    def set_oncall(self, oncall: Any) -> None:
+        """Ask ``oncall`` (:class:`airflow_escalation.oncall.runtime.OnCall`) about silences and
+        maintenance windows (at triggers and due steps) and where ``schedule:``/``user:``
+        targets lead at delivery time (docs/oncall.md)."""
+        self._oncall = oncall
+
+    @property
+    def oncall(self) -> Any:
+        return self._oncall
+
     def add_listener(self, listener: Callable[[EscalationRecord, str], Any]) -> None:
         """Call ``listener(record, action)`` after every committed change of a record.
 
@@ -173,6 +190,39 @@ class EscalationEngine:
         logged and changes nothing.
         """
         self._listeners.append(listener)
+
+    def add_change_hook(self, hook: ChangeHook) -> None:
+        """Call ``hook(record, action, from_state, now)`` with every decided change, before it is
+        written; the deliveries it returns are written with the change (the same compare-and-swap,
+        so exactly once whichever replica made it) and sent by the outbox, never before the call
+        returns nor among its targets. Used to tell PagerDuty of an acknowledgement. A hook that
+        raises adds nothing."""
+        self._change_hooks.append(hook)
+
+    @property
+    def metrics(self) -> engine_metrics.EngineMetrics:
+        """Where measurements go (``runtime.metrics.NULL_METRICS``: nowhere)."""
+        return self._metrics
+
+    def set_metrics(self, metrics: engine_metrics.EngineMetrics) -> None:
+        """Report to ``metrics`` (runtime/metrics.py); ignored when ``metrics_enabled`` is False."""
+        if self._config.metrics_enabled:
+            self._metrics = metrics
+
+    def _extend(self, record: EscalationRecord, action: str, change: Change, now: datetime) -> None:
+        for hook in self._change_hooks:
+            try:
+                change.follow_ups.extend(hook(record, action, change.from_state, now))
+            except Exception:  # a hook never blocks the change itself
+                log.exception("escalation change hook %r failed on %s of %s", hook, action, record.id)
+
+    def _measure(self, report: Callable[..., None], *args: Any) -> None:
+        if self._metrics is engine_metrics.NULL_METRICS:
+            return
+        try:
+            report(*args)
+        except Exception:  # metrics never fail an engine call
+            log.exception("escalation metrics failed")
 
     def _spawn_listener(self, awaitable: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(awaitable)
@@ -364,6 +414,9 @@ class EscalationEngine:
             return chosen
         policy = chosen
         now = self._clock.now()
+        suppression = (
+            (await self._oncall.snapshot(now)).match(context, policy.name, incident_id) if self._oncall else None
+        )
 
         # an incident's open record belongs to its DAG: a trigger of another DAG never joins it
         # nor is suppressed by its cooldown, whatever the incident id says
@@ -379,8 +432,14 @@ class EscalationEngine:
                 return await self._retrigger(existing, trigger_type, triggered_by)
             if policy.cooldown_minutes > 0:
                 last = await self._calls(self._store.last_closed, incident_id, policy.name, dag_id)
-                if last is not None and last.closed_at is not None and now - last.closed_at < policy.cooldown:
+                if (
+                    last is not None
+                    and last.closed_at is not None
+                    and now - last.closed_at < policy.cooldown
+                    and "suppressed_by" not in last.metadata  # a silenced trigger starts no cooldown
+                ):
                     until = last.closed_at + policy.cooldown
+                    self._measure(self._metrics.escalation, engine_metrics.SUPPRESSED, policy.name)
                     return EscalationResult.failure_result(
                         last,
                         "trigger",
@@ -405,22 +464,36 @@ class EscalationEngine:
                 "triggered", now, triggered_by, trigger_type=trigger_type.value, severity=context.get("severity")
             )
             change = Change()
+            if suppression is not None:  # silenced: recorded, closed, nothing sent (docs/oncall.md)
+                record.metadata["suppressed_by"] = suppression.to_dict()
+                record.add_history_event("suppressed", now, triggered_by, **suppression.to_dict())
+                self._decisions.transition(record, EscalationEvent.CANCEL, now, "system", reason=suppression.label)
+                self._decisions.close(record, now)
             try:
-                self._decisions.run_steps(record, policy, now, change)
+                if suppression is None:
+                    self._decisions.run_steps(record, policy, now, change)
             except Exception as exc:  # e.g. a level condition without an evaluator
                 log.exception("escalation of incident %r could not start", incident_id)
                 return EscalationResult.failure_result(
                     None, "trigger", f"policy {policy.name!r} cannot start: {type(exc).__name__}: {exc}"
                 )
+            self._extend(record, "trigger", change, now)
             stored = (
-                store.create(record, change.deliveries)
+                store.create(record, change.written)
                 if self._inline
-                else await self._calls(store.create, record, change.deliveries)
+                else await self._calls(store.create, record, change.written)
             )
             if stored is None:
                 continue  # another engine opened it first: join that one
             record.version = stored.version
             self._after_write(record, change, "trigger", queue=not self._config.send_before_return)
+            if suppression is not None:
+                return EscalationResult.failure_result(
+                    record,
+                    "trigger",
+                    f"suppressed by {suppression.label} until {suppression.ends_at.isoformat()}",
+                    code="suppressed",
+                )
             if log.isEnabledFor(logging.INFO):
                 log.info(
                     "escalation %s triggered for incident %r under policy %r (%s)",
@@ -509,12 +582,21 @@ class EscalationEngine:
         current: EscalationRecord | None = None,
     ) -> EscalationResult:
         queue = not self._config.send_before_return
+
+        def decide_and_extend(record: EscalationRecord, now: datetime) -> Change | EscalationResult:
+            before, climbs = record.state, record.escalation_count
+            change = decide(record, now)
+            if isinstance(change, Change):
+                change.from_state, change.escalations_before = before, climbs
+                self._extend(record, action, change, now)
+            return change
+
         result, change = await mutate(
             self._calls,
             self._clock,
             record_id,
             action,
-            decide,
+            decide_and_extend,
             lambda record, change, action: self._after_write(record, change, action, queue=queue),
             current,
         )
@@ -548,34 +630,43 @@ class EscalationEngine:
         batch = self._sched_config.batch_size
         while True:
             claimed = await self._calls(self._store.claim_due, now, batch, self._owner, self._lease)
+            quiet = await self._oncall.snapshot(now) if self._oncall is not None and claimed else None
             if self._inline:
                 for record in claimed:
-                    await self._process_claimed(record, now)
+                    await self._process_claimed(record, now, quiet)
             else:  # together: their writes share a batch (SQLite: one commit, Redis: one round trip)
-                await asyncio.gather(*(self._process_claimed(record, now) for record in claimed))
+                await asyncio.gather(*(self._process_claimed(record, now, quiet) for record in claimed))
             processed += len(claimed)
             if len(claimed) < batch:
                 return processed
 
-    async def _process_claimed(self, record: EscalationRecord, now: datetime) -> None:
+    async def _process_claimed(self, record: EscalationRecord, now: datetime, quiet: Any = None) -> None:
         decisions = self._decisions
+        muted_by = quiet.match(record.context, record.policy_name, record.incident_id) if quiet else None
+        if record.next_escalation_at is not None:
+            late = (self._clock.now() - record.next_escalation_at).total_seconds()
+            self._measure(self._metrics.lateness, max(0.0, late))
         for _ in range(ATTEMPTS):
             expected, seen = record.version, len(record.history)
-            change = Change()
+            change = Change(from_state=record.state, escalations_before=record.escalation_count, muted_by=muted_by)
             try:
                 policy = self._policy_for(record)
                 decisions.run_steps(record, policy, now, change)
             except Exception as exc:  # a record that cannot be processed must not loop forever
                 log.exception("escalation %s failed while processing its due step", record.id)
                 record = await self._calls(self._store.get, record.id) or record
-                expected, seen, change = record.version, len(record.history), Change(cancel_pending=True)
+                expected, seen = record.version, len(record.history)
+                change = Change(
+                    cancel_pending=True, from_state=record.state, escalations_before=record.escalation_count
+                )
                 if not record.is_open:
                     return
                 decisions.transition(record, EscalationEvent.ERROR, now, error=f"{type(exc).__name__}: {exc}")
                 decisions.close(record, now)
+            self._extend(record, "due", change, now)
             record.updated_at = now
             if await self._calls(
-                self._store.update, record, expected, record.history[seen:], change.deliveries, change.cancel_pending
+                self._store.update, record, expected, record.history[seen:], change.written, change.cancel_pending
             ):
                 self._after_write(record, change, "due")
                 if log.isEnabledFor(logging.INFO):
@@ -622,6 +713,9 @@ class EscalationEngine:
             self._scheduler.wake_at(when)
 
     def _after_write(self, record: EscalationRecord, change: Change, action: str, queue: bool = True) -> None:
+        self._measure(
+            engine_metrics.report_change, self._metrics, record, change.from_state, action, change.escalations_before
+        )
         for listener in self._listeners:
             try:
                 outcome = listener(record, action)
@@ -632,10 +726,20 @@ class EscalationEngine:
         if queue:  # else the caller sends them itself (send_before_return)
             for delivery in change.deliveries:
                 self._outbox.enqueue(delivery, record, False)
+        for delivery in change.follow_ups:  # always the outbox's
+            self._outbox.enqueue(delivery, record, False)
         if record.next_escalation_at is not None and self._running:
             self._scheduler.wake_at(record.next_escalation_at)
 
     # ------------------------------------------------------------------ delivery
+    async def _send_routed(self, record: EscalationRecord, level: EscalationLevel, delivery: Delivery) -> Any:
+        """A ``schedule:``/``user:`` target goes to whom on call says now; others as written."""
+        if self._oncall is not None:
+            outcome = await self._oncall.send(delivery, self._clock.now(), lambda t: self._send(record, level, t))
+            if outcome is not self._oncall.NOT_MINE:
+                return outcome
+        return await self._send(record, level, delivery.target)
+
     async def _send(self, record: EscalationRecord, level: EscalationLevel, target: EscalationTarget) -> Any:
         for resolver in self._channel_resolvers:
             sender = resolver(target)

@@ -15,13 +15,13 @@ from datetime import datetime, timedelta
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from airflow_escalation.core import bounds
+from airflow_escalation.runtime import metrics as engine_metrics
 from airflow_escalation.core.clock import Clock
 from airflow_escalation.core.models import (
     Delivery,
     EscalationLevel,
     EscalationPolicy,
     EscalationRecord,
-    EscalationTarget,
 )
 from airflow_escalation.runtime.store_calls import StoreCalls
 from airflow_escalation.runtime.worker_pool import WorkerPool
@@ -29,7 +29,7 @@ from airflow_escalation.scheduling.base import SchedulerConfig
 
 log = logging.getLogger("airflow_escalation.engine")
 
-Send = Callable[[EscalationRecord, EscalationLevel, EscalationTarget], Awaitable[Any]]
+Send = Callable[[EscalationRecord, EscalationLevel, Delivery], Awaitable[Any]]
 
 
 class Outbox:
@@ -60,6 +60,8 @@ class Outbox:
         # deliveries this engine wrote and queued, not started yet (id -> record): a sweep that
         # claims one sends it with the record at hand, and the queued item stands down
         self.queued: dict[str, EscalationRecord | None] = {}
+        # each attempt's outcome (runtime/metrics.py: sent, retried, failed); the engine sets it
+        self.measure: Callable[[str, Delivery], None] = lambda outcome, delivery: None
 
     @property
     def unfinished(self) -> int:
@@ -137,7 +139,7 @@ class Outbox:
             level = self._policy_for(record).get_level(delivery.level)
             async with _time_limit(limit):
                 # the record's own policy snapshot has the delivery's level
-                outcome = await self._send(record, level, delivery.target)  # type: ignore[arg-type]
+                outcome = await self._send(record, level, delivery)  # type: ignore[arg-type]
             if outcome is False:
                 error = "the notification handler returned False"
         except asyncio.TimeoutError:
@@ -157,6 +159,7 @@ class Outbox:
                 self._store.finish_delivery(delivery.id, now, sent=True)
             else:
                 await self._calls(self._store.finish_delivery, delivery.id, now, sent=True)
+            self.measure(engine_metrics.SENT, delivery)
             return
         error = bounds.truncate(error)  # last_error is shown to every viewer: keep it short
         cfg = self._config
@@ -175,6 +178,7 @@ class Outbox:
             f"; retrying at {retry_at.isoformat()}" if retry_at else "; giving up",
         )
         await self._calls(self._store.finish_delivery, delivery.id, now, sent=False, error=error, retry_at=retry_at)
+        self.measure(engine_metrics.RETRIED if retry_at is not None else engine_metrics.DELIVERY_FAILED, delivery)
         if retry_at is not None:
             self._wake_at(retry_at)
 

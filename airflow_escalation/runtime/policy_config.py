@@ -6,10 +6,13 @@ import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_escalation.core import bounds
 from airflow_escalation.core.models import MAX_MINUTES, EscalationPolicy, _number
+
+if TYPE_CHECKING:
+    from airflow_escalation.oncall.config import OnCallConfig
 
 _CONFIG_FIELDS = {
     "default_policy",
@@ -26,6 +29,11 @@ _CONFIG_FIELDS = {
     "metrics_enabled",
     "check_business_hours",
     "retention_days",
+    # the on-call sections (airflow_escalation.oncall.config.SECTIONS), parsed there
+    "users",
+    "schedules",
+    "maintenance_windows",
+    "routes",  # failure routes: parsed by airflow_escalation.detection.routes (docs/routes.md)
 }
 
 
@@ -50,6 +58,10 @@ class EscalationPolicyConfig:
     metrics_enabled: bool = True
     check_business_hours: bool = True
     retention_days: float = 30
+    #: users, schedules and maintenance windows (docs/oncall.md); None when the file has none
+    oncall: OnCallConfig | None = None
+    #: the ``routes:`` list as written; airflow_escalation.detection.routes checks it
+    routes: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if isinstance(self.policies, list):
@@ -79,6 +91,7 @@ class EscalationPolicyConfig:
             "metrics_enabled": self.metrics_enabled,
             "check_business_hours": self.check_business_hours,
             "retention_days": self.retention_days,
+            **(self.oncall.to_dict() if self.oncall is not None else {}),
         }
 
     @classmethod
@@ -86,10 +99,16 @@ class EscalationPolicyConfig:
         """Load the spec's dict form, or the YAML block's form (``escalation:`` with ``store:``)."""
         if not isinstance(data, dict):
             raise ValueError(f"escalation config: expected a mapping, got {type(data).__name__}")
-        if set(data) == {"escalation"}:
+        if "escalation" in data and set(data) <= {"escalation", "users", "schedules", "maintenance_windows", "routes"}:
+            # the on-call sections and routes may sit beside the escalation: block (docs/oncall.md)
+            beside = {k: v for k, v in data.items() if k != "escalation"}
             data = data["escalation"] or {}
             if not isinstance(data, dict):
                 raise ValueError(f"escalation: expected a mapping, got {type(data).__name__}")
+            for key in beside:
+                if key in data:
+                    raise ValueError(f"{key}: given both inside and beside the escalation: block")
+            data = {**data, **beside}
         unknown = sorted(map(str, set(data) - _CONFIG_FIELDS))
         if unknown:
             raise ValueError(
@@ -107,6 +126,8 @@ class EscalationPolicyConfig:
         store = dict(data.get("store") or {})
         store_type = data.get("store_type") or store.pop("type", "memory")
         store_config = {**store, **(data.get("store_config") or {})}
+        if not isinstance(data.get("routes") or [], list):
+            raise ValueError(f"routes: expected a list, got {type(data['routes']).__name__}")
         raw_policies = data.get("policies") or []
         if not isinstance(raw_policies, list):
             raise ValueError(f"policies: expected a list, got {type(raw_policies).__name__}")
@@ -141,11 +162,22 @@ class EscalationPolicyConfig:
             metrics_enabled=data.get("metrics_enabled", True),
             check_business_hours=data.get("check_business_hours", True),
             retention_days=_number(data.get("retention_days", 30), "retention_days", maximum=MAX_MINUTES),
+            oncall=_oncall_sections(data),
+            routes=list(data.get("routes") or []),
         )
 
     @classmethod
     def from_yaml(cls, source: str | os.PathLike[str]) -> EscalationPolicyConfig:
         return cls.from_dict(load_yaml(source))
+
+
+def _oncall_sections(data: dict[str, Any]) -> OnCallConfig | None:
+    """The on-call sections, validated by their own module (imported only when present)."""
+    if not any(data.get(key) for key in ("users", "schedules", "maintenance_windows")):
+        return None
+    from airflow_escalation.oncall.config import OnCallConfig
+
+    return OnCallConfig.from_sections(data)
 
 
 def load_yaml(source: str | os.PathLike[str]) -> dict[str, Any]:

@@ -98,6 +98,12 @@ class EscalationService:
         self.delivery: Optional[Any] = None
         # the policies' revisions in the database, followed by every replica (policy_sync.py)
         self.policy_sync: Optional[Any] = None
+        # failure routes of the policies file and the detector paging through them (detection/)
+        self.routes: Any = None
+        self.detector: Optional[Any] = None
+        # the users directory the Slack route maps members through (service/integrations/directory.py);
+        # None: only the Slack connection's slack_users extra
+        self.users_directory: Optional[Any] = None
 
     # ------------------------------------------------------------------ state
     @property
@@ -159,6 +165,10 @@ class EscalationService:
 
     async def _start_engine(self) -> None:
         assert self.engine is not None
+        if self.engine.oncall is None:  # schedules, silences, maintenance windows (docs/oncall.md)
+            from airflow_escalation.oncall.runtime import OnCall
+
+            self.engine.set_oncall(OnCall(self.policy_config.oncall, self.engine.store, self.engine.clock))
         for setup in list(_ENGINE_SETUP):
             try:
                 outcome = setup(self.engine)
@@ -179,6 +189,9 @@ class EscalationService:
                 await self.policy_sync.start(self)
             except Exception as exc:  # noqa: BLE001 - the policies loaded at start stay in force
                 self._error(f"cannot follow the policies' revisions: {type(exc).__name__}: {exc}")
+        from airflow_escalation.detection.watcher import start_detection
+
+        await start_detection(self)
         log.info(
             "escalation service started: engine %s, store %s, %d policies",
             self.engine.engine_id,
@@ -189,6 +202,8 @@ class EscalationService:
     async def stop(self) -> None:
         if self.policy_sync is not None:
             await self.policy_sync.stop()
+        if self.detector is not None:
+            await self.detector.stop()
         if self.engine is not None:
             try:
                 await self.engine.stop()
@@ -331,6 +346,13 @@ class EscalationService:
             self.delivery = install_delivery(engine, base_url=settings.base_url)
         except Exception as exc:  # noqa: BLE001 - the log handler still delivers every target
             self._error(f"cannot set up delivery through connections: {type(exc).__name__}: {exc}")
+        if self.policy_config.metrics_enabled:
+            try:
+                from airflow_escalation.service.metrics import install_metrics
+
+                install_metrics(engine, self.delivery)  # Airflow's Stats (docs/metrics.md)
+            except Exception as exc:  # noqa: BLE001 - metrics never keep the engine from running
+                self._error(f"cannot set up metrics: {type(exc).__name__}: {exc}")
         return engine
 
 
@@ -437,7 +459,15 @@ def create_app(
     configuration; ``engine`` (with ``policy_config``) runs a ready engine instead (tests,
     embedding): the lifespan then only starts and stops it.
     """
-    from airflow_escalation.service.routes import escalations, policies, policy_revisions, system
+    from airflow_escalation.service.routes import (
+        escalations,
+        failure_routes,
+        pagerduty,
+        policies,
+        policy_revisions,
+        slack,
+        system,
+    )
 
     app = FastAPI(
         title="Escalation service",
@@ -462,12 +492,15 @@ def create_app(
     app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(ServiceUnavailable, _unavailable)
     app.add_exception_handler(RecordHidden, _record_hidden)
-    # policy_revisions first: its literal paths (/policies/document) before /policies/{name}
-    for module in (escalations, policy_revisions, policies, system):
+    # policy_revisions before policies: its literal paths (/policies/document) before /policies/{name}
+    for module in (escalations, policy_revisions, policies, system, failure_routes, slack, pagerduty):
         app.include_router(module.router, prefix=API_PREFIX)
     from airflow_escalation.service import ui  # pages, one-click links, GET /me (docs/ui.md)
 
     ui.install(app, API_PREFIX)
+    from airflow_escalation.service.routes import oncall  # schedules, silences, overrides (docs/oncall.md)
+
+    app.include_router(oncall.router, prefix=API_PREFIX)
     return app
 
 

@@ -7,34 +7,69 @@ PagerDuty); every other target still goes to the engine's notification handler (
 default logs it). Messages link to the Airflow UI and carry one-click acknowledge/resolve links
 signed with the action secret (:func:`default_action_secret`).
 
-PagerDuty keeps an alert per escalation (``dedup_key`` = the record id). The delivery listens
-to the engine's committed changes (``engine.add_listener``): when an escalation is acknowledged,
-resolved (by a person, by ``auto_resolve_minutes`` or a notify-only level) or cancelled,
-:meth:`ChannelDelivery.follow_up` sends PagerDuty the matching ``acknowledge``/``resolve`` event
-for every ``pagerduty_events`` connection the record was delivered through. Whichever route or
-page made the change (REST API, one-click link, UI, CLI), nothing else has to call it.
+PagerDuty keeps an alert per escalation (``dedup_key`` = the record id). When an escalation is
+acknowledged, or resolved or cancelled (by a person, by ``auto_resolve_minutes`` or a notify-only
+level), :meth:`ChannelDelivery.follow_ups` -- a change hook of the engine
+(``engine.add_change_hook``) -- writes one outbox delivery per PagerDuty connection the record
+paged through, in the same compare-and-swap as the change: exactly once whichever replica made
+it, sent by the outbox like every notification (retries with backoff, each outcome on the
+record's deliveries). The target of such a delivery is the PagerDuty target with
+``metadata["follow_up"]`` set to ``acknowledge`` or ``resolve``; its sender
+(:meth:`ChannelDelivery.send_follow_up`) waits (a retry) while an earlier notification through
+the same connection is still on its way, so PagerDuty never hears of the acknowledgement before
+the alert. A change PagerDuty itself reported (``service/routes/pagerduty.py``, inside
+:func:`told_by`) is not sent back to that connection: no echo loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Awaitable
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from airflow_escalation.channels.base import ChannelRegistry, ChannelResolver, PermanentChannelError
+from airflow_escalation.channels.base import ChannelError, ChannelRegistry, ChannelResolver
+from airflow_escalation.core.models import Delivery, EscalationTarget
 from airflow_escalation.core.types import DeliveryState
 
 if TYPE_CHECKING:
+    from airflow_escalation.core.models import EscalationLevel, EscalationRecord
     from airflow_escalation.runtime.engine import EscalationEngine
-    from airflow_escalation.core.models import Delivery, EscalationRecord
 
 log = logging.getLogger("airflow_escalation.delivery")
 
-#: engine actions that quiet or close a remote incident, and what PagerDuty is told
-FOLLOW_UP_ACTIONS = {"acknowledge": "acknowledge", "resolve": "resolve", "cancel": "resolve"}
-#: record states after which the remote incident is resolved, whatever the action was
+#: the target metadata key that makes a delivery a follow-up (its value: acknowledge or resolve)
+FOLLOW_UP = "follow_up"
+#: a follow-up's ``round``: not a notification round of its level (which count from 0)
+FOLLOW_UP_ROUND = -1
 _CLOSED = {"resolved", "cancelled"}
 _DELIVERED = {DeliveryState.SENT, DeliveryState.UNKNOWN}  # UNKNOWN: may have gone out
+_ON_THE_WAY = {DeliveryState.PENDING, DeliveryState.SENDING}
+
+# the connection a change was reported by (PagerDuty's webhook): not told about it again
+_told_by: ContextVar[str | None] = ContextVar("escalation_told_by", default=None)
+
+
+@contextmanager
+def told_by(conn_id: str) -> Iterator[None]:
+    """Changes made inside are not sent back to ``conn_id`` (it reported them)."""
+    token = _told_by.set(conn_id)
+    try:
+        yield
+    finally:
+        _told_by.reset(token)
+
+
+def follow_up_action(record: EscalationRecord, from_state: str | None) -> str | None:
+    """What PagerDuty is told of a change from ``from_state`` to ``record.state``, if anything."""
+    if record.state in _CLOSED and from_state not in _CLOSED:
+        return "resolve"
+    if record.state == "acknowledged" and from_state != "acknowledged":
+        return "acknowledge"
+    return None
 
 
 def default_action_secret() -> str | None:
@@ -50,142 +85,99 @@ def default_action_secret() -> str | None:
         return None
 
 
-def _names_connections(record: EscalationRecord) -> bool:
-    """Whether the record's policy snapshot has a target with a conn_id (else nothing to tell)."""
-    snapshot = record.policy_snapshot
-    if not snapshot:
-        return True  # no snapshot to judge by: look at the deliveries
-    for level in snapshot.get("levels") or ():
-        for target in level.get("targets") or ():
-            if isinstance(target, dict) and target.get("conn_id"):
-                return True
-    return False
-
-
 class ChannelDelivery:
     """The channel resolver installed on an engine, and the PagerDuty follow-ups."""
 
-    def __init__(
-        self,
-        engine: EscalationEngine,
-        resolver: ChannelResolver,
-        *,
-        follow_up_attempts: int = 3,
-        follow_up_retry_seconds: float = 1.0,
-        in_flight_wait_seconds: float = 30.0,
-    ) -> None:
+    def __init__(self, engine: EscalationEngine, resolver: ChannelResolver) -> None:
         self.engine = engine
         self.resolver = resolver
-        self._attempts = max(1, follow_up_attempts)
-        self._retry = follow_up_retry_seconds
-        self._in_flight_wait = in_flight_wait_seconds
 
-    # ------------------------------------------------------------------------- listener
-    def on_change(self, record: EscalationRecord, action: str) -> Awaitable[list[str]] | None:
-        """Engine listener: a coroutine telling PagerDuty, when ``action`` quieted or closed the
-        record; None (no task, no store read) for every other change."""
-        follow = "resolve" if record.state in _CLOSED else FOLLOW_UP_ACTIONS.get(action)
-        if follow is None or not _names_connections(record):
-            return None
-        return self.follow_up(record, follow)
-
-    # ------------------------------------------------------------------------- follow-up
-    async def follow_up(self, record: EscalationRecord | str, action: str) -> list[str]:
-        """Tell every remote incident service the record reached (PagerDuty) about ``action``.
-
-        ``action`` is ``acknowledge`` or ``resolve`` (``cancel`` counts as ``resolve``). Returns
-        the conn_ids told. Never raises: failures are logged (after ``follow_up_attempts``).
-        """
-        action = FOLLOW_UP_ACTIONS.get(action, action)
-        if action not in ("acknowledge", "resolve"):
-            raise ValueError(f"action must be acknowledge, resolve or cancel, got {action!r}")
-        try:
-            if isinstance(record, str):
-                found = await self._store(self.engine.store.get, record)
-                if found is None:
-                    log.warning("follow-up %s: escalation %s not found", action, record)
-                    return []
-                record = found
-            deliveries = await self._deliveries(record.id)
-        except Exception:
-            log.exception(
-                "follow-up %s of escalation %s: cannot read its deliveries", action, getattr(record, "id", record)
-            )
+    # ------------------------------------------------------------------ change hook
+    def follow_ups(
+        self, record: EscalationRecord, action: str, from_state: str | None, now: datetime
+    ) -> list[Delivery]:
+        """Engine change hook: one follow-up delivery per connection to tell of this change."""
+        follow = follow_up_action(record, from_state)
+        if follow is None:
             return []
-
-        # one event per connection (a routing key dedups by record id anyway)
-        by_conn: dict[str, Delivery] = {}
-        for delivery in deliveries:
-            conn_id = delivery.target.conn_id
-            if conn_id and delivery.state in _DELIVERED and conn_id not in by_conn:
-                by_conn[conn_id] = delivery
-        outcomes = await asyncio.gather(*(self._tell(record, d, action) for d in by_conn.values()))
-        return [conn_id for conn_id, told in zip(by_conn, outcomes) if told]
-
-    async def _deliveries(self, record_id: str) -> list[Delivery]:
-        """The record's deliveries, once those still in flight have finished (or a timeout)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._in_flight_wait
-        while True:
-            deliveries = await self._store(self.engine.store.get_deliveries, record_id)
-            # being sent, or written with the change and not yet tried (a notify-only level
-            # resolves in the same write that queues its notifications)
-            waiting = [
-                d
-                for d in deliveries
-                if d.target.conn_id
-                and (d.state is DeliveryState.SENDING or (d.state is DeliveryState.PENDING and d.attempts == 0))
-            ]
-            if not waiting or loop.time() >= deadline:
-                return deliveries
-            await asyncio.sleep(0.2)
-
-    async def _tell(self, record: EscalationRecord, delivery: Delivery, action: str) -> bool:
-        target = delivery.target
-        try:
-            info, channel = await self.resolver.channel_for(target.conn_id)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("follow-up %s of escalation %s via %r skipped: %s", action, record.id, target.conn_id, exc)
-            return False
-        if not channel.supports_resolve:
-            return False
-        message = self.resolver.build_message(record, None, target, with_actions=False)
-        for attempt in range(1, self._attempts + 1):
+        skip = _told_by.get()
+        deliveries: list[Delivery] = []
+        seen: set[str] = set()
+        for level in (record.policy_snapshot or {}).get("levels") or ():
             try:
-                await channel.resolve(record, target, info, action, message=message)
-                log.info(
-                    "escalation %s: sent %s to %s via connection %r",
-                    record.id,
-                    action,
-                    type(channel).__name__,
-                    target.conn_id,
+                number = int(level.get("level"))
+            except (TypeError, ValueError):
+                continue
+            if number > record.current_level:
+                continue  # never paged: nothing to quiet
+            for raw in level.get("targets") or ():
+                conn_id = raw.get("conn_id") if isinstance(raw, dict) else None
+                if not conn_id or conn_id in seen or conn_id == skip or not self._may_resolve(conn_id):
+                    continue
+                seen.add(conn_id)
+                paged = EscalationTarget.from_dict(raw)
+                target = replace(
+                    paged, metadata={**paged.metadata, FOLLOW_UP: follow}, name=f"{paged.display_name[:200]} ({follow})"
                 )
-                return True
-            except PermanentChannelError as exc:
-                log.error("escalation %s: cannot send %s via connection %r: %s", record.id, action, target.conn_id, exc)
-                return False
-            except Exception as exc:  # noqa: BLE001
-                if attempt == self._attempts:
-                    log.error(
-                        "escalation %s: %s via connection %r failed after %d attempts: %s",
-                        record.id,
-                        action,
-                        target.conn_id,
-                        attempt,
-                        exc,
+                deliveries.append(
+                    Delivery(
+                        id=f"{record.id}-{follow}-{len(deliveries)}",
+                        record_id=record.id,
+                        level=number,
+                        round=FOLLOW_UP_ROUND,
+                        target=target,
+                        created_at=now,
+                        updated_at=now,
                     )
-                    return False
-                log.warning(
-                    "escalation %s: %s via connection %r failed (attempt %d/%d): %s",
-                    record.id,
-                    action,
-                    target.conn_id,
-                    attempt,
-                    self._attempts,
-                    exc,
                 )
-                await asyncio.sleep(self._retry * 2 ** (attempt - 1))
-        return False
+        return deliveries
+
+    def _may_resolve(self, conn_id: str) -> bool:
+        """Whether ``conn_id``'s channel keeps remote incidents; True when its type is not known
+        yet (the sender then finds out, and tells nothing)."""
+        conn_type = self.resolver.known_conn_type(conn_id)
+        if conn_type is None:
+            return True
+        try:
+            return self.resolver.registry.get(conn_type).supports_resolve
+        except Exception:  # noqa: BLE001 - an unsupported type has nothing to tell
+            return False
+
+    # ------------------------------------------------------------------ sender
+    def __call__(self, target: EscalationTarget) -> Any:
+        """Engine channel resolver: the follow-up sender for follow-up targets, else None."""
+        return self.send_follow_up if target.conn_id and target.metadata.get(FOLLOW_UP) else None
+
+    async def send_follow_up(self, record: EscalationRecord, level: EscalationLevel, target: EscalationTarget) -> bool:
+        """Tell the remote incident service (PagerDuty) of the acknowledgement or resolution.
+
+        Raises (so the outbox retries) while an earlier notification through the same connection
+        is on its way; tells nothing when none went out (no alert to quiet) or the connection's
+        channel keeps no incidents.
+        """
+        action = str(target.metadata.get(FOLLOW_UP))
+        if action not in ("acknowledge", "resolve"):
+            raise ValueError(f"follow_up must be acknowledge or resolve, got {action!r}")
+        earlier = [
+            d
+            for d in await self._store(self.engine.store.get_deliveries, record.id)
+            if d.target.conn_id == target.conn_id and not d.target.metadata.get(FOLLOW_UP)
+        ]
+        if any(d.state in _ON_THE_WAY for d in earlier):
+            raise ChannelError(f"waiting for the notification through {target.conn_id!r} to go out first")
+        if not any(d.state in _DELIVERED for d in earlier):
+            log.info("escalation %s: no alert went out through %r; no %s to send", record.id, target.conn_id, action)
+            return True
+        info, channel = await self.resolver.channel_for(target.conn_id)
+        if not channel.supports_resolve:
+            return True
+        plain = EscalationTarget.from_dict(
+            {**target.to_dict(), "metadata": {k: v for k, v in target.metadata.items() if k != FOLLOW_UP}}
+        )
+        message = self.resolver.build_message(record, None, plain, with_actions=False)
+        await channel.resolve(record, plain, info, action, message=message)
+        log.info("escalation %s: sent %s via connection %r", record.id, action, target.conn_id)
+        return True
 
     async def _store(self, fn: Any, *args: Any) -> Any:
         return await self.engine.store_calls(fn, *args)
@@ -203,8 +195,8 @@ def install_delivery(
 ) -> ChannelDelivery:
     """Deliver ``engine``'s conn_id targets through channels; return the installed delivery.
 
-    ``action_secret`` defaults to :func:`default_action_secret`. The PagerDuty follow-ups listen
-    to the engine (``engine.add_listener``).
+    ``action_secret`` defaults to :func:`default_action_secret`. The PagerDuty follow-ups are a
+    change hook of the engine (``engine.add_change_hook``) with a channel resolver of their own.
     """
     if action_secret is None:
         action_secret = default_action_secret()
@@ -217,7 +209,8 @@ def install_delivery(
         cache_seconds=cache_seconds,
         clock=engine.clock,
     )
-    engine.add_channel_resolver(resolver)
     delivery = ChannelDelivery(engine, resolver)
-    engine.add_listener(delivery.on_change)
+    engine.add_channel_resolver(delivery)  # first: a follow-up is not a notification
+    engine.add_channel_resolver(resolver)
+    engine.add_change_hook(delivery.follow_ups)
     return delivery

@@ -50,9 +50,31 @@ def validate_document(data: Any) -> tuple[EscalationPolicyConfig | None, list[st
     default = data.get("default_policy")
     if default is not None and names and default not in names:
         errors.append(f"default_policy: {default!r} is not one of the policies {sorted(set(names))}")
+    errors += _section_errors(data, set(names))
+    errors = list(dict.fromkeys(errors))  # a section the config checks too is named once
     if errors:
         return None, [bounds.truncate(e, 500) for e in errors]
     try:
         return EscalationPolicyConfig.from_dict(data), []
     except (ValueError, TypeError) as exc:  # a rule only the whole config checks
         return None, [bounds.truncate(exc, 500)]
+
+
+def _section_errors(data: dict[str, Any], policy_names: set[str]) -> list[str]:
+    """The on-call sections and the failure routes, checked by their own modules."""
+    errors: list[str] = []
+    from airflow_escalation.oncall.config import SECTIONS, OnCallConfig
+
+    if any(data.get(key) is not None for key in SECTIONS):
+        try:
+            OnCallConfig.from_sections(data)
+        except (ValueError, TypeError) as exc:
+            errors.append(str(exc))
+    if data.get("routes"):
+        from airflow_escalation.detection.routes import parse_routes
+
+        try:
+            parse_routes(data["routes"], policy_names or None)
+        except (ValueError, TypeError) as exc:
+            errors.append(str(exc))
+    return errors

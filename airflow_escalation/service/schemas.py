@@ -190,7 +190,12 @@ class Delivery(BaseModel):
     id: str
     record_id: str
     level: int
-    round: int = Field(description="0 = the level's first notification, k = its k-th repeat")
+    round: int = Field(
+        description=(
+            "0 = the level's first notification, k = its k-th repeat, -1 = a follow-up telling the "
+            "remote incident service (PagerDuty) of the acknowledgement or resolution"
+        )
+    )
     target: Target
     state: DeliveryState
     attempts: int
@@ -199,6 +204,10 @@ class Delivery(BaseModel):
     next_attempt_at: Optional[datetime] = None
     sent_at: Optional[datetime] = None
     last_error: Optional[str] = None
+    resolved_to: Optional[str] = Field(
+        None,
+        description="whom a schedule: or user: target reached at its last attempt: 'schedule:oncall-primary → alice'",
+    )
 
     @field_serializer("created_at", "updated_at", "next_attempt_at", "sent_at")
     def _times(self, value: Optional[datetime]) -> Optional[str]:
@@ -355,6 +364,9 @@ class ValidationReport(BaseModel):
     valid: bool
     errors: list[str]
     policies: list[str] = Field(description="names of the policies the input defines")
+    warnings: list[str] = Field(
+        default_factory=list, description="allowed but flagged, e.g. a failure route matching every DAG"
+    )
 
 
 class Health(BaseModel):

@@ -201,3 +201,37 @@ class BaseEscalationStore(ABC):
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:  # noqa: B027 - optional: stores without connections need nothing
         """Release connections. The store is unusable afterwards."""
+
+    # ------------------------------------------------------------------ on call (docs/oncall.md)
+    # Silences, overrides and the record of whom a schedule or user target reached, kept beside
+    # the records so that every replica sees them. Items are JSON documents of one ``kind``,
+    # keyed by ``item_id``, with a ``scope`` (a schedule name, a record id, or "") and the span
+    # ``[starts_at, ends_at)`` they are filtered by. Each backend keeps them in a module of its
+    # own (stores/oncall_*.py), found by stores/oncall_items.py; a store it does not know
+    # raises NotImplementedError.
+    def put_oncall_item(
+        self, kind: str, item_id: str, scope: str, starts_at: datetime, ends_at: datetime, data: dict[str, object]
+    ) -> None:
+        """Insert ``data`` as item ``(kind, item_id)``, or replace it."""
+        self._oncall_items().put(kind, item_id, scope, starts_at, ends_at, data)
+
+    def get_oncall_item(self, kind: str, item_id: str) -> dict[str, object] | None:
+        return self._oncall_items().get(kind, item_id)
+
+    def list_oncall_items(
+        self, kind: str, *, scope: str | None = None, ends_after: datetime | None = None, limit: int = 1000
+    ) -> list[dict[str, object]]:
+        """Items of ``kind`` (of ``scope``; ending after ``ends_after``), by ``starts_at`` then id."""
+        return self._oncall_items().list(kind, scope=scope, ends_after=ends_after, limit=limit)
+
+    def delete_oncall_items(self, kind: str, *, item_id: str | None = None, ends_before: datetime | None = None) -> int:
+        """Delete item ``item_id``, or every item of ``kind`` that ended before ``ends_before``."""
+        return int(self._oncall_items().delete(kind, item_id=item_id, ends_before=ends_before))
+
+    def _oncall_items(self) -> object:
+        items = self.__dict__.get("_oncall")
+        if items is None:
+            from airflow_escalation.stores.oncall_items import items_for
+
+            items = self.__dict__["_oncall"] = items_for(self)
+        return items

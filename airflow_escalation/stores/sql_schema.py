@@ -207,3 +207,29 @@ def build_tables(metadata: MetaData, prefix: str = DEFAULT_PREFIX) -> Tables:
 metadata = MetaData()
 tables = build_tables(metadata)
 record_table, event_table, delivery_table = tables
+
+
+# ------------------------------------------------------------------ on call (docs/oncall.md)
+ONCALL_KIND = 32
+ONCALL_ID = 255
+
+
+def build_oncall_table(metadata: MetaData, prefix: str = DEFAULT_PREFIX) -> Table:
+    """``<prefix>oncall``: silences, overrides and delivery resolutions as JSON documents
+    (``stores.base.BaseEscalationStore.put_oncall_item``)."""
+    table = Table(
+        f"{prefix}oncall",
+        metadata,
+        Column("kind", String(ONCALL_KIND), primary_key=True),
+        Column("id", String(ONCALL_ID), primary_key=True),
+        Column("scope", String(NAME), nullable=False),
+        Column("starts_at", UTCDateTime, nullable=False),
+        Column("ends_at", UTCDateTime, nullable=False),
+        Column("data", JSONDocument, nullable=False),
+    )
+    Index(f"ix_{prefix}oncall_ends", table.c.kind, table.c.ends_at)
+    Index(f"ix_{prefix}oncall_scope", table.c.kind, table.c.scope, table.c.starts_at)
+    return table
+
+
+oncall_table = build_oncall_table(metadata)

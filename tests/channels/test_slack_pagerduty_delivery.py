@@ -1,6 +1,6 @@
 """Slack (Incoming Webhook and Web API) and PagerDuty Events v2 through the official providers'
 hooks, each pointed at the real local HTTP sink by its connection; the PagerDuty follow-ups
-(acknowledge/resolve with the record id as dedup key)."""
+(acknowledge/resolve with the record id as dedup key) through the outbox."""
 
 from __future__ import annotations
 
@@ -136,8 +136,8 @@ async def test_pagerduty_trigger_uses_the_record_as_dedup_key(make_engine, sink,
 
 
 async def test_pagerduty_is_acknowledged_then_resolved_with_the_record(make_engine, sink, pd_conn, http_conn):
-    """The delivery listens to the engine: acknowledging and resolving (whoever does it) tells
-    PagerDuty, once per PagerDuty connection, with the record id as dedup key."""
+    """Acknowledging and resolving (whoever does it) writes an outbox delivery per PagerDuty
+    connection with the change; the outbox tells PagerDuty, with the record id as dedup key."""
     engine, _ = await make_engine(
         policy(
             [
@@ -208,6 +208,8 @@ async def test_notify_only_level_triggers_then_resolves_in_that_order(make_engin
     assert record.state == "resolved"
     await engine.advance(timedelta(seconds=1))
     await engine.drain()
+    assert [(r.json["event_action"], r.json["dedup_key"]) for r in sink.requests] == [("trigger", record.id)]
+    await engine.advance(timedelta(minutes=2))  # the resolve waited for the trigger: its retry
     assert [(r.json["event_action"], r.json["dedup_key"]) for r in sink.requests] == [
         ("trigger", record.id),
         ("resolve", record.id),
@@ -215,39 +217,69 @@ async def test_notify_only_level_triggers_then_resolves_in_that_order(make_engin
     assert sink.requests[0].json["payload"]["severity"] == "info"
 
 
-async def test_listener_ignores_changes_that_quiet_nothing(make_engine, sink, pd_conn):
-    engine, delivery = await make_engine(policy([{"type": "schedule", "identifier": "x", "conn_id": pd_conn}]))
-    record = (await engine.trigger("inc-obs", {}, "pipeline")).record
-    assert delivery.on_change(record, "trigger") is None
-    assert delivery.on_change(record, "due") is None
-    assert delivery.on_change(record, "escalate") is None
-    without_conn = engine.get_record(record.id)
-    without_conn.policy_snapshot = {"levels": [{"level": 1, "targets": [{"type": "user", "identifier": "l"}]}]}
-    assert delivery.on_change(without_conn, "acknowledge") is None  # no conn_id target: no store read
-    coroutine = delivery.on_change(record, "acknowledge")
-    assert coroutine is not None
-    coroutine.close()
+async def test_follow_ups_are_outbox_deliveries_only_for_changes_that_quiet(make_engine, sink, pd_conn):
+    from airflow_escalation.service.delivery import FOLLOW_UP
+
+    engine, _ = await make_engine(policy([{"type": "schedule", "identifier": "x", "conn_id": pd_conn}]))
+    record_id = (await engine.trigger("inc-obs", {}, "pipeline")).record.id
+    await engine.advance(timedelta(seconds=1))
+    assert (await engine.trigger("inc-obs", {}, "pipeline")).success  # joined: nothing to quiet
+    await engine.advance(timedelta(minutes=20))  # reminders, nothing to quiet
+    assert [d.target.metadata.get(FOLLOW_UP) for d in engine.get_deliveries(record_id)] == [None]
+    assert (await engine.acknowledge(record_id, "alice")).success
+    assert (await engine.resolve(record_id, "alice")).success
+    await engine.advance(timedelta(seconds=1))
+    deliveries = engine.get_deliveries(record_id)
+    assert [(d.target.metadata.get(FOLLOW_UP), d.state) for d in deliveries] == [
+        (None, DeliveryState.SENT),
+        ("acknowledge", DeliveryState.CANCELLED),  # the resolve superseded it before it went out
+        ("resolve", DeliveryState.SENT),
+    ]
+    assert [r.json["event_action"] for r in sink.requests] == ["trigger", "resolve"]
 
 
-async def test_pagerduty_follow_up_failures_are_retried_then_logged(make_engine, sink, pd_conn, caplog):
-    engine, delivery = await make_engine(policy([{"type": "schedule", "identifier": "x", "conn_id": pd_conn}]))
-    delivery._retry = 0.01
+async def test_pagerduty_follow_up_failures_are_retried_with_the_outcome_recorded(make_engine, sink, pd_conn):
+    engine, _ = await make_engine(policy([{"type": "schedule", "identifier": "x", "conn_id": pd_conn}]))
     record_id = (await engine.trigger("inc-retry", {}, "pipeline")).record.id
     await engine.advance(timedelta(seconds=1))
-    sink.fail_next(500, "pd down", times=2)
-    assert await delivery.follow_up(record_id, "resolve") == [pd_conn]  # third attempt went through
-    sink.fail_next(500, "pd down", times=5)
-    assert await delivery.follow_up(record_id, "resolve") == []
-    assert any("failed after 3 attempts" in r.getMessage() for r in caplog.records)
-
-
-async def test_records_never_delivered_to_pagerduty_send_no_follow_up(make_engine, sink, pd_conn, http_conn):
-    engine, delivery = await make_engine(policy([{"type": "webhook", "identifier": "/w", "conn_id": http_conn}]))
-    record_id = (await engine.trigger("inc-none", {}, "pipeline")).record.id
+    sink.fail_next(500, "pd down", times=1)
+    assert (await engine.resolve(record_id, "alice")).success
     await engine.advance(timedelta(seconds=1))
-    assert await delivery.follow_up(record_id, "resolve") == []
-    assert await delivery.follow_up("no-such-record", "resolve") == []
-    assert len(sink.requests) == 1
+    follow_up = engine.get_deliveries(record_id)[-1]
+    assert follow_up.state is DeliveryState.PENDING and "500" in follow_up.last_error
+    await engine.advance(timedelta(seconds=61))
+    follow_up = engine.get_deliveries(record_id)[-1]
+    assert (follow_up.state, follow_up.attempts) == (DeliveryState.SENT, 2)
+    assert [r.json["event_action"] for r in sink.requests] == ["trigger", "resolve", "resolve"]
+
+    other = (await engine.trigger("inc-retry-2", {}, "pipeline")).record.id
+    await engine.advance(timedelta(seconds=1))
+    sink.fail_next(500, "pd down", times=5)  # a failure for good ends failed, on the record
+    assert (await engine.resolve(other, "alice")).success
+    await engine.advance(timedelta(hours=1))
+    follow_up = engine.get_deliveries(other)[-1]
+    assert (follow_up.state, follow_up.attempts) == (DeliveryState.FAILED, 3)
+
+
+async def test_no_follow_up_without_a_pagerduty_alert_or_back_to_who_reported_it(make_engine, sink, pd_conn, http_conn):
+    from airflow_escalation.service.delivery import told_by
+
+    engine, _ = await make_engine(
+        policy([{"type": "webhook", "identifier": "/w", "conn_id": http_conn}], name="hook"),
+        policy([{"type": "schedule", "identifier": "x", "conn_id": pd_conn}], name="pd"),
+    )
+    hook_id = (await engine.trigger("inc-none", {}, "hook")).record.id
+    pd_id = (await engine.trigger("inc-pd", {}, "pd")).record.id
+    await engine.advance(timedelta(seconds=1))
+    assert (await engine.resolve(hook_id, "alice")).success  # an http connection keeps no incident
+    with told_by(pd_conn):  # PagerDuty reported this one: it is not told back
+        assert (await engine.acknowledge(pd_id, "Alice (PagerDuty)")).success
+    await engine.advance(timedelta(seconds=1))
+    assert len(engine.get_deliveries(hook_id)) == 1 and len(engine.get_deliveries(pd_id)) == 1
+    assert sorted(r.path for r in sink.requests) == ["/v2/enqueue", "/w"]
+    assert (await engine.resolve(pd_id, "bob")).success  # bob resolved it here: PagerDuty hears of it
+    await engine.advance(timedelta(seconds=1))
+    assert [r.json.get("event_action") for r in sink.requests if r.path == "/v2/enqueue"] == ["trigger", "resolve"]
 
 
 async def test_pagerduty_resolve_call_directly(sink, pd_conn):

@@ -104,3 +104,23 @@ def test_changes_in_words_and_edits_of_one_policy():
         "policy b added",
     ]
     assert without_policy(both, "a") == {"policies": [b]}  # the default goes with it
+
+
+def test_the_sections_beside_the_escalation_block_are_part_of_the_document():
+    from airflow_escalation.core.policy_doc import unwrap
+
+    policy = seed_policy().to_dict()
+    file_form = {"escalation": {"policies": [policy]}, "users": [], "routes": []}
+    assert unwrap(file_form) == {"policies": [policy], "users": [], "routes": []}
+    config, errors = validate_document(file_form)
+    assert errors == [] and list(config.policies) == ["production_critical"]
+
+    _, errors = validate_document(
+        {
+            "escalation": {"policies": [policy]},
+            "users": [{"id": "alice"}, {"id": "alice"}],
+            "routes": [{"policy": "nope", "kind": ["task_failed"]}],
+        }
+    )
+    assert len(errors) == 2, errors
+    assert "alice" in errors[0] and "routes[0]" in errors[1] and "nope" in errors[1]

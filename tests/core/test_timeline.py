@@ -175,3 +175,26 @@ async def test_next_step_at_the_top_level_is_the_timeout(make_engine):
     await engine.advance(timedelta(minutes=30))
     found = steps(engine.store.get(rid).to_dict()["history"])
     assert found[-1].title == "Timed out: nobody acknowledged at the top level"
+
+
+def test_silences_and_maintenance_windows_are_told():
+    def ev(event, at, **details):
+        return {"event": event, "at": at, "actor": "system", "state": "active", "level": 1, "details": details}
+
+    muted_by = {"kind": "silence", "id": "s-1", "comment": "deploy", "ends_at": "2026-01-05T10:00:00.123456+00:00"}
+    history = [
+        {**ev("triggered", "t0"), "state": "pending"},
+        ev("start", "t0"),
+        ev("notified", "t0", round=0, targets=["user:a"]),
+        ev("notify", "t1", repeat=1),
+        ev("notification_muted", "t1", round=1, **muted_by),
+        {**ev("suppressed", "t2", kind="maintenance_window", id="mw-7"), "actor": "bob"},
+    ]
+    found = steps(history)
+    assert [s.title for s in found] == [
+        "Triggered: level 1 paged",
+        "Reminder 1 to level 1",
+        "Suppressed by maintenance window mw-7",
+    ]
+    assert found[1].detail == "Muted by silence s-1 \u00b7 Comment: deploy \u00b7 until 2026-01-05 10:00:00 UTC"
+    assert found[1].targets == [] and len(found[1].events) == 2

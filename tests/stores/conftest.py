@@ -21,7 +21,7 @@ from sqlalchemy.pool import NullPool
 from airflow_escalation.stores.base import BaseEscalationStore
 from airflow_escalation.stores.memory import InMemoryEscalationStore
 from airflow_escalation.stores.sql import SQLEscalationStore, SQLiteEscalationStore
-from airflow_escalation.stores.sql_schema import build_tables
+from airflow_escalation.stores.sql_schema import build_oncall_table, build_tables
 
 POSTGRES_URL = os.environ.get("ESCALATION_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MYSQL_URL = os.environ.get("ESCALATION_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
@@ -61,6 +61,7 @@ def _sql_server(url: str, env_var: str) -> Iterator[str]:
     with engine.begin() as conn:
         for table in reversed(build_tables(sa.MetaData(), RUN_PREFIX)):
             table.drop(conn, checkfirst=True)
+        build_oncall_table(sa.MetaData(), RUN_PREFIX).drop(conn, checkfirst=True)
     engine.dispose()
 
 

@@ -225,7 +225,13 @@ async def get_escalation(
     if record is None or not scope.allows(record.dag_id):
         return JSONResponse({"detail": f"escalation {record_id!r} not found"}, status_code=404)
     deliveries = await run_store(engine, engine.store.get_deliveries, record_id)
-    return RecordDetail.from_core_with(record, deliveries)
+    detail = RecordDetail.from_core_with(record, deliveries)
+    if engine.oncall is not None:  # whom schedule:/user: deliveries reached (docs/oncall.md)
+        reached = await run_store(engine, engine.oncall.resolutions, record_id)
+        labels = {r.get("delivery_id"): r.get("label") for r in reached}
+        for delivery in detail.deliveries:
+            delivery.resolved_to = labels.get(delivery.id)
+    return detail
 
 
 # ---------------------------------------------------------------------------------- actions

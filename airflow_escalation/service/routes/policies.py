@@ -42,8 +42,9 @@ async def get_policy(name: str = Path(...), engine: EscalationEngine = Depends(g
     return Policy.model_validate(policy.to_dict())
 
 
-def _validate_mapping(data: Any) -> list[str]:
-    """Policy names defined by ``data``: one policy, a list of them, or a policies config."""
+def _validate_mapping(data: Any, warnings: list[str]) -> list[str]:
+    """Policy names defined by ``data``: one policy, a list of them, or a policies config (whose
+    failure routes are checked too; their warnings go to ``warnings``)."""
     if isinstance(data, list):
         if len(data) > bounds.MAX_POLICIES:
             raise ValueError(f"at most {bounds.MAX_POLICIES} policies, got {len(data)}")
@@ -59,8 +60,12 @@ def _validate_mapping(data: Any) -> list[str]:
         return names
     if not isinstance(data, dict):
         raise ValueError(f"expected a mapping or a list of policies, got {type(data).__name__}")
-    if "escalation" in data or "policies" in data:
-        return list(EscalationPolicyConfig.from_dict(data).policies)
+    if "escalation" in data or "policies" in data or "routes" in data:
+        from airflow_escalation.detection.routes import config_routes
+
+        config = EscalationPolicyConfig.from_dict(data)
+        warnings.extend(config_routes(config).warnings)
+        return list(config.policies)
     return [EscalationPolicy.from_dict(data).name]
 
 
@@ -80,6 +85,7 @@ def _validate_mapping(data: Any) -> list[str]:
 async def validate_policies(body: ValidateRequest) -> Any:
     errors: list[str] = []
     names: list[str] = []
+    warnings: list[str] = []
     if body.yaml is not None:
         try:
             data = parse_yaml(body.yaml)  # aliases refused, size and depth bounded
@@ -93,7 +99,12 @@ async def validate_policies(body: ValidateRequest) -> Any:
     else:
         data = body.policy
     try:
-        names = _validate_mapping(data)
+        names = _validate_mapping(data, warnings)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         errors.append(bounds.truncate(exc))
-    return ValidationReport(valid=not errors, errors=errors, policies=names if not errors else [])
+    return ValidationReport(
+        valid=not errors,
+        errors=errors,
+        policies=names if not errors else [],
+        warnings=[bounds.truncate(w) for w in warnings] if not errors else [],
+    )

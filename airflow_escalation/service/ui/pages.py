@@ -30,8 +30,11 @@ _STATIC_FILES = {
     "escalation.css": "text/css; charset=utf-8",
     "escalation.js": "text/javascript; charset=utf-8",
     "theme.js": "text/javascript; charset=utf-8",
+    "routes.js": "text/javascript; charset=utf-8",
     "icon.svg": "image/svg+xml",
     "icon-dark.svg": "image/svg+xml",
+    "oncall.js": "text/javascript; charset=utf-8",
+    "oncall.css": "text/css; charset=utf-8",
 }
 
 
@@ -82,6 +85,12 @@ async def record_page(request: Request, record_id: str, user: Any = Depends(page
     return render(request, "record.html", view="record", record_id=record_id, **_common(user))
 
 
+@router.get("/oncall")
+async def oncall_page(request: Request, user: Any = Depends(page_reader)) -> Any:
+    """On call: who is on call per schedule and the next two weeks, silences, windows (docs/oncall.md)."""
+    return render(request, "oncall.html", view="oncall", **_common(user))
+
+
 @router.get("/ti")
 async def task_page(
     request: Request,
@@ -105,6 +114,24 @@ async def task_page(
     if scope["dag_id"] and not (await auth.read_scope(user)).allows(scope["dag_id"]):
         raise PageError(404, "No such Dag", f"There is no Dag {scope['dag_id'][:80]!r} you may read.")
     return render(request, "ti.html", view="ti", scope=scope, **_common(user))
+
+
+@router.get("/routes")
+async def routes_page(
+    request: Request, dag_id: Optional[str] = Query(None, max_length=MAX_NAME), user: Any = Depends(page_reader)
+) -> Any:
+    """The failure routes, and "which route would catch this" for a Dag (docs/routes.md)."""
+    from airflow_escalation.detection.routes import KINDS, RUN_TYPES
+
+    return render(
+        request,
+        "routes.html",
+        view="routes",
+        dag_id=_templated(dag_id),
+        kinds=KINDS,
+        run_types=RUN_TYPES,
+        **_common(user),
+    )
 
 
 @router.get("/static/{name}")

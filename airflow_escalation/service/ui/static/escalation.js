@@ -453,7 +453,7 @@
      its deliveries nested, the engine's state changes behind the "Show state changes" toggle */
   function deliveryItem(d) {
     var t = d.target || {};
-    var key = (t.type || "?") + ":" + (t.identifier || "?");
+    var key = d.resolved_to || ((t.type || "?") + ":" + (t.identifier || "?"));  /* schedule:x → alice */
     var bits = [stateBadge(d.state), el("span", { class: "chip", text: key })];
     var info = [];
     if (d.attempts) info.push(d.attempts + (d.attempts === 1 ? " attempt" : " attempts"));
