@@ -28,7 +28,7 @@ class EscalationDBManager(BaseDBManager):
     migration_dir = (PACKAGE_DIR / "migrations").as_posix()
     alembic_file = (PACKAGE_DIR / "alembic.ini").as_posix()
     supports_table_dropping = True
-    revision_heads_map = {"0.1.0": "0002_policy_revisions"}
+    revision_heads_map = {"0.1.0": "0003"}
 
     def drop_tables(self, connection) -> None:
         inspector = inspect(connection)

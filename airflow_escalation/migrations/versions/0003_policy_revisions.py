@@ -1,7 +1,7 @@
 """Policies as data: the revisions of the policies document.
 
-Revision ID: 0002_policy_revisions
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-12-02
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 from airflow_escalation.stores.sql_schema import NAME, JSONDocument, UTCDateTime
 
-revision = "0002_policy_revisions"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
