@@ -9,6 +9,10 @@ option                      default        meaning
 =========================== ============== ====================================================
 ``enabled``                 ``True``       run the escalation service in the API server
 ``policies_file``           (empty)        YAML file of policies (the spec's ``escalation:`` block)
+``policies_source``         ``database``   which wins: ``database`` (revisions edited over REST/UI;
+                                           the file seeds an empty database) or ``file``
+                                           (config as code: imported at start, edits refused)
+``policy_refresh_seconds``  ``2``          how often a replica looks for a new policies revision
 ``store_url``               (empty)        SQLAlchemy URL of the store; empty = the metadata DB
                                            (``[database] sql_alchemy_conn``)
 ``scheduler``               ``apscheduler`` what wakes the engine: ``apscheduler`` or ``asyncio``
@@ -34,6 +38,8 @@ SECTION = "escalation"
 DEFAULTS: dict[str, str] = {
     "enabled": "True",
     "policies_file": "",
+    "policies_source": "database",
+    "policy_refresh_seconds": "2",
     "store_url": "",
     "scheduler": "apscheduler",
     "check_interval_seconds": "10",
@@ -49,6 +55,9 @@ DEFAULTS: dict[str, str] = {
 }
 
 SCHEDULERS = ("apscheduler", "asyncio")
+#: which wins: the policies stored in the database (edited over REST/UI; the file seeds an empty
+#: database), or the policies file (config as code: imported at start, edits refused)
+POLICY_SOURCES = ("database", "file")
 
 _TRUE = {"true", "t", "1", "yes", "y", "on"}
 _FALSE = {"false", "f", "0", "no", "n", "off"}
@@ -64,6 +73,8 @@ class EscalationSettings:
 
     enabled: bool = True
     policies_file: str = ""
+    policies_source: str = "database"
+    policy_refresh_seconds: float = 2.0
     store_url: str = ""
     scheduler: str = "apscheduler"
     check_interval_seconds: float = 10.0
@@ -146,9 +157,18 @@ def load_settings(conf: Any = None) -> EscalationSettings:
         raise EscalationConfigError(
             f"[{SECTION}] scheduler: unknown value {scheduler!r} (allowed: {', '.join(SCHEDULERS)})"
         )
+    source = _option(conf, "policies_source").lower()
+    if source not in POLICY_SOURCES:
+        raise EscalationConfigError(
+            f"[{SECTION}] policies_source: unknown value {source!r} (allowed: {', '.join(POLICY_SOURCES)})"
+        )
     return EscalationSettings(
         enabled=_bool("enabled", _option(conf, "enabled")),
         policies_file=_option(conf, "policies_file"),
+        policies_source=source,
+        policy_refresh_seconds=_number(
+            "policy_refresh_seconds", _option(conf, "policy_refresh_seconds"), float, 0, strict=True
+        ),
         store_url=_option(conf, "store_url"),
         scheduler=scheduler,
         check_interval_seconds=_number(

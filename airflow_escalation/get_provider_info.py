@@ -68,6 +68,22 @@ CONFIG: dict[str, Any] = {
                 "/opt/airflow/config/escalation_policies.yaml",
                 "",
             ),
+            "policies_source": _option(
+                "Which wins for the policies: `database` (default) keeps them in the metadata "
+                "database with revisions, edited over REST and in the UI; the policies_file only "
+                "seeds an empty database. `file` (config as code): the policies_file is imported "
+                "as a revision at each start and edits over REST/UI are refused.",
+                "string",
+                "file",
+                "database",
+            ),
+            "policy_refresh_seconds": _option(
+                "How often each API server checks the database for a new policies revision (a "
+                "change made on another replica applies within this many seconds).",
+                "float",
+                "5",
+                "2",
+            ),
             "store_url": _option(
                 "SQLAlchemy URL of the database holding escalation records (SQLite, PostgreSQL or "
                 "MySQL). Empty: the Airflow metadata database ([database] sql_alchemy_conn); the "

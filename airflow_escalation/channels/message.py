@@ -46,6 +46,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
+from airflow_escalation.core.timefmt import format_time
+
 if TYPE_CHECKING:
     from airflow_escalation.core.models import EscalationLevel, EscalationRecord, EscalationTarget
 
@@ -371,7 +373,7 @@ class EscalationMessage:
             rows.append(("Logical date", self.logical_date))
         if self.deadline_time:
             rows.append(("Deadline", self.deadline_time))
-        rows.append(("Triggered", self.triggered_at.isoformat()))
+        rows.append(("Triggered", format_time(self.triggered_at)))
         return rows
 
     def link_items(self) -> list[tuple[str, str, str]]:

@@ -29,7 +29,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -58,15 +58,31 @@ class Failure(Exception):
 
 
 def _ts(value: Any) -> str:
+    """The one time format (core/timefmt.py), ``-`` for none."""
+    from airflow_escalation.core.timefmt import format_time
+
     if not value:
         return "-"
     try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return format_time(str(value).replace("Z", "+00:00"))
     except ValueError:
         return str(value)
-    if moment.utcoffset() is not None and moment.utcoffset().total_seconds() == 0:
-        return moment.strftime("%Y-%m-%d %H:%M:%SZ")
-    return moment.isoformat(sep=" ", timespec="seconds")
+
+
+def _times(count: int) -> str:
+    return "not yet" if not count else f"{count} time" if count == 1 else f"{count} times"
+
+
+def _next(record: dict[str, Any]) -> str:
+    """``level 2 → eng-manager in 12 min (2026-… UTC)``: the API's next_step (the planner's)."""
+    from airflow_escalation.core.timefmt import format_relative
+
+    step = record.get("next_step")
+    if not step:
+        return "-"
+    due = str(step.get("due_at") or "")
+    when = format_relative(due, datetime.now(timezone.utc)) if due else ""
+    return f"{step.get('text')} {when} ({_ts(due)})"
 
 
 def _minutes(value: float) -> str:
@@ -140,34 +156,25 @@ def _result_line(result: dict[str, Any]) -> str:
     return " — ".join(bits)
 
 
-def _timeline(record: dict[str, Any]) -> list[tuple[str, str]]:
-    entries: list[tuple[str, str]] = []
-    for event in record.get("history") or []:
-        text = f"{event.get('event', '?')}"
-        if event.get("actor") and event.get("actor") != "system":
-            text += f" by {event['actor']}"
-        text += f"  (level {event.get('level', '?')}, {event.get('state', '?')})"
-        details = event.get("details")
-        if details:
-            text += "  " + ", ".join(f"{k}={v}" for k, v in details.items())
-        entries.append((str(event.get("at") or ""), text))
-    for d in record.get("deliveries") or []:
-        when = d.get("sent_at") or d.get("updated_at") or d.get("created_at") or ""
-        text = (
-            f"notify {_target(d.get('target') or {})}: {d.get('state')}  "
-            f"(level {d.get('level')}, round {d.get('round')}, attempts {d.get('attempts')})"
-        )
-        if d.get("last_error"):
-            text += f"  error: {d['last_error']}"
-        entries.append((str(when), text))
+def _timeline(record: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """The record's steps (core/timeline.steps, as the pages show them): ``(at, lines)``, the
+    step's title then one line per delivery."""
+    from airflow_escalation.core.timeline import steps
 
-    def key(entry: tuple[str, str]) -> Any:
-        try:
-            return datetime.fromisoformat(entry[0].replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return float("inf")
-
-    return sorted(entries, key=key)
+    entries: list[tuple[str, list[str]]] = []
+    for step in steps(record.get("history") or [], record.get("deliveries") or []):
+        lines = [step.title + (f"  ({step.detail})" if step.detail else "")]
+        for d in step.deliveries:
+            line = f"{_target(d.get('target') or {})}: {d.get('state')}"
+            if (d.get("attempts") or 0) > 1:
+                line += f" after {d['attempts']} attempts"
+            if d.get("last_error"):
+                line += f"  error: {d['last_error']}"
+            lines.append(line)
+        if not step.deliveries and step.targets:
+            lines.append("targets: " + ", ".join(step.targets))
+        entries.append((step.at, lines))
+    return entries
 
 
 def _show(record: dict[str, Any], out: TextIO) -> None:
@@ -190,13 +197,9 @@ def _show(record: dict[str, Any], out: TextIO) -> None:
             f"{_ts(record.get('resolved_at'))}" + (f" by {record['resolved_by']}" if record.get("resolved_by") else ""),
         ),
         ("closed", _ts(record.get("closed_at"))),
-        (
-            "next",
-            f"{_ts(record.get('next_escalation_at'))}"
-            + (f" ({record['next_action']})" if record.get("next_action") else ""),
-        ),
-        ("escalations", record.get("escalation_count")),
-        ("notifications", record.get("notification_count")),
+        ("next", _next(record)),
+        ("escalated", _times(record.get("escalation_count") or 0)),
+        ("notifications sent", record.get("notification_count")),
     ]
     width = max(len(k) for k, _ in fields)
     for name, value in fields:
@@ -206,9 +209,11 @@ def _show(record: dict[str, Any], out: TextIO) -> None:
         for k, v in record["context"].items():
             out.write(f"  {k} = {v}\n")
     timeline = _timeline(record)
-    out.write(f"timeline ({len(timeline)})\n")
-    for when, text in timeline:
-        out.write(f"  {_ts(when):<20}  {text}\n")
+    out.write(f"timeline ({len(timeline)} steps)\n")
+    for when, lines in timeline:
+        out.write(f"  {_ts(when):<23}  {lines[0]}\n")
+        for line in lines[1:]:
+            out.write(f"  {'':<23}    {line}\n")
 
 
 def _structured(args: argparse.Namespace) -> bool:
@@ -437,6 +442,67 @@ def _cmd_policies(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_policy_export(args: argparse.Namespace, out: TextIO) -> int:
+    document = _client(args).policy_document()
+    text = document.get("yaml") or ""
+    if args.file:
+        Path(args.file).write_text(text, encoding="utf-8")
+        out.write(f"revision {document.get('revision')} written to {args.file}\n")
+    else:
+        out.write(text)
+    return EXIT_OK
+
+
+def _cmd_policy_import(args: argparse.Namespace, out: TextIO) -> int:
+    from airflow_escalation.client.errors import EscalationAPIError
+
+    path = args.file
+    if not os.path.isfile(path):
+        raise Failure(f"{path}: no such file")
+    client = _client(args)
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    expected = args.expected_revision
+    if expected is None:
+        expected = int(client.policy_document().get("revision") or 0)
+    try:
+        saved = client.save_policies(text, expected, args.comment or f"import {os.path.basename(path)}")
+    except EscalationAPIError as exc:
+        errors = (exc.body or {}).get("errors") if isinstance(exc.body, dict) else None
+        if exc.status_code == 422 and errors:
+            raise Failure(f"{path}: not saved, {len(errors)} errors:\n  " + "\n  ".join(errors)) from None
+        raise
+    out.write(f"saved revision {saved['revision']}: {'; '.join(saved.get('changes') or [])}\n")
+    for name, timeline in (saved.get("previews") or {}).items():
+        out.write(f"  {name}: {timeline}\n")
+    return EXIT_OK
+
+
+def _cmd_policy_revisions(args: argparse.Namespace, out: TextIO) -> int:
+    page = _client(args).policy_revisions(limit=args.limit or 20)
+    if _structured(args):
+        _emit(page, args, out)
+        return EXIT_OK
+    out.write(f"policies: {page.get('source')} wins; revision {page.get('current')} in force here\n")
+    for rev in page.get("revisions") or []:
+        out.write(
+            f"  {rev['revision']:>4}  {_ts(rev.get('created_at'))}  {rev.get('author')} ({rev.get('source')})"
+            + (f"  {rev['comment']}" if rev.get("comment") else "")
+            + "\n"
+        )
+        for change in rev.get("changes") or []:
+            out.write(f"        {change}\n")
+    return EXIT_OK
+
+
+def _cmd_policy_rollback(args: argparse.Namespace, out: TextIO) -> int:
+    client = _client(args)
+    expected = int(client.policy_document().get("revision") or 0)
+    saved = client.rollback_policies(args.revision, expected, args.comment or "")
+    out.write(f"saved revision {saved['revision']} with the policies of revision {args.revision}\n")
+    return EXIT_OK
+
+
 def _cmd_health(args: argparse.Namespace, out: TextIO) -> int:
     client = _client(args)
     health = client.health()
@@ -635,10 +701,45 @@ COMMANDS: tuple[Command | Group, ...] = (
     Command("health", "check the service", _cmd_health),
     Group(
         "policy",
-        "escalation policies: validate a file, list the service's",
+        "escalation policies: validate a file, list the service's, export/import, revisions, roll back",
         (
             Command("validate", _VALIDATE_HELP, _cmd_validate, _VALIDATE),
             Command("list", _POLICIES_HELP, _cmd_policies),
+            Command(
+                "export",
+                "write the policies in force as a policies file (YAML)",
+                _cmd_policy_export,
+                (Option(("--file",), "write here instead of printing"),),
+            ),
+            Command(
+                "import",
+                "save a policies file as the next revision (every error named when invalid)",
+                _cmd_policy_import,
+                (
+                    Option(("file",), "policies YAML file"),
+                    Option(("--comment",), "what and why (kept with the revision)"),
+                    Option(
+                        ("--expected-revision",),
+                        "the revision this file was based on (default: the latest)",
+                        {"type": int},
+                    ),
+                ),
+            ),
+            Command(
+                "revisions",
+                "who changed the policies, when and what",
+                _cmd_policy_revisions,
+                (Option(("--limit",), "how many (default 20)", {"type": int}),),
+            ),
+            Command(
+                "rollback",
+                "save an earlier revision's policies as the next revision",
+                _cmd_policy_rollback,
+                (
+                    Option(("revision",), "the revision to go back to", {"type": int}),
+                    Option(("--comment",), "why"),
+                ),
+            ),
         ),
     ),
     Group(

@@ -671,6 +671,25 @@ class EscalationClient:
         """``GET /health``: ``{"status", "engine_id", "store", "running"}``."""
         return self._run(_Call("GET", "/health"))
 
+    def policy_document(self) -> dict[str, Any]:
+        """``GET /policies/document``: the revision in force with its document and ``yaml``."""
+        return self._run(_Call("GET", "/policies/document"))
+
+    def policy_revisions(self, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        """``GET /policies/revisions``: ``{"revisions", "total", "current", "source"}``, newest first."""
+        return self._run(_Call("GET", "/policies/revisions", params={"limit": limit, "offset": offset}))
+
+    def save_policies(self, yaml: str, expected_revision: int, comment: str = "") -> dict[str, Any]:
+        """``PUT /policies/document``: save YAML text as the next revision (409 when
+        ``expected_revision`` is no longer the latest; 422 naming every error)."""
+        body = {"yaml": yaml, "expected_revision": expected_revision, "comment": comment}
+        return self._run(_Call("PUT", "/policies/document", json=body))
+
+    def rollback_policies(self, revision: int, expected_revision: int, comment: str = "") -> dict[str, Any]:
+        """``POST /policies/revisions/{revision}/rollback``: revision's document as the next revision."""
+        body = {"expected_revision": expected_revision, "comment": comment}
+        return self._run(_Call("POST", f"/policies/revisions/{int(revision)}/rollback", json=body))
+
     # ------------------------------------------------------------------ routes (async)
 
     async def atrigger(

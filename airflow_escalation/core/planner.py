@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from airflow_escalation.core.business_hours import is_business_time, next_business_time
-from airflow_escalation.core.models import EscalationPolicy, EscalationRecord
+from airflow_escalation.core.models import EscalationLevel, EscalationPolicy, EscalationRecord
 from airflow_escalation.core.types import BusinessHoursMode, DelayBasis, EscalationState
 
 START = "start"
@@ -110,6 +110,17 @@ def repeats_due(record: EscalationRecord, policy: EscalationPolicy, now: datetim
         return record.repeats_sent
     elapsed = int((now - fired) / level.repeat_interval)
     return max(record.repeats_sent + 1, min(elapsed, level.repeat_count))
+
+
+def paged_level(record: EscalationRecord, policy: EscalationPolicy, action: str) -> EscalationLevel | None:
+    """The level a step of ``action`` notifies (None for a step that notifies nobody)."""
+    if action == START:
+        return policy.levels[0] if policy.levels else None
+    if action == REPEAT:
+        return policy.get_level(record.current_level)
+    if action == ESCALATE:
+        return policy.get_next_level(record.current_level)
+    return None
 
 
 def skips_notification(policy: EscalationPolicy, now: datetime, business_hours: bool = True) -> bool:

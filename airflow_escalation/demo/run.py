@@ -27,8 +27,8 @@ from typing import Any, Callable
 
 import yaml
 
+from airflow_escalation.channels.message import UI_RECORD_PATH
 from airflow_escalation.core.types import ACTIVE_STATE_VALUES
-
 from airflow_escalation.demo import EXAMPLES, POLICY_FILE
 from airflow_escalation.demo.local_airflow import LocalAirflow, LocalAirflowError, free_port, stop_leftovers
 from airflow_escalation.demo.policies import demo_policies
@@ -149,8 +149,8 @@ class Demo:
         say()
         say(f"  Airflow UI    {base}/    login admin / admin  (viewer / viewer can look, not act)")
         say(f"  Escalations   {base}/plugin/escalations")
-        if record_id:
-            say(f"  This one      {base}/escalation/ui/records/{record_id}")
+        if record_id:  # the page inside Airflow's UI (the Escalations view's frame follows the path)
+            say(f"  This one      {base}{UI_RECORD_PATH}{record_id}")
             if link := self.timeline.one_click.get("acknowledge"):
                 say(f"  One-click     {link}")
         say()
@@ -244,13 +244,16 @@ class Demo:
         record = self.climb(record_id)
         reached = record["current_level"] == self.top_level
         say()
-        if reached:
-            say(f"Nobody acknowledged: level {self.top_level} was told. Acknowledge or resolve it in the UI:")
-        else:
+        if not reached:
             say(
                 f"Stopped at level {record['current_level']}: {record['state']} by "
                 f"{record.get('acknowledged_by') or record.get('resolved_by')}."
             )
+        elif self.interactive:
+            say(f"Nobody acknowledged: level {self.top_level} was told. Acknowledge or resolve it in the UI:")
+        else:  # nobody at a terminal to do it: the demo acts itself, and says so
+            say(f"Nobody acknowledged: level {self.top_level} was told. The demo now acknowledges and resolves it")
+            say("through the REST API (run it in a terminal to do that yourself in the UI):")
         self.print_access(record_id)
         if not self.interactive:
             record = self.acknowledge_and_resolve(record_id)

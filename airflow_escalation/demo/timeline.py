@@ -1,4 +1,4 @@
-"""The demo's live timeline: an escalation's history and what the local receivers got."""
+"""The demo's live timeline: an escalation's steps and what the local receivers got."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import threading
 from datetime import datetime
 from email.message import EmailMessage
 from typing import Any
+
+from airflow_escalation.core.timeline import TimelineStep, steps
 
 
 def say(text: str = "") -> None:
@@ -19,13 +21,11 @@ def _at(ts: str) -> datetime:
 class Timeline:
     """Prints the record's history and what the local receivers got, each once, as they come."""
 
-    # the intermediate steps of a transition, told by the event that follows them
-    QUIET_EVENTS = {"start", "notify", "escalate"}
-
     def __init__(self, speed: float) -> None:
         self.speed = speed
         self.start: datetime | None = None
-        self.seen_events = 0
+        self.seen_steps = 0
+        self.seen_targets = 0  # of the last step printed
         self.receipts: list[tuple[datetime, str, str]] = []  # (received at, text, record id or mail)
         self.seen_receipts = 0
         self.one_click: dict[str, str] = {}
@@ -59,46 +59,35 @@ class Timeline:
             return len(self.receipts)
 
     def print_new(self, record: dict[str, Any], received: int) -> None:
-        """New history events and the receipts among the first ``received``, in time order. Take
-        ``received`` before reading the record: every receipt printed then follows its event."""
+        """New steps of the record (core/timeline.steps, as the pages show them) and the receipts
+        among the first ``received``, in time order. Take ``received`` before reading the record:
+        every receipt printed then follows its step."""
         history = record["history"]
         if self.start is None and history:
             self.start = _at(history[0]["at"])
-        lines = [
-            (_at(event["at"]), 0, self._event_text(event))
-            for event in history[self.seen_events :]
-            if event["event"] not in self.QUIET_EVENTS
-        ]
-        self.seen_events = len(history)
+        found = steps(history)
+        lines = []
+        if self.seen_steps and len(found[self.seen_steps - 1].targets) > self.seen_targets:
+            # the last step printed has paged since (a trigger's level 1 is paged in a later write)
+            step = found[self.seen_steps - 1]
+            more = ", ".join(step.targets[self.seen_targets :])
+            lines.append((_at(step.events[-1]["at"]), 0, f"level {step.level} paged \u2192 {more}"))
+        lines += [(_at(step.at), 0, self._step_text(step)) for step in found[self.seen_steps :]]
+        self.seen_steps = len(found)
+        self.seen_targets = len(found[-1].targets) if found else 0
         with self._lock:
             receipts, self.seen_receipts = self.receipts[self.seen_receipts : received], received
         lines += [(at, 1, f"    {text}") for at, text, about in receipts if record["id"] in about]
         for at, _, text in sorted(lines, key=lambda line: line[:2]):
             say(f"  {self._when(at)}  {text}")
 
+    @staticmethod
+    def _step_text(step: TimelineStep) -> str:
+        text = step.title
+        if step.targets:
+            text += " \u2192 " + ", ".join(step.targets)
+        return text + (f" ({step.detail})" if step.detail else "")
+
     def _when(self, at: datetime) -> str:
         seconds = (at - self.start).total_seconds() if self.start else 0.0
         return f"+{seconds:5.1f}s ({seconds * self.speed / 60:4.1f} policy min)"
-
-    @staticmethod
-    def _event_text(event: dict[str, Any]) -> str:
-        details = event.get("details") or {}
-        name, level, actor = event["event"], event["level"], event["actor"]
-        note = f" ({details['note']})" if details.get("note") else ""
-        targets = ", ".join(details.get("targets", []))
-        if name == "triggered":
-            return f"escalation opened at level {level} (by {actor})"
-        if name == "notified":
-            round_ = details.get("round", 0)
-            return f"level {level}: " + (f"notify {targets}" if not round_ else f"reminder {round_} to {targets}")
-        if name == "escalate_success":  # the system climbs on time; a person with the Escalate button
-            if actor != "system":
-                return f"escalated to level {level} by {actor}"
-            return f"nobody acknowledged: escalated to level {level}"
-        if name == "retriggered":
-            return f"the task failed again and joined this escalation (by {actor})"
-        if name == "acknowledge":
-            return f"acknowledged by {actor}{note}: the paging stops"
-        if name in ("resolve", "cancel"):
-            return f"{event['state']} by {actor}{note}: closed"
-        return f"{name} by {actor}: {event['state']} at level {level}{note}"

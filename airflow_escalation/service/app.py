@@ -96,6 +96,8 @@ class EscalationService:
         # channels for targets with a conn_id (service/delivery.py); set when the service builds
         # its engine, None for an injected engine
         self.delivery: Optional[Any] = None
+        # the policies' revisions in the database, followed by every replica (policy_sync.py)
+        self.policy_sync: Optional[Any] = None
         # failure routes of the policies file and the detector paging through them (detection/)
         self.routes: Any = None
         self.detector: Optional[Any] = None
@@ -132,6 +134,7 @@ class EscalationService:
     async def start(self) -> None:
         """Build and start the engine from ``[escalation]``; record (never raise) failures."""
         if self.engine is not None:  # injected (tests, embedding)
+            await self._setup_policy_sync(self.engine.store, None)
             await self._start_engine()
             return
         try:
@@ -152,6 +155,7 @@ class EscalationService:
         if store is None:
             return
         self.store, self._owns_store = store, True
+        await self._setup_policy_sync(store, settings)
         try:
             self.engine = self._build_engine(settings, store)
         except Exception as exc:  # noqa: BLE001
@@ -180,6 +184,11 @@ class EscalationService:
             self._error(
                 f"the first sweep of due escalations failed (the interval sweep retries): {type(exc).__name__}: {exc}"
             )
+        if self.policy_sync is not None:
+            try:
+                await self.policy_sync.start(self)
+            except Exception as exc:  # noqa: BLE001 - the policies loaded at start stay in force
+                self._error(f"cannot follow the policies' revisions: {type(exc).__name__}: {exc}")
         from airflow_escalation.detection.watcher import start_detection
 
         await start_detection(self)
@@ -191,6 +200,8 @@ class EscalationService:
         )
 
     async def stop(self) -> None:
+        if self.policy_sync is not None:
+            await self.policy_sync.stop()
         if self.detector is not None:
             await self.detector.stop()
         if self.engine is not None:
@@ -226,6 +237,47 @@ class EscalationService:
                 config.store_type,
             )
         return config
+
+    async def _setup_policy_sync(self, store: Any, settings: Optional[EscalationSettings]) -> None:
+        """The policies' revisions beside the store (docs/policies.md): bring in the policies file
+        as ``[escalation] policies_source`` says, then take the latest revision's config."""
+        from airflow_escalation.service.policy_sync import PolicySync
+        from airflow_escalation.stores.policy_revisions import MemoryPolicyRevisionStore, SQLPolicyRevisionStore
+
+        try:
+            if hasattr(store, "tables") and hasattr(store, "engine"):  # an SQL store
+                # in the metadata database `airflow db migrate` made the table (migration 0002)
+                create = settings is None or not settings.uses_metadata_db
+                revisions: Any = await asyncio.to_thread(SQLPolicyRevisionStore.beside, store, create)
+            else:
+                revisions = MemoryPolicyRevisionStore()
+            sync = PolicySync(
+                revisions,
+                source=settings.policies_source if settings else "database",
+                refresh_seconds=settings.policy_refresh_seconds if settings else 2.0,
+            )
+            file_document = self._file_document(settings)
+            if file_document is not None:
+                await asyncio.to_thread(sync.bootstrap, file_document, str(settings.policies_file if settings else ""))
+            config = await asyncio.to_thread(sync.current_config)
+        except Exception as exc:  # noqa: BLE001 - the policies file alone still works
+            self._error(f"policies in the database: {type(exc).__name__}: {exc}; using the policies file only")
+            return
+        self.policy_sync = sync
+        if config is not None:
+            self.policy_config = config
+
+    def _file_document(self, settings: Optional[EscalationSettings]) -> Optional[dict[str, Any]]:
+        """The policies file as data, when it was read without error at start."""
+        if settings is None or not settings.policies_file or not self.policy_config.policies:
+            return None
+        from airflow_escalation.runtime.policy_config import load_yaml
+
+        try:
+            data = load_yaml(Path(settings.policies_file).expanduser())
+        except Exception:  # noqa: BLE001 - already reported by _load_policies
+            return None
+        return data if isinstance(data, dict) else None
 
     async def _open_store(self, settings: EscalationSettings) -> Optional[BaseEscalationStore]:
         url = settings.effective_store_url
@@ -407,7 +459,15 @@ def create_app(
     configuration; ``engine`` (with ``policy_config``) runs a ready engine instead (tests,
     embedding): the lifespan then only starts and stops it.
     """
-    from airflow_escalation.service.routes import escalations, failure_routes, pagerduty, policies, slack, system
+    from airflow_escalation.service.routes import (
+        escalations,
+        failure_routes,
+        pagerduty,
+        policies,
+        policy_revisions,
+        slack,
+        system,
+    )
 
     app = FastAPI(
         title="Escalation service",
@@ -432,7 +492,8 @@ def create_app(
     app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(ServiceUnavailable, _unavailable)
     app.add_exception_handler(RecordHidden, _record_hidden)
-    for module in (escalations, policies, system, failure_routes, slack, pagerduty):
+    # policy_revisions before policies: its literal paths (/policies/document) before /policies/{name}
+    for module in (escalations, policy_revisions, policies, system, failure_routes, slack, pagerduty):
         app.include_router(module.router, prefix=API_PREFIX)
     from airflow_escalation.service import ui  # pages, one-click links, GET /me (docs/ui.md)
 

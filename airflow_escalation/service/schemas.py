@@ -131,6 +131,20 @@ class HistoryEvent(BaseModel):
         return value.isoformat()
 
 
+class NextStepOut(BaseModel):
+    """What the record does next, when, and whom it tells (core/timeline.next_step)."""
+
+    action: str = Field(description="start, repeat, escalate or auto_resolve")
+    due_at: datetime
+    level: Optional[int] = Field(None, description="the level told; null when nobody is told")
+    targets: list[str] = Field(description="display names of that level's targets")
+    text: str = Field(description='e.g. "level 2 \u2192 eng-manager, oncall-primary"')
+
+    @field_serializer("due_at")
+    def _due(self, value: datetime) -> str:
+        return value.isoformat()
+
+
 class Record(BaseModel):
     """``EscalationRecord.to_dict()`` fields and its ``history``."""
 
@@ -155,6 +169,9 @@ class Record(BaseModel):
     trigger_type: str
     closed_at: Optional[datetime] = None
     history: list[HistoryEvent] = Field(default_factory=list)
+    next_step: Optional[NextStepOut] = Field(
+        None, description="the planned next step and whom it tells (null when nothing is planned)"
+    )
 
     @field_serializer("created_at", "updated_at", "acknowledged_at", "resolved_at", "next_escalation_at", "closed_at")
     def _times(self, value: Optional[datetime]) -> Optional[str]:
@@ -162,7 +179,9 @@ class Record(BaseModel):
 
     @classmethod
     def from_core(cls, record: Any) -> "Record":
-        return cls.model_validate(readable(record.to_dict()))
+        data = readable(record.to_dict())
+        data["next_step"] = _next_step(record)
+        return cls.model_validate(data)
 
 
 class Delivery(BaseModel):
@@ -195,16 +214,80 @@ class Delivery(BaseModel):
         return _iso(value)
 
 
+class TimelineStep(BaseModel):
+    """One step of the timeline (core/timeline.steps): the history events it folds, the
+    deliveries its notification made."""
+
+    kind: str = Field(
+        description="triggered, retriggered, paged, reminder, escalated, skipped, acknowledged, "
+        "resolved, cancelled, timed_out, failed, deliveries (unmatched ones), or a raw event name"
+    )
+    at: datetime
+    title: str
+    level: int
+    actor: str
+    state: str = Field(description="the record's state after the step")
+    detail: str = ""
+    targets: list[str] = Field(default_factory=list, description="target keys the step notified")
+    deliveries: list[Delivery] = Field(default_factory=list)
+    transitions: list[str] = Field(
+        default_factory=list, description="the state changes it made (event: from \u2192 to)"
+    )
+    events: list[HistoryEvent] = Field(default_factory=list, description="the history events it folds")
+
+    @field_serializer("at")
+    def _at(self, value: datetime) -> str:
+        return value.isoformat()
+
+
 class RecordDetail(Record):
-    """A record with its deliveries (``GET /escalations/{id}``)."""
+    """A record with its deliveries and its timeline (``GET /escalations/{id}``)."""
 
     deliveries: list[Delivery] = Field(default_factory=list)
+    timeline: list[TimelineStep] = Field(
+        default_factory=list, description="the history as steps, deliveries nested (docs/ui.md)"
+    )
 
     @classmethod
     def from_core_with(cls, record: Any, deliveries: list[Any]) -> "RecordDetail":
+        from airflow_escalation.core.timeline import steps
+
         data = readable(record.to_dict())
         data["deliveries"] = [readable_delivery(d.to_dict()) for d in deliveries]
+        data["timeline"] = [step.to_dict() for step in steps(data.get("history") or [], data["deliveries"])]
+        data["next_step"] = _next_step(record)
         return cls.model_validate(data)
+
+
+#: policies parsed from records' snapshots, by fingerprint (a listing shows a few policies)
+_SNAPSHOTS: dict[str, Any] = {}
+
+
+def _next_step(record: Any) -> Optional[dict[str, Any]]:
+    """The record's next step in words, from the policy it was triggered with (its snapshot)."""
+    from airflow_escalation.core.models import EscalationPolicy
+    from airflow_escalation.core.timeline import next_step
+
+    if not record.next_action or not record.policy_snapshot:
+        return None
+    key = str(record.metadata.get("policy_fingerprint") or "")
+    policy = _SNAPSHOTS.get(key) if key else None
+    if policy is None:
+        try:
+            policy = EscalationPolicy.from_dict(record.policy_snapshot)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None  # a snapshot written by another version: no sentence, never a failed read
+        if key:
+            if len(_SNAPSHOTS) >= 256:
+                _SNAPSHOTS.clear()
+            _SNAPSHOTS[key] = policy
+    step = next_step(record, policy)
+    if step is None:
+        return None
+    data = step.to_dict()
+    data["targets"] = [bounds.scrub(t) for t in data["targets"]]
+    data["text"] = bounds.scrub(data["text"])
+    return data
 
 
 class Result(BaseModel):

@@ -14,6 +14,7 @@ from pathlib import Path
 from sqlalchemy import inspect
 
 from airflow.utils.db_manager import BaseDBManager
+from airflow_escalation.stores import policy_revisions  # noqa: F401  - its table is on the same MetaData
 from airflow_escalation.stores.sql_schema import metadata
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # airflow_escalation/
@@ -27,7 +28,8 @@ class EscalationDBManager(BaseDBManager):
     migration_dir = (PACKAGE_DIR / "migrations").as_posix()
     alembic_file = (PACKAGE_DIR / "alembic.ini").as_posix()
     supports_table_dropping = True
-    revision_heads_map = {"0.1.0": "0001", "0.2.0": "0002"}  # 0002 (on call) ships with the next release
+    # 0002 (on call) and 0003 (policy revisions) ship with the next release
+    revision_heads_map = {"0.1.0": "0001", "0.2.0": "0003"}
 
     def drop_tables(self, connection) -> None:
         inspector = inspect(connection)

@@ -297,8 +297,8 @@ def test_db_migrate_creates_the_tables_and_a_second_run_changes_nothing(stack):
         return tables, version, records
 
     tables, version, records = snapshot()
-    assert {"escalation_record", "escalation_event", "escalation_delivery"} <= tables
-    assert version == [("0001",)]
+    assert {"escalation_record", "escalation_event", "escalation_delivery", "escalation_policy_revision"} <= tables
+    assert version == [("0003",)]
     again = stack.cli("db", "migrate")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     after_tables, after_version, after_records = snapshot()

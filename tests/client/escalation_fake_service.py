@@ -179,7 +179,17 @@ class FakeEscalationService:
             "version": 1,
             "trigger_type": "unacknowledged",
             "closed_at": None,
-            "history": [{"event": "trigger", "at": now, "actor": actor, "state": "active", "level": 1}],
+            "history": [  # the service's shape: triggered, then level 1's notification
+                {"event": "triggered", "at": now, "actor": actor, "state": "active", "level": 1},
+                {
+                    "event": "notified",
+                    "at": now,
+                    "actor": "system",
+                    "state": "active",
+                    "level": 1,
+                    "details": {"round": 0, "targets": ["user:team-lead"]},
+                },
+            ],
             "deliveries": [
                 {
                     "id": uuid.uuid4().hex,
@@ -412,10 +422,13 @@ class FakeEscalationService:
                 return 409, {
                     "detail": f"cannot escalate an escalation in state {state!r} at level {record['current_level']}"
                 }
-            record.update(state="escalating", current_level=min(3, record["current_level"] + 1))
+            body = {**body, "to_level": min(3, record["current_level"] + 1)}  # the event names the climb
+            record.update(state="escalating")
             record["escalation_count"] += 1
         details = {k: v for k, v in body.items() if v not in (None, "", False)}
         event = {"event": action, "at": now, "actor": actor, "state": record["state"], "level": record["current_level"]}
+        if action == "escalate":
+            record["current_level"] = details["to_level"]
         if details:
             event["details"] = details
         record["history"].append(event)

@@ -137,10 +137,13 @@ def test_lifecycle(capsys, service, svc_args):
     fields = dict(line.split(None, 1) for line in out.split("context\n")[0].splitlines())
     assert fields["id"] == rid and fields["state"] == "acknowledged" and fields["level"] == "2"
     assert "by admin" in out and "dag_id = orders_etl" in out
-    timeline = out.split("timeline (4)\n")[1].splitlines()
-    assert "trigger by admin" in timeline[0]
-    assert "notify Team Lead <team-lead> (user): sent" in out
-    assert "acknowledge by admin" in timeline[-1] and "note=looking" in timeline[-1]
+    # one entry per step (core/timeline.steps), each delivery under the step that sent it
+    assert fields["escalated"] == "1 time" and fields["next"] == "-"
+    timeline = out.split("timeline (3 steps)\n")[1].splitlines()
+    assert timeline[0].endswith("UTC  Triggered by admin: level 1 paged")
+    assert timeline[1].strip() == "Team Lead <team-lead> (user): sent"
+    assert timeline[2].endswith("UTC  Escalated to level 2 by admin")
+    assert timeline[3].endswith("UTC  Acknowledged by admin  (Note: looking)") and len(timeline) == 4
 
     code, out, _ = run(capsys, *svc_args, "resolve", rid, "--note", "fixed")
     assert code == 0 and "state resolved" in out

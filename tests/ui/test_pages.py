@@ -82,9 +82,10 @@ def test_script_never_writes_markup_from_data():
 
 def test_me_says_who_may_act(svc):
     admin = svc.client.get("/api/v1/me", headers=svc.headers("admin"))
-    assert admin.status_code == 200 and admin.json() == {"username": "admin", "can_act": True, "dag_id": None}
+    assert admin.status_code == 200
+    assert admin.json() == {"username": "admin", "can_act": True, "dag_id": None, "can_edit_policies": True}
     viewer = svc.client.get("/api/v1/me?dag_id=etl", headers=svc.headers("viewer"))
-    assert viewer.json() == {"username": "viewer", "can_act": False, "dag_id": "etl"}
+    assert viewer.json() == {"username": "viewer", "can_act": False, "dag_id": "etl", "can_edit_policies": False}
     assert svc.client.get("/api/v1/me").status_code == 401
     assert svc.client.get("/api/v1/me?dag_id=" + "d" * 300, headers=svc.headers("admin")).status_code == 422
     assert "/api/v1/me" in svc.client.get("/openapi.json").json()["paths"]

@@ -160,13 +160,20 @@ class Service:
         )
 
 
-def make_service(monkeypatch: Any) -> Any:
-    """The service app on a memory store with fake authentication; yields a :class:`Service`."""
+def make_service(monkeypatch: Any, clock: Any = None, handler: Any = None) -> Any:
+    """The service app on a memory store with fake authentication; yields a :class:`Service`.
+    With a ``clock`` (a FakeClock) the engine runs on it, woken by ``engine.advance``; a
+    ``handler`` delivers every notification (testing.RecordingHandler)."""
     from airflow_escalation.runtime.engine import EscalationEngine, EscalationEngineConfig
     from airflow_escalation.runtime.policy_config import EscalationPolicyConfig
     from airflow_escalation.scheduling.base import SchedulerConfig
     from airflow_escalation.service.app import create_app
     from airflow_escalation.stores.memory import InMemoryEscalationStore
+
+    # routes capture their dependencies when their module is first imported: import them
+    # before auth is patched, so the overrides below apply whichever test runs first
+    from airflow_escalation.service.routes import escalations, policies, policy_revisions  # noqa: F401
+    from airflow_escalation.service.ui import act, api, pages  # noqa: F401
 
     # REST routes captured Airflow's dependencies when they were declared: override those
     real_read, real_write, real_scope = auth.require_read, auth.require_write, auth.read_scope
@@ -176,11 +183,16 @@ def make_service(monkeypatch: Any) -> Any:
     monkeypatch.setattr(auth, "require_read", _fake_require_read)
     monkeypatch.setattr(auth, "authorize_write", _fake_authorize_write)
     monkeypatch.setattr(auth, "may_edit", _fake_may_edit)
+    monkeypatch.setattr(auth, "may_manage_connections", _fake_may_edit)  # policy edits: admin only
     monkeypatch.setattr(auth, "read_scope", _fake_read_scope)
     engine = EscalationEngine(
         EscalationEngineConfig(
             store=InMemoryEscalationStore(),
-            scheduler_config=SchedulerConfig(scheduler_type="asyncio", check_interval_seconds=3600),
+            scheduler_config=SchedulerConfig(
+                scheduler_type="memory" if clock is not None else "asyncio", check_interval_seconds=3600
+            ),
+            clock=clock,
+            default_notification_handler=handler,
         )
     )
     app = create_app(engine=engine, policy_config=EscalationPolicyConfig())

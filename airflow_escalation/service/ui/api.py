@@ -25,6 +25,9 @@ class Me(BaseModel):
         description="may acknowledge, resolve, cancel and escalate (escalations of dag_id when given)"
     )
     dag_id: Optional[str] = None
+    can_edit_policies: bool = Field(
+        False, description="may edit the policies (the permission to edit Airflow connections)"
+    )
 
 
 @router.get(
@@ -44,4 +47,5 @@ async def me(
     if dag_id is not None and not (await auth.read_scope(user)).allows(dag_id):
         raise HTTPException(404, f"no Dag {dag_id!r}")
     can_act = await auth.may_edit(user, dag_id)
-    return Me(username=auth.actor_name(user), can_act=can_act, dag_id=dag_id)
+    policies = await auth.may_manage_connections(user)
+    return Me(username=auth.actor_name(user), can_act=can_act, dag_id=dag_id, can_edit_policies=policies)

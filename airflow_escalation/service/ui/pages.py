@@ -63,6 +63,12 @@ async def escalations_page(request: Request, user: Any = Depends(page_reader)) -
     return render(request, "list.html", view="list", **_common(user))
 
 
+@router.get("/policies")
+async def policies_page(request: Request, user: Any = Depends(page_reader)) -> Any:
+    """The policies in force, their timelines, an editor with check and save, the revisions."""
+    return render(request, "policies.html", view="policies", **_common(user))
+
+
 @router.get("/records/{record_id}")
 async def record_page(request: Request, record_id: str, user: Any = Depends(page_reader)) -> Any:
     """One escalation: its summary, actions, context and timeline."""

@@ -66,13 +66,17 @@ def security_headers(referrer: str = "same-origin") -> dict[str, str]:
 def environment() -> "jinja2.Environment":
     import jinja2
 
-    return jinja2.Environment(
+    from airflow_escalation.core.timefmt import format_time
+
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         autoescape=True,  # every template, whatever its name
         trim_blocks=True,
         lstrip_blocks=True,
         undefined=jinja2.StrictUndefined,
     )
+    env.filters["when"] = format_time  # the one time format (core/timefmt.py), as the pages' script writes it
+    return env
 
 
 # ---------------------------------------------------------------------------------- paths

@@ -98,11 +98,20 @@
     } catch (e) { return undefined; }
   })();
 
+  /* the one time format (core/timefmt.py format_time): "2026-01-05 09:15:00 UTC", in the zone
+     chosen in Airflow's UI */
+  var TIME_PARTS = null;
   function absTime(iso) {
     var d = parseTime(iso);
     if (!d || isNaN(d)) return "";
-    return d.toLocaleString(undefined, { year: "numeric", month: "short", day: "numeric",
-      hour: "2-digit", minute: "2-digit", second: "2-digit", timeZone: TIME_ZONE, timeZoneName: "short" });
+    if (!TIME_PARTS) {
+      TIME_PARTS = new Intl.DateTimeFormat("en-US", { year: "numeric", month: "2-digit", day: "2-digit",
+        hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23", timeZone: TIME_ZONE,
+        timeZoneName: "short" });
+    }
+    var p = {};
+    TIME_PARTS.formatToParts(d).forEach(function (part) { p[part.type] = part.value; });
+    return p.year + "-" + p.month + "-" + p.day + " " + p.hour + ":" + p.minute + ":" + p.second + " " + p.timeZoneName;
   }
 
   function relTime(iso) {
@@ -123,7 +132,7 @@
   /* a <time> whose relative text is refreshed by tick() */
   function timeEl(iso, cls) {
     if (!iso) return el("span", { class: "muted", text: "\u2014" });
-    return el("time", { datetime: iso, title: absTime(iso) + " (" + iso + ")", class: cls || "",
+    return el("time", { datetime: iso, title: absTime(iso), class: cls || "",
       dataset: { rel: "1" }, text: relTime(iso) });
   }
 
@@ -228,7 +237,7 @@
 
   function stamp() {
     var u = $("updated");
-    if (u) u.textContent = "Updated " + new Date().toLocaleTimeString(undefined, { timeZone: TIME_ZONE });
+    if (u) u.textContent = "Updated " + absTime(new Date().toISOString());
   }
 
   // ------------------------------------------------------------------ dialog
@@ -270,6 +279,11 @@
         done({ text: textArea.value.trim(), force: force.checked });
       }
       function onBack(e) { if (e) e.preventDefault(); done(null); }
+      function onKey(e) {
+        // Enter sends, Shift+Enter starts a new line: acknowledging stays one key away
+        if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); onSubmit(e); }
+      }
+      textArea.onkeydown = onKey;
       form.addEventListener("submit", onSubmit);
       back.addEventListener("click", onBack);
       dialog.addEventListener("cancel", onBack);
@@ -331,6 +345,9 @@
       prompt = ask({ title: "Cancel this escalation?", message: "Incident " + record.incident_id +
         ": nobody is paged any more and the escalation closes without being resolved.",
         textLabel: "Reason (required)", textRequired: true, ok: "Cancel escalation" });
+    } else if (action === "acknowledge") {
+      prompt = ask({ title: "Acknowledge this escalation?", message: "Incident " + record.incident_id +
+        ": the paging stops and the escalation shows you are on it.", textLabel: "Note (optional)", ok: "Acknowledge" });
     } else if (action === "resolve") {
       prompt = ask({ title: "Resolve this escalation?", message: "Incident " + record.incident_id +
         " is closed as resolved.", textLabel: "Note (optional)", ok: "Resolve" });
@@ -346,7 +363,7 @@
       if (!answer) return;
       var body = {};
       if (action === "cancel") body.reason = answer.text;
-      else if (action === "resolve" && answer.text) body.note = answer.text;
+      else if ((action === "resolve" || action === "acknowledge") && answer.text) body.note = answer.text;
       else if (action === "escalate") body.force = !!answer.force;
       var buttons = group ? group.querySelectorAll("button") : [];
       for (var i = 0; i < buttons.length; i++) buttons[i].disabled = true;
@@ -419,7 +436,9 @@
     if (!ctx.dag_id) return el("span", { class: "muted", text: "\u2014" });
     var href = airflowTaskUrl(ctx);
     var sub = [ctx.task_id, ctx.run_id].filter(function (v) { return v !== undefined && v !== null && v !== ""; }).map(text).join(" \u00b7 ");
-    return [el("a", { href: href, target: "_top" }, breakable(ctx.dag_id)), sub ? el("span", { class: "sub" }, breakable(sub)) : null];
+    // a run id is long ("scheduled__2026-11-27T06:00:00+00:00"): one line, the rest in the tooltip
+    return [el("a", { href: href, target: "_top" }, breakable(ctx.dag_id)),
+      sub ? el("span", { class: "sub one-line", title: sub, dataset: { testid: "task-run" }, text: sub }) : null];
   }
 
   function chips(values, max) {
@@ -430,45 +449,8 @@
   }
 
   // ------------------------------------------------------------------ timeline
-  function eventLabel(ev) {
-    var d = ev.details || {};
-    var who = ev.actor && ev.actor !== "system" ? " by " + ev.actor : "";
-    switch (ev.event) {
-      case "triggered": return "Triggered" + who;
-      case "retriggered": return "Triggered again" + who + (d.trigger_count ? " (\u00d7" + d.trigger_count + ")" : "");
-      case "start": return "Started";
-      case "notified": return "Level " + ev.level + " notified" + (d.round ? " (repeat " + d.round + ")" : "");
-      case "notify": return "Repeat " + (d.repeat !== undefined ? d.repeat : "") + " at level " + ev.level;
-      case "notification_skipped": return "Notification skipped";
-      case "suppressed": return "Suppressed by " + (d.kind === "maintenance_window" ? "maintenance window " : "silence ") + text(d.id);
-      case "notification_muted": return "Notification muted by " + (d.kind === "maintenance_window" ? "maintenance window " : "silence ") + text(d.id);
-      case "level_skipped": return "Level " + (d.skipped_level !== undefined ? d.skipped_level : "?") + " skipped";
-      case "escalate": return "Escalated to level " + (d.to_level !== undefined ? d.to_level : ev.level) + who;
-      case "escalate_success": return "Level " + ev.level + " active";
-      case "acknowledge": return "Acknowledged" + who;
-      case "resolve": return "Resolved" + who;
-      case "cancel": return "Cancelled" + who;
-      case "timeout": return "Timed out";
-      case "max_level_reached": return "Timed out: highest level reached";
-      case "error": return "Failed";
-      default: return text(ev.event) + who;
-    }
-  }
-
-  function eventDetail(ev) {
-    var d = ev.details || {};
-    var parts = [];
-    if (d.note) parts.push("Note: " + text(d.note));
-    if (d.reason) parts.push("Reason: " + text(d.reason));
-    if (d.comment) parts.push("Comment: " + text(d.comment));
-    if (d.ends_at) parts.push("until " + absTime(d.ends_at));
-    if (d.error) parts.push(text(d.error));
-    if (d.severity) parts.push("Severity: " + text(d.severity));
-    if (ev.event === "triggered" && d.trigger_type) parts.push("Trigger: " + text(d.trigger_type));
-    if (ev.from_state && ev.state && ev.from_state !== ev.state) parts.push(ev.from_state + " \u2192 " + ev.state);
-    return parts.join(" \u00b7 ");
-  }
-
+  /* the steps are the server's (core/timeline.py, the API's "timeline"): one entry per step,
+     its deliveries nested, the engine's state changes behind the "Show state changes" toggle */
   function deliveryItem(d) {
     var t = d.target || {};
     var key = d.resolved_to || ((t.type || "?") + ":" + (t.identifier || "?"));  /* schedule:x → alice */
@@ -482,37 +464,48 @@
     return el("li", { dataset: { testid: "delivery", state: d.state } }, bits);
   }
 
-  function timeline(record) {
-    var deliveries = (record.deliveries || []).slice();
-    var used = {};
-    var list = el("ol", { class: "timeline", dataset: { testid: "timeline" } });
-    (record.history || []).forEach(function (ev) {
-      var li = el("li", { class: "ev-" + String(ev.event).replace(/[^a-z_]/g, ""), dataset: { testid: "event", event: ev.event } },
-        el("div", { class: "when" }, timeEl(ev.at), " \u00b7 ", el("span", { text: absTime(ev.at) })),
-        el("div", { class: "what", text: eventLabel(ev) }));
-      var detail = eventDetail(ev);
-      if (detail) li.appendChild(el("div", { class: "detail", text: detail }));
-      if (ev.event === "notified") {
-        var round = (ev.details && ev.details.round) || 0;
-        var mine = deliveries.filter(function (d, i) {
-          if (used[i] || d.level !== ev.level || (d.round || 0) !== round) return false;
-          used[i] = true;
-          return true;
-        });
-        if (mine.length) li.appendChild(el("ul", { class: "deliveries" }, mine.map(deliveryItem)));
-        else if (ev.details && Array.isArray(ev.details.targets)) {
-          li.appendChild(el("div", { class: "detail", text: "Targets: " + ev.details.targets.map(text).join(", ") }));
-        }
-      }
-      list.appendChild(li);
-    });
-    var rest = deliveries.filter(function (d, i) { return !used[i]; });
-    if (rest.length) {
-      list.appendChild(el("li", { class: "ev-notified", dataset: { testid: "event", event: "deliveries" } },
-        el("div", { class: "what", text: "Other deliveries" }),
-        el("ul", { class: "deliveries" }, rest.map(deliveryItem))));
+  function stepItem(step) {
+    var kind = String(step.kind).replace(/[^a-z_]/g, "");
+    var opening = step.events && step.events.length ? step.events[0].event : step.kind;
+    var li = el("li", { class: "ev-" + kind, dataset: { testid: "event", kind: kind, event: opening } },
+      el("div", { class: "when" }, timeEl(step.at), " \u00b7 ", el("span", { text: absTime(step.at) })),
+      el("div", { class: "what", text: step.title }));
+    if (step.detail) li.appendChild(el("div", { class: "detail", text: step.detail }));
+    var deliveries = step.deliveries || [];
+    if (deliveries.length) li.appendChild(el("ul", { class: "deliveries" }, deliveries.map(deliveryItem)));
+    else if (step.targets && step.targets.length) {
+      li.appendChild(el("div", { class: "detail", text: "Targets: " + step.targets.map(text).join(", ") }));
     }
-    return list;
+    if (step.transitions && step.transitions.length) {
+      li.appendChild(el("ul", { class: "transitions", dataset: { testid: "transitions" } },
+        step.transitions.map(function (t) { return el("li", { text: t }); })));
+    }
+    return li;
+  }
+
+  function timeline(record) {
+    return el("ol", { class: "timeline", dataset: { testid: "timeline" } }, (record.timeline || []).map(stepItem));
+  }
+
+  /* shown state changes stay shown across refreshes and records (a class on <body>) */
+  function transitionsToggle() {
+    var shown = document.body.classList.contains("show-transitions");
+    return el("label", { class: "check toggle" },
+      el("input", { type: "checkbox", checked: shown, dataset: { testid: "show-transitions" },
+        onchange: function (e) {
+          document.body.classList.toggle("show-transitions", e.target.checked);
+          var boxes = document.querySelectorAll("[data-testid=show-transitions]");
+          for (var i = 0; i < boxes.length; i++) boxes[i].checked = e.target.checked;
+        } }),
+      el("span", { text: "Show state changes" }));
+  }
+
+  /* "level 2 → eng-manager, oncall-primary in 12 min": the planner's next step (the API's next_step) */
+  function nextStep(record, cls) {
+    var step = record.next_step;
+    if (!step) return null;
+    return el("span", { class: "next-step " + (cls || ""), dataset: { testid: "next-step" } },
+      text(step.text) + " ", timeEl(step.due_at));
   }
 
   function contextTable(record) {
@@ -554,10 +547,10 @@
       fact("Resolved", byAt(record.resolved_at, record.resolved_by)),
       record.state === "cancelled" ? fact("Cancelled", [md.cancelled_by ? "by " + md.cancelled_by : "", md.cancel_reason ? ": " + md.cancel_reason : ""]) : null,
       fact("Closed", record.closed_at ? timeEl(record.closed_at) : null),
-      fact("Next escalation", record.next_escalation_at ? [timeEl(record.next_escalation_at), record.next_action ? " (" + record.next_action + ")" : ""] : null),
+      fact("Next", nextStep(record)),
       fact("Notified", chips(notifiedTargets(record), 8)),
-      fact("Notifications", String(record.notification_count)),
-      fact("Escalations", String(record.escalation_count)),
+      fact("Notifications sent", String(record.notification_count)),
+      fact("Escalated", record.escalation_count ? record.escalation_count + (record.escalation_count === 1 ? " time" : " times") : "not yet"),
       fact("Escalation id", el("code", { text: record.id })));
     var taskUrl = CFG.view === "ti" ? "" : airflowTaskUrl(record.context);
     var err = errorText(record);
@@ -573,7 +566,8 @@
         el("section", { class: "section" }, el("h3", { text: "Context" }),
           err ? el("pre", { class: "error-text", dataset: { testid: "error-text" }, text: err }) : null,
           contextTable(record))),
-      el("section", { class: "section timeline-section" }, el("h3", { text: "Timeline" }), timeline(record)));
+      el("section", { class: "section timeline-section" },
+        el("div", { class: "section-head" }, el("h3", { text: "Timeline" }), transitionsToggle()), timeline(record)));
   }
 
   // ------------------------------------------------------------------ views
@@ -637,14 +631,13 @@
     return el("tr", { class: closed ? "closed" : "", dataset: { recordId: record.id, state: record.state, testid: "row" } },
       el("td", null, stateBadge(record.state)),
       el("td", { class: "level", text: "L" + record.current_level }),
-      el("td", null, el("a", { class: "incident-link", href: recordUrl(record), title: record.incident_id },
+      el("td", null, el("a", { class: "incident-link clamp", href: recordUrl(record), title: record.incident_id },
         breakable(record.incident_id)),
         err ? el("span", { class: "sub", text: truncate(err, 140) }) : null),
       el("td", null, dagTaskCell(record)),
       el("td", { text: record.policy_name }),
       el("td", null, timeEl(record.created_at)),
-      el("td", null, record.next_escalation_at && !closed ? [timeEl(record.next_escalation_at),
-        record.next_action ? el("span", { class: "sub", text: record.next_action }) : null] : el("span", { class: "muted", text: "\u2014" })),
+      el("td", null, !closed && record.next_step ? nextStep(record, "sub-block") : el("span", { class: "muted", text: "\u2014" })),
       el("td", null, chips(notifiedTargets(record), 3)),
       el("td", { class: "actions-col" }, actionButtons(record, perm, true)));
   }
@@ -771,6 +764,153 @@
     });
   }
 
+  // ------------------------------------------------------------------ policies page
+  /* the policies in force with their timelines, an editor (check, then save a revision), and
+     the revisions with roll-back; the server validates and decides (docs/policies.md) */
+  var policyEdit = { based: null, loaded: "", checked: null, canEdit: false, latest: 0 };
+
+  function policyRow(entry, previews) {
+    var name = text(entry.name);
+    var sev = Array.isArray(entry.severity_filter) && entry.severity_filter.length ? entry.severity_filter.map(text).join(", ") : "any";
+    return el("tr", { dataset: { testid: "policy-row", policy: name } },
+      el("td", null, el("strong", { text: name }), entry.description ? el("span", { class: "sub", text: text(entry.description) }) : null),
+      el("td", { dataset: { testid: "policy-preview" }, text: previews[name] || "\u2014" }),
+      el("td", { text: sev }),
+      el("td", { text: entry.enabled === false ? "no" : "yes" }));
+  }
+
+  function revisionItem(rev, latest) {
+    var head = el("div", { class: "what" }, "Revision " + rev.revision + " \u00b7 " + text(rev.author) +
+      " \u00b7 " + text(rev.source), rev.revision === latest ? el("span", { class: "chip", text: "in force" }) : null);
+    var li = el("li", { dataset: { testid: "revision", revision: rev.revision } },
+      el("div", { class: "when" }, timeEl(rev.created_at), " \u00b7 ", el("span", { text: absTime(rev.created_at) })),
+      head, rev.comment ? el("div", { class: "detail", text: text(rev.comment) }) : null,
+      el("ul", { class: "changes" }, (rev.changes || []).map(function (c) { return el("li", { text: text(c) }); })));
+    if (rev.revision !== latest && policyEdit.canEdit) {
+      li.appendChild(el("button", { type: "button", class: "button outline sm", text: "Roll back to this",
+        dataset: { testid: "rollback" }, onclick: function () { rollbackTo(rev); } }));
+    }
+    return li;
+  }
+
+  function setEditorText(yamlText, revision) {
+    $("p-yaml").value = yamlText;
+    policyEdit.loaded = yamlText;
+    policyEdit.based = revision;
+    policyEdit.checked = null;
+    $("p-save").disabled = true;
+    $("p-stale").hidden = true;
+    clear($("p-result"));
+  }
+
+  function refreshPolicies(force) {
+    return Promise.all([api("GET", "/policies/document"), api("GET", "/policies/revisions?limit=50"), permFor("")])
+      .then(function (answers) {
+        var doc = answers[0], revs = answers[1], perm = answers[2];
+        banner(null);
+        stamp();
+        policyEdit.canEdit = !!(perm && perm.can_edit_policies);
+        policyEdit.latest = doc.revision;
+        var key = JSON.stringify([doc.revision, revs.total, policyEdit.canEdit]);
+        if (!force && key === lastRender) { tick(); return; }
+        lastRender = key;
+        $("p-revision").textContent = doc.revision ? "Revision " + doc.revision + " by " + doc.author + ", " +
+          absTime(doc.created_at) : "No revision yet";
+        $("p-source").textContent = revs.source === "file" ?
+          "Managed as code ([escalation] policies_source = file): edit the policies file instead." :
+          policyEdit.canEdit ? "" : "Read only: editing policies needs permission to edit Airflow connections.";
+        var entries = (doc.document && Array.isArray(doc.document.policies)) ? doc.document.policies : [];
+        var rows = $("p-rows");
+        clear(rows);
+        entries.forEach(function (entry) { rows.appendChild(policyRow(entry, doc.previews || {})); });
+        $("empty").hidden = entries.length > 0;
+        var list = $("p-revisions");
+        clear(list);
+        revs.revisions.forEach(function (rev) { list.appendChild(revisionItem(rev, doc.revision)); });
+        var editable = policyEdit.canEdit && revs.source !== "file";
+        $("p-yaml").readOnly = !editable;
+        $("p-check").disabled = false;
+        var dirty = $("p-yaml").value !== policyEdit.loaded;
+        if (policyEdit.based === null || !dirty) setEditorText(doc.yaml, doc.revision);
+        else if (doc.revision !== policyEdit.based) {
+          $("p-stale").textContent = "Revision " + doc.revision + " was saved since you started editing: " +
+            "saving yours would be refused. Discard your changes to load it.";
+          $("p-stale").hidden = false;
+        }
+        if (!editable) $("p-save").disabled = true;
+      });
+  }
+
+  function showCheck(answer) {
+    var box = $("p-result");
+    clear(box);
+    if (!answer.valid) {
+      box.appendChild(el("p", { class: "error-text", text: "Not saved: " + answer.errors.length +
+        (answer.errors.length === 1 ? " error" : " errors") }));
+      box.appendChild(el("ul", { class: "errors", dataset: { testid: "errors" } },
+        answer.errors.map(function (e) { return el("li", { text: text(e) }); })));
+      return;
+    }
+    var previews = answer.previews || {};
+    box.appendChild(el("dl", { class: "facts", dataset: { testid: "previews" } }, Object.keys(previews).map(function (name) {
+      return fact(name, el("span", { dataset: { testid: "preview" }, text: previews[name] }));
+    })));
+    if (answer.changes) {
+      box.appendChild(el("ul", { class: "changes", dataset: { testid: "changes" } },
+        answer.changes.map(function (c) { return el("li", { text: text(c) }); })));
+    }
+  }
+
+  function checkPolicies() {
+    var yamlText = $("p-yaml").value;
+    return api("POST", "/policies/document/check", { yaml: yamlText }).then(function (answer) {
+      showCheck(answer);
+      policyEdit.checked = answer.valid ? yamlText : null;
+      $("p-save").disabled = !(answer.valid && policyEdit.canEdit && !$("p-yaml").readOnly);
+    }, function (err) { if (!sessionBanner(err)) toast("Check failed: " + err.message, true); });
+  }
+
+  function savePolicies() {
+    var yamlText = $("p-yaml").value;
+    if (policyEdit.checked !== yamlText) { $("p-save").disabled = true; return Promise.resolve(); }
+    $("p-save").disabled = true;
+    return api("PUT", "/policies/document", { yaml: yamlText, expected_revision: policyEdit.based,
+      comment: $("p-comment").value.trim() }).then(function (saved) {
+      toast("Saved revision " + saved.revision + ": every API server applies it within seconds");
+      $("p-comment").value = "";
+      setEditorText(saved.yaml, saved.revision);
+      return refresh(true);
+    }, function (err) {
+      if (sessionBanner(err)) return;
+      if (err.body && Array.isArray(err.body.errors)) showCheck({ valid: false, errors: err.body.errors });
+      toast("Not saved: " + err.message, true);
+    });
+  }
+
+  function rollbackTo(rev) {
+    return ask({ title: "Roll back to revision " + rev.revision + "?", message: "Its policies become a new revision, " +
+      "applied by every API server within seconds. Open escalations keep the policy they started with.",
+      textLabel: "Why (optional)", ok: "Roll back" }).then(function (answer) {
+      if (!answer) return;
+      return api("POST", "/policies/revisions/" + rev.revision + "/rollback",
+        { expected_revision: policyEdit.latest, comment: answer.text }).then(function (saved) {
+        toast("Rolled back: revision " + saved.revision + " has the policies of revision " + rev.revision);
+        setEditorText(saved.yaml, saved.revision);
+        return refresh(true);
+      }, function (err) { if (!sessionBanner(err)) toast("Roll back failed: " + err.message, true); });
+    });
+  }
+
+  function initPolicies() {
+    $("p-check").addEventListener("click", checkPolicies);
+    $("p-save").addEventListener("click", savePolicies);
+    $("p-discard").addEventListener("click", function () { policyEdit.based = null; lastRender = ""; refresh(true); });
+    $("p-yaml").addEventListener("input", function () {
+      // a changed text needs a new check before it can be saved
+      if ($("p-yaml").value !== policyEdit.checked) $("p-save").disabled = true;
+    });
+  }
+
   // ------------------------------------------------------------------ polling
   var timer = null, inFlight = null;
 
@@ -778,7 +918,8 @@
     // one refresh at a time; a forced one (after an action) runs again once the current ends,
     // so it never shows what was read before the action
     if (inFlight) return force ? inFlight.then(function () { return refresh(true); }) : inFlight;
-    var run = CFG.view === "list" ? refreshList : CFG.view === "record" ? refreshRecord : refreshTask;
+    var run = CFG.view === "list" ? refreshList : CFG.view === "record" ? refreshRecord :
+      CFG.view === "policies" ? refreshPolicies : refreshTask;
     inFlight = Promise.resolve().then(function () { return run(force); }).catch(function (err) {
       if (!sessionBanner(err)) banner("Could not load escalations: " + (err && err.message ? err.message : String(err)));
     }).then(function () { inFlight = null; });
@@ -824,5 +965,6 @@
 
   document.addEventListener("visibilitychange", function () { if (!document.hidden) refresh(false); });
   if (CFG.view === "list") initFilters();
+  if (CFG.view === "policies") initPolicies();
   refresh(true).then(schedule);
 })();
