@@ -98,41 +98,38 @@ class SlackApiChannel(Channel):
 _DONE = {"acknowledge": "Acknowledged", "resolve": "Resolved"}
 
 
-def acted_blocks(blocks: Any, action: str, actor: str, at: datetime, state: str) -> list[dict[str, Any]]:
-    """The message's ``blocks`` once ``actor`` took ``action`` at ``at``: the buttons block
+def acted_blocks(
+    blocks: Any, action: str, actor: str, at: datetime, state: str, record_id: str
+) -> list[dict[str, Any]]:
+    """The message's ``blocks`` (as Slack reported them in the interaction's ``message``; none
+    when Slack left the message out) once ``actor`` took ``action`` at ``at``: the buttons block
     (``escalation_actions``) gives way to "Acknowledged by alice at 09:12" (Slack shows the time
-    in each reader's own zone), followed by the buttons still allowed in ``state``."""
+    in each reader's own zone), followed by the buttons of ``record_id`` still allowed in
+    ``state``."""
     from airflow_escalation.channels.message import LINK_LABELS, SLACK_ACTIONS_BLOCK, slack_escape
     from airflow_escalation.core.states import can
 
     kept: list[dict[str, Any]] = []
     buttons: list[dict[str, Any]] = []
-    record_id = ""
     for block in blocks if isinstance(blocks, list) else []:
-        if not isinstance(block, dict):
-            continue
-        if block.get("block_id") == SLACK_ACTIONS_BLOCK:
-            for element in block.get("elements") or ():
-                if isinstance(element, dict) and isinstance(element.get("value"), str):
-                    record_id = record_id or element["value"]
-            continue
-        if block.get("block_id") == "escalation_outcome":
-            continue  # an earlier outcome line: the newest replaces it
+        if not isinstance(block, dict) or str(block.get("block_id")) in (SLACK_ACTIONS_BLOCK, "escalation_outcome"):
+            continue  # the buttons are rebuilt below; an earlier outcome line gives way to the newest
         kept.append(block)
     epoch = int(at.timestamp())
     fallback = at.strftime("%H:%M UTC")
     line = f"{_DONE.get(action, action)} by *{slack_escape(actor)}* at <!date^{epoch}^{{time}}|{fallback}>"
     kept.append({"type": "context", "block_id": "escalation_outcome", "elements": [{"type": "mrkdwn", "text": line}]})
-    if record_id:
-        for name in ("acknowledge", "resolve"):
-            if can(name, state):
-                button: dict[str, Any] = {
-                    "type": "button",
-                    "action_id": f"escalation_{name}",
-                    "text": {"type": "plain_text", "text": LINK_LABELS[name]},
-                    "value": record_id,
-                }
-                buttons.append(button)
+    for name in ("acknowledge", "resolve"):
+        if can(name, state):
+            button: dict[str, Any] = {
+                "type": "button",
+                "action_id": f"escalation_{name}",
+                "text": {"type": "plain_text", "text": LINK_LABELS[name]},
+                "value": record_id,
+            }
+            if name == "acknowledge":
+                button["style"] = "primary"
+            buttons.append(button)
     if buttons:
         kept.append({"type": "actions", "block_id": SLACK_ACTIONS_BLOCK, "elements": buttons})
     return kept

@@ -38,8 +38,13 @@ MAX_ROUTE_TRY = 1000  # a route's min_try
 MAX_ROUTE_OVER_MINUTES = 60 * 24 * 30  # a route's over_minutes (30 days)
 MAX_ROUTE_SEVERITY = 64  # a route's severity
 MAX_DETECT_BATCH = 500  # failures the detector reads from the metadata database per query
-MAX_SIGNED_AGE_SECONDS = 5 * 60  # a signed Slack request's timestamp / a PagerDuty event's occurred_at
-MAX_WEBHOOK_BYTES = 64 * 1024  # a Slack interaction or PagerDuty webhook body (before any parsing)
+MAX_SIGNED_AGE_SECONDS = 5 * 60  # a signed Slack request's timestamp (either way); how far ahead occurred_at may be
+# a PagerDuty event's occurred_at, back: PagerDuty retries a delivery for about 20 minutes
+# (and holds later ones behind it), so a retried event is older than Slack's five minutes
+MAX_PAGERDUTY_EVENT_AGE_SECONDS = 30 * 60
+# a Slack interaction or PagerDuty webhook body (before any parsing): PagerDuty delivers up to
+# 256 KB best-effort, and Slack echoes the whole message (url-encoded JSON) with each click
+MAX_WEBHOOK_BYTES = 256 * 1024
 MAX_SIGNATURE_HEADER = 2048  # X-Slack-Signature / X-PagerDuty-Signature (several v1= entries)
 
 TRUNCATED = "…"

@@ -254,7 +254,7 @@ def test_pagerduty_webhook_resolves_once_without_echo(server):
     version = record(server, record_id)["version"]
     assert post(server, "/integrations/pagerduty/pd", body, pagerduty_headers(body, "wrong")).status_code == 401
     stale = json.dumps(
-        {"event": {**event["event"], "occurred_at": (datetime.now(timezone.utc) - timedelta(minutes=10)).isoformat()}}
+        {"event": {**event["event"], "occurred_at": (datetime.now(timezone.utc) - timedelta(minutes=31)).isoformat()}}
     ).encode()
     assert post(server, "/integrations/pagerduty/pd", stale, pagerduty_headers(stale)).status_code == 401
     assert record(server, record_id)["version"] == version

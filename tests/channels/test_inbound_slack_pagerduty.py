@@ -94,6 +94,8 @@ def service(monkeypatch, connections, sink, clock):
     )
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "alice:op,victor:viewer")
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "False")
+    # a fresh one: create_auth_manager() keeps any cached subclass instance an earlier test made
+    monkeypatch.setattr(airflow_app._AuthManagerState, "instance", None)
     monkeypatch.setattr(airflow_app._AuthManagerState, "instance", airflow_app.create_auth_manager())
     users = {"U_ALICE": "alice", "U_VICTOR": "victor", "U_GHOST": "ghost"}
     connections(
@@ -292,7 +294,8 @@ def test_forged_stale_and_foreign_pagerduty_webhooks_change_nothing(service):
     version = service.record(record_id).version
     now = service.clock.now()
     fresh = pd_event(record_id, "incident.acknowledged", now.isoformat())
-    stale = pd_event(record_id, "incident.acknowledged", (now - timedelta(minutes=6)).isoformat(), "01STALE")
+    # stale: older than PagerDuty's retry window (about 20 minutes; 30 accepted)
+    stale = pd_event(record_id, "incident.acknowledged", (now - timedelta(minutes=31)).isoformat(), "01STALE")
     for body, header in [
         (fresh, pagerduty_signature(fresh, "wrong-secret")),
         (fresh, None),

@@ -34,9 +34,11 @@ def airflow_user(username: str) -> Any | None:
 
     Blocking (FAB reads its user table): call it in a worker thread.
     """
+    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+
     manager = _auth_manager()
     kind = type(manager).__name__
-    if kind == "SimpleAuthManager":
+    if isinstance(manager, SimpleAuthManager):  # and its subclasses
         from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
         from airflow.configuration import conf
 

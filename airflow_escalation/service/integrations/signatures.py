@@ -7,7 +7,10 @@
   :data:`~airflow_escalation.core.bounds.MAX_SIGNED_AGE_SECONDS` old (or ahead).
 * **PagerDuty** (v3 webhooks) signs the raw body with the subscription's secret:
   ``X-PagerDuty-Signature: v1=<hex HMAC-SHA256>``, several comma-separated while a secret is
-  rotated; one matching entry is enough.
+  rotated; one matching entry is enough. PagerDuty signs no time: the event's ``occurred_at``
+  (inside the signed body) may be up to
+  :data:`~airflow_escalation.core.bounds.MAX_PAGERDUTY_EVENT_AGE_SECONDS` old, since PagerDuty
+  retries a failed delivery for about 20 minutes.
 
 Both answer with :class:`SignatureRefused`, whose message says which check failed (for the log;
 the caller answers 401 with a short, fixed text). Whether a payload was used before is the
@@ -38,12 +41,14 @@ class _FixedClock:
         return self._now
 
 
-def check_age(signed_at: float, now: datetime, what: str) -> None:
-    """Refuse a signed time more than ``MAX_SIGNED_AGE_SECONDS`` from ``now`` (either way)."""
+def check_age(signed_at: float, now: datetime, what: str, max_past: int = bounds.MAX_SIGNED_AGE_SECONDS) -> None:
+    """Refuse a signed time more than ``max_past`` seconds before ``now``, or more than
+    ``MAX_SIGNED_AGE_SECONDS`` after it (clock skew)."""
     age = now.timestamp() - signed_at
-    if abs(age) > bounds.MAX_SIGNED_AGE_SECONDS:
+    if age > max_past or -age > bounds.MAX_SIGNED_AGE_SECONDS:
         raise SignatureRefused(
-            f"{what} is {int(age)} s from now; at most {bounds.MAX_SIGNED_AGE_SECONDS} s either way is accepted"
+            f"{what} is {int(age)} s from now; at most {max_past} s back "
+            f"and {bounds.MAX_SIGNED_AGE_SECONDS} s ahead is accepted"
         )
 
 
@@ -84,10 +89,14 @@ def verify_pagerduty(secrets: Iterable[str], body: bytes, header: str | None) ->
 
 
 def used(record: Any, marker: str) -> bool:
-    """Whether an action of ``record``'s history was taken from the payload ``marker`` names."""
+    """Whether an action of ``record``'s history was taken from the payload ``marker`` names.
+
+    The note carries the marker in parentheses (``via Slack (<marker>)``): matched whole, so one
+    event id that begins another's is not taken for it."""
+    needle = f"({marker})"
     for event in getattr(record, "history", None) or ():
         details = event.get("details") if isinstance(event, dict) else None
         note = details.get("note") if isinstance(details, dict) else None
-        if isinstance(note, str) and marker in note:
+        if isinstance(note, str) and needle in note:
             return True
     return False

@@ -8,11 +8,14 @@ comma-separated, while rotating). The route, in order:
 
 1. checks the signature (**401** and nothing changes when no entry matches, or the connection
    has no ``webhook_secret``), then that the event's ``occurred_at`` is at most
-   ``bounds.MAX_SIGNED_AGE_SECONDS`` old (**401**: stale);
+   ``bounds.MAX_PAGERDUTY_EVENT_AGE_SECONDS`` old -- PagerDuty retries a delivery for about 20
+   minutes -- and at most ``bounds.MAX_SIGNED_AGE_SECONDS`` ahead (**401**: stale);
 2. acts only on ``incident.acknowledged`` and ``incident.resolved``; other events answer 200
    ``{"ignored": ...}``;
-3. finds the record: the incident's ``incident_key`` is the ``dedup_key`` the service sent, the
-   record id; a record that never paged through ``conn_id`` is not this subscription's to change
+3. finds the record: the incident's ``incident_key`` (in ``event.data`` of every ``incident``
+   event) is the Events API ``dedup_key`` the service sent, the record id -- when the PagerDuty
+   service creates an incident per alert; one the alert was grouped into keeps its own key and
+   is answered 200, ignored (docs/channels.md). A record that never paged through ``conn_id`` is not this subscription's to change
    (200, ignored);
 4. refuses an event already used (**401**): the action records
    ``via PagerDuty (pagerduty:<event id>)`` in the record's history, by the same compare-and-swap
@@ -121,7 +124,9 @@ async def webhook(conn_id: str, request: Request) -> JSONResponse:
             status_code=400, content={"detail": "event: expected id, event_type and occurred_at (ISO 8601, with zone)"}
         )
     try:
-        check_age(occurred_at.timestamp(), engine.clock.now(), "event.occurred_at")
+        check_age(
+            occurred_at.timestamp(), engine.clock.now(), "event.occurred_at", bounds.MAX_PAGERDUTY_EVENT_AGE_SECONDS
+        )
     except SignatureRefused as exc:
         return _refused(str(exc))
     action = _EVENTS.get(event_type)

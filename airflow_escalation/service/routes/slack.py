@@ -206,10 +206,11 @@ async def interaction(conn_id: str, request: Request, tasks: BackgroundTasks) ->
 
     done = result.record
     message = payload.get("message") if isinstance(payload.get("message"), dict) else {}
-    blocks = acted_blocks(message.get("blocks"), action, username, engine.clock.now(), done.state)
+    blocks = acted_blocks(message.get("blocks"), action, username, engine.clock.now(), done.state, done.id)
     tasks.add_task(
         _post,
         payload.get("response_url"),
+        # Slack's documented update: replace_original, with text (the notification fallback) and blocks
         {"replace_original": True, "text": message.get("text") or f"Escalation {_DONE[action]}", "blocks": blocks},
     )
     return Response(status_code=200)
