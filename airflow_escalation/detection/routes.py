@@ -279,6 +279,9 @@ def parse_route(raw: Any, index: int, policy_names: Optional[set[str]] = None) -
     except ValidationError as exc:
         error = exc.errors()[0]
         message = str(error.get("msg", "")).removeprefix("Value error, ")
+        if error.get("type") == "literal_error" and error.get("loc", ("",))[0] == "run_types":
+            # name the value, as the other refusals do
+            message = f"unknown run type {error.get('input')!r} (known: {', '.join(RUN_TYPES)})"
         message = message.split(": ", 1)[1] if message.startswith(("glob: ", "value: ")) else message
         raise RouteError(bounds.truncate(f"{_field_of(error, index)}: {message}")) from None
     if policy_names is not None and route.policy not in policy_names:
@@ -292,6 +295,9 @@ def parse_route(raw: Any, index: int, policy_names: Optional[set[str]] = None) -
         raise RouteError(f"{where}.over_minutes: only for kinds {sorted(DURATION_KINDS)}")
     if route.min_try > 1 and TASK_UP_FOR_RETRY not in route.kind:
         raise RouteError(f"{where}.min_try: only for kind {TASK_UP_FOR_RETRY}")
+    if route.task_id != "*" and not TASK_KINDS & set(route.kind):
+        # a Dag-level kind has no task: a task_id there would be silently ignored
+        raise RouteError(f"{where}.task_id: only for task kinds {sorted(TASK_KINDS)}")
     return route
 
 

@@ -281,7 +281,9 @@ class FailureScanner:
         for tih in history[: self.batch]:
             row = _row(tih)
             run_type = run_types.get((row.dag_id, row.run_id))
-            events.append(_task_event(TI_STATE_KIND[row.state or "failed"], row, run_type, row.end_date))
+            events.append(
+                _task_event(_history_kind(row.state, row.try_number, tih.max_tries), row, run_type, row.end_date)
+            )
         return events
 
     def _deadlines(self, session: Any, now: datetime) -> list[FailureEvent]:
@@ -347,6 +349,16 @@ class FailureScanner:
         rows = session.execute(query).all()
         self.marks.advance("ti_ok", [r[0] for r in rows], now, self.batch)
         return [_task_event(TASK_FAILED, _row(ti), run_type, ti.end_date) for ti, run_type in rows]
+
+
+def _history_kind(state: Optional[str], try_number: int, max_tries: Optional[int]) -> str:
+    """The kind of a try read from ``task_instance_history``. Airflow records a try that was up
+    for retry there as ``failed`` (``TaskInstanceHistory.record_ti``: a state not finished becomes
+    failed), so a failed try that still had retries left (``try_number <= max_tries``, Airflow's
+    own test for a retry) was up for retry, not the task's final failure."""
+    if (state or "failed") == "failed" and max_tries is not None and try_number <= max_tries:
+        return TASK_UP_FOR_RETRY
+    return TI_STATE_KIND[state or "failed"]
 
 
 def _with_dag(event: FailureEvent, infos: dict[str, DagInfo]) -> FailureEvent:

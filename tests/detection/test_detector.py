@@ -188,3 +188,19 @@ def test_a_run_over_a_duration_pages_only_once_past_its_route_limit(store):
     _run(go())
     (record,) = store.get_by_incident("etl")
     assert record.context["kind"] == "dag_run_over_duration" and record.context["route"] == "slow"
+
+
+@pytest.mark.parametrize(
+    ("state", "try_number", "max_tries", "kind"),
+    [
+        ("failed", 1, 2, "task_up_for_retry"),  # Airflow's history writes a retried try as failed
+        ("failed", 2, 2, "task_up_for_retry"),
+        ("failed", 3, 2, "task_failed"),  # no retry left: the final failure (cleared since)
+        ("up_for_retry", 1, 2, "task_up_for_retry"),
+        ("failed", 1, None, "task_failed"),
+    ],
+)
+def test_a_retried_try_read_from_the_history_is_up_for_retry(state, try_number, max_tries, kind):
+    from airflow_escalation.detection.scan import _history_kind
+
+    assert _history_kind(state, try_number, max_tries) == kind
