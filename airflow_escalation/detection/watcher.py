@@ -147,8 +147,8 @@ class FailureDetector:
 
     async def tick(self) -> None:
         engine = self.service.engine
-        if engine is None or not engine.is_running or self._scanner is None:
-            return
+        if engine is None or not engine.is_running or self._scanner is None or not self.routes:
+            return  # no routes: a revision removed them all (service/live_sections.py)
         self.ticks += 1
         over = {}
         for kind in DURATION_KINDS:
@@ -362,6 +362,9 @@ async def start_detection(service: Any) -> None:
         return
     if not settings.enabled or not service.routes:
         log.info("failure detector off (%s)", "no routes" if settings.enabled else "detect_failures = false")
+        return
+    if service.detector is not None:  # a revision applied meanwhile started it (service/live_sections.py)
+        service.detector.routes = service.routes
         return
     service.detector = FailureDetector(service, service.routes, settings)
     service.detector.start()

@@ -27,6 +27,7 @@ from typing import Any, Optional
 
 from airflow_escalation.runtime.policy_config import EscalationPolicyConfig
 from airflow_escalation.core.policy_doc import PolicyRevision, RevisionConflict, changes, unwrap
+from airflow_escalation.service import live_sections
 from airflow_escalation.service.policy_validation import validate_document
 
 log = logging.getLogger("airflow_escalation.service")
@@ -135,15 +136,15 @@ class PolicySync:
             self.applied = revision.revision  # not again every round
             return False
         service = self._service
-        engine = getattr(service, "engine", None)
-        if engine is not None:
-            for name in list(engine.policies):
-                if name not in config.policies:
-                    engine.unregister_policy(name)
-            for policy in config.policies.values():
-                engine.register_policy(policy)
         if service is not None:
-            service.policy_config = config
+            # everything new is built first; only then are the references swapped (live_sections.py)
+            try:
+                sections = live_sections.build(service, config)
+            except Exception as exc:  # noqa: BLE001 - the revision in force stays in force
+                log.error("escalation policies: revision %d not applied: %s", revision.revision, exc)
+                self.applied = revision.revision
+                return False
+            live_sections.swap(service, config, sections)
         log.info(
             "escalation policies: revision %d applied (%d policies; by %s: %s)",
             revision.revision,

@@ -294,6 +294,8 @@ def postgres_store_factory() -> Iterator[Any]:
 
 @pytest.mark.postgres
 def test_two_replicas_an_edit_on_one_applies_on_the_other(monkeypatch, postgres_store_factory):
+    # the detector reads the metadata database: the real-stack tests run it
+    monkeypatch.setenv("AIRFLOW__ESCALATION__DETECT_FAILURES", "false")
     with (
         make_client(monkeypatch, postgres_store_factory()) as a,
         make_client(monkeypatch, postgres_store_factory()) as b,
@@ -320,3 +322,113 @@ def test_two_replicas_an_edit_on_one_applies_on_the_other(monkeypatch, postgres_
         while engine_of(a).get_policy("ops").description != "from B":
             assert time.monotonic() < deadline, "replica A never applied the revision saved on B"
             time.sleep(0.2)
+
+        # the other sections of the document follow too: routes, users, schedules, windows
+        quiet = {"name": "quiet", "levels": [{"level": 1, "targets": [{"type": "user", "identifier": "lead"}]}]}
+        sections = {
+            "policies": [{**OPS, "description": "from B"}, quiet],
+            "routes": [{"name": "etl", "dag_id": "etl*", "policy": "ops"}],
+            "users": [
+                {"id": "alice", "contacts": [{"type": "email", "address": "alice@example.com"}]},
+                {"id": "bob", "contacts": [{"type": "email", "address": "bob@example.com"}]},
+            ],
+            "schedules": [
+                {
+                    "name": "primary",
+                    "time_zone": "UTC",
+                    "layers": [
+                        {
+                            "name": "weekly",
+                            "rotation": {
+                                "participants": ["alice"],
+                                "shift_length": 1,
+                                "shift_unit": "weeks",
+                                "start": "2026-01-05",
+                            },
+                        }
+                    ],
+                }
+            ],
+            # open at every moment (a one-minute cron, an hour long), for another Dag
+            "maintenance_windows": [
+                {
+                    "name": "upkeep",
+                    "cron": "* * * * *",
+                    "duration_minutes": 60,
+                    "time_zone": "UTC",
+                    "dag_ids": ["billing"],
+                }
+            ],
+        }
+        saved = a.put(f"{API}/policies/document", json={"expected_revision": 2, "document": sections})
+        assert saved.status_code == 200, saved.text
+        wait_until(lambda: explained_policy(b, "etl_daily") == "ops", "replica B never applied the routes of A")
+        assert b.get(f"{API}/schedules/primary/oncall").json()["user"] == "alice"
+        before = b.post(
+            f"{API}/escalations", json={"incident_id": "etl-1", "policy_name": "quiet", "context": {"dag_id": "etl"}}
+        )
+        assert before.status_code == 201, before.text
+
+        # on A: the route pages another policy, bob takes the rotation (and gets a Slack id), and
+        # the window covers etl
+        edited = {
+            **sections,
+            "routes": [{"name": "etl", "dag_id": "etl*", "policy": "quiet"}],
+            "users": [
+                sections["users"][0],
+                {
+                    "id": "bob",
+                    "contacts": [
+                        {"type": "email", "address": "bob@example.com"},
+                        {"type": "slack", "address": "U0BOB"},
+                    ],
+                },
+            ],
+            "schedules": [
+                {
+                    **sections["schedules"][0],
+                    "layers": [
+                        {
+                            "name": "weekly",
+                            "rotation": {**sections["schedules"][0]["layers"][0]["rotation"], "participants": ["bob"]},
+                        }
+                    ],
+                }
+            ],
+            "maintenance_windows": [{**sections["maintenance_windows"][0], "dag_ids": ["billing", "etl"]}],
+        }
+        saved = a.put(f"{API}/policies/document", json={"expected_revision": 3, "document": edited})
+        assert saved.status_code == 200, saved.text
+        assert [c.split(":")[0] for c in saved.json()["changes"]] == [
+            "maintenance_windows",
+            "routes",
+            "schedules",
+            "users",
+        ]
+        wait_until(lambda: explained_policy(b, "etl_daily") == "quiet", "replica B never applied the edited route")
+        # one swap: the schedule, the directory and the window came with the route
+        assert b.get(f"{API}/schedules/primary/oncall").json()["user"] == "bob"
+        from airflow_escalation.service.integrations.directory import from_directory, users_directory
+
+        assert from_directory(users_directory(b.app.state.service), "U0BOB") == "bob"
+        during = b.post(
+            f"{API}/escalations", json={"incident_id": "etl-2", "policy_name": "quiet", "context": {"dag_id": "etl"}}
+        )
+        assert during.status_code == 200 and during.json()["code"] == "suppressed", during.text
+        assert "upkeep" in during.json()["message"]
+        # and back on A, which saved it, at once
+        assert a.get(f"{API}/schedules/primary/oncall").json()["user"] == "bob"
+
+
+def explained_policy(client: TestClient, dag_id: str) -> Any:
+    answer = client.get(f"{API}/routes/explain", params={"dag_id": dag_id})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["policy"]
+
+
+def wait_until(condition: Any, message: str, limit: float = 30.0) -> None:
+    """Poll ``condition`` (a replica follows every 2 s); ``limit`` only bounds a broken run."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.2)
