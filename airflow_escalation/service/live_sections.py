@@ -5,8 +5,9 @@ and the maintenance windows (``users:``, ``schedules:``, ``maintenance_windows:`
 :class:`~airflow_escalation.oncall.runtime.OnCall`) and the failure routes (``routes:``, read by
 the detector and ``/routes``). :func:`build` makes the new objects from a validated config
 without touching the running ones; :func:`swap` then replaces the references, with no ``await``
-in between, so a trigger, a due step, a Slack click or a detector tick on this replica sees either
-the old sections or the new ones, never a mix.
+in between, so a trigger, a due step or a Slack click on this replica sees either the old
+sections or the new ones, never a mix (the detector routes each failure with the table in force
+when it checks it).
 """
 
 from __future__ import annotations

@@ -6,11 +6,12 @@
   code) — the file is imported as a revision at each start when it differs (source ``file``),
   and edits over REST/UI are refused (409), so the file and the running policies never diverge.
 - **Every replica** polls the latest revision number every ``policy_refresh_seconds`` (2 s) and
-  applies a new one: the engine's registered policies become the document's, and the
-  document's global settings (``global_enabled``, ``default_policy``,
-  ``max_concurrent_escalations``) apply to new triggers. Settings the engine reads once at start
-  (``scheduler_config``, ``check_business_hours``, ``retention_days``, ``metrics_enabled``) take
-  effect at the next start.
+  applies a new one: the engine's registered policies become the document's, the document's
+  global settings (``global_enabled``, ``default_policy``, ``max_concurrent_escalations``) apply
+  to new triggers, and its other sections -- failure routes, users, schedules, maintenance
+  windows -- are built and swapped in at the same moment (``service/live_sections.py``).
+  Settings the engine reads once at start (``scheduler_config``, ``check_business_hours``,
+  ``retention_days``, ``metrics_enabled``) take effect at the next start.
 - **Open records keep their snapshot**: a record runs on the policy it was triggered with (its
   ``policy_snapshot``), whatever revision comes later.
 - **A refused edit changes nothing**: a document that fails validation is refused with every
