@@ -209,6 +209,46 @@ def test_conflicts_rollback_import_export_and_delete(client):
     assert mismatch.status_code == 422 and mismatch.json()["errors"] == ["policy.name: 'other' is not 'ops'"]
 
 
+def test_a_revision_swaps_routes_and_on_call_sections(monkeypatch):
+    # the detector reads the metadata database: the real-stack tests run it
+    monkeypatch.setenv("AIRFLOW__ESCALATION__DETECT_FAILURES", "false")
+    users = [{"id": name, "contacts": [{"type": "email", "address": f"{name}@example.com"}]} for name in ("al", "bo")]
+    rotation = {"participants": ["al"], "shift_length": 1, "shift_unit": "weeks", "start": "2026-01-05"}
+    document = {
+        "policies": [OPS],
+        "routes": [{"dag_id": "etl*", "policy": "ops"}],
+        "users": users,
+        "schedules": [{"name": "primary", "time_zone": "UTC", "layers": [{"name": "w", "rotation": rotation}]}],
+    }
+
+    def save(doc: dict, expected: int) -> None:
+        saved = c.put(f"{API}/policies/document", json={"expected_revision": expected, "document": doc})
+        assert saved.status_code == 200, saved.text
+
+    with make_client(monkeypatch) as c:
+        service = c.app.state.service
+        save(document, 0)
+        oncall = engine_of(c).oncall
+        assert c.get(f"{API}/schedules/primary/oncall").json()["user"] == "al"
+        assert [r["policy"] for r in c.get(f"{API}/routes").json()["routes"]] == ["ops"]
+
+        # only a policy changed: the on-call objects (and their silence cache) are kept
+        save({**document, "policies": [{**OPS, "description": "v2"}]}, 1)
+        assert engine_of(c).oncall is oncall
+
+        # a new participant: a new on-call config, swapped in whole
+        moved = {"name": "w", "rotation": {**rotation, "participants": ["bo"]}}
+        save({**document, "schedules": [{**document["schedules"][0], "layers": [moved]}]}, 2)
+        assert engine_of(c).oncall is not oncall
+        assert c.get(f"{API}/schedules/primary/oncall").json()["user"] == "bo"
+
+        # every route removed: none listed, none explained
+        save({k: v for k, v in document.items() if k != "routes"}, 3)
+        assert c.get(f"{API}/routes").json()["routes"] == [] and not service.routes
+        assert c.get(f"{API}/routes/explain", params={"dag_id": "etl_daily"}).json()["policy"] is None
+        assert c.get(f"{API}/schedules/primary/oncall").json()["user"] == "al"
+
+
 def test_editing_needs_the_connections_permission(monkeypatch):
     with make_client(monkeypatch, user="bob") as c:
         refused = put_policy(c, OPS, 0)
