@@ -54,10 +54,11 @@ def _detector(store) -> FailureDetector:
     return FailureDetector(Service(engine, config), config_routes(config), DetectorSettings())
 
 
-NOW = datetime.now(timezone.utc)
-
-
-def _failure(try_number=1, began=NOW - timedelta(seconds=30), at=NOW - timedelta(seconds=1), kind="task_failed"):
+def _failure(try_number=1, began=None, at=None, kind="task_failed"):
+    # times relative to when the test runs: the engine here is on the real clock
+    now = datetime.now(timezone.utc)
+    began = began or now - timedelta(seconds=30)
+    at = at or now - timedelta(seconds=1)
     fields = {"dag_id": "etl", "task_id": "load", "run_id": "r1", "try_number": try_number, "source": "task"}
     return FailureEvent(
         kind=kind, dag_id="etl", task_id="load", run_id="r1", try_number=try_number, at=at, began=began, fields=fields
@@ -114,10 +115,11 @@ def test_a_failure_the_notifier_paged_during_the_try_is_left_alone(store):
         await engine.start()
         try:
             # the notifier's callback ran inside the try, before its end was written
+            now = datetime.now(timezone.utc)
             await engine.trigger("etl.load", {"dag_id": "etl", "message": "from the notifier"}, "oncall")
-            await detector._page(engine, _failure(began=NOW - timedelta(seconds=30), at=NOW + timedelta(seconds=5)))
+            await detector._page(engine, _failure(began=now - timedelta(seconds=30), at=now + timedelta(seconds=5)))
             # the next try fails too: that is a new failure, it joins the open escalation
-            later = NOW + timedelta(minutes=5)
+            later = now + timedelta(minutes=5)
             await detector._page(engine, _failure(try_number=2, began=later, at=later + timedelta(seconds=3)))
         finally:
             await engine.stop()

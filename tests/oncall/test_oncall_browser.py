@@ -54,6 +54,7 @@ def base_url(monkeypatch) -> Iterator[str]:
     monkeypatch.setattr(oncall_routes, "authorize_write", _fake_authorize_write)
     monkeypatch.setattr(auth, "read_scope", _fake_read_scope)
     monkeypatch.setattr(auth, "may_edit", _fake_may_edit)
+    monkeypatch.setattr(auth, "may_manage_connections", _fake_may_edit)  # GET /me: policy edits, admin only
     config = EscalationPolicyConfig.from_dict(parse_yaml(POLICIES))
     engine = EscalationEngine(
         EscalationEngineConfig(

@@ -72,10 +72,10 @@ def run(capsys, url, *argv):
 def test_oncall(capsys, url):
     code, out, err = run(capsys, url, "oncall", "-o", "plain")
     assert code == 0, err
-    assert "oncall-primary" in out and "Alice" in out and "layer:daily" in out and "2026-03-02 08:00:00Z → bob" in out
+    assert "oncall-primary" in out and "Alice" in out and "layer:daily" in out and "2026-03-02 08:00:00 UTC → bob" in out
     code, out, err = run(capsys, url, "oncall", "oncall-primary", "--at", "2026-03-02T08:00:00Z")
     assert code == 0, err
-    assert out.startswith("oncall-primary: bob (layer:daily) at 2026-03-02 08:00:00Z")
+    assert out.startswith("oncall-primary: bob (layer:daily) at 2026-03-02 08:00:00 UTC")
     code, out, err = run(capsys, url, "oncall", "nope")
     assert code == 1 and "not found" in err
 

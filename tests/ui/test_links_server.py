@@ -130,7 +130,12 @@ def test_me_and_cookie_authenticated_actions(stack):
     for POSTs too (the browser never holds a bearer token)."""
     rid = _trigger(stack, "cookie-actions")
     with _browser(stack, "viewer") as viewer:
-        assert viewer.get(f"{API}/me").json() == {"username": "viewer", "can_act": False, "dag_id": None}
+        assert viewer.get(f"{API}/me").json() == {
+            "username": "viewer",
+            "can_act": False,
+            "dag_id": None,
+            "can_edit_policies": False,
+        }
         assert viewer.get(f"{API}/me?dag_id=links_dag").json()["can_act"] is False
         r = viewer.post(f"{API}/escalations/{rid}/acknowledge", json={})
         assert r.status_code == 403 and r.json() == {"detail": "Forbidden"}
