@@ -59,6 +59,8 @@ def truncate(message: Any, limit: int = MAX_ERROR_CHARS) -> str:
 
 
 def _utf8_ok(text: str) -> bool:
+    if text.isascii():  # the usual case, without encoding a copy
+        return True
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -25,6 +25,8 @@ from airflow_escalation.core.severity import normalize_severity
 from airflow_escalation.core.states import DEFAULT_STATE_MACHINE, InvalidTransition
 from airflow_escalation.core.types import EscalationEvent, EscalationState
 
+_TRANSITIONS = DEFAULT_STATE_MACHINE.TRANSITIONS  # (state, event) -> state, both already enums here
+
 ConditionEvaluator = Callable[[EscalationRecord, Any], Awaitable[bool] | bool]
 
 _MAX_STEPS = 64  # bound on steps taken for one record in one wake-up (delay-0 ladders)
@@ -61,7 +63,7 @@ class Decisions:
         self, record: EscalationRecord, event: EscalationEvent, now: datetime, actor: str = "system", **details: Any
     ) -> None:
         from_state = EscalationState(record.state)
-        to_state = DEFAULT_STATE_MACHINE.get_next_state(from_state, event)
+        to_state = _TRANSITIONS.get((from_state, event))
         if to_state is None:
             raise InvalidTransition(from_state, event)
         record.state = to_state

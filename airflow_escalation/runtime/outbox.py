@@ -100,6 +100,19 @@ class Outbox:
         """Queue these just-written deliveries and wait until each was attempted (by the same
         bounded workers); whether each went out."""
         loop = asyncio.get_running_loop()
+        if self._calls.inline and len(deliveries) == 1:
+            # a store in this process and a free worker slot: send on the caller's task, saving
+            # the hop through a worker (the handler runs under the same bound and time limit)
+            pool = self._pool
+            if pool is None or pool.loop is not loop:
+                pool = self._pool = WorkerPool(self._config.max_concurrent_jobs, self._deliver)
+            if pool.take_slot():
+                delivery = deliveries[0]
+                self.queued[delivery.id] = record
+                try:
+                    return [await self.deliver(delivery, record, False)]
+                finally:
+                    pool.give_back()
         outcomes: list[asyncio.Future[bool]] = []
         for delivery in deliveries:
             outcomes.append(loop.create_future())

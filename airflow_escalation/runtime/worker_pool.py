@@ -27,6 +27,7 @@ class WorkerPool:
         self._idle: deque[asyncio.Future[None]] = deque()
         self._workers: list[asyncio.Task[None]] = []
         self._waking = 0  # workers told to run that have not run yet
+        self._running = 0  # items being run (by workers, or by callers that took a slot)
         self._unfinished = 0
         self._all_done: asyncio.Future[None] | None = None
 
@@ -43,6 +44,26 @@ class WorkerPool:
         self._unfinished += 1
         self._wake_one()
 
+    def take_slot(self) -> bool:
+        """Take a free slot for an item the caller runs itself (then :meth:`give_back`): saves
+        the hop through a worker when nothing waits and fewer than ``size`` items run."""
+        if self._items or self._running + self._waking >= self._size:
+            return False
+        self._running += 1
+        self._unfinished += 1
+        return True
+
+    def give_back(self) -> None:
+        self._running -= 1
+        self._done_one()
+        if self._items:
+            self._wake_one()
+
+    def _done_one(self) -> None:
+        self._unfinished -= 1
+        if not self._unfinished and self._all_done is not None and not self._all_done.done():
+            self._all_done.set_result(None)
+
     async def join(self) -> None:
         """Wait until every item put so far has been run."""
         while self._unfinished:
@@ -58,6 +79,8 @@ class WorkerPool:
     def _wake_one(self) -> None:
         if self._waking:
             return  # that worker takes the next item and wakes another if more are left
+        if self._running >= self._size:
+            return  # every slot is taken: a worker that finishes takes the next item
         while self._idle:
             waiter = self._idle.popleft()
             if not waiter.done():
@@ -78,6 +101,7 @@ class WorkerPool:
                 self._waking -= 1
                 continue
             item = self._items.popleft()
+            self._running += 1
             if self._items:
                 self._wake_one()
             try:
@@ -85,6 +109,5 @@ class WorkerPool:
             except Exception:  # a worker must outlive any one item
                 log.exception("a queued delivery crashed")
             finally:
-                self._unfinished -= 1
-                if not self._unfinished and self._all_done is not None and not self._all_done.done():
-                    self._all_done.set_result(None)
+                self._running -= 1
+                self._done_one()
