@@ -72,7 +72,9 @@ def run(capsys, url, *argv):
 def test_oncall(capsys, url):
     code, out, err = run(capsys, url, "oncall", "-o", "plain")
     assert code == 0, err
-    assert "oncall-primary" in out and "Alice" in out and "layer:daily" in out and "2026-03-02 08:00:00 UTC → bob" in out
+    assert (
+        "oncall-primary" in out and "Alice" in out and "layer:daily" in out and "2026-03-02 08:00:00 UTC → bob" in out
+    )
     code, out, err = run(capsys, url, "oncall", "oncall-primary", "--at", "2026-03-02T08:00:00Z")
     assert code == 0, err
     assert out.startswith("oncall-primary: bob (layer:daily) at 2026-03-02 08:00:00 UTC")
