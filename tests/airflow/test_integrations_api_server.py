@@ -239,6 +239,14 @@ def test_pagerduty_webhook_resolves_once_without_echo(server):
     server.wait(
         lambda: [e for e in server.receiver.at("/v2/enqueue") if e["dedup_key"] == record_id], bool, 30, "the trigger"
     )
+    # level 1's Slack message too: until a connection has been used its type is unknown, and a
+    # change then writes it a follow-up that its sender drops (docs/channels.md)
+    server.wait(
+        lambda: [m for m in server.receiver.at("/api/chat.postMessage") if record_id in json.dumps(m)],
+        bool,
+        30,
+        "the Slack message",
+    )
     occurred = datetime.now(timezone.utc).isoformat()
     event = {
         "event": {
