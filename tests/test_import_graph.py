@@ -179,3 +179,14 @@ print(json.dumps({{"outcome": outcome, "left": report.left, "modules": sorted(sy
     assert answer["outcome"] == "retry" and answer["left"] == 1
     loaded = sorted(m for m in answer["modules"] if _heavy(m))
     assert not loaded, f"the task side loaded {loaded}"
+
+
+def test_migrations_are_frozen():
+    """A revision writes its column types out: importing the live schema would let a later change
+    there rewrite what an applied revision did."""
+    for path in sorted((PACKAGE / "migrations" / "versions").glob("0*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        live = sorted(name for name in imported if name.startswith("airflow_escalation"))
+        assert not live, f"{path.name} imports {live}"

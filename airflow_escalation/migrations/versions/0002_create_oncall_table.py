@@ -9,8 +9,16 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
-from airflow_escalation.stores.sql_schema import NAME, ONCALL_ID, ONCALL_KIND, JSONDocument, UTCDateTime
+# Frozen: the column types and lengths as this revision created them (see 0001), not imported
+# from the live schema, so that a later change there cannot rewrite what this revision did.
+NAME = 255
+ONCALL_KIND = 32
+ONCALL_ID = 255
+# aware UTC datetimes: timestamptz on PostgreSQL, DATETIME(6) on MySQL/MariaDB, DATETIME on SQLite
+UTCDateTime = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+JSONDocument = sa.JSON()
 
 revision = "0002"
 down_revision = "0001"

@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
-from airflow_escalation.stores.sql_schema import NAME, JSONDocument, UTCDateTime
+# Frozen: the column types and lengths as this revision created them (see 0001), not imported
+# from the live schema, so that a later change there cannot rewrite what this revision did.
+NAME = 255
+# aware UTC datetimes: timestamptz on PostgreSQL, DATETIME(6) on MySQL/MariaDB, DATETIME on SQLite
+UTCDateTime = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+JSONDocument = sa.JSON()
 
 revision = "0003"
 down_revision = "0002"
@@ -19,6 +25,9 @@ depends_on = None
 
 
 def upgrade():
+    # a SQL store that makes its own tables creates this one on first use: it may already be there
+    if "escalation_policy_revision" in sa.inspect(op.get_bind()).get_table_names():
+        return
     op.create_table(
         "escalation_policy_revision",
         sa.Column("revision", sa.Integer, primary_key=True, autoincrement=False),
