@@ -343,7 +343,7 @@ def test_a_task_over_its_duration_pages_and_its_success_resolves(docs_stack):
     incident = "docs_slow.crunch"
     slow = stack.wait(lambda: _records(stack, incident), bool, 120, "the long task's page")
     assert slow[0]["context"]["kind"] == "task_over_duration" and slow[0]["context"]["route"] == "slow-task"
-    assert slow[0]["policy_name"] == "pager_a" and slow[0]["state"] != "resolved"
+    assert slow[0]["policy_name"] == "pager_a"  # (it may be resolved already: the task ends after 20 s)
     assert slow[0]["context"]["run_id"] == stack.runs["docs_slow"]
     resolved = stack.wait(
         lambda: _records(stack, incident), lambda rs: rs[0]["state"] == "resolved", 120, "resolved on success"

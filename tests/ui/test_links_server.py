@@ -144,6 +144,7 @@ def test_me_and_cookie_authenticated_actions(stack):
             "username": "admin",
             "can_act": True,
             "dag_id": "links_dag",
+            "can_edit_policies": True,
         }
         r = admin.post(f"{API}/escalations/{rid}/acknowledge", json={})
         assert r.status_code == 200 and r.json()["record"]["acknowledged_by"] == "admin"
