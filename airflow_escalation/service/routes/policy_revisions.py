@@ -232,6 +232,16 @@ async def _latest(request: Request) -> PolicyRevision:
     return latest
 
 
+async def _revision(request: Request, revision: int) -> PolicyRevision | JSONResponse:
+    """Revision ``revision``, or the 404 answer when there is none."""
+    import asyncio
+
+    found: PolicyRevision | None = await asyncio.to_thread(_sync(request).revisions.get, revision)
+    if found is None:
+        return JSONResponse({"detail": f"no policies revision {revision}"}, status_code=404)
+    return found
+
+
 def _epoch() -> Any:
     from datetime import datetime, timezone
 
@@ -341,12 +351,8 @@ async def list_revisions(
     summary="One revision with its document",
 )
 async def get_revision(request: Request, revision: int = Path(..., ge=1)) -> Any:
-    import asyncio
-
-    found = await asyncio.to_thread(_sync(request).revisions.get, revision)
-    if found is None:
-        return JSONResponse({"detail": f"no policies revision {revision}"}, status_code=404)
-    return _detail(found)
+    found = await _revision(request, revision)
+    return found if isinstance(found, JSONResponse) else _detail(found)
 
 
 @router.post(
@@ -358,11 +364,9 @@ async def get_revision(request: Request, revision: int = Path(..., ge=1)) -> Any
 async def rollback(
     request: Request, body: Rollback, revision: int = Path(..., ge=1), user: Any = Depends(require_policy_admin)
 ) -> Any:
-    import asyncio
-
-    found = await asyncio.to_thread(_sync(request).revisions.get, revision)
-    if found is None:
-        return JSONResponse({"detail": f"no policies revision {revision}"}, status_code=404)
+    found = await _revision(request, revision)
+    if isinstance(found, JSONResponse):
+        return found
     if not body.comment:
         body.comment = f"roll back to revision {revision}"
     return await _save(request, user, found.document, body, "rollback")
