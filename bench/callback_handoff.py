@@ -47,6 +47,7 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="escalation-bench-
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 from escalation_service_thread import JWT_SECRET, ServiceThread, free_port  # noqa: E402
+from _percentile import pct  # noqa: E402
 
 os.environ["AIRFLOW__API_AUTH__JWT_SECRET"] = JWT_SECRET
 os.environ.setdefault("AIRFLOW__ESCALATION__SPOOL_DIR", tempfile.mkdtemp(prefix="escalation-bench-spool-"))
@@ -157,11 +158,6 @@ def context(dag, task_id: str, try_number: int = 1) -> dict[str, Any]:
         "run_id": ti.run_id,
         "exception": ValueError("orders feed is empty: 0 rows for the last hour"),
     }
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(q * (len(ordered) - 1)))))]
 
 
 def summary(values: list[float]) -> dict[str, float]:

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from airflow_escalation.demo.sinks import HttpSink  # noqa: E402
 from airflow_stack import AirflowStack  # noqa: E402
+from _percentile import pct  # noqa: E402
 
 POLICIES = """\
 escalation:
@@ -57,11 +58,6 @@ with DAG(dag_id="bench_detect", schedule=None, start_date=datetime(2024, 1, 1), 
 
     fail()
 """
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 def main() -> int:
@@ -120,8 +116,8 @@ def main() -> int:
         "runs": len(latencies),
         "detect_interval_seconds": args.interval,
         "p50_s": round(statistics.median(latencies), 3),
-        "p90_s": round(_pct(latencies, 0.90), 3),
-        "p99_s": round(_pct(latencies, 0.99), 3),
+        "p90_s": round(pct(latencies, 0.90), 3),
+        "p99_s": round(pct(latencies, 0.99), 3),
         "max_s": round(max(latencies), 3),
         "min_s": round(min(latencies), 3),
     }

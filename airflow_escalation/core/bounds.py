@@ -126,6 +126,16 @@ def check_json(value: Any, field: str, *, max_bytes: int = MAX_CONTEXT_BYTES, ma
     return value
 
 
+def check_policy_json(value: Any, field: str) -> Any:
+    """``value`` if it is bounded as one policy as data (EscalationPolicy.to_dict() form) is."""
+    return check_json(value, field, max_bytes=MAX_POLICY_BYTES, max_depth=MAX_DEPTH + 4)
+
+
+def check_document_json(value: Any, field: str) -> Any:
+    """``value`` if it is bounded as a whole policy document is (as its YAML text would be)."""
+    return check_json(value, field, max_bytes=MAX_YAML_BYTES, max_depth=MAX_DEPTH + 6)
+
+
 def check_mapping(value: Any, field: str, **limits: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"{field}: expected a mapping, got {type(value).__name__}")

@@ -406,7 +406,7 @@ class EscalationPolicy:
         self._fingerprint: str | None = None
         self._snapshot: dict[str, Any] | None = None
         # the whole definition: every text UTF-8, nesting and size bounded (metadata, conditions)
-        bounds.check_json(self.snapshot, where, max_bytes=bounds.MAX_POLICY_BYTES, max_depth=bounds.MAX_DEPTH + 4)
+        bounds.check_policy_json(self.snapshot, where)
 
     # -- spec properties
     @property

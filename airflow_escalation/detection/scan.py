@@ -15,7 +15,7 @@ so an incident key renders the same whether the notifier or the service saw the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Optional
 
@@ -363,20 +363,7 @@ def _history_kind(state: Optional[str], try_number: int, max_tries: Optional[int
 
 def _with_dag(event: FailureEvent, infos: dict[str, DagInfo]) -> FailureEvent:
     info = infos.get(event.dag_id, DagInfo())
-    return FailureEvent(
-        kind=event.kind,
-        dag_id=event.dag_id,
-        task_id=event.task_id,
-        run_id=event.run_id,
-        run_type=event.run_type,
-        map_index=event.map_index,
-        try_number=event.try_number,
-        tags=info.tags,
-        owners=info.owners,
-        at=event.at,
-        began=event.began,
-        fields=event.fields,
-    )
+    return replace(event, tags=info.tags, owners=info.owners)
 
 
 __all__ = ["FailureScanner", "ScanResult", "TaskRow", "Watermarks", "dag_infos"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -325,20 +325,11 @@ def _after(iso: str, since: datetime) -> bool:
 
 
 def _as_kind(event: FailureEvent, kind: str) -> FailureEvent:
-    return FailureEvent(
+    return replace(
+        event,
         kind=kind,
-        dag_id=event.dag_id,
-        task_id=event.task_id,
-        run_id=event.run_id,
-        run_type=event.run_type,
-        map_index=event.map_index,
         # a success resolves the incident whatever try its route started paging from
         try_number=bounds.MAX_ROUTE_TRY if kind == TASK_UP_FOR_RETRY else event.try_number,
-        tags=event.tags,
-        owners=event.owners,
-        at=event.at,
-        began=event.began,
-        fields=event.fields,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, time
-from typing import Annotated, Any
+from typing import Annotated, Any, Iterable
 
 import pendulum
 from pydantic import BaseModel, ConfigDict, PlainSerializer, ValidationError
@@ -104,6 +104,15 @@ def aware_utc(value: datetime, field: str) -> datetime:
 
 
 _FIELD_FIRST = re.compile(r"([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+(?:\[\d+\])?)*): (.+)", re.DOTALL)
+
+
+def check_unique(values: Iterable[str], field: str, key: str, what: str) -> None:
+    """Raise naming the first repeated value: ``users[3].id: duplicate user id 'ann'``."""
+    seen: set[str] = set()
+    for index, value in enumerate(values):
+        if value in seen:
+            raise ValueError(f"{field}[{index}].{key}: duplicate {what} {value!r}")
+        seen.add(value)
 
 
 def explain(exc: ValidationError, where: str = "") -> str:

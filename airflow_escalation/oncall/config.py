@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import Field, ValidationError, model_validator
 
 from airflow_escalation.core import bounds
-from airflow_escalation.oncall._base import Model, explain
+from airflow_escalation.oncall._base import Model, check_unique, explain
 from airflow_escalation.oncall.directory import Directory, User
 from airflow_escalation.oncall.schedule import Schedule
 from airflow_escalation.oncall.silence import MaintenanceWindow
@@ -29,12 +29,9 @@ class OnCallConfig(Model):
     def _references(self) -> OnCallConfig:
         Directory(users=self.users)  # duplicate ids
         known = {user.id for user in self.users}
-        names: set[str] = set()
+        check_unique((schedule.name for schedule in self.schedules), "schedules", "name", "schedule name")
         for s_index, schedule in enumerate(self.schedules):
             where = f"schedules[{s_index}]"
-            if schedule.name in names:
-                raise ValueError(f"{where}.name: duplicate schedule name {schedule.name!r}")
-            names.add(schedule.name)
             for l_index, layer in enumerate(schedule.layers):
                 for p_index, user in enumerate(layer.rotation.participants):
                     if user not in known:
@@ -44,11 +41,7 @@ class OnCallConfig(Model):
                         )
             if schedule.fallback is not None and schedule.fallback not in known:
                 raise ValueError(f"{where}.fallback: unknown user {schedule.fallback!r} (add it to users:)")
-        windows: set[str] = set()
-        for w_index, window in enumerate(self.maintenance_windows):
-            if window.name in windows:
-                raise ValueError(f"maintenance_windows[{w_index}].name: duplicate window name {window.name!r}")
-            windows.add(window.name)
+        check_unique((w.name for w in self.maintenance_windows), "maintenance_windows", "name", "window name")
         return self
 
     @classmethod

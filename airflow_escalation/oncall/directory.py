@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from airflow_escalation.core import bounds
 from airflow_escalation.core.models import EscalationTarget
 from airflow_escalation.core.types import TargetType
-from airflow_escalation.oncall._base import NAME_PATTERN, Model, check_zone
+from airflow_escalation.oncall._base import NAME_PATTERN, Model, check_unique, check_zone
 
 ContactType = Literal["email", "slack", "webhook", "phone"]
 
@@ -82,11 +82,7 @@ class Directory(Model):
 
     @model_validator(mode="after")
     def _unique(self) -> Directory:
-        seen: set[str] = set()
-        for index, user in enumerate(self.users):
-            if user.id in seen:
-                raise ValueError(f"users[{index}].id: duplicate user id {user.id!r}")
-            seen.add(user.id)
+        check_unique((user.id for user in self.users), "users", "id", "user id")
         return self
 
     @cached_property

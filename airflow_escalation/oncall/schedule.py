@@ -38,6 +38,7 @@ from airflow_escalation.oncall._base import (
     WEEKDAYS,
     Model,
     aware_utc,
+    check_unique,
     check_zone,
     parse_hhmm,
     weekday_index,
@@ -314,10 +315,7 @@ class Schedule(Model):
 
     @model_validator(mode="after")
     def _layers(self) -> Schedule:
-        names = [layer.name for layer in self.layers]
-        for index, name in enumerate(names):
-            if name in names[:index]:
-                raise ValueError(f"layers[{index}].name: duplicate layer name {name!r}")
+        check_unique((layer.name for layer in self.layers), "layers", "name", "layer name")
         if not self.layers and self.fallback is None:
             raise ValueError("layers: a schedule needs at least one layer or a fallback")
         # a layer without its own zone keeps the schedule's

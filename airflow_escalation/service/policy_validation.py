@@ -22,7 +22,7 @@ def validate_document(data: Any) -> tuple[EscalationPolicyConfig | None, list[st
         return None, [f"document: expected a mapping, got {type(data).__name__}"]
     errors: list[str] = []
     try:
-        bounds.check_json(data, "document", max_bytes=bounds.MAX_YAML_BYTES, max_depth=bounds.MAX_DEPTH + 6)
+        bounds.check_document_json(data, "document")
     except ValueError as exc:
         return None, [str(exc)]
     raw = data.get("policies") or []

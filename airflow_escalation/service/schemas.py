@@ -410,7 +410,7 @@ class TriggerRequest(_Body):
     @classmethod
     def _bounded_policy(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
         if value is not None:
-            bounds.check_json(value, "policy", max_bytes=bounds.MAX_POLICY_BYTES, max_depth=bounds.MAX_DEPTH + 4)
+            bounds.check_policy_json(value, "policy")
         return value
 
 
@@ -438,7 +438,7 @@ class ValidateRequest(_Body):
     @classmethod
     def _bounded_policy(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
         if value is not None:
-            bounds.check_json(value, "policy", max_bytes=bounds.MAX_YAML_BYTES, max_depth=bounds.MAX_DEPTH + 6)
+            bounds.check_document_json(value, "policy")
         return value
 
     @model_validator(mode="after")

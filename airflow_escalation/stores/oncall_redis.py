@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from contextlib import contextmanager
-from typing import Any, Iterator
-
-import redis
+from typing import Any, Callable, ContextManager
 
 from airflow_escalation.core.timeutil import from_iso
-from airflow_escalation.stores.base import StoreError
 
 
 class RedisOnCallItems:
@@ -23,18 +19,9 @@ class RedisOnCallItems:
 
     def __init__(self, store: Any) -> None:
         self._client = store.client
-        self._prefix = store.key_prefix
-        self._url = getattr(store, "_url", "")
-
-    def _key(self, *parts: str) -> str:
-        return self._prefix + "".join(parts)
-
-    @contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        try:
-            yield
-        except redis.RedisError as exc:
-            raise StoreError(f"redis store: {action} failed on {self._url}: {exc}") from exc
+        # the store's key scheme and its Redis-error wording (stores/redis.py), not copies
+        self._key: Callable[..., str] = store._key
+        self._errors: Callable[[str], ContextManager[None]] = store._errors
 
     def _oncall_hash(self, kind: str, scope: str) -> str:
         return self._key("oncall:", kind, ":", scope)

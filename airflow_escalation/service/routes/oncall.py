@@ -81,6 +81,20 @@ def _utc(at: Optional[datetime], field: str) -> Optional[datetime]:
     return at
 
 
+async def _from(
+    oncall: OnCall, at: Optional[datetime], field: str, ask: Callable[[datetime], Any]
+) -> tuple[datetime, Any] | JSONResponse:
+    """``ask`` of the query's time ``field`` (default now) and that time; or the 404/422 answer
+    for an unknown schedule, a time without its zone, or one out of range."""
+    try:
+        moment = _utc(at, field) or oncall.now()
+        return moment, await _call(oncall, ask, moment)
+    except (NotFound, OnCallError) as exc:
+        return _error(exc, "query")
+    except (OverflowError, ValueError):  # a time pendulum or datetime arithmetic cannot take
+        return _error(OnCallError(f"{field}: out of range"), "query")
+
+
 # ------------------------------------------------------------------------------- schedules
 
 
@@ -136,13 +150,10 @@ async def who_is_on_call(
     at: Optional[datetime] = Query(None, description="an ISO time with its zone; default now"),
     oncall: OnCall = Depends(get_oncall),
 ) -> Any:
-    try:
-        moment = _utc(at, "at") or oncall.now()
-        found = await _call(oncall, oncall.on_call, name, moment)
-    except (NotFound, OnCallError) as exc:
-        return _error(exc, "query")
-    except (OverflowError, ValueError):  # a time pendulum or datetime arithmetic cannot take
-        return _error(OnCallError("at: out of range"), "query")
+    answer = await _from(oncall, at, "at", lambda moment: oncall.on_call(name, moment))
+    if isinstance(answer, JSONResponse):
+        return answer
+    moment, found = answer
     return {"schedule": name, **_who(oncall, found.user, found.source, moment)}
 
 
@@ -157,13 +168,10 @@ async def schedule_shifts(
     days: float = Query(14, gt=0, le=bounds.MAX_ONCALL_HORIZON_DAYS),
     oncall: OnCall = Depends(get_oncall),
 ) -> Any:
-    try:
-        begin = _utc(start, "start") or oncall.now()
-        shifts = await _call(oncall, oncall.shifts, name, begin, begin + timedelta(days=days))
-    except (NotFound, OnCallError) as exc:
-        return _error(exc, "query")
-    except (OverflowError, ValueError):
-        return _error(OnCallError("start: out of range"), "query")
+    answer = await _from(oncall, start, "start", lambda begin: oncall.shifts(name, begin, begin + timedelta(days=days)))
+    if isinstance(answer, JSONResponse):
+        return answer
+    begin, shifts = answer
     return {
         "schedule": name,
         "start": begin.isoformat(),
@@ -183,13 +191,12 @@ async def schedule_handoffs(
     limit: int = Query(10, ge=1, le=bounds.MAX_HANDOFFS),
     oncall: OnCall = Depends(get_oncall),
 ) -> Any:
-    try:
-        begin = _utc(start, "start") or oncall.now()
-        handoffs = await _call(oncall, oncall.handoffs, name, begin, begin + timedelta(days=days), limit)
-    except (NotFound, OnCallError) as exc:
-        return _error(exc, "query")
-    except (OverflowError, ValueError):
-        return _error(OnCallError("start: out of range"), "query")
+    answer = await _from(
+        oncall, start, "start", lambda begin: oncall.handoffs(name, begin, begin + timedelta(days=days), limit)
+    )
+    if isinstance(answer, JSONResponse):
+        return answer
+    begin, handoffs = answer
     return {"schedule": name, "start": begin.isoformat(), "handoffs": [_shift(oncall, h) for h in handoffs]}
 
 
@@ -299,6 +306,14 @@ def _silence_out(silence: Silence, at: datetime) -> dict[str, Any]:
     return {**silence.model_dump(mode="json"), "status": silence.status(at)}
 
 
+async def _visible_silence(oncall: OnCall, silence_id: str, scope: DagScope) -> Silence:
+    """The silence, if the caller may read its Dag; NotFound otherwise (as for none at all)."""
+    silence: Silence = await _call(oncall, oncall.get_silence, silence_id)
+    if not scope.allows(silence.matchers.dag_id):
+        raise NotFound(f"silence {silence_id!r} not found")
+    return silence
+
+
 @router.get("/silences", responses=_AUTH, summary="Silences (pending and active; expired too on request)")
 async def list_silences(
     include_expired: bool = Query(False),
@@ -318,11 +333,9 @@ async def get_silence(
     scope: DagScope = Depends(read_scope),
 ) -> Any:
     try:
-        silence = await _call(oncall, oncall.get_silence, silence_id)
+        silence = await _visible_silence(oncall, silence_id, scope)
     except NotFound as exc:
         return _error(exc)
-    if not scope.allows(silence.matchers.dag_id):
-        return _error(NotFound(f"silence {silence_id!r} not found"))
     return _silence_out(silence, oncall.now())
 
 
@@ -356,11 +369,9 @@ async def create_silence(
 async def _expire(request: Request, silence_id: str, user: Any, oncall: OnCall, scope: DagScope) -> Any:
     check_cookie_write(request)
     try:
-        silence = await _call(oncall, oncall.get_silence, silence_id)
+        silence = await _visible_silence(oncall, silence_id, scope)
     except NotFound as exc:
         return _error(exc)
-    if not scope.allows(silence.matchers.dag_id):
-        return _error(NotFound(f"silence {silence_id!r} not found"))
     await authorize_write(user, silence.matchers.dag_id)
     expired = await _call(oncall, oncall.expire_silence, silence_id, actor_name(user))
     return _silence_out(expired, oncall.now())

@@ -85,7 +85,19 @@ class _Edit(_Body):
     comment: Note = ""
 
 
-class DocumentEdit(_Edit):
+class _PolicyBody(_Body):
+    policy: dict[str, Any] = Field(description="one policy (EscalationPolicy.to_dict() form)")
+
+    @field_validator("policy")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
+        bounds.check_policy_json(value, "policy")
+        return value
+
+
+class _DocumentBody(_Body):
+    """A whole document: as data or as YAML text, exactly one of them."""
+
     document: Optional[dict[str, Any]] = Field(None, description="the whole document as data")
     yaml: Optional[str] = Field(None, max_length=bounds.MAX_YAML_BYTES, description="or as YAML text (an import)")
 
@@ -93,56 +105,34 @@ class DocumentEdit(_Edit):
     @classmethod
     def _bounded(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
         if value is not None:
-            bounds.check_json(value, "document", max_bytes=bounds.MAX_YAML_BYTES, max_depth=bounds.MAX_DEPTH + 6)
+            bounds.check_document_json(value, "document")
         return value
 
     @model_validator(mode="after")
-    def _one_of(self) -> "DocumentEdit":
+    def _one_of(self) -> "_DocumentBody":
         if (self.document is None) == (self.yaml is None):
             raise ValueError("give exactly one of 'document' (a mapping) or 'yaml' (YAML text)")
         return self
 
 
-class PolicyEdit(_Edit):
-    policy: dict[str, Any] = Field(description="one policy (EscalationPolicy.to_dict() form)")
+class DocumentEdit(_Edit, _DocumentBody):
+    pass
 
-    @field_validator("policy")
-    @classmethod
-    def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
-        bounds.check_json(value, "policy", max_bytes=bounds.MAX_POLICY_BYTES, max_depth=bounds.MAX_DEPTH + 4)
-        return value
+
+class PolicyEdit(_Edit, _PolicyBody):
+    pass
 
 
 class Rollback(_Edit):
     pass
 
 
-class PreviewRequest(_Body):
-    policy: dict[str, Any]
-
-    @field_validator("policy")
-    @classmethod
-    def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
-        bounds.check_json(value, "policy", max_bytes=bounds.MAX_POLICY_BYTES, max_depth=bounds.MAX_DEPTH + 4)
-        return value
+class PreviewRequest(_PolicyBody):
+    pass
 
 
-class DocumentCheck(_Body):
-    document: Optional[dict[str, Any]] = None
-    yaml: Optional[str] = Field(None, max_length=bounds.MAX_YAML_BYTES)
-
-    @field_validator("document")
-    @classmethod
-    def _bounded(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
-        if value is not None:
-            bounds.check_json(value, "document", max_bytes=bounds.MAX_YAML_BYTES, max_depth=bounds.MAX_DEPTH + 6)
-        return value
-
-    @model_validator(mode="after")
-    def _one_of(self) -> "DocumentCheck":
-        if (self.document is None) == (self.yaml is None):
-            raise ValueError("give exactly one of 'document' (a mapping) or 'yaml' (YAML text)")
-        return self
+class DocumentCheck(_DocumentBody):
+    pass
 
 
 class CheckAnswer(BaseModel):
@@ -240,6 +230,16 @@ async def _latest(request: Request) -> PolicyRevision:
     if latest is None:
         return PolicyRevision(revision=0, document={"policies": []}, author="", created_at=_epoch(), source="none")
     return latest
+
+
+async def _revision(request: Request, revision: int) -> PolicyRevision | JSONResponse:
+    """Revision ``revision``, or the 404 answer when there is none."""
+    import asyncio
+
+    found: PolicyRevision | None = await asyncio.to_thread(_sync(request).revisions.get, revision)
+    if found is None:
+        return JSONResponse({"detail": f"no policies revision {revision}"}, status_code=404)
+    return found
 
 
 def _epoch() -> Any:
@@ -351,12 +351,8 @@ async def list_revisions(
     summary="One revision with its document",
 )
 async def get_revision(request: Request, revision: int = Path(..., ge=1)) -> Any:
-    import asyncio
-
-    found = await asyncio.to_thread(_sync(request).revisions.get, revision)
-    if found is None:
-        return JSONResponse({"detail": f"no policies revision {revision}"}, status_code=404)
-    return _detail(found)
+    found = await _revision(request, revision)
+    return found if isinstance(found, JSONResponse) else _detail(found)
 
 
 @router.post(
@@ -368,11 +364,9 @@ async def get_revision(request: Request, revision: int = Path(..., ge=1)) -> Any
 async def rollback(
     request: Request, body: Rollback, revision: int = Path(..., ge=1), user: Any = Depends(require_policy_admin)
 ) -> Any:
-    import asyncio
-
-    found = await asyncio.to_thread(_sync(request).revisions.get, revision)
-    if found is None:
-        return JSONResponse({"detail": f"no policies revision {revision}"}, status_code=404)
+    found = await _revision(request, revision)
+    if isinstance(found, JSONResponse):
+        return found
     if not body.comment:
         body.comment = f"roll back to revision {revision}"
     return await _save(request, user, found.document, body, "rollback")
