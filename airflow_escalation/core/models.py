@@ -524,6 +524,10 @@ def _iso(at: datetime) -> str:
     return _last_iso[1]
 
 
+#: metadata key of a record suppressed at its trigger (EscalationRecord.suppressed_by)
+SUPPRESSED_BY = "suppressed_by"
+
+
 @dataclass
 class EscalationRecord:
     """One escalation of one incident under one policy, and its progress.
@@ -604,6 +608,13 @@ class EscalationRecord:
     def duration_at(self, now: datetime) -> timedelta:
         """From trigger to close, or to ``now`` while the record is open."""
         return (self.closed_at or now) - self.created_at
+
+    @property
+    def suppressed_by(self) -> dict[str, Any] | None:
+        """The silence or maintenance window this record was suppressed by at its trigger (it was
+        recorded, closed and paged nobody: docs/oncall.md), else None."""
+        found = self.metadata.get(SUPPRESSED_BY)
+        return found if isinstance(found, dict) else None
 
     @property
     def dag_id(self) -> str | None:

@@ -29,6 +29,7 @@ from airflow_escalation.core.models import (
     EscalationResult,
     EscalationStats,
     EscalationTarget,
+    SUPPRESSED_BY,
     dag_id_of,
 )
 from airflow_escalation.core.types import EscalationEvent, EscalationState, EscalationTrigger
@@ -436,7 +437,7 @@ class EscalationEngine:
                     last is not None
                     and last.closed_at is not None
                     and now - last.closed_at < policy.cooldown
-                    and "suppressed_by" not in last.metadata  # a silenced trigger starts no cooldown
+                    and last.suppressed_by is None  # a silenced trigger starts no cooldown
                 ):
                     until = last.closed_at + policy.cooldown
                     self._measure(self._metrics.escalation, engine_metrics.SUPPRESSED, policy.name)
@@ -465,7 +466,7 @@ class EscalationEngine:
             )
             change = Change()
             if suppression is not None:  # silenced: recorded, closed, nothing sent (docs/oncall.md)
-                record.metadata["suppressed_by"] = suppression.to_dict()
+                record.metadata[SUPPRESSED_BY] = suppression.to_dict()
                 record.add_history_event("suppressed", now, triggered_by, **suppression.to_dict())
                 self._decisions.transition(record, EscalationEvent.CANCEL, now, "system", reason=suppression.label)
                 self._decisions.close(record, now)

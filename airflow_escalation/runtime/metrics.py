@@ -41,7 +41,7 @@ def escalation_events(
 ) -> list[str]:
     """The events a committed change of ``record`` makes (``from_state`` None: it was created)."""
     if from_state is None:
-        if "suppressed_by" in record.metadata:  # silenced at trigger: recorded, closed, nothing sent
+        if record.suppressed_by is not None:  # silenced at trigger: recorded, closed, nothing sent
             return [SUPPRESSED]
         return [TRIGGERED] + [ESCALATED] * max(0, record.escalation_count)
     if action == "trigger_existing":
